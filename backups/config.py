@@ -1,0 +1,503 @@
+"""Static TOML configuration: parse, validate, apply (idempotent and transactional).
+
+Every problem is reported with the key path that holds it (``targets.app-db.port: must be
+1-65535``) and nothing is changed unless the whole file is valid. Secrets stay references:
+they are checked for resolvability but only ever stored as written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Model
+
+from . import secrets
+from .codecs import COMPRESSIONS
+from .engines import Connection, EngineError, engine_keys, get_engine
+from .models import BackupType, Storage, Target
+from .storages import AVAILABLE_KINDS, STORAGE_KINDS, StorageError, build_storage
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+KNOWN_ENGINES = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "clickhouse", "sqlite", "files")
+SECTIONS = ("storages", "targets", "schedules")
+SECRET_OPTION_WORDS = ("password", "secret", "token", "key", "passphrase", "credentials")
+
+STORAGE_KEYS = {"kind", "prefix", "path"}
+TARGET_KEYS = {
+    "engine", "host", "port", "database", "user", "password", "options", "include_tables",
+    "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
+}  # fmt: skip
+SCHEDULE_KEYS = {
+    "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "retention",
+    "retention_days", "notification_email", "storage_path", "include_tables", "exclude_tables",
+    "include_files", "is_active", "notify",
+}  # fmt: skip
+RETENTION_KEYS = {
+    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+    "keep_within", "tiers", "rules", "retention_days", "max_backups", "min_keep",
+}  # fmt: skip
+
+
+class ConfigInvalid(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class Config:
+    source: Path
+    data: dict[str, dict[str, dict[str, Any]]]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged}
+
+
+def load(path: str | Path) -> Config:
+    """Read and parse a TOML file; raise :class:`ConfigInvalid` on unreadable or invalid TOML."""
+    source = Path(path).resolve()
+    try:
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise ConfigInvalid([f"{path}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigInvalid([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigInvalid([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigInvalid([f"{path}: invalid TOML: {exc}"]) from None
+    errors: list[str] = []
+    for key, value in data.items():
+        if key not in SECTIONS:
+            errors.append(
+                f"{key}: unknown section{_suggest(key, SECTIONS)}; sections are {', '.join(SECTIONS)}"
+            )
+        elif not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            errors.append(f"{key}: must be tables written [{key}.NAME]")
+    if errors:
+        raise ConfigInvalid(errors)
+    return Config(source=source, data={section: data.get(section, {}) for section in SECTIONS})
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Validator:
+    def __init__(self, config: Config, probe: bool) -> None:
+        self.config, self.probe = config, probe
+        self.errors: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    # typed getters: each reports a wrong type under its key path and returns a safe default
+    def string(self, table: dict[str, Any], key: str, path: str, default: str = "") -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            self.error(f"{path}.{key}", f"must be a string, got {type(value).__name__}")
+            return default
+        return value
+
+    def string_list(self, table: dict[str, Any], key: str, path: str) -> list[str]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.error(f"{path}.{key}", "must be a list of strings")
+            return []
+        duplicates = sorted({item for item in value if value.count(item) > 1})
+        if duplicates:
+            self.error(f"{path}.{key}", f"lists {', '.join(duplicates)} more than once")
+        return list(value)
+
+    def boolean(self, table: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            self.error(f"{path}.{key}", "must be true or false")
+            return default
+        return value
+
+    def whole_number(self, table: dict[str, Any], key: str, path: str, low: int, high: int) -> int | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.error(f"{path}.{key}", f"must be {low}-{high}")
+            return None
+        return value
+
+    def unknown_keys(self, table: dict[str, Any], allowed: set[str], path: str) -> None:
+        for key in table:
+            if key not in allowed:
+                self.error(f"{path}.{key}", f"unknown key{_suggest(key, allowed)}")
+
+    def names(self, section: str) -> None:
+        seen: dict[str, str] = {}
+        for name in self.config.data[section]:
+            if not NAME_PATTERN.match(name):
+                self.error(
+                    f"{section}.{name}",
+                    "invalid name: use letters, digits, '-' and '_' only (no '/', '..' or spaces), at most 100",
+                )
+            folded = name.lower()
+            if folded in seen:
+                self.error(f"{section}.{name}", f"duplicate name: {seen[folded]!r} differs only in case")
+            seen[folded] = name
+
+    def reference(self, value: str, path: str, must_be_reference: bool) -> None:
+        if must_be_reference and not secrets.is_reference_only(value):
+            self.error(path, "write secrets as ${ENV_VAR} or ${file:/path}; plaintext secrets are refused")
+            return
+        problem = secrets.check_resolvable(value)
+        if problem:
+            self.error(path, problem)
+
+    def path_value(self, value: str) -> str:
+        expanded = os.path.expanduser(value)
+        return str((self.config.base_dir / expanded).resolve()) if not os.path.isabs(expanded) else expanded
+
+    def timezone(self, table: dict[str, Any], path: str) -> str:
+        name = self.string(table, "timezone", path, "UTC")
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.error(f"{path}.timezone", f"unknown time zone {name!r} (e.g. 'UTC', 'Europe/Berlin')")
+        return name
+
+    def compression(self, table: dict[str, Any], path: str, default: str) -> str:
+        value = self.string(table, "compression", path, default)
+        if value not in COMPRESSIONS:
+            self.error(f"{path}.compression", f"must be one of {', '.join(COMPRESSIONS)}")
+        return value
+
+
+@dataclass
+class Plan:
+    """Validated, normalised field values ready to write, keyed by name."""
+
+    storages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target_storages: dict[str, list[str]] = field(default_factory=dict)
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schedule_storages: dict[str, list[str]] = field(default_factory=dict)
+
+
+def validate(config: Config, *, probe: bool = True) -> Plan:
+    """Check everything; raise :class:`ConfigInvalid` listing every problem, or return the plan.
+
+    With ``probe``, also check the environment: sources readable, storages writable.
+    """
+    check = _Validator(config, probe)
+    for section in SECTIONS:
+        check.names(section)
+    plan = Plan()
+    for name, table in config.data["storages"].items():
+        plan.storages[name] = _validate_storage(check, name, table)
+    known_storages = set(plan.storages) | set(Storage.objects.values_list("name", flat=True))
+    for name, table in config.data["targets"].items():
+        plan.targets[name] = _validate_target(check, name, table)
+        plan.target_storages[name] = _storage_refs(check, table, f"targets.{name}", known_storages)
+    known_targets = {
+        **{t.name: t.engine for t in Target.objects.all()},
+        **{n: t.get("engine", "") for n, t in plan.targets.items()},
+    }
+    for name, table in config.data["schedules"].items():
+        plan.schedules[name] = _validate_schedule(check, name, table, known_targets)
+        plan.schedule_storages[name] = _storage_refs(check, table, f"schedules.{name}", known_storages)
+    if check.errors:
+        raise ConfigInvalid(check.errors)
+    return plan
+
+
+def _storage_refs(check: _Validator, table: dict[str, Any], path: str, known: set[str]) -> list[str]:
+    names = check.string_list(table, "storages", path)
+    for name in names:
+        if name not in known:
+            check.error(f"{path}.storages", f"no storage named {name!r}{_suggest(name, known)}")
+    return names
+
+
+def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
+    path = f"storages.{name}"
+    kind = check.string(table, "kind", path)
+    if not kind:
+        check.error(f"{path}.kind", f"required: one of {', '.join(STORAGE_KINDS)}")
+    elif kind not in STORAGE_KINDS:
+        check.error(
+            f"{path}.kind",
+            f"unknown storage kind {kind!r}{_suggest(kind, STORAGE_KINDS)}; use one of {', '.join(STORAGE_KINDS)}",
+        )
+    elif kind not in AVAILABLE_KINDS:
+        check.error(
+            f"{path}.kind",
+            f"storage kind {kind!r} is not available in this version; available: {', '.join(AVAILABLE_KINDS)}",
+        )
+    check.unknown_keys(table, STORAGE_KEYS, path)
+    options: dict[str, Any] = {}
+    if kind == "local":
+        raw = check.string(table, "path", path)
+        if not raw:
+            check.error(f"{path}.path", "required: the directory that holds the backups")
+        else:
+            options["path"] = check.path_value(raw)
+    for key, value in options.items():
+        if isinstance(value, str) and secrets.references(value):
+            check.reference(value, f"{path}.{key}", any(word in key for word in SECRET_OPTION_WORDS))
+    prefix = check.string(table, "prefix", path)
+    if ".." in prefix.split("/"):
+        check.error(f"{path}.prefix", "must not contain '..'")
+    fields = {"kind": kind, "options": options, "prefix": prefix.strip("/")}
+    if check.probe and kind == "local" and "path" in options and not check.errors:
+        try:
+            build_storage(name, kind, options, prefix.strip("/")).check_writable()
+        except StorageError as exc:
+            check.error(f"{path}.path", str(exc).removeprefix(f"{name}: "))
+    return fields
+
+
+def _validate_target(check: _Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
+    path = f"targets.{name}"
+    check.unknown_keys(table, TARGET_KEYS, path)
+    engine_key = check.string(table, "engine", path)
+    available = engine_keys()
+    if not engine_key:
+        check.error(f"{path}.engine", f"required: one of {', '.join(available)}")
+    elif engine_key not in available:
+        if engine_key in KNOWN_ENGINES:
+            check.error(
+                f"{path}.engine",
+                f"engine {engine_key!r} is not available in this version; available: {', '.join(available)}",
+            )
+        else:
+            check.error(
+                f"{path}.engine",
+                f"unknown engine {engine_key!r}{_suggest(engine_key, KNOWN_ENGINES)}; available: {', '.join(available)}",
+            )
+    options = table.get("options", {})
+    if not isinstance(options, dict):
+        check.error(f"{path}.options", "must be a table")
+        options = {}
+    database = check.string(table, "database", path)
+    if engine_key == "sqlite" and database:
+        database = check.path_value(database)
+    fields: dict[str, Any] = {
+        "engine": engine_key,
+        "host": check.string(table, "host", path),
+        "port": check.whole_number(table, "port", path, 1, 65535),
+        "database": database,
+        "user": check.string(table, "user", path),
+        "password": check.string(table, "password", path),
+        "options": options,
+        "include_tables": check.string_list(table, "include_tables", path),
+        "exclude_tables": check.string_list(table, "exclude_tables", path),
+        "paths": [check.path_value(p) for p in check.string_list(table, "paths", path)],
+        "timezone": check.timezone(table, path),
+        "compression": check.compression(table, path, "gzip"),
+        "retention": _validate_retention(check, table, path),
+        "is_active": check.boolean(table, "is_active", path, True),
+    }
+    if fields["password"]:
+        check.reference(fields["password"], f"{path}.password", must_be_reference=True)
+    for key, value in options.items():
+        if isinstance(value, str) and secrets.references(value):
+            check.reference(value, f"{path}.options.{key}", any(word in key for word in SECRET_OPTION_WORDS))
+    if engine_key in available:
+        _check_engine(check, engine_key, name, fields, path)
+    return fields
+
+
+def _check_engine(check: _Validator, engine_key: str, name: str, fields: dict[str, Any], path: str) -> None:
+    engine = get_engine(engine_key)
+    connection = Connection(
+        name=name,
+        engine=engine_key,
+        database=fields["database"],
+        options=fields["options"],
+        include_tables=tuple(fields["include_tables"]),
+        exclude_tables=tuple(fields["exclude_tables"]),
+        paths=tuple(fields["paths"]),
+    )
+    before = len(check.errors)
+    for key, message in engine.validate(connection):
+        check.error(f"{path}.{key}", message)
+    if check.probe and len(check.errors) == before and fields["is_active"]:
+        try:
+            engine.probe(connection)
+        except EngineError as exc:
+            key = "paths" if engine_key == "files" else "database"
+            check.error(f"{path}.{key}", str(exc))
+
+
+def _validate_retention(check: _Validator, table: dict[str, Any], path: str) -> dict[str, Any]:
+    retention = table.get("retention", {})
+    if not isinstance(retention, dict):
+        check.error(f"{path}.retention", "must be a table, e.g. { retention_days = 30, max_backups = 10 }")
+        return {}
+    check.unknown_keys(retention, RETENTION_KEYS, f"{path}.retention")
+    for key in ("retention_days", "max_backups", "min_keep", "keep_last"):
+        check.whole_number(retention, key, f"{path}.retention", 1, 100000)
+    return retention
+
+
+def _validate_schedule(
+    check: _Validator, name: str, table: dict[str, Any], targets: dict[str, str]
+) -> dict[str, Any]:
+    path = f"schedules.{name}"
+    check.unknown_keys(table, SCHEDULE_KEYS, path)
+    target = check.string(table, "target", path)
+    if not target:
+        check.error(f"{path}.target", "required: the name of a target")
+    elif target not in targets:
+        check.error(f"{path}.target", f"no target named {target!r}{_suggest(target, targets)}")
+    backup_type = check.string(table, "backup_type", path, BackupType.FULL)
+    if backup_type not in BackupType.values:
+        check.error(f"{path}.backup_type", f"must be one of {', '.join(BackupType.values)}")
+    elif (
+        targets.get(target) in engine_keys()
+        and backup_type not in get_engine(targets[target]).supported_types
+    ):
+        engine = get_engine(targets[target])
+        check.error(
+            f"{path}.backup_type",
+            f"the {engine.key} engine makes {', '.join(engine.supported_types)} backups only",
+        )
+    cron = check.string(table, "cron", path)
+    if not cron:
+        check.error(f"{path}.cron", "required: five fields 'minute hour day-of-month month day-of-week'")
+    else:
+        problem = cron_problem(cron)
+        if problem:
+            check.error(f"{path}.cron", problem)
+    encryption = check.string(table, "encryption", path, "none")
+    if encryption != "none":
+        check.error(f"{path}.encryption", "encryption is not available in this version; use 'none'")
+    notify = check.string_list(table, "notify", path)
+    return {
+        "target": target,
+        "backup_type": backup_type,
+        "cron_expression": cron,
+        "timezone": check.timezone(table, path),
+        "compression": check.compression(table, path, "gzip"),
+        "encryption": encryption,
+        "retention": _validate_retention(check, table, path),
+        "retention_days": check.whole_number(table, "retention_days", path, 1, 100000),
+        "notification_email": check.string(table, "notification_email", path),
+        "storage_path": check.string(table, "storage_path", path).strip("/"),
+        "include_tables": check.string_list(table, "include_tables", path),
+        "exclude_tables": check.string_list(table, "exclude_tables", path),
+        "include_files": check.string_list(table, "include_files", path),
+        "notify_channels": notify,
+        "is_active": check.boolean(table, "is_active", path, True),
+    }
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why a five-field cron expression is invalid, or None."""
+    from celery.schedules import ParseException, crontab_parser
+
+    fields = expression.split()
+    if len(fields) != 5:
+        return f"expected 5 fields 'minute hour day-of-month month day-of-week', got {len(fields)}"
+    limits = [
+        ("minute", 60, 0),
+        ("hour", 24, 0),
+        ("day of month", 31, 1),
+        ("month", 12, 1),
+        ("day of week", 7, 0),
+    ]
+    for value, (label, size, offset) in zip(fields, limits, strict=True):
+        try:
+            crontab_parser(size, offset).parse(value)
+        except (ParseException, ValueError) as exc:
+            return f"invalid {label} field {value!r}: {exc}"
+    return None
+
+
+def apply(config: Config, *, probe: bool = True) -> ApplyReport:
+    """Validate, then create or update every declared object in one transaction.
+
+    Objects not named in the file are left alone. Applying the same file twice changes nothing.
+    """
+    from schedules.models import BackupSchedule
+
+    plan = validate(config, probe=probe)
+    report = ApplyReport()
+    with transaction.atomic():
+        storages = {
+            name: _upsert(Storage, name, fields, report, "storage") for name, fields in plan.storages.items()
+        }
+        storages.update({s.name: s for s in Storage.objects.exclude(name__in=storages)})
+        targets: dict[str, Target] = {}
+        for name, fields in plan.targets.items():
+            target = _upsert(Target, name, fields, report, "target")
+            _set_m2m(
+                target,
+                "storages",
+                [storages[s] for s in plan.target_storages[name]],
+                report,
+                f"target {name}",
+            )
+            targets[name] = target
+        for name, fields in plan.schedules.items():
+            fields = {
+                **fields,
+                "target": targets.get(fields["target"]) or Target.objects.get(name=fields["target"]),
+            }
+            schedule = _upsert(BackupSchedule, name, fields, report, "schedule")
+            _set_m2m(
+                schedule,
+                "storages",
+                [storages[s] for s in plan.schedule_storages[name]],
+                report,
+                f"schedule {name}",
+            )
+    return report
+
+
+def _upsert(model: type[Model], name: str, fields: dict[str, Any], report: ApplyReport, label: str) -> Any:
+    obj = model._default_manager.filter(name=name).first()
+    if obj is None:
+        obj = model._default_manager.create(name=name, **fields)
+        report.created.append(f"{label} {name}")
+        return obj
+    changed = [key for key, value in fields.items() if getattr(obj, key) != value]
+    if changed:
+        for key in changed:
+            setattr(obj, key, fields[key])
+        obj.save()
+        report.updated.append(f"{label} {name} ({', '.join(changed)})")
+    else:
+        report.unchanged.append(f"{label} {name}")
+    return obj
+
+
+def _set_m2m(obj: Any, attribute: str, wanted: list[Any], report: ApplyReport, label: str) -> None:
+    manager = getattr(obj, attribute)
+    current = {item.pk for item in manager.all()}
+    if current != {item.pk for item in wanted}:
+        manager.set(wanted)
+        entry = f"{label} (storages)"
+        if not any(line.startswith(label) for line in report.created + report.updated):
+            report.unchanged = [line for line in report.unchanged if line != label]
+            report.updated.append(entry)

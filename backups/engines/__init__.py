@@ -1,0 +1,51 @@
+"""Engine registry. Keys are stored in ``Target.engine``; adding an engine is one new module
+listed in ``ENGINES`` (or in the ``BACKUPSITE_ENGINES`` setting) plus its tests."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .base import Connection, DumpOptions, Engine, EngineError, RestoreOptions
+
+ENGINES: dict[str, str] = {
+    "sqlite": "backups.engines.sqlite.SQLiteEngine",
+    "files": "backups.engines.files.FilesEngine",
+}
+
+
+def engine_paths() -> dict[str, str]:
+    return {**ENGINES, **getattr(settings, "BACKUPSITE_ENGINES", {})}
+
+
+def engine_keys() -> list[str]:
+    return sorted(engine_paths())
+
+
+def engine_choices() -> list[tuple[str, str]]:
+    return [(key, get_engine(key).label) for key in engine_keys()]
+
+
+@cache
+def get_engine(key: str) -> Engine:
+    try:
+        path = engine_paths()[key]
+    except KeyError:
+        raise EngineError(f"unknown engine {key!r}; available: {', '.join(engine_keys())}") from None
+    engine_class = import_string(path)
+    engine: Engine = engine_class()
+    return engine
+
+
+__all__ = [
+    "Connection",
+    "DumpOptions",
+    "Engine",
+    "EngineError",
+    "RestoreOptions",
+    "engine_choices",
+    "engine_keys",
+    "get_engine",
+]

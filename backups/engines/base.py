@@ -1,0 +1,113 @@
+"""The engine contract: how Backupsite talks to one kind of database or file tree.
+
+An engine gets plain values (a :class:`Connection` with secrets already resolved, option
+dataclasses, byte streams) and returns plain values or raises :class:`EngineError`. It never
+touches models, services or tasks, so it can be tested and reused on its own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+
+class EngineError(Exception):
+    """A dump, restore or check failed. The message is meant for a human and holds no secret."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Everything an engine needs to reach a source, with the password already resolved."""
+
+    name: str
+    engine: str
+    host: str = ""
+    port: int | None = None
+    database: str = ""
+    user: str = ""
+    password: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    include_tables: tuple[str, ...] = ()
+    exclude_tables: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    backup_type: str = "full"
+    scratch_dir: Path = Path("/tmp")  # noqa: S108  (overridden by services with BACKUPSITE_TMP)
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    scratch_dir: Path = Path("/tmp")  # noqa: S108
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Dump:
+    """A dump in progress: the byte stream to read, and facts for the manifest.
+
+    ``info`` may gain entries while or after the stream is read (e.g. a file count); read it
+    only after the dump context has exited cleanly.
+    """
+
+    stream: BinaryIO
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RestoreResult:
+    tables: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+class Engine:
+    """Base class of every engine. Subclasses set ``key`` and implement ``dump``/``restore``."""
+
+    key: ClassVar[str]
+    label: ClassVar[str]
+    binaries: ClassVar[tuple[str, ...]] = ()
+    file_extension: ClassVar[str] = ".dump"
+    content_type: ClassVar[str] = "application/octet-stream"
+    supported_types: ClassVar[tuple[str, ...]] = ("full", "database")
+
+    def missing_binaries(self) -> list[str]:
+        return [name for name in self.binaries if shutil.which(name) is None]
+
+    def validate(self, connection: Connection) -> list[tuple[str, str]]:
+        """Static problems with a target's settings as ``(field, message)`` pairs."""
+        return []
+
+    def probe(self, connection: Connection) -> None:
+        """Check that the source can be read right now; raise :class:`EngineError` if not."""
+
+    def dump(self, connection: Connection, options: DumpOptions) -> AbstractContextManager[Dump]:
+        """A context manager yielding a :class:`Dump`.
+
+        On exit it must release every resource and raise :class:`EngineError` if the dump
+        failed in any way, even when the consumer has already read an apparently whole stream.
+        """
+        raise NotImplementedError
+
+    def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
+        """Feed an uncompressed dump stream into the destination; fail on the first error."""
+        raise NotImplementedError
+
+    def trial_restore(self, stream: BinaryIO, options: RestoreOptions) -> str:
+        """The cheapest real proof that an uncompressed dump is usable; returns a summary."""
+        raise EngineError(f"engine {self.key} has no trial restore")
+
+    def fingerprint(self, connection: Connection) -> str | None:
+        """A cheap token that changes whenever the source changes, or None when unknown."""
+        return None
+
+
+def read_chunks(stream: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
+    while chunk := stream.read(size):
+        yield chunk

@@ -1,0 +1,233 @@
+"""The backup catalog: what to back up (Target), where to (Storage), and every run (Backup)
+with its steps and stored copies. ``Backup`` is the ``backup_history`` table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models.functions import Lower
+
+from . import secrets
+from .codecs import COMPRESSIONS
+from .engines import engine_choices
+from .storages import STORAGE_KINDS
+
+
+def storage_kind_choices() -> list[tuple[str, str]]:
+    return [(kind, kind.upper() if len(kind) <= 3 else kind.capitalize()) for kind in STORAGE_KINDS]
+
+
+def validate_secret_reference(value: str) -> None:
+    if not secrets.is_reference_only(value):
+        raise ValidationError(
+            "Write secrets as ${ENV_VAR} or ${file:/path/to/file}; plaintext secrets are never stored."
+        )
+
+
+COMPRESSION_CHOICES = [(name, name) for name in COMPRESSIONS]
+
+
+class BackupType(models.TextChoices):
+    FULL = "full", "Full"
+    DATABASE = "database", "Database"
+    FILES = "files", "Files"
+    INCREMENTAL = "incremental", "Incremental"
+    CONFIGURATION = "configuration", "Configuration"
+
+
+class Storage(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=32, choices=storage_kind_choices)
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Kind-specific settings; secrets as ${ENV_VAR} references."
+    )
+    prefix = models.CharField(max_length=255, blank=True, help_text="Path prefix inside the storage.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="storage_name_ci_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Target(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    engine = models.CharField(max_length=32, choices=engine_choices)
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    database = models.CharField(max_length=1024, blank=True, help_text="Database name; for SQLite, its path.")
+    user = models.CharField(max_length=255, blank=True)
+    password = models.CharField(
+        max_length=512,
+        blank=True,
+        validators=[validate_secret_reference],
+        help_text="A reference, resolved only at run time: ${ENV_VAR} or ${file:/path}.",
+    )
+    options = models.JSONField(default=dict, blank=True)
+    include_tables = models.JSONField(default=list, blank=True)
+    exclude_tables = models.JSONField(default=list, blank=True)
+    paths = models.JSONField(default=list, blank=True, help_text="Directories (files engine).")
+    timezone = models.CharField(max_length=64, default="UTC")
+    compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
+    retention = models.JSONField(
+        default=dict, blank=True, help_text='e.g. {"retention_days": 30, "max_backups": 10}'
+    )
+    is_active = models.BooleanField(default=True)
+    storages = models.ManyToManyField(Storage, related_name="targets", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="target_name_ci_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BackupStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCESS = "success", "Success"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    CORRUPT = "corrupt", "Corrupt"
+
+
+class Backup(models.Model):
+    """One backup run (table ``backup_history``)."""
+
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="backups")
+    schedule = models.ForeignKey(
+        "schedules.BackupSchedule", on_delete=models.SET_NULL, null=True, blank=True, related_name="backups"
+    )
+    backup_type = models.CharField(max_length=32, choices=BackupType.choices, default=BackupType.FULL)
+    backup_name = models.CharField(max_length=255)
+    file_path = models.CharField(max_length=1024, blank=True, help_text="Object path inside each storage.")
+    file_size = models.BigIntegerField(null=True, blank=True, help_text="Stored (compressed) bytes.")
+    raw_size = models.BigIntegerField(null=True, blank=True, help_text="Bytes produced by the dump.")
+    checksum = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the stored bytes.")
+    status = models.CharField(
+        max_length=16, choices=BackupStatus.choices, default=BackupStatus.PENDING, db_index=True
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    tables_included = models.JSONField(default=list, blank=True)
+    files_included = models.JSONField(default=list, blank=True)
+    compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
+    encryption = models.CharField(max_length=16, default="none")
+    encryption_key_id = models.CharField(max_length=255, blank=True)
+    verified = models.BooleanField(default=False)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    initiated_by = models.CharField(max_length=150, blank=True)
+    notes = models.TextField(blank=True)
+    error_message = models.TextField(blank=True)
+    progress = models.BigIntegerField(default=0, help_text="Bytes dumped so far.")
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="When retention removed its files.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "backup_history"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["target", "status", "-started_at"], name="backup_target_status_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target"],
+                condition=models.Q(status="running"),
+                name="one_running_backup_per_target",
+            )
+        ]
+        permissions = [("download_backup", "Can download backup files")]
+
+    def __str__(self) -> str:
+        return self.backup_name or f"backup {self.pk}"
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def as_record(self) -> dict[str, Any]:
+        """The row as plain JSON-ready values, keyed by ``backup_history`` column names."""
+        record: dict[str, Any] = {"id": self.pk, "target": self.target.name}
+        for name in RECORD_COLUMNS:
+            value = getattr(self, name)
+            record[name] = value.isoformat() if hasattr(value, "isoformat") else value
+        record["schedule"] = self.schedule.name if self.schedule_id and self.schedule else None
+        return record
+
+
+RECORD_COLUMNS = (
+    "backup_type", "backup_name", "file_path", "file_size", "checksum", "status", "started_at",
+    "completed_at", "duration_seconds", "tables_included", "files_included", "compression",
+    "encryption", "encryption_key_id", "verified", "verified_at", "retention_days", "expires_at",
+    "initiated_by", "notes", "error_message", "created_at", "raw_size", "progress", "deleted_at",
+)  # fmt: skip
+
+
+class StepStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCESS = "success", "Success"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class BackupStep(models.Model):
+    """One step of a run (validate, dump, compress, upload, verify, ...), shown as a timeline."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.RUNNING)
+    started_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    bytes = models.BigIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.status}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+class CopyStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    STORED = "stored", "Stored"
+    FAILED = "failed", "Failed"
+    DELETED = "deleted", "Deleted"
+
+
+class BackupCopy(models.Model):
+    """One stored copy of a backup in one storage."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="copies")
+    storage = models.ForeignKey(Storage, on_delete=models.PROTECT, related_name="copies")
+    path = models.CharField(max_length=1024)
+    size = models.BigIntegerField(null=True, blank=True)
+    etag = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=16, choices=CopyStatus.choices, default=CopyStatus.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["backup", "storage"], name="one_copy_per_storage")]
+
+    def __str__(self) -> str:
+        return f"{self.storage.name}:{self.path}"
+
+    @property
+    def manifest_path(self) -> str:
+        return f"{self.path}.manifest.json"

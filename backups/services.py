@@ -1,0 +1,546 @@
+"""Business logic of backups: run, verify and clean up. Every entry point records what it did
+on the catalog rows; callers (commands, tasks, admin) only present the outcome."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import platform
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import secrets
+from .codecs import EXTENSIONS, DecompressingReader
+from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
+from .engines.base import RestoreOptions
+from .models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
+from .pipeline import HashingReader, StreamResult, stream_backup
+from .steps import describe_error, record_step
+from .storages import BackupStorage, ObjectWriter, StorageError, build_storage
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_FORMAT = 1
+
+
+class ServiceError(Exception):
+    """A request that cannot be carried out as asked (bad id, wrong state); nothing was changed."""
+
+
+# -- resolving targets and storages right before use ---------------------------------------------
+
+
+def _resolve_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: secrets.resolve(value) if isinstance(value, str) else value for key, value in options.items()
+    }
+
+
+def connection_for(target: Target) -> Connection:
+    """The target's connection with its secret references resolved (raises SecretError)."""
+    return Connection(
+        name=target.name,
+        engine=target.engine,
+        host=target.host,
+        port=target.port,
+        database=target.database,
+        user=target.user,
+        password=secrets.resolve(target.password),
+        options=_resolve_options(target.options),
+        include_tables=tuple(target.include_tables),
+        exclude_tables=tuple(target.exclude_tables),
+        paths=tuple(target.paths),
+    )
+
+
+def storage_for(storage: Storage) -> BackupStorage:
+    return build_storage(storage.name, storage.kind, _resolve_options(storage.options), storage.prefix)
+
+
+def scratch_dir() -> Path:
+    path = Path(settings.BACKUPSITE_TMP)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# -- running a backup ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Destination:
+    row: Storage
+    storage: BackupStorage
+    copy: BackupCopy
+    writer: ObjectWriter | None = None
+    committed: bool = False
+
+
+def supports_type(target: Target, backup_type: str) -> bool:
+    return backup_type in get_engine(target.engine).supported_types
+
+
+def run_backup(
+    target: Target,
+    *,
+    backup_type: str = "full",
+    storages: Sequence[Storage] | None = None,
+    compression: str | None = None,
+    schedule: Any = None,
+    retention_days: int | None = None,
+    initiated_by: str = "",
+    progress: ProgressCallback | None = None,
+) -> Backup:
+    """Back up ``target`` once and return its Backup row (SUCCESS, FAILED or SKIPPED).
+
+    Never raises for a failed backup: the failure is recorded on the row and its steps. A run
+    is SUCCESS only when every copy is stored, re-read, and matches the streamed size and
+    SHA-256, and its manifest is stored beside it.
+    """
+    compression = compression or target.compression
+    if retention_days is None:
+        retention_days = target.retention.get("retention_days")
+    started = timezone.now()
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    backup = Backup.objects.create(
+        target=target,
+        schedule=schedule,
+        backup_type=backup_type,
+        backup_name=f"{target.name}-{backup_type}-{stamp}",
+        compression=compression,
+        retention_days=retention_days,
+        initiated_by=initiated_by,
+    )
+    if not _claim(backup):
+        return backup
+    logger.info("backup %s of target %s started", backup.pk, target.name)
+    try:
+        _execute(backup, target, storages, progress)
+    except BaseException as exc:
+        _fail(backup, exc)
+        if not isinstance(exc, Exception):
+            raise
+    return backup
+
+
+def _claim(backup: Backup) -> bool:
+    """PENDING -> RUNNING, or SKIPPED when the target already has a running backup."""
+    try:
+        with transaction.atomic():
+            claimed = Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(
+                status=BackupStatus.RUNNING, started_at=timezone.now()
+            )
+    except IntegrityError:
+        claimed = 0
+    if not claimed:
+        Backup.objects.filter(pk=backup.pk).update(
+            status=BackupStatus.SKIPPED,
+            completed_at=timezone.now(),
+            notes="skipped: another backup of this target is already running",
+        )
+        backup.refresh_from_db()
+        return False
+    backup.refresh_from_db()
+    return True
+
+
+def _execute(
+    backup: Backup, target: Target, storages: Sequence[Storage] | None, progress: ProgressCallback | None
+) -> None:
+    with record_step(backup, "validate") as step:
+        engine, connection, destinations = _prepare(backup, target, storages)
+        step.message = f"engine {engine.key}; storages: {', '.join(d.row.name for d in destinations)}"
+
+    backup.file_path = _object_path(backup, engine)
+    backup.save(update_fields=["file_path"])
+    options = DumpOptions(backup_type=backup.backup_type, scratch_dir=scratch_dir())
+    try:
+        result, info = _stream(backup, engine, connection, destinations, options, progress)
+        _confirm_and_describe(backup, engine, destinations, result, info)
+    except BaseException:
+        _discard(destinations, backup.file_path)
+        raise
+
+    now = timezone.now()
+    backup.status = BackupStatus.SUCCESS
+    backup.completed_at = now
+    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
+    if backup.retention_days:
+        backup.expires_at = (backup.started_at or now) + timedelta(days=backup.retention_days)
+    backup.save()
+    logger.info("backup %s of target %s succeeded: %s bytes", backup.pk, target.name, backup.file_size)
+
+
+def _prepare(
+    backup: Backup, target: Target, storages: Sequence[Storage] | None
+) -> tuple[Engine, Connection, list[_Destination]]:
+    engine = get_engine(target.engine)
+    if backup.backup_type not in engine.supported_types:
+        raise EngineError(
+            f"the {engine.key} engine does not make {backup.backup_type} backups "
+            f"(supported: {', '.join(engine.supported_types)})"
+        )
+    missing = engine.missing_binaries()
+    if missing:
+        raise EngineError(f"required program(s) not installed: {', '.join(missing)}")
+    try:
+        connection = connection_for(target)
+    except secrets.SecretError as exc:
+        raise secrets.SecretError(f"target {target.name}: {exc}") from None
+    problems = engine.validate(connection)
+    if problems:
+        raise EngineError("; ".join(f"{name}: {message}" for name, message in problems))
+    engine.probe(connection)
+    rows = list(storages) if storages is not None else list(target.storages.all())
+    if not rows:
+        raise StorageError(f"target {target.name} has no storage; list one in targets.{target.name}.storages")
+    destinations = []
+    for row in rows:
+        storage = storage_for(row)
+        storage.check_writable()
+        copy = BackupCopy.objects.create(backup=backup, storage=row, path="")
+        destinations.append(_Destination(row=row, storage=storage, copy=copy))
+    return engine, connection, destinations
+
+
+def _object_path(backup: Backup, engine: Engine) -> str:
+    extension = engine.file_extension + EXTENSIONS[backup.compression]
+    sub = (
+        backup.schedule.storage_path.strip("/") + "/"
+        if backup.schedule and backup.schedule.storage_path
+        else ""
+    )
+    return f"{sub}{backup.target.name}/{backup.backup_name}-{backup.pk}{extension}"
+
+
+def _stream(
+    backup: Backup,
+    engine: Engine,
+    connection: Connection,
+    destinations: list[_Destination],
+    options: DumpOptions,
+    progress: ProgressCallback | None,
+) -> tuple[StreamResult, dict[str, Any]]:
+    def on_progress(raw: int, stored: int) -> None:
+        Backup.objects.filter(pk=backup.pk).update(progress=raw)
+        if progress is not None:
+            progress(raw, stored)
+
+    for destination in destinations:
+        destination.copy.path = backup.file_path
+        destination.copy.save(update_fields=["path"])
+        destination.writer = destination.storage.open_writer(backup.file_path)
+    writers = [d.writer for d in destinations if d.writer is not None]
+    with record_step(backup, "dump") as step:
+        with engine.dump(connection, options) as dump:
+            result = stream_backup(
+                dump.stream,
+                writers,
+                backup.compression,
+                on_progress=on_progress,
+                chunk_size=settings.BACKUPSITE_CHUNK_SIZE,
+                progress_interval=settings.BACKUPSITE_PROGRESS_INTERVAL,
+            )
+        step.bytes = result.raw_size
+        step.message = f"{result.raw_size} bytes from {engine.label}"
+    with record_step(backup, "compress") as step:
+        step.bytes = result.size
+        ratio = result.size / result.raw_size if result.raw_size else 0
+        step.message = f"{backup.compression}: {result.size} bytes ({ratio:.1%} of the dump)"
+    for destination in destinations:
+        with record_step(backup, "upload", f"storage {destination.row.name}") as step:
+            assert destination.writer is not None
+            stored = destination.writer.commit()
+            destination.committed = True
+            step.bytes = stored.size
+            step.message = f"storage {destination.row.name}: {destination.storage.location(backup.file_path)}"
+            destination.copy.size = stored.size
+            destination.copy.etag = stored.etag
+            destination.copy.save(update_fields=["size", "etag"])
+    return result, dict(dump.info)
+
+
+def _confirm_and_describe(
+    backup: Backup,
+    engine: Engine,
+    destinations: list[_Destination],
+    result: StreamResult,
+    info: dict[str, Any],
+) -> None:
+    with record_step(backup, "verify") as step:
+        for destination in destinations:
+            _confirm_copy(destination.storage, backup.file_path, result.size, result.sha256)
+        step.bytes = result.size
+        step.message = f"{len(destinations)} cop{'y' if len(destinations) == 1 else 'ies'} re-read: size and sha256 match"
+    backup.file_size = result.size
+    backup.raw_size = result.raw_size
+    backup.progress = result.raw_size
+    backup.checksum = result.sha256
+    backup.tables_included = list(info.get("tables", []))
+    backup.files_included = list(info.get("roots", {}).values())
+    with record_step(backup, "manifest") as step:
+        manifest = json.dumps(build_manifest(backup, engine, info), indent=2, sort_keys=True).encode()
+        for destination in destinations:
+            destination.storage.put_bytes(backup.file_path + MANIFEST_SUFFIX, manifest)
+            destination.copy.status = CopyStatus.STORED
+            destination.copy.save(update_fields=["status"])
+        step.message = f"{backup.file_path}{MANIFEST_SUFFIX}"
+
+
+def _confirm_copy(storage: BackupStorage, path: str, size: int, sha256: str) -> None:
+    actual = storage.size(path)
+    if actual != size:
+        raise StorageError(f"{storage.name}: stored size {actual} differs from the {size} bytes written")
+    with contextlib.closing(storage.open_reader(path)) as handle:
+        reader = HashingReader(handle)
+        reader.drain(settings.BACKUPSITE_CHUNK_SIZE)
+    if reader.hexdigest() != sha256:
+        raise StorageError(f"{storage.name}: sha256 of the stored copy differs from the bytes written")
+
+
+def build_manifest(backup: Backup, engine: Engine, info: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to rebuild the catalog entry and restore by hand."""
+    from backupsite import __version__
+
+    return {
+        "format": MANIFEST_FORMAT,
+        "backupsite_version": __version__,
+        "host": platform.node(),
+        "backup": backup.as_record(),
+        "target": {"name": backup.target.name, "engine": engine.key},
+        "file": Path(backup.file_path).name,
+        "content_type": engine.content_type,
+        "engine_info": info,
+        "restore_by_hand": _restore_hint(backup, engine),
+    }
+
+
+def _restore_hint(backup: Backup, engine: Engine) -> str:
+    name = Path(backup.file_path).name
+    decompress = {"gzip": f"gunzip -c {name}", "zstd": f"zstd -dc {name}", "none": f"cat {name}"}[
+        backup.compression
+    ]
+    if engine.key == "sqlite":
+        return f"{decompress} > restored.sqlite3 && sqlite3 restored.sqlite3 'PRAGMA integrity_check'"
+    if engine.key == "files":
+        return f"{decompress} | tar -xf - -C /restore/dir"
+    return decompress
+
+
+def _discard(destinations: Iterable[_Destination], path: str) -> None:
+    """Remove every trace of a failed run from storage: partial uploads and committed objects."""
+    for destination in destinations:
+        if destination.writer is not None:
+            destination.writer.abort()
+        if path and destination.committed:
+            for object_path in (path, path + MANIFEST_SUFFIX):
+                try:
+                    destination.storage.delete(object_path)
+                except StorageError as exc:
+                    logger.error("could not remove %s after a failed run: %s", object_path, exc)
+        destination.copy.status = CopyStatus.FAILED
+        destination.copy.save(update_fields=["status"])
+
+
+def _fail(backup: Backup, exc: BaseException) -> None:
+    message = secrets.redact(describe_error(exc))
+    if not isinstance(exc, EngineError | StorageError | secrets.SecretError):
+        logger.error(
+            "backup %s of target %s failed: %s", backup.pk, backup.target.name, message, exc_info=exc
+        )
+    else:
+        logger.warning("backup %s of target %s failed: %s", backup.pk, backup.target.name, message)
+    now = timezone.now()
+    backup.status = BackupStatus.FAILED
+    backup.error_message = message
+    backup.completed_at = now
+    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
+    backup.save(update_fields=["status", "error_message", "completed_at", "duration_seconds"])
+
+
+# -- reading a stored backup back ---------------------------------------------------------------
+
+
+def stored_copies(backup: Backup) -> list[BackupCopy]:
+    return list(backup.copies.filter(status=CopyStatus.STORED).select_related("storage").order_by("id"))
+
+
+def restore_manifest(backup: Backup) -> dict[str, Any]:
+    """The facts an engine needs to restore, rebuilt from the catalog row."""
+    return {
+        "engine_info": {"roots": {Path(path).name: path for path in backup.files_included}},
+        "tables": backup.tables_included,
+    }
+
+
+def check_copy_digest(
+    backup: Backup, copy: BackupCopy, progress: Callable[[int], None] | None = None
+) -> None:
+    """Re-read one stored copy and compare its size and SHA-256 with the catalog."""
+    storage = storage_for(copy.storage)
+    with contextlib.closing(storage.open_reader(copy.path)) as handle:
+        reader = HashingReader(handle, progress, settings.BACKUPSITE_PROGRESS_INTERVAL)
+        reader.drain(settings.BACKUPSITE_CHUNK_SIZE)
+    _compare(backup, copy, reader)
+
+
+def _compare(backup: Backup, copy: BackupCopy, reader: HashingReader) -> None:
+    if reader.size != backup.file_size:
+        raise StorageError(
+            f"{copy.storage.name}: {copy.path} is {reader.size} bytes, the catalog says {backup.file_size}"
+        )
+    if reader.hexdigest() != backup.checksum:
+        raise StorageError(
+            f"{copy.storage.name}: checksum mismatch for {copy.path}: sha256 {reader.hexdigest()} "
+            f"but the catalog says {backup.checksum}"
+        )
+
+
+def feed_copy(
+    backup: Backup,
+    copy: BackupCopy,
+    consume: Callable[[BinaryIO], str],
+    progress: Callable[[int], None] | None = None,
+) -> str:
+    """Stream a stored copy, decompressed, into ``consume``; then check the whole stream
+    (compression framing, size and SHA-256) even if ``consume`` stopped reading early."""
+    storage = storage_for(copy.storage)
+    with contextlib.closing(storage.open_reader(copy.path)) as handle:
+        hashing = HashingReader(handle, progress, settings.BACKUPSITE_PROGRESS_INTERVAL)
+        plain = DecompressingReader(hashing, backup.compression, settings.BACKUPSITE_CHUNK_SIZE)  # type: ignore[arg-type]
+        summary = consume(plain)  # type: ignore[arg-type]
+        plain.drain()
+        hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
+    _compare(backup, copy, hashing)
+    return summary
+
+
+# -- verification ---------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyOutcome:
+    backup: Backup
+    ok: bool
+    messages: list[str] = field(default_factory=list)
+
+
+def verify_backup(
+    backup: Backup, *, deep: bool = False, progress: Callable[[int], None] | None = None
+) -> VerifyOutcome:
+    """Re-read every stored copy: size, SHA-256 and the compression stream; with ``deep``, also
+    the engine's trial restore. Sets verified/verified_at, or marks the backup CORRUPT."""
+    if backup.deleted_at is not None:
+        raise ServiceError(f"backup {backup.pk} was deleted by retention on {backup.deleted_at:%Y-%m-%d}")
+    if backup.status not in (BackupStatus.SUCCESS, BackupStatus.CORRUPT):
+        raise ServiceError(f"backup {backup.pk} is {backup.status}; only successful backups can be verified")
+    copies = stored_copies(backup)
+    if not copies:
+        raise ServiceError(f"backup {backup.pk} has no stored copy to verify")
+    engine = get_engine(backup.target.engine)
+    outcome = VerifyOutcome(backup=backup, ok=True)
+    # The step is marked FAILED by raising inside it; the outcome, not the exception, is returned.
+    with (
+        contextlib.suppress(ServiceError),
+        record_step(backup, "verify", "deep" if deep else "checksum") as step,
+    ):
+        for copy in copies:
+            try:
+                consume = _trial(engine) if deep else _count_only
+                summary = feed_copy(backup, copy, consume, progress)
+                outcome.messages.append(f"{copy.storage.name}: ok ({summary})")
+            except Exception as exc:
+                outcome.ok = False
+                outcome.messages.append(f"{copy.storage.name}: {secrets.redact(describe_error(exc))}")
+        step.message = "; ".join(outcome.messages)
+        step.bytes = backup.file_size
+        if not outcome.ok:
+            raise ServiceError(step.message)
+    now = timezone.now()
+    if outcome.ok:
+        backup.verified, backup.verified_at = True, now
+        backup.status = BackupStatus.SUCCESS
+        backup.error_message = ""
+    else:
+        backup.verified = False
+        backup.status = BackupStatus.CORRUPT
+        backup.error_message = "verification failed: " + "; ".join(outcome.messages)
+    backup.save(update_fields=["verified", "verified_at", "status", "error_message"])
+    return outcome
+
+
+def _count_only(stream: BinaryIO) -> str:
+    total = 0
+    while chunk := stream.read(1024 * 1024):
+        total += len(chunk)
+    return f"{total} bytes decompressed"
+
+
+def _trial(engine: Engine) -> Callable[[BinaryIO], str]:
+    def consume(stream: BinaryIO) -> str:
+        return engine.trial_restore(stream, RestoreOptions(scratch_dir=scratch_dir()))
+
+    return consume
+
+
+# -- simple retention ---------------------------------------------------------------------------
+
+
+@dataclass
+class CleanupPlan:
+    target: Target
+    keep: list[tuple[Backup, str]] = field(default_factory=list)
+    delete: list[tuple[Backup, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def plan_cleanup(target: Target, now: datetime | None = None) -> CleanupPlan:
+    """A first, simple policy: ``retention_days`` (each backup's expires_at) and ``max_backups``
+    from the target's retention settings. The newest SUCCESS backup is always kept."""
+    now = now or timezone.now()
+    max_backups = target.retention.get("max_backups")
+    plan = CleanupPlan(target=target)
+    candidates = Backup.objects.filter(target=target, status=BackupStatus.SUCCESS, deleted_at__isnull=True)
+    for index, backup in enumerate(candidates.order_by("-started_at", "-id")):
+        if index == 0:
+            plan.keep.append((backup, "newest successful backup"))
+        elif max_backups is not None and index >= max_backups:
+            plan.delete.append((backup, f"beyond max_backups={max_backups}"))
+        elif backup.expires_at is not None and backup.expires_at <= now:
+            plan.delete.append((backup, f"expired on {backup.expires_at:%Y-%m-%d %H:%M}"))
+        else:
+            plan.keep.append((backup, "within policy"))
+    return plan
+
+
+def cleanup_target(target: Target, *, dry_run: bool = False, now: datetime | None = None) -> CleanupPlan:
+    """Apply :func:`plan_cleanup`: delete every copy and manifest, mark rows deleted (kept for
+    audit). A storage error leaves that backup's row intact and is reported in ``errors``."""
+    plan = plan_cleanup(target, now)
+    if dry_run:
+        return plan
+    for backup, reason in plan.delete:
+        try:
+            with record_step(backup, "cleanup", reason):
+                for copy in backup.copies.exclude(status=CopyStatus.DELETED).select_related("storage"):
+                    storage = storage_for(copy.storage)
+                    if copy.path:
+                        storage.delete(copy.path)
+                        storage.delete(copy.manifest_path)
+                    copy.status, copy.deleted_at = CopyStatus.DELETED, timezone.now()
+                    copy.save(update_fields=["status", "deleted_at"])
+        except Exception as exc:
+            plan.errors.append(f"backup {backup.pk}: {secrets.redact(describe_error(exc))}")
+            continue
+        backup.deleted_at = timezone.now()
+        backup.save(update_fields=["deleted_at"])
+    return plan

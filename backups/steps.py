@@ -1,0 +1,53 @@
+"""Recording the steps of a run as BackupStep rows, so the admin can show a timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.utils import timezone
+
+from .models import Backup, BackupStep, StepStatus
+from .secrets import redact
+
+
+@contextmanager
+def record_step(backup: Backup, name: str, message: str = "") -> Iterator[BackupStep]:
+    """Create a RUNNING step; mark it SUCCESS on exit or FAILED with the error, then re-raise."""
+    step = BackupStep.objects.create(backup=backup, name=name, started_at=timezone.now(), message=message)
+    try:
+        yield step
+    except BaseException as exc:
+        step.status = StepStatus.FAILED
+        step.message = redact(describe_error(exc))
+        step.completed_at = timezone.now()
+        step.save(update_fields=["status", "message", "completed_at"])
+        raise
+    step.status = StepStatus.SUCCESS
+    step.completed_at = timezone.now()
+    step.save(update_fields=["status", "message", "completed_at", "bytes"])
+
+
+def skip_step(backup: Backup, name: str, message: str) -> None:
+    now = timezone.now()
+    BackupStep.objects.create(
+        backup=backup, name=name, status=StepStatus.SKIPPED, started_at=now, completed_at=now, message=message
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line human message for an exception; known families carry their own wording."""
+    from .codecs import CodecError
+    from .engines import EngineError
+    from .pipeline import PipelineError
+    from .secrets import SecretError
+    from .storages import StorageError
+
+    if isinstance(exc, EngineError | StorageError | PipelineError | CodecError | SecretError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by the user (Ctrl-C)"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"unexpected error: {type(exc).__name__}: {exc}"

@@ -1,0 +1,16 @@
+"""URL configuration: the Django admin is the user interface."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+
+admin.site.site_header = "Backupsite"
+admin.site.site_title = "Backupsite"
+admin.site.index_title = "Backups"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,88 @@
+"""manage.py backup_restore: restore a backup into its source or another target."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from backups.cli import ProgressLine, dump_json, failed, usage_error, who
+from backups.models import Backup, Target
+from restores.models import RestoreStatus
+from restores.services import RestoreRefused, check_restorable, restore_backup
+
+
+class Command(BaseCommand):
+    help = (
+        "Restore a backup (checksum verified first). Asks you to type the destination's name unless --yes. "
+        "Exit 0: restored, 1: restore failed, 2: refused or bad usage."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--id", type=int, required=True, dest="backup_id")
+        parser.add_argument("--to", metavar="TARGET", help="destination target (default: the backup's own)")
+        parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        parser.add_argument("--json", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        backup = Backup.objects.select_related("target").filter(pk=options["backup_id"]).first()
+        if backup is None:
+            raise usage_error(f"--id: no backup with id {options['backup_id']}")
+        destination = backup.target
+        if options["to"]:
+            found = Target.objects.filter(name=options["to"]).first()
+            if found is None:
+                raise usage_error(f"--to: no target named {options['to']!r}")
+            destination = found
+        try:
+            check_restorable(backup, destination)
+        except RestoreRefused as exc:
+            raise usage_error(str(exc)) from None
+        confirmed_by = who() + (" (--yes)" if options["yes"] else "")
+        if not options["yes"]:
+            self._confirm(backup, destination)
+        line = ProgressLine(
+            self.stdout, f"restore {backup.pk}", backup.file_size, enabled=not options["json"]
+        )
+        log = restore_backup(
+            backup, destination, initiated_by=who(), confirmed_by=confirmed_by, progress=line
+        )
+        line.done()
+        if options["json"]:
+            dump_json(
+                self.stdout,
+                {
+                    "restore_id": log.pk,
+                    "backup_id": backup.pk,
+                    "destination": destination.name,
+                    "status": log.status,
+                    "tables_restored": log.tables_restored,
+                    "files_restored": len(log.files_restored),
+                    "notes": log.notes,
+                    "error_message": log.error_message,
+                },
+            )
+        elif log.status == RestoreStatus.SUCCESS:
+            self.stdout.write(self.style.SUCCESS(f"restore {log.pk}: {log.notes}"))
+        else:
+            self.stdout.write(self.style.ERROR(f"restore {log.pk} FAILED: {log.error_message}"))
+        if log.status != RestoreStatus.SUCCESS:
+            raise failed(f"restore of backup {backup.pk} failed")
+
+    def _confirm(self, backup: Backup, destination: Target) -> None:
+        if not sys.stdin.isatty():
+            raise usage_error("not on a terminal: confirm with --yes to restore without a prompt")
+        where = destination.database or ", ".join(destination.paths)
+        self.stdout.write(
+            self.style.WARNING(
+                f"This replaces the data of target {destination.name} ({destination.engine}: {where}) "
+                f"with backup {backup.pk} ({backup.backup_name})."
+            )
+        )
+        try:
+            answer = input(f"Type the destination's name ({destination.name}) to continue: ")
+        except EOFError:
+            answer = ""
+        if answer.strip() != destination.name:
+            raise usage_error("confirmation did not match; nothing was restored")

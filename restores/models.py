@@ -1,0 +1,39 @@
+"""Restore runs (table ``backup_restore_log``)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from backups.models import Backup, Target
+
+
+class RestoreStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCESS = "success", "Success"
+    FAILED = "failed", "Failed"
+
+
+class RestoreLog(models.Model):
+    backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores")
+    destination = models.ForeignKey(
+        Target, on_delete=models.PROTECT, null=True, blank=True, related_name="restores"
+    )
+    restore_type = models.CharField(max_length=32, default="full")
+    status = models.CharField(max_length=16, choices=RestoreStatus.choices, default=RestoreStatus.RUNNING)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    tables_restored = models.JSONField(default=list, blank=True)
+    files_restored = models.JSONField(default=list, blank=True)
+    initiated_by = models.CharField(max_length=150, blank=True)
+    confirmed_by = models.CharField(max_length=150, blank=True)
+    notes = models.TextField(blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "backup_restore_log"
+        ordering = ["-created_at", "-id"]
+        permissions = [("restore_backup", "Can restore backups")]
+
+    def __str__(self) -> str:
+        return f"restore of {self.backup_id} ({self.status})"

@@ -1,0 +1,42 @@
+"""Backup schedules (table ``backup_schedule``): the source of truth for when a target is
+backed up, where to, and how long backups are kept."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from backups.models import COMPRESSION_CHOICES, BackupType, Storage, Target
+
+
+class BackupSchedule(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="schedules")
+    backup_type = models.CharField(max_length=32, choices=BackupType.choices, default=BackupType.FULL)
+    cron_expression = models.CharField(
+        max_length=100, help_text="Five fields: minute hour day month weekday."
+    )
+    timezone = models.CharField(max_length=64, default="UTC")
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
+    retention = models.JSONField(default=dict, blank=True, help_text="Retention policy rules.")
+    compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
+    encryption = models.CharField(max_length=16, default="none")
+    include_files = models.JSONField(default=list, blank=True)
+    include_tables = models.JSONField(default=list, blank=True)
+    exclude_tables = models.JSONField(default=list, blank=True)
+    storage_path = models.CharField(max_length=255, blank=True, help_text="Sub-path inside each storage.")
+    remote_storage = models.CharField(max_length=100, blank=True)
+    storages = models.ManyToManyField(Storage, related_name="schedules", blank=True)
+    notification_email = models.CharField(max_length=500, blank=True)
+    notify_channels = models.JSONField(default=list, blank=True)
+    is_active = models.BooleanField(default=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "backup_schedule"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
