@@ -212,3 +212,4 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
     "loggers": {"backups": {"level": env_str("LOG_LEVEL", "WARNING"), "propagate": True}},
 }
+WHITENOISE_USE_FINDERS = True  # serve the admin assets without a collectstatic step

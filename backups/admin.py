@@ -1,0 +1,175 @@
+"""The Django admin is Backupsite's UI: targets, storages and the history with step timelines."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from .cli import human_bytes
+from .models import Backup, BackupCopy, BackupStatus, BackupStep, Storage, Target
+
+STATUS_COLOURS: dict[str, str] = {
+    BackupStatus.SUCCESS: "#2e7d32",
+    BackupStatus.FAILED: "#c62828",
+    BackupStatus.CORRUPT: "#c62828",
+    BackupStatus.RUNNING: "#1565c0",
+    BackupStatus.SKIPPED: "#757575",
+    BackupStatus.PENDING: "#757575",
+}
+
+
+def status_badge(status: str, label: str) -> str:
+    return format_html('<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(status, "inherit"), label)
+
+
+@admin.register(Storage)
+class StorageAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "location", "prefix", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["name"]
+    readonly_fields = ["created_at", "updated_at"]
+
+    @admin.display(description="Location")
+    def location(self, obj: Storage) -> str:
+        return str(obj.options.get("path") or obj.options.get("bucket") or obj.options.get("host") or "")
+
+
+@admin.register(Target)
+class TargetAdmin(admin.ModelAdmin):
+    list_display = ["name", "engine", "source", "compression", "is_active", "last_backup"]
+    list_filter = ["engine", "is_active"]
+    search_fields = ["name", "host", "database"]
+    filter_horizontal = ["storages"]
+    readonly_fields = ["created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "engine", "is_active", "storages", "compression"]}),
+        ("Source", {"fields": ["host", "port", "database", "user", "password", "paths", "timezone"]}),
+        ("Selection", {"fields": ["include_tables", "exclude_tables", "options"], "classes": ["collapse"]}),
+        ("Retention", {"fields": ["retention"]}),
+        ("Audit", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="Source")
+    def source(self, obj: Target) -> str:
+        if obj.engine == "files":
+            return ", ".join(obj.paths)
+        return f"{obj.host}:{obj.port}/{obj.database}" if obj.host else obj.database
+
+    @admin.display(description="Last backup")
+    def last_backup(self, obj: Target) -> str:
+        backup = obj.backups.exclude(status=BackupStatus.PENDING).order_by("-created_at").first()
+        if backup is None:
+            return "never"
+        when = backup.started_at or backup.created_at
+        return status_badge(backup.status, f"{backup.get_status_display()} {when:%Y-%m-%d %H:%M}")
+
+
+class BackupStepInline(admin.TabularInline):
+    model = BackupStep
+    extra = 0
+    can_delete = False
+    fields = ["name", "status_label", "started_at", "duration", "size", "message"]
+    readonly_fields = ["name", "status_label", "started_at", "duration", "size", "message"]
+    verbose_name_plural = "Step timeline"
+
+    def has_add_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
+        return False
+
+    @admin.display(description="Status")
+    def status_label(self, obj: BackupStep) -> str:
+        return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Duration")
+    def duration(self, obj: BackupStep) -> str:
+        return "-" if obj.duration_seconds is None else f"{obj.duration_seconds:.2f}s"
+
+    @admin.display(description="Bytes")
+    def size(self, obj: BackupStep) -> str:
+        return human_bytes(obj.bytes) if obj.bytes is not None else "-"
+
+
+class BackupCopyInline(admin.TabularInline):
+    model = BackupCopy
+    extra = 0
+    can_delete = False
+    fields = ["storage", "path", "size", "etag", "status", "created_at", "deleted_at"]
+    readonly_fields = ["storage", "path", "size", "etag", "status", "created_at", "deleted_at"]
+    verbose_name_plural = "Stored copies"
+
+    def has_add_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
+        return False
+
+
+@admin.register(Backup)
+class BackupAdmin(admin.ModelAdmin):
+    list_display = [
+        "id", "target", "backup_type", "status_label", "started_at", "duration", "stored_size",
+        "verified", "initiated_by",
+    ]  # fmt: skip
+    list_filter = ["status", "backup_type", "verified", "compression", "target"]
+    list_select_related = ["target", "schedule"]
+    search_fields = ["backup_name", "file_path", "target__name", "error_message", "checksum"]
+    date_hierarchy = "created_at"
+    inlines = [BackupStepInline, BackupCopyInline]
+    readonly_fields = [f.name for f in Backup._meta.get_fields() if f.concrete and not f.many_to_many]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "target",
+                    "schedule",
+                    "backup_type",
+                    "backup_name",
+                    "status",
+                    "error_message",
+                    "notes",
+                ]
+            },
+        ),
+        ("Timing", {"fields": ["started_at", "completed_at", "duration_seconds", "progress"]}),
+        (
+            "Stored file",
+            {
+                "fields": [
+                    "file_path",
+                    "file_size",
+                    "raw_size",
+                    "checksum",
+                    "compression",
+                    "encryption",
+                    "encryption_key_id",
+                ]
+            },
+        ),
+        ("Contents", {"fields": ["tables_included", "files_included"]}),
+        (
+            "Verification and retention",
+            {"fields": ["verified", "verified_at", "retention_days", "expires_at", "deleted_at"]},
+        ),
+        ("Audit", {"fields": ["initiated_by", "created_at"]}),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # backups are made by runs, never typed in
+
+    def has_change_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Backup]:
+        return super().get_queryset(request).select_related("target", "schedule")
+
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj: Backup) -> str:
+        label = "Deleted" if obj.deleted_at else obj.get_status_display()
+        return status_badge(obj.status, label)
+
+    @admin.display(description="Duration", ordering="duration_seconds")
+    def duration(self, obj: Backup) -> str:
+        return "-" if obj.duration_seconds is None else f"{obj.duration_seconds:.1f}s"
+
+    @admin.display(description="Size", ordering="file_size")
+    def stored_size(self, obj: Backup) -> str:
+        return human_bytes(obj.file_size)

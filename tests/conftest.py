@@ -1,0 +1,111 @@
+"""Shared fixtures: real SQLite databases, real directory trees, real local storage."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backups.models import Storage, Target
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _scratch_dir(settings, tmp_path: Path) -> None:
+    settings.BACKUPSITE_TMP = tmp_path / "scratch"
+
+
+def fill_sqlite(path: Path, rows: int = 200) -> Path:
+    """A small but varied SQLite database: text with unicode, blobs, reals, an index, a view."""
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE IF NOT EXISTS people (id INTEGER PRIMARY KEY, name TEXT, score REAL, photo BLOB)")
+        db.execute("CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, event TEXT)")
+        db.execute("CREATE INDEX IF NOT EXISTS people_name ON people(name)")
+        db.execute("CREATE VIEW IF NOT EXISTS top AS SELECT name FROM people WHERE score > 50")
+        db.executemany(
+            "INSERT INTO people (name, score, photo) VALUES (?, ?, ?)",
+            [(f"persön-{i} 🚀", i * 1.5, os.urandom(64)) for i in range(rows)],
+        )
+        db.executemany("INSERT INTO audit (event) VALUES (?)", [(f"event {i}",) for i in range(rows)])
+    db.close()
+    return path
+
+
+def sqlite_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    db = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return {t: list(db.execute(f'SELECT * FROM "{t}" ORDER BY rowid')) for t in tables}
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def sqlite_source(tmp_path: Path) -> Path:
+    return fill_sqlite(tmp_path / "source.sqlite3")
+
+
+@pytest.fixture
+def files_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "a.txt").write_text("hello\n")
+    (root / "sub" / "b.bin").write_bytes(os.urandom(100_000))
+    (root / "sub" / "deeper" / "ünïcode name.txt").write_text("ü\n")
+    (root / "empty-dir").mkdir()
+    (root / "link").symlink_to("a.txt")
+    return root
+
+
+@pytest.fixture
+def storage_dir(tmp_path: Path) -> Path:
+    return tmp_path / "backups"
+
+
+@pytest.fixture
+def local_storage(db: None, storage_dir: Path) -> Storage:
+    return Storage.objects.create(name="local", kind="local", options={"path": str(storage_dir)})
+
+
+@pytest.fixture
+def sqlite_target(local_storage: Storage, sqlite_source: Path) -> Target:
+    target = Target.objects.create(name="app-db", engine="sqlite", database=str(sqlite_source))
+    target.storages.add(local_storage)
+    return target
+
+
+@pytest.fixture
+def files_target(local_storage: Storage, files_tree: Path) -> Target:
+    target = Target.objects.create(name="media", engine="files", paths=[str(files_tree)], compression="zstd")
+    target.storages.add(local_storage)
+    return target
+
+
+@pytest.fixture
+def manage(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``manage.py`` in a subprocess with its own migrated BACKUPSITE_HOME (real exit codes)."""
+    home = tmp_path / "home"
+    env = {**os.environ, "BACKUPSITE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "backupsite.settings"}
+    env.pop("DATABASE_URL", None)
+
+    def run(*args: str, input: str | None = None, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(REPO / "manage.py"), *args],
+            cwd=REPO,
+            env={**env, **(extra_env or {})},
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    result = run("migrate", "--noinput", "-v0")
+    assert result.returncode == 0, result.stderr
+    return run
