@@ -417,8 +417,14 @@ def feed_copy(
     with contextlib.closing(storage.open_reader(copy.path)) as handle:
         hashing = HashingReader(handle, progress, settings.BACKUPSITE_PROGRESS_INTERVAL)
         plain = DecompressingReader(hashing, backup.compression, settings.BACKUPSITE_CHUNK_SIZE)  # type: ignore[arg-type]
-        summary = consume(plain)  # type: ignore[arg-type]
-        plain.drain()
+        try:
+            summary = consume(plain)  # type: ignore[arg-type]
+            plain.drain()
+        except Exception:
+            # Changed bytes are the root cause to report, not the decoder's complaint about them.
+            hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
+            _compare(backup, copy, hashing)
+            raise
         hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
     _compare(backup, copy, hashing)
     return summary

@@ -13,7 +13,7 @@ from typing import BinaryIO
 from django.utils import timezone
 
 from backups import secrets
-from backups.engines import get_engine
+from backups.engines import EngineError, get_engine
 from backups.engines.base import RestoreOptions, RestoreResult
 from backups.models import Backup, BackupStatus, Target
 from backups.services import (
@@ -53,6 +53,10 @@ def check_restorable(backup: Backup, destination: Target) -> None:
         )
     if not stored_copies(backup):
         raise RestoreRefused(f"backup {backup.pk} has no stored copy")
+    try:
+        get_engine(destination.engine).check_restore_destination(connection_for(destination))
+    except (EngineError, secrets.SecretError) as exc:
+        raise RestoreRefused(f"target {destination.name}: {exc}") from None
 
 
 def restore_backup(

@@ -87,6 +87,10 @@ class Engine:
     def probe(self, connection: Connection) -> None:
         """Check that the source can be read right now; raise :class:`EngineError` if not."""
 
+    def check_restore_destination(self, connection: Connection) -> None:
+        """Raise :class:`EngineError` if ``connection`` cannot receive a restore (checked before
+        anything is read or written)."""
+
     def dump(self, connection: Connection, options: DumpOptions) -> AbstractContextManager[Dump]:
         """A context manager yielding a :class:`Dump`.
 

@@ -189,6 +189,13 @@ class FilesEngine(Engine):
             "give it one path (each directory goes beneath it) or exactly one per directory"
         )
 
+    def check_restore_destination(self, connection: Connection) -> None:
+        if not connection.paths:
+            raise EngineError("the destination target has no paths to restore into")
+        for raw in connection.paths:
+            if Path(raw).exists() and not Path(raw).is_dir():
+                raise EngineError(f"restore destination {raw} exists and is not a directory")
+
     def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
         roots = list(options.manifest.get("engine_info", {}).get("roots", {}))
         if not roots:

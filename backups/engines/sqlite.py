@@ -129,12 +129,18 @@ class SQLiteEngine(Engine):
             db.execute("VACUUM")
         return keep
 
-    def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
+    def check_restore_destination(self, connection: Connection) -> None:
         destination = Path(connection.database)
+        if not connection.database:
+            raise EngineError("the destination target has no database path")
         if destination.is_dir():
             raise EngineError(
                 f"restore destination {destination} is a directory; set the target's database to a file path"
             )
+
+    def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
+        destination = Path(connection.database)
+        self.check_restore_destination(connection)
         destination.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{destination.name}.restore-", dir=destination.parent)
         os.close(fd)

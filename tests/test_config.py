@@ -1,0 +1,237 @@
+"""TOML configuration: every problem named by its key path, nothing changed on error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from backups import config
+from backups.models import Storage, Target
+from schedules.models import BackupSchedule
+
+pytestmark = pytest.mark.django_db
+
+
+def toml(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def valid(tmp_path: Path, sqlite_source: Path, files_tree: Path) -> str:
+    return f"""
+[storages.local]
+kind = "local"
+path = "{tmp_path / "backups"}"
+
+[targets.app-db]
+engine = "sqlite"
+database = "{sqlite_source}"
+storages = ["local"]
+retention = {{ retention_days = 30, max_backups = 5 }}
+
+[targets.media]
+engine = "files"
+paths = ["{files_tree}"]
+storages = ["local"]
+options = {{ exclude = ["*.tmp"] }}
+
+[schedules.nightly]
+target = "app-db"
+cron = "0 3 * * *"
+timezone = "Europe/Berlin"
+storages = ["local"]
+compression = "zstd"
+retention = {{ keep_last = 3, keep_daily = 7 }}
+"""
+
+
+def errors_of(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.apply(config.load(toml(tmp_path, text)))
+    return caught.value.errors
+
+
+def counts() -> tuple[int, int, int]:
+    return Storage.objects.count(), Target.objects.count(), BackupSchedule.objects.count()
+
+
+def test_it_applies_a_valid_file_idempotently(tmp_path, valid):
+    path = toml(tmp_path, valid)
+    first = config.apply(config.load(path))
+    assert first.created == ["storage local", "target app-db", "target media", "schedule nightly"]
+    assert counts() == (1, 2, 1)
+    second = config.apply(config.load(path))
+    assert second.created == [] and second.updated == []
+    assert counts() == (1, 2, 1)
+    schedule = BackupSchedule.objects.get(name="nightly")
+    assert schedule.cron_expression == "0 3 * * *"
+    assert [s.name for s in schedule.storages.all()] == ["local"]
+    assert Target.objects.get(name="app-db").retention == {"retention_days": 30, "max_backups": 5}
+
+
+def test_it_reports_what_an_edit_changes(tmp_path, valid):
+    config.apply(config.load(toml(tmp_path, valid)))
+    edited = valid.replace('compression = "zstd"', 'compression = "gzip"')
+    report = config.apply(config.load(toml(tmp_path, edited)))
+    assert report.updated == ["schedule nightly (compression)"]
+
+
+def test_it_resolves_relative_paths_against_the_config_file(tmp_path, sqlite_source):
+    (tmp_path / "conf").mkdir()
+    text = f"""
+[storages.local]
+kind = "local"
+path = "../stored"
+
+[targets.db]
+engine = "sqlite"
+database = "../{sqlite_source.name}"
+storages = ["local"]
+"""
+    config.apply(config.load(toml(tmp_path / "conf", text)))
+    assert Storage.objects.get().options["path"] == str(tmp_path / "stored")
+    assert Target.objects.get().database == str(sqlite_source)
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "expected"),
+    [
+        ('engine = "sqlite"', 'engine = "oracle"', "targets.app-db.engine: unknown engine 'oracle'"),
+        ('engine = "sqlite"', 'engine = "sqllite"', "did you mean 'sqlite'?"),
+        ('engine = "sqlite"', 'engine = "postgresql"', "engine 'postgresql' is not available in this version"),
+        ('kind = "local"', 'kind = "dropbox"', "storages.local.kind: unknown storage kind 'dropbox'"),
+        ('kind = "local"', 'kind = "s3"', "storages.local.kind: storage kind 's3' is not available in this version"),
+        ("[targets.media]", '[targets."my media"]', "targets.my media: invalid name"),
+        ("[targets.media]", '[targets."a/b"]', "targets.a/b: invalid name"),
+        ("[targets.media]", '[targets.".."]', "targets...: invalid name"),
+        ("[targets.media]", "[targets.App-DB]", "targets.App-DB: duplicate name: 'app-db' differs only in case"),
+        ('cron = "0 3 * * *"', 'cron = "0 25 * * *"', "schedules.nightly.cron: invalid hour field '25'"),
+        ('cron = "0 3 * * *"', 'cron = "0 3 * *"', "schedules.nightly.cron: expected 5 fields"),
+        ('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"', "schedules.nightly.timezone: unknown time zone"),
+        ('target = "app-db"', 'target = "app-bd"', "schedules.nightly.target: no target named 'app-bd'"),
+        ('storages = ["local"]\nretention = { retention', 'storages = ["offsite"]\nretention = { retention',
+         "targets.app-db.storages: no storage named 'offsite'"),
+        ('compression = "zstd"', 'compression = "brotli"', "schedules.nightly.compression: must be one of"),
+        ('compression = "zstd"', 'compresion = "zstd"', "schedules.nightly.compresion: unknown key (did you mean 'compression'?)"),
+        ("max_backups = 5", "max_backups = 0", "targets.app-db.retention.max_backups: must be 1-100000"),
+        ('options = { exclude = ["*.tmp"] }', "options = { exclude = 3 }", "targets.media.options.exclude: must be a list"),
+    ],
+)  # fmt: skip
+def test_it_rejects_bad_input_naming_the_key_and_changes_nothing(tmp_path, valid, replace, by, expected):
+    assert replace in valid
+    errors = errors_of(tmp_path, valid.replace(replace, by, 1))
+    assert any(expected in error for error in errors), errors
+    assert counts() == (0, 0, 0)
+
+
+def test_it_rejects_a_port_out_of_range(tmp_path, valid):
+    errors = errors_of(tmp_path, valid.replace('engine = "sqlite"', 'engine = "sqlite"\nport = 70000'))
+    assert "targets.app-db.port: must be 1-65535" in errors
+
+
+def test_it_rejects_a_missing_source_database(tmp_path, valid, sqlite_source):
+    errors = errors_of(tmp_path, valid.replace(str(sqlite_source), str(tmp_path / "nope.sqlite3")))
+    assert errors == [f"targets.app-db.database: SQLite database {tmp_path / 'nope.sqlite3'} does not exist"]
+
+
+def test_it_rejects_an_unreadable_source_database(tmp_path, valid, sqlite_source):
+    sqlite_source.write_bytes(b"this is not a database" * 100)
+    errors = errors_of(tmp_path, valid)
+    assert len(errors) == 1 and "cannot be read: file is not a database" in errors[0]
+
+
+def test_it_rejects_a_missing_files_path(tmp_path, valid, files_tree):
+    errors = errors_of(tmp_path, valid.replace(str(files_tree), str(tmp_path / "gone")))
+    assert errors == [f"targets.media.paths: path {tmp_path / 'gone'} does not exist"]
+
+
+def test_it_rejects_an_unwritable_storage_path(tmp_path, valid):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    errors = errors_of(tmp_path, valid.replace(str(tmp_path / "backups"), str(blocker / "backups")))
+    assert len(errors) == 1 and errors[0].startswith("storages.local.path: cannot create directory")
+
+
+def test_it_can_skip_environment_probes(tmp_path, valid, sqlite_source):
+    text = valid.replace(str(sqlite_source), str(tmp_path / "not-yet.sqlite3"))
+    config.apply(config.load(toml(tmp_path, text)), probe=False)
+    assert counts() == (1, 2, 1)
+
+
+def test_it_rejects_invalid_toml_with_its_position(tmp_path):
+    errors = errors_of(tmp_path, "[targets.x]\nengine = \n")
+    assert len(errors) == 1 and "invalid TOML" in errors[0] and "line 2" in errors[0]
+
+
+def test_it_rejects_duplicate_tables(tmp_path, valid):
+    errors = errors_of(tmp_path, valid + '\n[targets.media]\nengine = "files"\n')
+    assert "invalid TOML" in errors[0] and "media" in errors[0]
+
+
+def test_it_rejects_an_unknown_section(tmp_path, valid):
+    errors = errors_of(tmp_path, valid + '\n[target.x]\nengine = "files"\n')
+    assert errors == [
+        "target: unknown section (did you mean 'targets'?); sections are storages, targets, schedules"
+    ]
+
+
+def test_it_names_an_unset_variable_but_never_a_value(tmp_path, valid, monkeypatch):
+    monkeypatch.setenv("OTHER_SECRET", "hunter2-very-secret")
+    monkeypatch.delenv("APP_DB_PASSWORD", raising=False)
+    text = valid.replace('engine = "sqlite"', 'engine = "sqlite"\npassword = "${APP_DB_PASSWORD}"')
+    errors = errors_of(tmp_path, text)
+    assert errors == ["targets.app-db.password: environment variable APP_DB_PASSWORD is not set"]
+    assert "hunter2" not in " ".join(errors)
+
+
+def test_it_stores_secret_references_never_their_values(tmp_path, valid, monkeypatch):
+    monkeypatch.setenv("APP_DB_PASSWORD", "hunter2-very-secret")
+    text = valid.replace('engine = "sqlite"', 'engine = "sqlite"\npassword = "${APP_DB_PASSWORD}"')
+    config.apply(config.load(toml(tmp_path, text)))
+    assert Target.objects.get(name="app-db").password == "${APP_DB_PASSWORD}"
+
+
+def test_it_refuses_a_plaintext_password(tmp_path, valid):
+    errors = errors_of(
+        tmp_path, valid.replace('engine = "sqlite"', 'engine = "sqlite"\npassword = "hunter2"')
+    )
+    assert errors == [
+        "targets.app-db.password: write secrets as ${ENV_VAR} or ${file:/path}; plaintext secrets are refused"
+    ]
+
+
+def test_it_rejects_a_backup_type_the_engine_cannot_make(tmp_path, valid):
+    errors = errors_of(
+        tmp_path, valid.replace('target = "app-db"', 'target = "app-db"\nbackup_type = "files"')
+    )
+    assert errors == ["schedules.nightly.backup_type: the sqlite engine makes full, database backups only"]
+
+
+def test_it_lists_every_problem_at_once(tmp_path, valid):
+    text = valid.replace('kind = "local"', 'kind = "dropbox"').replace('cron = "0 3 * * *"', 'cron = "x"')
+    assert len(errors_of(tmp_path, text)) == 2
+
+
+def test_the_command_exits_2_and_prints_every_problem(tmp_path, valid):
+    path = toml(tmp_path, valid.replace('kind = "local"', 'kind = "dropbox"'))
+    with pytest.raises(CommandError) as caught:
+        call_command("backup_config", "apply", str(path))
+    assert caught.value.returncode == 2
+    assert "storages.local.kind: unknown storage kind 'dropbox'" in str(caught.value)
+    assert "nothing changed" in str(caught.value)
+    assert counts() == (0, 0, 0)
+
+
+def test_the_command_checks_without_applying(tmp_path, valid, capsys):
+    call_command("backup_config", "check", str(toml(tmp_path, valid)))
+    assert counts() == (0, 0, 0)
+
+
+def test_the_example_configs_are_valid(settings):
+    repo = Path(settings.BASE_DIR)
+    for name in ("demo.toml", "production.toml"):
+        config.validate(config.load(repo / "examples" / name), probe=False)
