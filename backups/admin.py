@@ -158,6 +158,9 @@ class BackupAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
+        return False  # deleting a row would orphan its stored files: retention deletes, and keeps the row
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Backup]:
         return super().get_queryset(request).select_related("target", "schedule")
 

@@ -19,3 +19,6 @@ class RestoreLogAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: RestoreLog | None = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: RestoreLog | None = None) -> bool:
+        return False  # the restore log is an audit trail

@@ -50,6 +50,12 @@ def test_other_models_are_registered(admin_client, sqlite_target):
         assert admin_client.get(url).status_code == 200
 
 
+def test_backups_cannot_be_deleted_from_the_admin(admin_client, sqlite_target):
+    backup = services.run_backup(sqlite_target)
+    assert admin_client.get(f"/admin/backups/backup/{backup.pk}/delete/").status_code == 403
+    assert 'value="delete_selected"' not in admin_client.get("/admin/backups/backup/").content.decode()
+
+
 def test_the_admin_requires_login(client):
     response = client.get("/admin/backups/backup/")
     assert response.status_code == 302 and "/login/" in response["Location"]
