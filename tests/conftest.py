@@ -25,7 +25,9 @@ def fill_sqlite(path: Path, rows: int = 200) -> Path:
     """A small but varied SQLite database: text with unicode, blobs, reals, an index, a view."""
     db = sqlite3.connect(path)
     with db:
-        db.execute("CREATE TABLE IF NOT EXISTS people (id INTEGER PRIMARY KEY, name TEXT, score REAL, photo BLOB)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS people (id INTEGER PRIMARY KEY, name TEXT, score REAL, photo BLOB)"
+        )
         db.execute("CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, event TEXT)")
         db.execute("CREATE INDEX IF NOT EXISTS people_name ON people(name)")
         db.execute("CREATE VIEW IF NOT EXISTS top AS SELECT name FROM people WHERE score > 50")
@@ -95,7 +97,9 @@ def manage(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     env = {**os.environ, "BACKUPSITE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "backupsite.settings"}
     env.pop("DATABASE_URL", None)
 
-    def run(*args: str, input: str | None = None, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, input: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(REPO / "manage.py"), *args],
             cwd=REPO,

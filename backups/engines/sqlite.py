@@ -164,8 +164,14 @@ class SQLiteEngine(Engine):
         if destination.exists():
             shutil.copymode(destination, staged)
             # Fold any WAL into the old file first, so no stale WAL is replayed onto the new one.
-            with contextlib.closing(sqlite3.connect(destination, timeout=60)) as old:
-                old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                with contextlib.closing(sqlite3.connect(destination, timeout=60)) as old:
+                    old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError as exc:
+                # A damaged destination (what a restore is often for) has nothing to fold in;
+                # its stale WAL is removed below. Anything else (e.g. locked) stops the restore.
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                    raise EngineError(f"cannot replace {destination}: {exc}") from None
         os.replace(staged, destination)
         for suffix in ("-wal", "-shm"):
             Path(f"{destination}{suffix}").unlink(missing_ok=True)
