@@ -6,8 +6,12 @@ truncated stream and trailing garbage, which a plain ``read()`` loop would miss.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import subprocess
+import threading
 import zlib
+from collections.abc import Generator
 from typing import BinaryIO, Protocol
 
 import zstandard
@@ -67,64 +71,123 @@ def compressor(name: str) -> Transform:
     raise CodecError(f"unknown compression {name!r}; use one of {', '.join(COMPRESSIONS)}")
 
 
-class _Decoder:
-    """One-frame decoder state for a multi-frame (multi-member) stream."""
+def _gunzip(source: BinaryIO, chunk_size: int) -> Generator[bytes, None, None]:
+    """Decompress gzip members one after another; no call yields more than ``chunk_size``."""
+    decoder = zlib.decompressobj(31)
+    pending, started = b"", False
+    while True:
+        if not pending:
+            pending = source.read(chunk_size)
+            if not pending:
+                break
+            started = True
+        if decoder.eof:  # another member follows the one just finished
+            decoder = zlib.decompressobj(31)
+        try:
+            out = decoder.decompress(pending, chunk_size)
+        except zlib.error as exc:
+            raise CodecError(f"the gzip stream is damaged: {exc}") from None
+        pending = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+        if out:
+            yield out
+    if not started:
+        raise CodecError("the gzip stream is empty")
+    if not decoder.eof:
+        raise CodecError("the gzip stream is truncated (it ends before its last member does)")
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._obj = self._new()
-        self.started = False
 
-    def _new(self) -> zlib._Decompress | zstandard.ZstdDecompressionObj:
-        if self.name == "gzip":
-            return zlib.decompressobj(31)
-        return zstandard.ZstdDecompressor().decompressobj()
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
-    def feed(self, data: bytes) -> bytes:
-        out = bytearray()
-        while data:
-            if self._obj.eof:
-                self._obj = self._new()
-            self.started = True
-            try:
-                out += self._obj.decompress(data)
-            except (zlib.error, zstandard.ZstdError) as exc:
-                raise CodecError(f"the {self.name} stream is damaged: {exc}") from None
-            data = self._obj.unused_data if self._obj.eof else b""
-        return bytes(out)
 
-    def close(self) -> None:
-        if not self.started:
-            raise CodecError(f"the {self.name} stream is empty")
-        if not self._obj.eof:
-            raise CodecError(f"the {self.name} stream is truncated (it ends before its last frame does)")
+def _is_zstd_frame(data: bytes) -> bool:
+    """A zstd frame, or a skippable frame (magic 0x184D2A50-0x184D2A5F, little-endian)."""
+    return data[:4] == _ZSTD_MAGIC or (
+        len(data) >= 4 and data[1:4] == b"\x2a\x4d\x18" and data[0] & 0xF0 == 0x50
+    )
+
+
+def _unzstd(source: BinaryIO, chunk_size: int) -> Generator[bytes, None, None]:
+    """Decompress zstd with the standard ``zstd`` tool.
+
+    python-zstandard's streaming readers accept a truncated frame without complaint and its
+    decompressobj has no output bound (one MiB of zeros' frames expands to GiBs), so the tool
+    does it: bounded memory, frame checksums checked, truncation reported.
+    """
+    process = subprocess.Popen(
+        ["zstd", "-d", "-c", "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    fed: list[int] = [0]
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        assert process.stdin is not None
+        try:
+            while data := source.read(chunk_size):
+                if fed[0] == 0 and not _is_zstd_frame(data):
+                    # The tool would also decode gzip/xz by sniffing; this must be zstd only.
+                    raise CodecError("not a zstd stream (the data does not start with a zstd frame)")
+                fed[0] += len(data)
+                process.stdin.write(data)
+        except BrokenPipeError:
+            pass  # zstd stopped reading: its exit status tells why
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+
+    feeder = threading.Thread(target=feed, name="zstd-feeder", daemon=True)
+    feeder.start()
+    finished = False
+    try:
+        while out := process.stdout.read(chunk_size):
+            yield out
+        finished = True
+    finally:
+        if not finished:
+            process.kill()
+        feeder.join()
+        process.stdout.close()
+        errors = process.stderr.read().decode(errors="replace").strip()
+        process.stderr.close()
+        code = process.wait()
+    if failure:
+        raise failure[0]
+    if fed[0] == 0:
+        raise CodecError("the zstd stream is empty")
+    if code != 0:
+        detail = errors.splitlines()[-1] if errors else f"zstd exited with status {code}"
+        raise CodecError(f"the zstd stream is damaged or truncated: {detail}")
+
+
+def _plain(source: BinaryIO, chunk_size: int) -> Generator[bytes, None, None]:
+    while data := source.read(chunk_size):
+        yield data
 
 
 class DecompressingReader(io.RawIOBase):
-    """A readable stream of the decompressed bytes of ``source``."""
+    """A readable stream of the decompressed bytes of ``source``, in bounded memory.
+
+    Reaching the end raises :class:`CodecError` if the compressed stream was truncated,
+    damaged or followed by garbage. Close it before reading ``source`` yourself again.
+    """
 
     def __init__(self, source: BinaryIO, compression: str, chunk_size: int = 1024 * 1024) -> None:
-        if compression not in COMPRESSIONS:
+        decoders = {"gzip": _gunzip, "zstd": _unzstd, "none": _plain}
+        if compression not in decoders:
             raise CodecError(f"unknown compression {compression!r}")
-        self._source = source
-        self._decoder = None if compression == "none" else _Decoder(compression)
+        self._chunks = decoders[compression](source, chunk_size)
         self._chunk_size = chunk_size
-        self._buffer = b""
-        self._done = False
+        self._buffer = memoryview(b"")
         self.raw_bytes = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buffer and not self._done:
-            chunk = self._source.read(self._chunk_size)
-            if not chunk:
-                self._done = True
-                if self._decoder is not None:
-                    self._decoder.close()
-                break
-            self._buffer = chunk if self._decoder is None else self._decoder.feed(chunk)
+        if not self._buffer:
+            self._buffer = memoryview(next(self._chunks, b""))
         size = min(len(target), len(self._buffer))
         target[:size] = self._buffer[:size]
         self._buffer = self._buffer[size:]
@@ -136,3 +199,7 @@ class DecompressingReader(io.RawIOBase):
         while self.read(self._chunk_size):
             pass
         return self.raw_bytes
+
+    def close(self) -> None:
+        self._chunks.close()  # stops a decoder process and its feeder thread
+        super().close()

@@ -88,4 +88,10 @@ class RedactingFilter(logging.Filter):
         if _known_secrets:
             record.msg = redact(record.getMessage())
             record.args = None
+            if record.exc_info:
+                # The traceback text is rendered here, masked, and cached where formatters look.
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+            elif record.exc_text:
+                record.exc_text = redact(record.exc_text)
         return True

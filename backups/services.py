@@ -422,9 +422,11 @@ def feed_copy(
             plain.drain()
         except Exception:
             # Changed bytes are the root cause to report, not the decoder's complaint about them.
+            plain.close()
             hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
             _compare(backup, copy, hashing)
             raise
+        plain.close()
         hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
     _compare(backup, copy, hashing)
     return summary

@@ -59,7 +59,8 @@ class _ArchiveWriter(threading.Thread):
 
     def _add_tree(self, tar: tarfile.TarFile, root: Path) -> None:
         prefix = root.name
-        tar.addfile(tar.gettarinfo(str(root), arcname=prefix))
+        # A symlinked root is archived as the directory it points to (os.walk follows it too).
+        tar.addfile(tar.gettarinfo(os.path.realpath(root), arcname=prefix))
         for directory, dirnames, filenames in os.walk(root, onerror=self._walk_error):
             dirnames.sort()
             base = Path(directory)
@@ -251,6 +252,10 @@ class FilesEngine(Engine):
         if destination.exists():
             if any(destination.iterdir()):
                 aside = destination.with_name(f"{destination.name}.before-restore-{stamp}")
+                counter = 1
+                while os.path.lexists(aside):  # an earlier restore within the same second
+                    counter += 1
+                    aside = destination.with_name(f"{destination.name}.before-restore-{stamp}-{counter}")
                 os.rename(destination, aside)
             else:
                 destination.rmdir()
