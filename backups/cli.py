@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import signal
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from django.core.management.base import CommandError, OutputWrapper
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+
+@contextlib.contextmanager
+def stop_cleanly_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into an exception, so a run in progress is recorded as FAILED and its
+    partial files are removed, instead of the process vanishing mid-write."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def usage_error(message: str) -> CommandError:

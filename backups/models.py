@@ -131,6 +131,7 @@ class Backup(models.Model):
     notes = models.TextField(blank=True)
     error_message = models.TextField(blank=True)
     progress = models.BigIntegerField(default=0, help_text="Bytes dumped so far.")
+    worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the process running it.")
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="When retention removed its files.")
     created_at = models.DateTimeField(auto_now_add=True)
 

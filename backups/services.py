@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -132,15 +134,63 @@ def run_backup(
     return backup
 
 
-def _claim(backup: Backup) -> bool:
-    """PENDING -> RUNNING, or SKIPPED when the target already has a running backup."""
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(worker: str) -> bool:
+    """True when ``worker`` (host:pid) is a process of this host that no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's process: only a heartbeat can tell (scheduler release)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap_lost_runs(target: Target) -> list[Backup]:
+    """Mark RUNNING backups of ``target`` whose process died (e.g. SIGKILL) as FAILED
+    "worker lost", and remove the partial files they left."""
+    lost = [
+        b
+        for b in Backup.objects.filter(target=target, status=BackupStatus.RUNNING)
+        if b.worker and _process_gone(b.worker)
+    ]
+    for backup in lost:
+        for copy in backup.copies.select_related("storage"):
+            try:
+                storage_for(copy.storage).sweep_partials(copy.path)
+            except (StorageError, secrets.SecretError) as exc:
+                logger.warning("could not sweep partial files of lost backup %s: %s", backup.pk, exc)
+            copy.status = CopyStatus.FAILED
+            copy.save(update_fields=["status"])
+        _fail(backup, _WorkerLost(f"worker lost: process {backup.worker} ended without finishing the backup"))
+    return lost
+
+
+class _WorkerLost(Exception):
+    pass
+
+
+def _try_claim(backup: Backup) -> bool:
     try:
         with transaction.atomic():
-            claimed = Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(
-                status=BackupStatus.RUNNING, started_at=timezone.now()
+            return bool(
+                Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(
+                    status=BackupStatus.RUNNING, started_at=timezone.now(), worker=this_worker()
+                )
             )
     except IntegrityError:
-        claimed = 0
+        return False
+
+
+def _claim(backup: Backup) -> bool:
+    """PENDING -> RUNNING, or SKIPPED when the target already has a running backup."""
+    claimed = _try_claim(backup) or (bool(reap_lost_runs(backup.target)) and _try_claim(backup))
     if not claimed:
         Backup.objects.filter(pk=backup.pk).update(
             status=BackupStatus.SKIPPED,

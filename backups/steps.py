@@ -47,6 +47,10 @@ def describe_error(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted by the user (Ctrl-C)"
+    if isinstance(exc, SystemExit):
+        return f"stopped: {exc}"
+    if type(exc).__name__ == "_WorkerLost":
+        return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}"

@@ -83,6 +83,10 @@ class BackupStorage(ABC):
         """Raise :class:`StorageError` with a plain message unless objects can be written now."""
 
     @abstractmethod
+    def sweep_partials(self, path: str) -> int:
+        """Remove temporary objects a dead writer left for ``path``; returns how many."""
+
+    @abstractmethod
     def location(self, path: str) -> str:
         """Where a human finds the object (a filesystem path or a URL without credentials)."""
 
@@ -216,6 +220,14 @@ class LocalStorage(BackupStorage):
             probe.unlink()
         except OSError as exc:
             raise StorageError(f"{self.name}: directory {root} is not writable: {exc.strerror}") from None
+
+    def sweep_partials(self, path: str) -> int:
+        final = self.full_path(path)
+        removed = 0
+        for leftover in final.parent.glob(f".{final.name}{PARTIAL_MARKER}*"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def location(self, path: str) -> str:
         return str(self.full_path(path))

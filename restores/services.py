@@ -81,10 +81,14 @@ def restore_backup(
     logger.info("restore %s of backup %s into %s started", log.pk, backup.pk, destination.name)
     try:
         result = _restore(backup, destination, progress)
-    except Exception as exc:
+    except BaseException as exc:
         log.status = RestoreStatus.FAILED
         log.error_message = secrets.redact(describe_error(exc))
+        log.completed_at = timezone.now()
+        log.save()
         logger.warning("restore %s of backup %s failed: %s", log.pk, backup.pk, log.error_message)
+        if not isinstance(exc, Exception):
+            raise
     else:
         log.status = RestoreStatus.SUCCESS
         log.tables_restored = result.tables

@@ -7,7 +7,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from backups import services
-from backups.cli import ProgressLine, dump_json, failed, human_bytes, usage_error, who
+from backups.cli import (
+    ProgressLine,
+    dump_json,
+    failed,
+    human_bytes,
+    stop_cleanly_on_sigterm,
+    usage_error,
+    who,
+)
 from backups.models import Backup, BackupStatus, BackupType, Target
 
 
@@ -32,7 +40,10 @@ class Command(BaseCommand):
             line = ProgressLine(
                 self.stdout, target.name, previous.raw_size if previous else None, enabled=not options["json"]
             )
-            backup = services.run_backup(target, backup_type=backup_type, initiated_by=who(), progress=line)
+            with stop_cleanly_on_sigterm():
+                backup = services.run_backup(
+                    target, backup_type=backup_type, initiated_by=who(), progress=line
+                )
             line.done()
             results.append(backup)
             if not options["json"]:

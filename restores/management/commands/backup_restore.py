@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from backups.cli import ProgressLine, dump_json, failed, usage_error, who
+from backups.cli import ProgressLine, dump_json, failed, stop_cleanly_on_sigterm, usage_error, who
 from backups.models import Backup, Target
 from restores.models import RestoreStatus
 from restores.services import RestoreRefused, check_restorable, restore_backup
@@ -45,9 +45,10 @@ class Command(BaseCommand):
         line = ProgressLine(
             self.stdout, f"restore {backup.pk}", backup.file_size, enabled=not options["json"]
         )
-        log = restore_backup(
-            backup, destination, initiated_by=who(), confirmed_by=confirmed_by, progress=line
-        )
+        with stop_cleanly_on_sigterm():
+            log = restore_backup(
+                backup, destination, initiated_by=who(), confirmed_by=confirmed_by, progress=line
+            )
         line.done()
         if options["json"]:
             dump_json(
