@@ -25,7 +25,7 @@ from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from .engines.base import RestoreOptions
 from .models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from .pipeline import HashingReader, StreamResult, stream_backup
-from .steps import describe_error, record_step
+from .steps import WorkerLost, describe_error, record_step
 from .storages import BackupStorage, ObjectWriter, StorageError, build_storage
 
 logger = logging.getLogger(__name__)
@@ -168,12 +168,8 @@ def reap_lost_runs(target: Target) -> list[Backup]:
                 logger.warning("could not sweep partial files of lost backup %s: %s", backup.pk, exc)
             copy.status = CopyStatus.FAILED
             copy.save(update_fields=["status"])
-        _fail(backup, _WorkerLost(f"worker lost: process {backup.worker} ended without finishing the backup"))
+        _fail(backup, WorkerLost(f"worker lost: process {backup.worker} ended without finishing the backup"))
     return lost
-
-
-class _WorkerLost(Exception):
-    pass
 
 
 def _try_claim(backup: Backup) -> bool:
@@ -403,7 +399,7 @@ def _discard(destinations: Iterable[_Destination], path: str) -> None:
 
 def _fail(backup: Backup, exc: BaseException) -> None:
     message = secrets.redact(describe_error(exc))
-    if not isinstance(exc, EngineError | StorageError | secrets.SecretError):
+    if not isinstance(exc, EngineError | StorageError | secrets.SecretError | WorkerLost):
         logger.error(
             "backup %s of target %s failed: %s", backup.pk, backup.target.name, message, exc_info=exc
         )

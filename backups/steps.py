@@ -11,6 +11,10 @@ from .models import Backup, BackupStep, StepStatus
 from .secrets import redact
 
 
+class WorkerLost(Exception):
+    """The process running a backup died without recording an outcome."""
+
+
 @contextmanager
 def record_step(backup: Backup, name: str, message: str = "") -> Iterator[BackupStep]:
     """Create a RUNNING step; mark it SUCCESS on exit or FAILED with the error, then re-raise."""
@@ -28,13 +32,6 @@ def record_step(backup: Backup, name: str, message: str = "") -> Iterator[Backup
     step.save(update_fields=["status", "message", "completed_at", "bytes"])
 
 
-def skip_step(backup: Backup, name: str, message: str) -> None:
-    now = timezone.now()
-    BackupStep.objects.create(
-        backup=backup, name=name, status=StepStatus.SKIPPED, started_at=now, completed_at=now, message=message
-    )
-
-
 def describe_error(exc: BaseException) -> str:
     """A one-line human message for an exception; known families carry their own wording."""
     from .codecs import CodecError
@@ -43,14 +40,12 @@ def describe_error(exc: BaseException) -> str:
     from .secrets import SecretError
     from .storages import StorageError
 
-    if isinstance(exc, EngineError | StorageError | PipelineError | CodecError | SecretError):
+    if isinstance(exc, EngineError | StorageError | PipelineError | CodecError | SecretError | WorkerLost):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted by the user (Ctrl-C)"
     if isinstance(exc, SystemExit):
         return f"stopped: {exc}"
-    if type(exc).__name__ == "_WorkerLost":
-        return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}"
