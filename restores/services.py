@@ -84,11 +84,9 @@ def restore_backup(
     except BaseException as exc:
         log.status = RestoreStatus.FAILED
         log.error_message = secrets.redact(describe_error(exc))
-        log.completed_at = timezone.now()
-        log.save()
         logger.warning("restore %s of backup %s failed: %s", log.pk, backup.pk, log.error_message)
         if not isinstance(exc, Exception):
-            raise
+            raise  # Ctrl-C or SIGTERM: recorded (below), then the process stops
     else:
         log.status = RestoreStatus.SUCCESS
         log.tables_restored = result.tables
@@ -96,8 +94,9 @@ def restore_backup(
         log.notes = result.message
         if len(result.files) > FILES_LISTED:
             log.notes += f" (first {FILES_LISTED} of {len(result.files)} files listed)"
-    log.completed_at = timezone.now()
-    log.save()
+    finally:
+        log.completed_at = timezone.now()
+        log.save()
     return log
 
 
