@@ -8,7 +8,6 @@ touches models, services or tasks, so it can be tested and reused on its own.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,8 +109,3 @@ class Engine:
     def fingerprint(self, connection: Connection) -> str | None:
         """A cheap token that changes whenever the source changes, or None when unknown."""
         return None
-
-
-def read_chunks(stream: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
-    while chunk := stream.read(size):
-        yield chunk
