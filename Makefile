@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := libldap2-dev libsasl2-dev default-libmysqlclient-dev pkg-config build-essential \
-                sqlite3 gzip zstd tar
+                sqlite3 gzip zstd tar \
+                postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 

@@ -34,6 +34,7 @@ STORAGE_KEYS = {"kind", "prefix", "path"}
 TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
+    "skip_unchanged", "sandbox",
 }  # fmt: skip
 SCHEDULE_KEYS = {
     "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "retention",
@@ -201,6 +202,7 @@ class Plan:
     target_storages: dict[str, list[str]] = field(default_factory=dict)
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
     schedule_storages: dict[str, list[str]] = field(default_factory=dict)
+    target_sandboxes: dict[str, str] = field(default_factory=dict)
 
 
 def validate(config: Config, *, probe: bool = True) -> Plan:
@@ -222,12 +224,38 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
         **{t.name: t.engine for t in Target.objects.all()},
         **{n: t.get("engine", "") for n, t in plan.targets.items()},
     }
+    for name, table in config.data["targets"].items():
+        sandbox = _sandbox_ref(check, name, table, known_targets)
+        if sandbox:
+            plan.target_sandboxes[name] = sandbox
     for name, table in config.data["schedules"].items():
         plan.schedules[name] = _validate_schedule(check, name, table, known_targets)
         plan.schedule_storages[name] = _storage_refs(check, table, f"schedules.{name}", known_storages)
     if check.errors:
         raise ConfigInvalid(check.errors)
     return plan
+
+
+def _sandbox_ref(check: _Validator, name: str, table: dict[str, Any], known_targets: dict[str, str]) -> str:
+    path = f"targets.{name}.sandbox"
+    sandbox = check.string(table, "sandbox", f"targets.{name}")
+    if not sandbox:
+        return ""
+    engine_key = known_targets.get(name, "")
+    if sandbox not in known_targets:
+        check.error(path, f"no target named {sandbox!r}{_suggest(sandbox, known_targets)}")
+    elif sandbox == name:
+        check.error(
+            path, "a target cannot be its own sandbox: scratch restores need a separate server or user"
+        )
+    elif known_targets[sandbox] != engine_key:
+        check.error(
+            path,
+            f"target {sandbox!r} uses the {known_targets[sandbox]} engine; the sandbox must be {engine_key}",
+        )
+    elif engine_key in engine_keys() and not get_engine(engine_key).has_scratch_databases:
+        check.error(path, f"the {engine_key} engine has no scratch databases; remove the sandbox")
+    return sandbox
 
 
 def _storage_refs(check: _Validator, table: dict[str, Any], path: str, known: set[str]) -> list[str]:
@@ -316,6 +344,7 @@ def _validate_target(check: _Validator, name: str, table: dict[str, Any]) -> dic
         "compression": check.compression(table, path, "gzip"),
         "retention": _validate_retention(check, table, path),
         "is_active": check.boolean(table, "is_active", path, True),
+        "skip_unchanged": check.boolean(table, "skip_unchanged", path, False),
     }
     if fields["password"]:
         check.reference(fields["password"], f"{path}.password", must_be_reference=True)
@@ -459,6 +488,16 @@ def apply(config: Config, *, probe: bool = True) -> ApplyReport:
                 f"target {name}",
             )
             targets[name] = target
+        for name, target in targets.items():
+            sandbox_name = plan.target_sandboxes.get(name)
+            sandbox = (
+                (targets.get(sandbox_name) or Target.objects.get(name=sandbox_name)) if sandbox_name else None
+            )
+            if target.sandbox_id != (sandbox.pk if sandbox else None):
+                target.sandbox = sandbox
+                target.save(update_fields=["sandbox"])
+                if f"target {name}" not in report.created:
+                    report.updated.append(f"target {name} (sandbox)")
         for name, fields in plan.schedules.items():
             fields = {
                 **fields,

@@ -78,6 +78,20 @@ class Target(models.Model):
         default=dict, blank=True, help_text='e.g. {"retention_days": 30, "max_backups": 10}'
     )
     is_active = models.BooleanField(default=True)
+    skip_unchanged = models.BooleanField(
+        default=False,
+        help_text="Record a run SKIPPED when the engine can tell for sure that nothing changed since "
+        "the last successful backup (PostgreSQL: same WAL position).",
+    )
+    sandbox = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="sandbox_for",
+        help_text="A server of the same engine where backup_verify --deep restores into a scratch "
+        "database, compares row counts with the manifest and drops it.",
+    )
     storages = models.ManyToManyField(Storage, related_name="targets", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -120,6 +134,12 @@ class Backup(models.Model):
     duration_seconds = models.FloatField(null=True, blank=True)
     tables_included = models.JSONField(default=list, blank=True)
     files_included = models.JSONField(default=list, blank=True)
+    engine_info = models.JSONField(
+        default=dict, blank=True, help_text="What the engine reported: server and tool versions, row counts."
+    )
+    fingerprint = models.CharField(
+        max_length=255, blank=True, help_text="The source's change token when the dump started, if any."
+    )
     compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
     encryption = models.CharField(max_length=16, default="none")
     encryption_key_id = models.CharField(max_length=255, blank=True)
@@ -170,6 +190,7 @@ RECORD_COLUMNS = (
     "completed_at", "duration_seconds", "tables_included", "files_included", "compression",
     "encryption", "encryption_key_id", "verified", "verified_at", "retention_days", "expires_at",
     "initiated_by", "notes", "error_message", "created_at", "raw_size", "progress", "deleted_at",
+    "fingerprint",
 )  # fmt: skip
 
 

@@ -4,6 +4,8 @@ on the catalog rows; callers (commands, tasks, admin) only present the outcome."
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -203,12 +205,23 @@ def _execute(
     backup: Backup, target: Target, storages: Sequence[Storage] | None, progress: ProgressCallback | None
 ) -> None:
     with record_step(backup, "validate") as step:
-        engine, connection, destinations = _prepare(backup, target, storages)
-        step.message = f"engine {engine.key}; storages: {', '.join(d.row.name for d in destinations)}"
+        engine, connection, rows = _prepare(backup, target, storages)
+        step.message = f"engine {engine.key}; storages: {', '.join(row.name for row in rows)}"
+        backup.fingerprint = _fingerprint(engine, connection, target, rows, backup)
+        previous = _unchanged_since(backup, target) if target.skip_unchanged else None
+        if previous is None:
+            destinations = _destinations(backup, rows)
+        else:
+            step.message += f"; unchanged since backup {previous.pk}"
+    if previous is not None:
+        _skip_unchanged(backup, previous)
+        return
 
     backup.file_path = _object_path(backup, engine)
-    backup.save(update_fields=["file_path"])
-    options = DumpOptions(backup_type=backup.backup_type, scratch_dir=scratch_dir())
+    backup.save(update_fields=["file_path", "fingerprint"])
+    options = DumpOptions(
+        backup_type=backup.backup_type, compression=backup.compression, scratch_dir=scratch_dir()
+    )
     try:
         result, info = _stream(backup, engine, connection, destinations, options, progress)
         _confirm_and_describe(backup, engine, destinations, result, info)
@@ -228,7 +241,7 @@ def _execute(
 
 def _prepare(
     backup: Backup, target: Target, storages: Sequence[Storage] | None
-) -> tuple[Engine, Connection, list[_Destination]]:
+) -> tuple[Engine, Connection, list[Storage]]:
     engine = get_engine(target.engine)
     if backup.backup_type not in engine.supported_types:
         raise EngineError(
@@ -249,13 +262,79 @@ def _prepare(
     rows = list(storages) if storages is not None else list(target.storages.all())
     if not rows:
         raise StorageError(f"target {target.name} has no storage; list one in targets.{target.name}.storages")
+    return engine, connection, rows
+
+
+def _fingerprint(
+    engine: Engine, connection: Connection, target: Target, rows: list[Storage], backup: Backup
+) -> str:
+    """The source's change token joined with everything that shapes the backup, so a changed
+    table filter, option, compression or storage list never matches an older backup."""
+    try:
+        token = engine.fingerprint(connection)
+    except EngineError as exc:
+        logger.warning("backup %s: no fingerprint for target %s: %s", backup.pk, target.name, exc)
+        return ""
+    if not token:
+        return ""
+    shape = json.dumps(
+        [
+            backup.backup_type,
+            backup.compression,
+            target.options,
+            target.include_tables,
+            target.exclude_tables,
+            sorted(row.name for row in rows),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return f"{token}|{hashlib.sha256(shape.encode()).hexdigest()[:16]}"
+
+
+def _unchanged_since(backup: Backup, target: Target) -> Backup | None:
+    """The newest intact backup with the same fingerprint, if any."""
+    if not backup.fingerprint:
+        return None
+    previous = (
+        Backup.objects.filter(
+            target=target,
+            status=BackupStatus.SUCCESS,
+            deleted_at__isnull=True,
+            fingerprint=backup.fingerprint,
+        )
+        .exclude(pk=backup.pk)
+        .order_by("-started_at", "-id")
+        .first()
+    )
+    if previous is None or previous.copies.exclude(status=CopyStatus.STORED).exists():
+        return None
+    return previous
+
+
+def _skip_unchanged(backup: Backup, previous: Backup) -> None:
+    now = timezone.now()
+    backup.status = BackupStatus.SKIPPED
+    backup.completed_at = now
+    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
+    backup.notes = (
+        f"skipped: nothing changed since backup {previous.pk} of {previous.started_at:%Y-%m-%d %H:%M} "
+        "(same fingerprint)"
+    )
+    backup.save()
+    logger.info(
+        "backup %s of target %s skipped: unchanged since %s", backup.pk, backup.target.name, previous.pk
+    )
+
+
+def _destinations(backup: Backup, rows: list[Storage]) -> list[_Destination]:
     destinations = []
     for row in rows:
         storage = storage_for(row)
         storage.check_writable()
         copy = BackupCopy.objects.create(backup=backup, storage=row, path="")
         destinations.append(_Destination(row=row, storage=storage, copy=copy))
-    return engine, connection, destinations
+    return destinations
 
 
 def _object_path(backup: Backup, engine: Engine) -> str:
@@ -332,6 +411,7 @@ def _confirm_and_describe(
     backup.progress = result.raw_size
     backup.checksum = result.sha256
     backup.tables_included = list(info.get("tables", []))
+    backup.engine_info = info
     backup.files_included = list(info.get("roots", {}).values())
     with record_step(backup, "manifest") as step:
         manifest = json.dumps(build_manifest(backup, engine, info), indent=2, sort_keys=True).encode()
@@ -379,6 +459,11 @@ def _restore_hint(backup: Backup, engine: Engine) -> str:
         return f"{decompress} > restored.sqlite3 && sqlite3 restored.sqlite3 'PRAGMA integrity_check'"
     if engine.key == "files":
         return f"{decompress} | tar -xf - -C /restore/dir"
+    if engine.key == "postgresql":
+        return f"createdb NEWDB && {decompress} | pg_restore --no-owner --exit-on-error --single-transaction -d NEWDB"
+    if engine.key in ("mysql", "mariadb"):
+        client = "mysql" if engine.key == "mysql" else "mariadb"
+        return f"{client} -e 'CREATE DATABASE NEWDB' && {decompress} | {client} --binary-mode NEWDB"
     return decompress
 
 
@@ -423,7 +508,11 @@ def stored_copies(backup: Backup) -> list[BackupCopy]:
 def restore_manifest(backup: Backup) -> dict[str, Any]:
     """The facts an engine needs to restore, rebuilt from the catalog row."""
     return {
-        "engine_info": {"roots": {Path(path).name: path for path in backup.files_included}},
+        "engine_info": {
+            "tables": backup.tables_included,
+            **backup.engine_info,
+            "roots": {Path(path).name: path for path in backup.files_included},
+        },
         "tables": backup.tables_included,
     }
 
@@ -489,10 +578,16 @@ class VerifyOutcome:
 
 
 def verify_backup(
-    backup: Backup, *, deep: bool = False, progress: Callable[[int], None] | None = None
+    backup: Backup,
+    *,
+    deep: bool = False,
+    sandbox: Target | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> VerifyOutcome:
     """Re-read every stored copy: size, SHA-256 and the compression stream; with ``deep``, also
-    the engine's trial restore. Sets verified/verified_at, or marks the backup CORRUPT."""
+    a restore: into a scratch database on the sandbox target (``sandbox``, else the target's
+    configured one) when there is one, otherwise the engine's trial restore. Sets
+    verified/verified_at, or marks the backup CORRUPT."""
     if backup.deleted_at is not None:
         raise ServiceError(f"backup {backup.pk} was deleted by retention on {backup.deleted_at:%Y-%m-%d}")
     if backup.status not in (BackupStatus.SUCCESS, BackupStatus.CORRUPT):
@@ -501,6 +596,10 @@ def verify_backup(
     if not copies:
         raise ServiceError(f"backup {backup.pk} has no stored copy to verify")
     engine = get_engine(backup.target.engine)
+    if deep and sandbox is None:
+        sandbox = backup.target.sandbox
+    if sandbox is not None:
+        check_sandbox(engine, backup.target, sandbox)
     outcome = VerifyOutcome(backup=backup, ok=True)
     # The step is marked FAILED by raising inside it; the outcome, not the exception, is returned.
     with (
@@ -509,7 +608,13 @@ def verify_backup(
     ):
         for copy in copies:
             try:
-                consume = _trial(engine) if deep else _count_only
+                consume: Callable[[BinaryIO], str]
+                if not deep:
+                    consume = _count_only
+                elif sandbox is not None:
+                    consume = _sandbox_restore(engine, backup, sandbox)
+                else:
+                    consume = _trial(engine)
                 summary = feed_copy(backup, copy, consume, progress)
                 outcome.messages.append(f"{copy.storage.name}: ok ({summary})")
             except Exception as exc:
@@ -537,6 +642,68 @@ def _count_only(stream: BinaryIO) -> str:
     while chunk := stream.read(1024 * 1024):
         total += len(chunk)
     return f"{total} bytes decompressed"
+
+
+def check_sandbox(engine: Engine, target: Target, sandbox: Target) -> None:
+    """Raise :class:`ServiceError` unless ``sandbox`` can host scratch restores of ``target``."""
+    if not engine.has_scratch_databases:
+        raise ServiceError(f"the {engine.key} engine has no scratch databases; verify without a sandbox")
+    if sandbox.engine != target.engine:
+        raise ServiceError(
+            f"sandbox {sandbox.name} uses the {sandbox.engine} engine; target {target.name} needs a "
+            f"{target.engine} sandbox"
+        )
+
+
+def _sandbox_restore(engine: Engine, backup: Backup, sandbox: Target) -> Callable[[BinaryIO], str]:
+    """Restore into a scratch database on ``sandbox``, compare row counts with the manifest,
+    drop the scratch database whatever happens."""
+
+    def consume(stream: BinaryIO) -> str:
+        connection = connection_for(sandbox)
+        name = f"backupsite_verify_{backup.pk}_{os.urandom(3).hex()}"
+        scratch = dataclasses.replace(connection, database=name)
+        manifest = restore_manifest(backup)
+        try:
+            result = engine.restore(
+                scratch, stream, RestoreOptions(scratch_dir=scratch_dir(), manifest=manifest)
+            )
+            counts = engine.row_counts(scratch)
+        finally:
+            try:
+                engine.drop_database(scratch)
+            except EngineError as exc:
+                logger.error(
+                    "verify of backup %s: scratch database %s was not dropped: %s", backup.pk, name, exc
+                )
+        return f"restored into scratch database {name} on {sandbox.name}: " + _compare_counts(
+            backup.engine_info, counts, result.tables
+        )
+
+    return consume
+
+
+def _compare_counts(info: dict[str, Any], counts: dict[str, int], tables: list[str]) -> str:
+    expected: dict[str, int] = info.get("row_counts") or {}
+    if not expected:
+        return f"{len(tables)} table(s), {sum(counts.values())} row(s); the backup recorded no row counts; dropped"
+    missing = [name for name in expected if name not in counts]
+    if missing:
+        raise EngineError(f"table(s) missing after the restore: {', '.join(missing[:10])}")
+    wrong = [
+        f"{name}: {counts[name]} rows, the backup recorded {count}"
+        for name, count in expected.items()
+        if counts[name] != count
+    ]
+    if wrong and info.get("row_counts_exact"):
+        raise EngineError("row counts differ from the backup: " + "; ".join(wrong[:10]))
+    total = sum(expected.values())
+    if wrong:
+        return (
+            f"{len(expected)} table(s) restored; row counts were taken while the source was written, "
+            f"so they are approximate ({len(wrong)} differ); dropped"
+        )
+    return f"{len(expected)} table(s), {total} row(s), row counts match the backup; dropped"
 
 
 def _trial(engine: Engine) -> Callable[[BinaryIO], str]:

@@ -2,18 +2,68 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from backups.models import Storage, Target
 
+if TYPE_CHECKING:
+    from tests.servers.mariadb import MariaDBServer
+from tests.servers.postgres import PostgresServer, running_postgres
+
 REPO = Path(__file__).resolve().parent.parent
+PG_PASSWORD_ENV = "TEST_PG_PASSWORD"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 cluster for the whole session (superuser ``postgres``, password auth)."""
+    with running_postgres() as server:
+        os.environ[PG_PASSWORD_ENV] = server.password  # targets hold the reference ${TEST_PG_PASSWORD}
+        yield server
+        os.environ.pop(PG_PASSWORD_ENV, None)
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{next(_counter)}_{os.getpid()}"
+
+
+_counter = itertools.count(1)
+
+
+def pg_target(
+    server: PostgresServer, name: str, database: str, storage: Storage | None = None, **fields: object
+) -> Target:
+    """A postgresql Target on ``server`` whose password is the reference ${TEST_PG_PASSWORD}."""
+    fields = {
+        "engine": "postgresql",
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "password": "${" + PG_PASSWORD_ENV + "}",
+        **fields,
+    }
+    target = Target.objects.create(name=name, database=database, **fields)
+    if storage is not None:
+        target.storages.add(storage)
+    return target
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    """A real MariaDB server (mariadbd, temp datadir) for the whole session."""
+    from tests.servers.mariadb import running_mariadb
+
+    with running_mariadb() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

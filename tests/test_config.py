@@ -102,7 +102,7 @@ storages = ["local"]
     [
         ('engine = "sqlite"', 'engine = "oracle"', "targets.app-db.engine: unknown engine 'oracle'"),
         ('engine = "sqlite"', 'engine = "sqllite"', "did you mean 'sqlite'?"),
-        ('engine = "sqlite"', 'engine = "postgresql"', "engine 'postgresql' is not available in this version"),
+        ('engine = "sqlite"', 'engine = "mongodb"', "engine 'mongodb' is not available in this version"),
         ('kind = "local"', 'kind = "dropbox"', "storages.local.kind: unknown storage kind 'dropbox'"),
         ('kind = "local"', 'kind = "s3"', "storages.local.kind: storage kind 's3' is not available in this version"),
         ("[targets.media]", '[targets."my media"]', "targets.my media: invalid name"),

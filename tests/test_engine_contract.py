@@ -20,7 +20,8 @@ from backups.engines.base import Engine, RestoreOptions
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
-from tests.conftest import sqlite_rows
+from tests.conftest import pg_target, sqlite_rows, unique_name
+from tests.servers.postgres import PostgresServer
 
 Compare = Callable[[], None]
 ContractCase = tuple[Target, Target, Compare]
@@ -70,9 +71,39 @@ def files_case(request: pytest.FixtureRequest, tmp_path: Path) -> ContractCase:
     return source, destination, compare
 
 
+def postgresql_case(request: pytest.FixtureRequest, tmp_path: Path) -> ContractCase:
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    storage: Storage = request.getfixturevalue("local_storage")
+    source_db = server.create_database(unique_name("contract_src"))
+    server.execute(
+        source_db,
+        """CREATE TABLE people (id serial PRIMARY KEY, name text, photo bytea, score numeric(10, 2));
+           INSERT INTO people (name, photo, score)
+             SELECT 'persön ' || g || ' 🚀', decode(md5(g::text), 'hex'), g * 1.25 FROM generate_series(1, 300) g;
+           CREATE TABLE audit (id bigserial PRIMARY KEY, event jsonb);
+           INSERT INTO audit (event) SELECT jsonb_build_object('n', g) FROM generate_series(1, 50) g;""",
+    )
+    destination_db = unique_name("contract_dst")
+    source = pg_target(server, f"pg-{source_db}".replace("_", "-"), source_db, storage)
+    destination = pg_target(server, f"pg-{destination_db}".replace("_", "-"), destination_db, storage)
+    request.addfinalizer(lambda: server.drop_database(destination_db))
+
+    def rows(database: str) -> dict[str, list[tuple[object, ...]]]:
+        return {
+            table: server.execute(database, f"SELECT * FROM {table} ORDER BY id")
+            for table in ("people", "audit")
+        }
+
+    def compare() -> None:
+        assert rows(destination_db) == rows(source_db)
+
+    return source, destination, compare
+
+
 CASES: dict[str, CaseFactory] = {
     "sqlite": sqlite_case,
     "files": files_case,
+    "postgresql": postgresql_case,
 }
 
 

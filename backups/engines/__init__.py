@@ -13,6 +13,9 @@ from .base import Connection, DumpOptions, Engine, EngineError, RestoreOptions
 ENGINES: dict[str, str] = {
     "sqlite": "backups.engines.sqlite.SQLiteEngine",
     "files": "backups.engines.files.FilesEngine",
+    "mysql": "backups.engines.mysql.MySQLEngine",
+    "mariadb": "backups.engines.mysql.MariaDBEngine",
+    "postgresql": "backups.engines.postgresql.PostgreSQLEngine",
 }
 
 

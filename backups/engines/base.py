@@ -38,6 +38,8 @@ class Connection:
 @dataclass(frozen=True)
 class DumpOptions:
     backup_type: str = "full"
+    #: What the pipeline does to the stream; engines that can compress turn theirs off unless "none".
+    compression: str = "gzip"
     scratch_dir: Path = Path("/tmp")  # noqa: S108  (overridden by services with BACKUPSITE_TMP)
 
 
@@ -75,6 +77,11 @@ class Engine:
     file_extension: ClassVar[str] = ".dump"
     content_type: ClassVar[str] = "application/octet-stream"
     supported_types: ClassVar[tuple[str, ...]] = ("full", "database")
+    #: What an operator must type to confirm a restore: the target's "name" or its "database".
+    confirm_with: ClassVar[str] = "name"
+    #: True for database servers that can host a scratch database (``backup_verify --deep``
+    #: with a sandbox target: restore, count rows, compare with the manifest, drop).
+    has_scratch_databases: ClassVar[bool] = False
 
     def missing_binaries(self) -> list[str]:
         return [name for name in self.binaries if shutil.which(name) is None]
@@ -107,5 +114,16 @@ class Engine:
         raise EngineError(f"engine {self.key} has no trial restore")
 
     def fingerprint(self, connection: Connection) -> str | None:
-        """A cheap token that changes whenever the source changes, or None when unknown."""
+        """A cheap token that changes whenever the source changes, or None when unknown.
+
+        Called before the dump starts. Must never return the same token for different data:
+        when the server cannot tell for sure, return None (the backup then always runs)."""
         return None
+
+    def row_counts(self, connection: Connection) -> dict[str, int]:
+        """Exact row count of every table of the database (used after a scratch restore)."""
+        raise EngineError(f"engine {self.key} cannot count rows")
+
+    def drop_database(self, connection: Connection) -> None:
+        """Drop ``connection.database`` (a scratch database made by a deep verify)."""
+        raise EngineError(f"engine {self.key} has no scratch databases")

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from backups import services
 from backups.cli import ProgressLine, dump_json, failed, usage_error
-from backups.models import Backup
+from backups.models import Backup, Target
 
 
 class Command(BaseCommand):
@@ -17,15 +17,27 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--id", type=int, required=True, dest="backup_id")
         parser.add_argument("--deep", action="store_true", help="also run the engine's trial restore")
+        parser.add_argument(
+            "--sandbox",
+            metavar="TARGET",
+            help="with --deep: restore into a scratch database on this target (default: the target's sandbox)",
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
         backup = Backup.objects.select_related("target").filter(pk=options["backup_id"]).first()
         if backup is None:
             raise usage_error(f"--id: no backup with id {options['backup_id']}")
+        sandbox = None
+        if options["sandbox"]:
+            if not options["deep"]:
+                raise usage_error("--sandbox needs --deep")
+            sandbox = Target.objects.filter(name=options["sandbox"]).first()
+            if sandbox is None:
+                raise usage_error(f"--sandbox: no target named {options['sandbox']!r}")
         line = ProgressLine(self.stdout, f"verify {backup.pk}", backup.file_size, enabled=not options["json"])
         try:
-            outcome = services.verify_backup(backup, deep=options["deep"], progress=line)
+            outcome = services.verify_backup(backup, deep=options["deep"], sandbox=sandbox, progress=line)
         except services.ServiceError as exc:
             raise usage_error(str(exc)) from None
         line.done()

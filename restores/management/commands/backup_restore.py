@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from backups.cli import ProgressLine, dump_json, failed, stop_cleanly_on_sigterm, usage_error, who
+from backups.engines import get_engine
 from backups.models import Backup, Target
 from restores.models import RestoreStatus
 from restores.services import RestoreRefused, check_restorable, restore_backup
@@ -15,7 +16,8 @@ from restores.services import RestoreRefused, check_restorable, restore_backup
 
 class Command(BaseCommand):
     help = (
-        "Restore a backup (checksum verified first). Asks you to type the destination's name unless --yes. "
+        "Restore a backup (checksum verified first). Asks you to type the destination database's name "
+        "(or the target's name for files and SQLite) unless --yes. "
         "Exit 0: restored, 1: restore failed, 2: refused or bad usage."
     )
 
@@ -81,9 +83,18 @@ class Command(BaseCommand):
                 f"with backup {backup.pk} ({backup.backup_name})."
             )
         )
+        expected, what = confirmation_word(destination)
         try:
-            answer = input(f"Type the destination's name ({destination.name}) to continue: ")
+            answer = input(f"Type the {what} ({expected}) to continue: ")
         except EOFError:
             answer = ""
-        if answer.strip() != destination.name:
+        if answer.strip() != expected:
             raise usage_error("confirmation did not match; nothing was restored")
+
+
+def confirmation_word(destination: Target) -> tuple[str, str]:
+    """What the operator must type: the destination database's name for database servers,
+    the target's name otherwise."""
+    if get_engine(destination.engine).confirm_with == "database" and destination.database:
+        return destination.database, "destination database's name"
+    return destination.name, "destination's name"

@@ -1,0 +1,677 @@
+"""The PostgreSQL engine against a real PostgreSQL 15 cluster started by the suite."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+
+from backups import services
+from backups.engines import get_engine
+from backups.engines.base import Connection, EngineError
+from backups.engines.postgresql import Tool, choose_tool, installed_tools, pgpass_line
+from backups.models import Backup, BackupStatus, Storage, Target
+from restores.models import RestoreStatus
+from restores.services import restore_backup
+from tests.conftest import PG_PASSWORD_ENV, pg_target, unique_name
+from tests.servers.postgres import PostgresServer
+
+pytestmark = pytest.mark.django_db
+
+VARIETY_SCHEMA = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE SEQUENCE invoice_numbers START 1000 INCREMENT 7;
+CREATE TABLE customers (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    balance numeric(20, 6) NOT NULL DEFAULT 0,
+    photo bytea,
+    profile json,
+    tags text[],
+    settings jsonb,
+    feeling mood,
+    invoice integer DEFAULT nextval('invoice_numbers'),
+    updated_at timestamptz
+);
+CREATE TABLE events (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    happened date NOT NULL,
+    payload jsonb,
+    PRIMARY KEY (id, happened)
+) PARTITION BY RANGE (happened);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.updated_at := '2026-01-02 03:04:05+00'; RETURN NEW; END $$;
+CREATE TRIGGER customers_touch BEFORE INSERT OR UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE FUNCTION rich(threshold numeric) RETURNS SETOF customers LANGUAGE sql STABLE AS
+$$ SELECT * FROM customers WHERE balance > threshold $$;
+CREATE VIEW happy_customers AS SELECT id, name FROM customers WHERE feeling = 'happy';
+CREATE SCHEMA reporting;
+CREATE TABLE reporting.daily (day date PRIMARY KEY, total numeric);
+INSERT INTO customers (name, balance, photo, profile, tags, settings, feeling)
+SELECT 'Kundé ' || g || ' 🚀 日本語 ' || repeat('x', g % 7),
+       (g * 1234.567891)::numeric(20, 6),
+       decode(md5(g::text) || '00275c', 'hex'),
+       json_build_object('n', g, 'ünï', 'cødé'),
+       ARRAY['a' || g, 'b', NULL],
+       jsonb_build_object('nested', jsonb_build_object('list', jsonb_build_array(g, g + 1))),
+       (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood
+FROM generate_series(1, 500) g;
+INSERT INTO events (happened, payload)
+SELECT date '2025-06-01' + (g * 2), jsonb_build_object('g', g) FROM generate_series(1, 200) g;
+INSERT INTO reporting.daily SELECT date '2026-01-01' + g, g * 10 FROM generate_series(0, 30) g;
+SELECT nextval('invoice_numbers');
+"""
+
+
+def table_digests(server: PostgresServer, database: str) -> dict[str, tuple[int, str]]:
+    """Per table: row count and an md5 over all rows in a stable order."""
+    tables = server.execute(
+        database,
+        """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           ORDER BY 1, 2""",
+    )
+    digests = {}
+    for schema, table in tables:
+        rows = server.execute(
+            database,
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM \"{schema}\".\"{table}\" t",
+        )
+        digests[f"{schema}.{table}"] = (rows[0][0], rows[0][1])
+    return digests
+
+
+def schema_of(server: PostgresServer, database: str) -> list[str]:
+    env = {
+        **os.environ,
+        "PGHOST": server.host,
+        "PGPORT": str(server.port),
+        "PGUSER": server.user,
+        "PGPASSWORD": server.password,
+    }
+    out = subprocess.run(
+        ["pg_dump", "--schema-only", "--no-owner", database],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # pg_dump 15.14+ writes a random \restrict token; comments name the dump itself.
+    return [
+        line
+        for line in out.splitlines()
+        if line and not line.startswith(("\\restrict", "\\unrestrict", "--"))
+    ]
+
+
+@pytest.fixture
+def variety_db(pg_server: PostgresServer) -> str:
+    database = pg_server.create_database(unique_name("variety"))
+    pg_server.execute(database, VARIETY_SCHEMA)
+    env = {**os.environ, "PGPASSWORD": pg_server.password}
+    subprocess.run(
+        ["pgbench", "-i", "-s", "1", "-q", "-h", pg_server.host, "-p", str(pg_server.port), "-U", pg_server.user, database],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    yield database
+    pg_server.drop_database(database)
+
+
+@pytest.fixture
+def new_db_name(pg_server: PostgresServer) -> str:
+    name = unique_name("restored")
+    yield name
+    pg_server.drop_database(name)
+
+
+def source_target(pg_server: PostgresServer, storage: Storage, database: str, **fields: Any) -> Target:
+    return pg_target(pg_server, unique_name("src").replace("_", "-"), database, storage, **fields)
+
+
+def test_it_round_trips_a_varied_schema_and_pgbench_data(
+    pg_server: PostgresServer, local_storage: Storage, variety_db: str, new_db_name: str
+) -> None:
+    source = source_target(pg_server, local_storage, variety_db)
+    destination = pg_target(pg_server, "restored", new_db_name, local_storage)
+
+    backup = services.run_backup(source, compression="zstd")
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+    assert not pg_server.database_exists(new_db_name)
+    log = restore_backup(backup, destination, initiated_by="test")
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+
+    assert table_digests(pg_server, new_db_name) == table_digests(pg_server, variety_db)
+    assert schema_of(pg_server, new_db_name) == schema_of(pg_server, variety_db)
+    assert pg_server.execute(new_db_name, "SELECT nextval('invoice_numbers')") == pg_server.execute(
+        variety_db, "SELECT nextval('invoice_numbers')"
+    )
+    assert pg_server.execute(new_db_name, "SELECT count(*) FROM rich(100000)") == pg_server.execute(
+        variety_db, "SELECT count(*) FROM rich(100000)"
+    )
+    assert "public.pgbench_accounts" in log.tables_restored
+    assert "(created)" in log.notes
+
+
+def test_it_records_versions_tables_and_exact_row_counts_in_the_manifest(
+    pg_server: PostgresServer, local_storage: Storage, variety_db: str, storage_dir: Path
+) -> None:
+    backup = services.run_backup(source_target(pg_server, local_storage, variety_db))
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+    manifest = json.loads((storage_dir / (backup.file_path + ".manifest.json")).read_text())
+    info = manifest["engine_info"]
+    assert info["server_version"].startswith("PostgreSQL 15.")
+    assert info["tool"] == "pg_dump" and info["tool_version"].startswith("15.")
+    assert info["format"] == "custom"
+    assert {"public.customers", "public.events", "public.events_2025", "reporting.daily"} <= set(
+        info["tables"]
+    )
+    assert info["row_counts"]["public.customers"] == 500
+    assert info["row_counts"]["public.pgbench_accounts"] == 100_000
+    assert info["row_counts"]["public.events_2025"] + info["row_counts"]["public.events_2026"] == 200
+    assert "public.events" not in info["row_counts"]  # a partitioned parent holds no rows itself
+    assert info["row_counts_exact"] is True
+    assert backup.engine_info == info
+    assert "pg_restore" in manifest["restore_by_hand"]
+
+
+def test_a_stream_of_our_backup_is_a_standard_custom_format_archive(
+    pg_server: PostgresServer, local_storage: Storage, variety_db: str, storage_dir: Path
+) -> None:
+    backup = services.run_backup(source_target(pg_server, local_storage, variety_db), compression="gzip")
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+    listing = subprocess.run(
+        f"gunzip -c '{storage_dir / backup.file_path}' | pg_restore --list",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout  # fmt: skip  (the shell pipeline is the point: what an operator types)
+    assert "Format: CUSTOM" in listing and "TABLE DATA public customers" in listing
+    assert "Compression: 0" in listing  # pg_dump's own compression is off: ours does it
+
+
+def test_it_backs_up_only_the_tables_and_schemas_asked_for(
+    pg_server: PostgresServer, local_storage: Storage, variety_db: str, new_db_name: str
+) -> None:
+    source = source_target(
+        pg_server, local_storage, variety_db, include_tables=["public.customers", "reporting.daily"]
+    )
+    backup = services.run_backup(source)
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+    assert backup.tables_included == ["public.customers", "reporting.daily"]
+
+    excluded = source_target(
+        pg_server,
+        local_storage,
+        variety_db,
+        exclude_tables=["public.pgbench_history"],
+        options={"schemas": ["public"]},
+    )
+    backup = services.run_backup(excluded)
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+    assert "public.pgbench_history" not in backup.tables_included
+    assert "reporting.daily" not in backup.tables_included
+    log = restore_backup(backup, pg_target(pg_server, "dest", new_db_name, local_storage))
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+    restored = set(table_digests(pg_server, new_db_name))
+    assert "public.pgbench_accounts" in restored and "public.pgbench_history" not in restored
+    assert "reporting.daily" not in restored
+
+    missing = source_target(pg_server, local_storage, variety_db, include_tables=["public.nope"])
+    backup = services.run_backup(missing)
+    assert backup.status == BackupStatus.FAILED
+    assert "table(s) not found" in backup.error_message and "public.nope" in backup.error_message
+
+
+def test_a_dump_taken_during_continuous_writes_restores_consistently(
+    pg_server: PostgresServer, local_storage: Storage, new_db_name: str
+) -> None:
+    database = pg_server.create_database(unique_name("busy"))
+    pg_server.execute(
+        database,
+        """CREATE TABLE transfers (id bigserial PRIMARY KEY, amount int, pad text);
+           CREATE TABLE legs (transfer_id bigint, amount int);
+           INSERT INTO transfers (amount, pad) SELECT 1, repeat('p', 500) FROM generate_series(1, 200000);
+           INSERT INTO legs SELECT id, 1 FROM transfers; INSERT INTO legs SELECT id, -1 FROM transfers;""",
+    )
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        with pg_server.connect(database) as conn:
+            while not stop.is_set():
+                with conn.transaction():
+                    row = conn.execute("INSERT INTO transfers (amount) VALUES (5) RETURNING id").fetchone()
+                    assert row is not None
+                    conn.execute("INSERT INTO legs VALUES (%s, 5)", (row[0],))
+                    conn.execute("INSERT INTO legs VALUES (%s, -5)", (row[0],))
+                written[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        before = written[0]
+        backup = services.run_backup(source_target(pg_server, local_storage, database), compression="gzip")
+        during = written[0] - before
+    finally:
+        stop.set()
+        thread.join()
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+    assert during > 10, "the writer must have committed while the dump ran"
+    log = restore_backup(backup, pg_target(pg_server, "dest", new_db_name, local_storage))
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+    transfers, legs, total = pg_server.execute(
+        new_db_name,
+        "SELECT (SELECT count(*) FROM transfers), (SELECT count(*) FROM legs), (SELECT sum(amount) FROM legs)",
+    )[0]
+    assert legs == 2 * transfers and total == 0  # no torn transaction
+    assert backup.engine_info["row_counts"] == {"public.legs": legs, "public.transfers": transfers}
+    pg_server.drop_database(database)
+
+
+def _cmdlines() -> list[bytes]:
+    lines = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    lines.append(handle.read())
+            except OSError:
+                continue
+    return lines
+
+
+def test_the_password_never_shows_in_argv_logs_messages_or_output(
+    pg_server: PostgresServer,
+    local_storage: Storage,
+    manage: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    database = pg_server.create_database(unique_name("secretive"))
+    pg_server.execute(
+        database,
+        "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS pad FROM generate_series(1, 300000) g",
+    )
+    secret = pg_server.password.encode()
+    seen_dump, leaked = [], []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for line in _cmdlines():
+                if b"pg_dump" in line:
+                    seen_dump.append(line)
+                if secret in line:
+                    leaked.append(line)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    caplog.set_level(logging.DEBUG)
+    try:
+        backup = services.run_backup(
+            source_target(pg_server, local_storage, database, options={"row_counts": False}),
+            compression="gzip",
+        )
+    finally:
+        stop.set()
+        sampler.join()
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+    assert seen_dump, "the sampler must have seen pg_dump running"
+    assert leaked == []
+    texts = [caplog.text, backup.error_message, backup.notes, json.dumps(backup.engine_info)]
+    texts += [step.message for step in backup.steps.all()]
+    assert not any(pg_server.password in text for text in texts)
+    assert list((tmp_path / "scratch").glob("pgpass-*")) == []  # the passfile is gone
+
+    # And through the command line, with a failing run (its error path prints messages too).
+    config = tmp_path / "pg.toml"
+    config.write_text(
+        f"""
+[storages.local]
+kind = "local"
+path = "{tmp_path / "cli-backups"}"
+
+[targets.pg]
+engine = "postgresql"
+host = "{pg_server.host}"
+port = {pg_server.port}
+user = "{pg_server.user}"
+password = "${{{PG_PASSWORD_ENV}}}"
+database = "{database}"
+storages = ["local"]
+
+[targets.pg-missing]
+engine = "postgresql"
+host = "{pg_server.host}"
+port = {pg_server.port}
+user = "{pg_server.user}"
+password = "${{{PG_PASSWORD_ENV}}}"
+database = "no_such_database"
+storages = ["local"]
+"""
+    )
+    env = {PG_PASSWORD_ENV: pg_server.password, "LOG_LEVEL": "DEBUG"}
+    applied = manage("backup_config", "apply", "--skip-probes", str(config), extra_env=env)
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    result = manage("backup_create", "--json", extra_env=env)
+    assert result.returncode == 1  # pg-missing failed
+    records = {r["target"]: r for r in json.loads(result.stdout)}
+    assert records["pg"]["status"] == "success"
+    assert "does not exist" in records["pg-missing"]["error_message"]
+    assert pg_server.password not in result.stdout + result.stderr
+    listing = manage("backup_list", "--json", extra_env=env)
+    assert pg_server.password not in listing.stdout + listing.stderr
+    pg_server.drop_database(database)
+
+
+def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
+    pg_server: PostgresServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WRONG_PG_PASSWORD", "not-the-Right-one-42")
+    target = source_target(pg_server, local_storage, "postgres", password="${WRONG_PG_PASSWORD}")
+    backup = services.run_backup(target)
+    assert backup.status == BackupStatus.FAILED
+    assert "authentication failed" in backup.error_message
+    assert "not-the-Right-one-42" not in backup.error_message
+    assert not any("not-the-Right-one-42" in s.message for s in backup.steps.all())
+
+
+def test_an_unreachable_server_fails_within_the_connect_timeout(local_storage: Storage) -> None:
+    closed = Target.objects.create(
+        name="closed-port", engine="postgresql", host="127.0.0.1", port=1, database="x", user="u"
+    )
+    closed.storages.add(local_storage)
+    backup = services.run_backup(closed)
+    assert backup.status == BackupStatus.FAILED
+    assert "cannot reach the PostgreSQL server at 127.0.0.1:1" in backup.error_message
+
+    # A server that accepts the TCP connection and then never answers: the connect timeout
+    # must end the wait (a silent listener is as close to a blackholed host as loopback gets).
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        blackhole = Target.objects.create(
+            name="silent",
+            engine="postgresql",
+            host="127.0.0.1",
+            port=silent.getsockname()[1],
+            database="x",
+            user="u",
+            options={"connect_timeout": 2},
+        )
+        blackhole.storages.add(local_storage)
+        started = time.monotonic()
+        backup = services.run_backup(blackhole)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert backup.status == BackupStatus.FAILED
+    assert elapsed < 15
+    assert f"cannot reach the PostgreSQL server at 127.0.0.1:{blackhole.port}" in backup.error_message
+
+
+def test_a_missing_database_fails_naming_it(pg_server: PostgresServer, local_storage: Storage) -> None:
+    backup = services.run_backup(source_target(pg_server, local_storage, "nope_not_here"))
+    assert backup.status == BackupStatus.FAILED
+    assert "database nope_not_here does not exist" in backup.error_message
+
+
+def test_a_missing_dump_tool_is_a_system_check_error_and_a_failed_run(
+    pg_server: PostgresServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    target = source_target(pg_server, local_storage, "postgres")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    errors = [e for e in run_checks() if e.id == "backups.E001"]
+    assert any("pg_dump" in e.msg for e in errors)
+    backup = services.run_backup(target)
+    assert backup.status == BackupStatus.FAILED
+    assert "required program(s) not installed: pg_dump" in backup.error_message
+    monkeypatch.undo()
+
+    # An explicit bin_dir without the tools is just as clear.
+    odd = source_target(pg_server, local_storage, "postgres", options={"bin_dir": str(empty)})
+    backup = services.run_backup(odd)
+    assert backup.status == BackupStatus.FAILED
+    assert "pg_dump is not installed" in backup.error_message
+
+
+def test_it_picks_the_oldest_client_that_is_at_least_the_server_version() -> None:
+    tools = [
+        Tool("/x/13/pg_dump", 13, "13.9"),
+        Tool("/x/16/pg_dump", 16, "16.2"),
+        Tool("/x/15/pg_dump", 15, "15.1"),
+    ]
+    assert choose_tool("pg_dump", tools, 14, "a 14 server").path == "/x/15/pg_dump"
+    assert choose_tool("pg_dump", tools, 13, "a 13 server").path == "/x/13/pg_dump"
+    with pytest.raises(
+        EngineError, match="needs version 17 or newer; installed: 13 .*install postgresql-client-17"
+    ):
+        choose_tool("pg_dump", tools, 17, "a PostgreSQL 17.0 server")
+    with pytest.raises(EngineError, match="pg_dump is not installed; install postgresql-client-15"):
+        choose_tool("pg_dump", [], 15, "a 15 server")
+    assert [t.major for t in installed_tools("pg_dump")] == [15]  # what this machine really has
+
+
+def test_the_passfile_escapes_colons_and_backslashes() -> None:
+    assert pgpass_line("a:b\\c") == "*:*:*:*:a\\:b\\\\c\n"
+
+
+def test_a_dump_killed_midway_fails_and_leaves_nothing_in_storage(
+    pg_server: PostgresServer, local_storage: Storage, storage_dir: Path
+) -> None:
+    database = pg_server.create_database(unique_name("killed"))
+    pg_server.execute(
+        database,
+        "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 400000) g",
+    )
+    target = source_target(pg_server, local_storage, database, options={"row_counts": False})
+    killed = []
+
+    def kill_pg_dump() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not killed:
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                        argv = handle.read().split(b"\0")
+                except OSError:
+                    continue
+                if argv[0].endswith(b"pg_dump"):
+                    stat = Path(f"/proc/{pid}/status").read_text()
+                    if f"PPid:\t{os.getpid()}\n" in stat:
+                        time.sleep(0.3)  # let it stream a while
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed.append(pid)
+                        return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_pg_dump)
+    killer.start()
+    backup = services.run_backup(target, compression="none")
+    killer.join()
+    assert killed, "the test must have killed pg_dump"
+    assert backup.status == BackupStatus.FAILED
+    assert "pg_dump was killed by SIGKILL" in backup.error_message
+    assert [p for p in storage_dir.rglob("*") if p.is_file()] == []
+    pg_server.drop_database(database)
+
+
+def test_a_restore_that_hits_an_sql_error_fails_with_the_server_message_and_changes_nothing(
+    pg_server: PostgresServer, local_storage: Storage, new_db_name: str
+) -> None:
+    database = pg_server.create_database(unique_name("items"))
+    pg_server.execute(
+        database, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10)"
+    )
+    backup = services.run_backup(source_target(pg_server, local_storage, database))
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+
+    # The destination has a view on its own "items": dropping it (restore --clean) must fail.
+    pg_server.create_database(new_db_name)
+    pg_server.execute(
+        new_db_name,
+        "CREATE TABLE items (id int, note text); INSERT INTO items VALUES (42, 'keep me');"
+        "CREATE VIEW depends AS SELECT * FROM items",
+    )
+    log = restore_backup(backup, pg_target(pg_server, "dest", new_db_name, local_storage))
+    assert log.status == RestoreStatus.FAILED
+    assert "other objects depend on it" in log.error_message
+    assert "nothing was changed" in log.error_message
+    assert pg_server.execute(new_db_name, "SELECT * FROM items") == [(42, "keep me")]
+    pg_server.drop_database(database)
+
+
+def test_it_restores_over_its_own_source(pg_server: PostgresServer, local_storage: Storage) -> None:
+    database = pg_server.create_database(unique_name("self"))
+    pg_server.execute(
+        database, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10)"
+    )
+    source = source_target(pg_server, local_storage, database)
+    backup = services.run_backup(source)
+    pg_server.execute(database, "DELETE FROM items WHERE id > 3; INSERT INTO items VALUES (99)")
+    log = restore_backup(backup, source)
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+    assert [r[0] for r in pg_server.execute(database, "SELECT id FROM items ORDER BY id")] == list(
+        range(1, 11)
+    )
+    pg_server.drop_database(database)
+
+
+def test_it_skips_an_unchanged_database_and_backs_up_a_changed_one(
+    pg_server: PostgresServer, local_storage: Storage
+) -> None:
+    database = pg_server.create_database(unique_name("quiet"))
+    pg_server.execute(database, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+    pg_server.execute("postgres", "CHECKPOINT")
+    target = source_target(pg_server, local_storage, database, skip_unchanged=True)
+    first = services.run_backup(target)
+    assert first.status == BackupStatus.SUCCESS, first.error_message
+    assert first.fingerprint.startswith("pg:")
+    second = services.run_backup(target)
+    assert second.status == BackupStatus.SKIPPED, second.error_message
+    assert f"nothing changed since backup {first.pk}" in second.notes
+    assert second.copies.count() == 0
+
+    pg_server.execute(database, "INSERT INTO t VALUES (2)")
+    third = services.run_backup(target)
+    assert third.status == BackupStatus.SUCCESS
+
+    # A different table filter is a different backup, even with the same WAL position.
+    target.exclude_tables = ["public.t"]
+    target.save()
+    assert services.run_backup(target).status == BackupStatus.SUCCESS
+
+    # Unlogged tables change without WAL: such a database is never skipped.
+    pg_server.execute(database, "CREATE UNLOGGED TABLE scratchpad (id int)")
+    target.exclude_tables = []
+    target.save()
+    assert get_engine("postgresql").fingerprint(services.connection_for(target)) is None
+    assert services.run_backup(target).status == BackupStatus.SUCCESS
+    assert services.run_backup(target).status == BackupStatus.SUCCESS
+    pg_server.drop_database(database)
+
+
+def test_deep_verify_restores_into_a_scratch_database_on_the_sandbox_and_drops_it(
+    pg_server: PostgresServer, local_storage: Storage, variety_db: str
+) -> None:
+    sandbox = pg_target(pg_server, "sandbox", "postgres")
+    source = source_target(pg_server, local_storage, variety_db, sandbox=sandbox)
+    backup = services.run_backup(source)
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+
+    outcome = services.verify_backup(backup, deep=True)
+    assert outcome.ok, outcome.messages
+    assert "restored into scratch database backupsite_verify_" in outcome.messages[0]
+    assert "row counts match the backup" in outcome.messages[0]
+    assert (
+        pg_server.execute(
+            "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'backupsite_verify%'"
+        )
+        == []
+    )
+
+    # A manifest that disagrees with the data is caught (and the scratch database still dropped).
+    Backup.objects.filter(pk=backup.pk).update(
+        engine_info={
+            **backup.engine_info,
+            "row_counts": {**backup.engine_info["row_counts"], "public.customers": 499},
+        }
+    )
+    backup.refresh_from_db()
+    outcome = services.verify_backup(backup, deep=True)
+    assert not outcome.ok
+    assert "public.customers has 500 rows, the backup recorded 499" in outcome.messages[0]
+    assert (
+        pg_server.execute(
+            "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'backupsite_verify%'"
+        )
+        == []
+    )
+
+
+def test_deep_verify_without_a_sandbox_reads_the_whole_archive_with_pg_restore(
+    pg_server: PostgresServer, local_storage: Storage, variety_db: str
+) -> None:
+    backup = services.run_backup(source_target(pg_server, local_storage, variety_db))
+    outcome = services.verify_backup(backup, deep=True)
+    assert outcome.ok, outcome.messages
+    assert "pg_restore 15." in outcome.messages[0] and "with data" in outcome.messages[0]
+
+
+def test_a_restore_that_restored_nothing_is_never_a_success(
+    pg_server: PostgresServer, local_storage: Storage, new_db_name: str
+) -> None:
+    database = pg_server.create_database(unique_name("counted"))
+    pg_server.execute(database, "CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 5)")
+    backup = services.run_backup(source_target(pg_server, local_storage, database))
+    Backup.objects.filter(pk=backup.pk).update(
+        engine_info={**backup.engine_info, "row_counts": {"public.items": 6}}
+    )
+    backup.refresh_from_db()
+    log = restore_backup(backup, pg_target(pg_server, "dest", new_db_name, local_storage))
+    assert log.status == RestoreStatus.FAILED
+    assert "public.items has 5 rows, the backup recorded 6" in log.error_message
+    pg_server.drop_database(database)
+
+
+def test_it_validates_options_with_field_names() -> None:
+    engine = get_engine("postgresql")
+    problems = dict(
+        engine.validate(
+            Connection(
+                name="x",
+                engine="postgresql",
+                database="",
+                port=70000,
+                options={"sslmode": "sometimes", "connect_timeout": "10", "colour": "blue"},
+                include_tables=[".t"],  # type: ignore[arg-type]
+            )
+        )
+    )
+    assert "required" in problems["database"]
+    assert "65535" in problems["port"]
+    assert "verify-full" in problems["options.sslmode"]
+    assert problems["options.connect_timeout"] == "must be a whole number"
+    assert "unknown option" in problems["options.colour"]
+    assert "schema.table" in problems["include_tables"]
