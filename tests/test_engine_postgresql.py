@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,7 @@ def schema_of(server: PostgresServer, database: str) -> list[str]:
 
 
 @pytest.fixture
-def variety_db(pg_server: PostgresServer) -> str:
+def variety_db(pg_server: PostgresServer) -> Iterator[str]:
     database = pg_server.create_database(unique_name("variety"))
     pg_server.execute(database, VARIETY_SCHEMA)
     env = {**os.environ, "PGPASSWORD": pg_server.password}
@@ -131,7 +131,7 @@ def variety_db(pg_server: PostgresServer) -> str:
 
 
 @pytest.fixture
-def new_db_name(pg_server: PostgresServer) -> str:
+def new_db_name(pg_server: PostgresServer) -> Iterator[str]:
     name = unique_name("restored")
     yield name
     pg_server.drop_database(name)
@@ -463,7 +463,7 @@ def test_it_picks_the_oldest_client_that_is_at_least_the_server_version() -> Non
     assert choose_tool("pg_dump", tools, 14, "a 14 server").path == "/x/15/pg_dump"
     assert choose_tool("pg_dump", tools, 13, "a 13 server").path == "/x/13/pg_dump"
     with pytest.raises(
-        EngineError, match="needs version 17 or newer; installed: 13 .*install postgresql-client-17"
+        EngineError, match=r"needs version 17 or newer; installed: 13 .*install postgresql-client-17"
     ):
         choose_tool("pg_dump", tools, 17, "a PostgreSQL 17.0 server")
     with pytest.raises(EngineError, match="pg_dump is not installed; install postgresql-client-15"):
@@ -484,7 +484,7 @@ def test_a_dump_killed_midway_fails_and_leaves_nothing_in_storage(
         "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 400000) g",
     )
     target = source_target(pg_server, local_storage, database, options={"row_counts": False})
-    killed = []
+    killed: list[str] = []
 
     def kill_pg_dump() -> None:
         deadline = time.monotonic() + 30
