@@ -44,10 +44,11 @@ class TargetAdmin(admin.ModelAdmin):
     filter_horizontal = ["storages"]
     readonly_fields = ["created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["name", "engine", "is_active", "storages", "compression"]}),
+        (None, {"fields": ["name", "engine", "is_active", "storages", "compression", "skip_unchanged"]}),
         ("Source", {"fields": ["host", "port", "database", "user", "password", "paths", "timezone"]}),
         ("Selection", {"fields": ["include_tables", "exclude_tables", "options"], "classes": ["collapse"]}),
         ("Retention", {"fields": ["retention"]}),
+        ("Verification", {"fields": ["sandbox"]}),
         ("Audit", {"fields": ["created_at", "updated_at"]}),
     ]
 
@@ -144,7 +145,7 @@ class BackupAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Contents", {"fields": ["tables_included", "files_included"]}),
+        ("Contents", {"fields": ["tables_included", "files_included", "engine_info", "fingerprint"]}),
         (
             "Verification and retention",
             {"fields": ["verified", "verified_at", "retention_days", "expires_at", "deleted_at"]},

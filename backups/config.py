@@ -358,24 +358,34 @@ def _validate_target(check: _Validator, name: str, table: dict[str, Any]) -> dic
 
 def _check_engine(check: _Validator, engine_key: str, name: str, fields: dict[str, Any], path: str) -> None:
     engine = get_engine(engine_key)
+    before = len(check.errors)
+    try:
+        password = secrets.resolve(fields["password"])
+        options = {k: secrets.resolve(v) if isinstance(v, str) else v for k, v in fields["options"].items()}
+    except secrets.SecretError:
+        password, options = "", fields["options"]  # already reported with its key path; no probe
+        before = -1
     connection = Connection(
         name=name,
         engine=engine_key,
+        host=fields["host"],
+        port=fields["port"],
         database=fields["database"],
-        options=fields["options"],
+        user=fields["user"],
+        password=password,
+        options=options,
         include_tables=tuple(fields["include_tables"]),
         exclude_tables=tuple(fields["exclude_tables"]),
         paths=tuple(fields["paths"]),
     )
-    before = len(check.errors)
     for key, message in engine.validate(connection):
         check.error(f"{path}.{key}", message)
     if check.probe and len(check.errors) == before and fields["is_active"]:
         try:
             engine.probe(connection)
         except EngineError as exc:
-            key = "paths" if engine_key == "files" else "database"
-            check.error(f"{path}.{key}", str(exc))
+            where = {"files": f"{path}.paths", "sqlite": f"{path}.database"}.get(engine_key, path)
+            check.error(where, str(exc))
 
 
 def _validate_retention(check: _Validator, table: dict[str, Any], path: str) -> dict[str, Any]:

@@ -103,6 +103,20 @@ class Target(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        if self.sandbox_id is None:
+            return
+        if self.pk is not None and self.sandbox_id == self.pk:
+            raise ValidationError(
+                {"sandbox": "a target cannot be its own sandbox; pick another server or user"}
+            )
+        if self.sandbox is not None and self.sandbox.engine != self.engine:
+            raise ValidationError(
+                {
+                    "sandbox": f"{self.sandbox.name} uses the {self.sandbox.engine} engine; pick a {self.engine} target"
+                }
+            )
+
 
 class BackupStatus(models.TextChoices):
     PENDING = "pending", "Pending"

@@ -235,3 +235,66 @@ def test_the_example_configs_are_valid(settings):
     repo = Path(settings.BASE_DIR)
     for name in ("demo.toml", "production.toml"):
         config.validate(config.load(repo / "examples" / name), probe=False)
+
+
+def pg_tables(pg_server, names: list[str], extra: dict[str, str] | None = None) -> str:
+    blocks = []
+    for name in names:
+        lines = [
+            f"[targets.{name}]",
+            'engine = "postgresql"',
+            f'host = "{pg_server.host}"',
+            f"port = {pg_server.port}",
+            f'user = "{pg_server.user}"',
+            'password = "${TEST_PG_PASSWORD}"',
+            'database = "postgres"',
+            'storages = ["local"]',
+        ]
+        lines += [f"{key} = {value}" for key, value in (extra or {}).get(name, {}).items()]  # type: ignore[attr-defined]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def test_it_links_a_sandbox_and_skip_unchanged(tmp_path, valid, pg_server):
+    text = valid + pg_tables(
+        pg_server,
+        ["pg-main", "pg-sandbox"],
+        {"pg-main": {"sandbox": '"pg-sandbox"', "skip_unchanged": "true"}},  # type: ignore[dict-item]
+    )
+    config.apply(config.load(toml(tmp_path, text)))
+    main = Target.objects.get(name="pg-main")
+    assert main.sandbox == Target.objects.get(name="pg-sandbox") and main.skip_unchanged
+    again = config.apply(config.load(toml(tmp_path, text)))
+    assert not again.updated  # idempotent
+
+    config.apply(config.load(toml(tmp_path, text.replace('sandbox = "pg-sandbox"\n', ""))))
+    assert Target.objects.get(name="pg-main").sandbox is None  # the file is the source of truth
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "expected"),
+    [
+        ('"nowhere"', "targets.pg-main.sandbox: no target named 'nowhere'"),
+        ('"pg-main"', "targets.pg-main.sandbox: a target cannot be its own sandbox"),
+        (
+            '"app-db"',
+            "targets.pg-main.sandbox: target 'app-db' uses the sqlite engine; the sandbox must be postgresql",
+        ),
+    ],
+)
+def test_it_rejects_a_bad_sandbox(tmp_path, valid, pg_server, sandbox, expected):
+    text = valid + pg_tables(pg_server, ["pg-main"], {"pg-main": {"sandbox": sandbox}})  # type: ignore[dict-item]
+    before = counts()
+    assert any(expected in error for error in errors_of(tmp_path, text)), errors_of(tmp_path, text)
+    assert counts() == before
+
+
+def test_a_sandbox_of_another_engine_is_rejected_in_the_admin_form_too(sqlite_target):
+    from django.core.exceptions import ValidationError
+
+    other = Target.objects.create(name="pg", engine="postgresql", database="x", sandbox=sqlite_target)
+    with pytest.raises(ValidationError, match="uses the sqlite engine"):
+        other.full_clean()
+    other.sandbox = other
+    with pytest.raises(ValidationError, match="cannot be its own sandbox"):
+        other.full_clean()

@@ -675,3 +675,71 @@ def test_it_validates_options_with_field_names() -> None:
     assert problems["options.connect_timeout"] == "must be a whole number"
     assert "unknown option" in problems["options.colour"]
     assert "schema.table" in problems["include_tables"]
+
+
+def test_a_restore_asks_for_the_destination_database_name_and_creates_it(
+    pg_server: PostgresServer,
+    manage: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    new_db_name: str,
+) -> None:
+    from tests.test_commands import _pty_run
+
+    database = pg_server.create_database(unique_name("asked"))
+    pg_server.execute(database, "CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 7)")
+    config = tmp_path / "pg.toml"
+    common = f"""engine = "postgresql"
+host = "{pg_server.host}"
+port = {pg_server.port}
+user = "{pg_server.user}"
+password = "${{{PG_PASSWORD_ENV}}}"
+storages = ["local"]"""
+    config.write_text(
+        f"""
+[storages.local]
+kind = "local"
+path = "{tmp_path / "cli-backups"}"
+
+[targets.pg]
+{common}
+database = "{database}"
+
+[targets.pg-copy]
+{common}
+database = "{new_db_name}"
+is_active = false
+"""
+    )
+    env = {
+        **os.environ,
+        "BACKUPSITE_HOME": str(tmp_path / "home"),
+        "DJANGO_SETTINGS_MODULE": "backupsite.settings",
+        PG_PASSWORD_ENV: pg_server.password,
+    }
+    env.pop("DATABASE_URL", None)
+    assert manage("backup_config", "apply", str(config), extra_env=env).returncode == 0
+    code, output = _pty_run(["backup_create"], env)
+    assert code == 0, output
+
+    code, output = _pty_run(["backup_restore", "--id", "1", "--to", "pg-copy"], env, answer="pg-copy")
+    assert code == 2 and "confirmation did not match" in output
+    assert f"Type the destination database's name ({new_db_name})" in output
+    assert not pg_server.database_exists(new_db_name)
+
+    code, output = _pty_run(["backup_restore", "--id", "1", "--to", "pg-copy"], env, answer=new_db_name)
+    assert code == 0, output
+    assert pg_server.execute(new_db_name, "SELECT count(*) FROM items") == [(7,)]
+    assert "(created)" in output
+    pg_server.drop_database(database)
+
+
+def test_it_refuses_to_restore_into_another_engine(
+    pg_server: PostgresServer, local_storage: Storage, sqlite_target: Target
+) -> None:
+    from restores.services import RestoreRefused
+
+    database = pg_server.create_database(unique_name("engine"))
+    backup = services.run_backup(source_target(pg_server, local_storage, database))
+    with pytest.raises(RestoreRefused, match="is a postgresql backup; target app-db uses the sqlite engine"):
+        restore_backup(backup, sqlite_target)
+    pg_server.drop_database(database)
