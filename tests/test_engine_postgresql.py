@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -308,11 +309,14 @@ def test_the_password_never_shows_in_argv_logs_messages_or_output(
         "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS pad FROM generate_series(1, 300000) g",
     )
     secret = pg_server.password.encode()
-    seen_dump, leaked = [], []
+    seen_dump, leaked, passfile_modes = [], [], set()
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
+            for passfile in (tmp_path / "scratch").glob("pgpass-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    passfile_modes.add(passfile.stat().st_mode & 0o777)
             for line in _cmdlines():
                 if b"pg_dump" in line:
                     seen_dump.append(line)
@@ -334,6 +338,7 @@ def test_the_password_never_shows_in_argv_logs_messages_or_output(
     assert backup.status == BackupStatus.SUCCESS, backup.error_message
     assert seen_dump, "the sampler must have seen pg_dump running"
     assert leaked == []
+    assert passfile_modes == {0o600}  # seen while pg_dump ran, never readable by others
     texts = [caplog.text, backup.error_message, backup.notes, json.dumps(backup.engine_info)]
     texts += [step.message for step in backup.steps.all()]
     assert not any(pg_server.password in text for text in texts)
