@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +27,7 @@ from backups.engines.postgresql import Tool, choose_tool, installed_tools, pgpas
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
-from tests.conftest import PG_PASSWORD_ENV, pg_target, unique_name
+from tests.conftest import PG_PASSWORD_ENV, REPO, pg_target, unique_name
 from tests.servers.postgres import PostgresServer
 
 pytestmark = pytest.mark.django_db
@@ -747,4 +749,77 @@ def test_it_refuses_to_restore_into_another_engine(
     backup = services.run_backup(source_target(pg_server, local_storage, database))
     with pytest.raises(RestoreRefused, match="is a postgresql backup; target app-db uses the sqlite engine"):
         restore_backup(backup, sqlite_target)
+    pg_server.drop_database(database)
+
+
+def _child_named(parent: int, name: bytes) -> int | None:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if argv0.endswith(name) and f"PPid:\t{parent}\n" in status:
+            return int(pid)
+    return None
+
+
+def test_a_restore_stopped_by_sigterm_is_logged_failed_and_rolled_back(
+    pg_server: PostgresServer,
+    manage: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
+    new_db_name: str,
+) -> None:
+    database = pg_server.create_database(unique_name("interrupted"))
+    pg_server.execute(
+        database,
+        "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS pad FROM generate_series(1, 400000) g;"
+        "CREATE INDEX big_pad ON big (pad)",
+    )
+    pg_server.create_database(new_db_name)
+    pg_server.execute(
+        new_db_name, "CREATE TABLE big (id int, pad text); INSERT INTO big VALUES (1, 'precious')"
+    )
+    config = tmp_path / "pg.toml"
+    common = f"""engine = "postgresql"
+host = "{pg_server.host}"
+port = {pg_server.port}
+user = "{pg_server.user}"
+password = "${{{PG_PASSWORD_ENV}}}"
+storages = ["local"]"""
+    config.write_text(
+        f'[storages.local]\nkind = "local"\npath = "{tmp_path / "b"}"\n\n'
+        f'[targets.pg]\n{common}\ndatabase = "{database}"\n\n'
+        f'[targets.pg-copy]\n{common}\ndatabase = "{new_db_name}"\nis_active = false\n'
+    )
+    env = {PG_PASSWORD_ENV: pg_server.password}
+    assert manage("backup_config", "apply", str(config), extra_env=env).returncode == 0
+    assert manage("backup_create", extra_env=env).returncode == 0
+
+    full_env = {
+        **os.environ,
+        **env,
+        "BACKUPSITE_HOME": str(tmp_path / "home"),
+        "DJANGO_SETTINGS_MODULE": "backupsite.settings",
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "manage.py"), "backup_restore", "--id", "1", "--to", "pg-copy", "--yes"],
+        cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while _child_named(process.pid, b"pg_restore") is None and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it load some data inside its transaction
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, out + err
+
+    with sqlite3.connect(tmp_path / "home" / "backupsite.sqlite3") as catalog:
+        status, message = catalog.execute("SELECT status, error_message FROM backup_restore_log").fetchone()
+    assert status == "failed" and "terminated by SIGTERM" in message
+    assert pg_server.execute(new_db_name, "SELECT * FROM big") == [(1, "precious")]  # rolled back
+    assert _child_named(process.pid, b"pg_restore") is None
     pg_server.drop_database(database)
