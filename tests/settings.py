@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
-os.environ.setdefault("BACKUPSITE_HOME", tempfile.mkdtemp(prefix="backupsite-test-home-"))
+if "BACKUPSITE_HOME" not in os.environ:
+    _home = tempfile.mkdtemp(prefix="backupsite-test-home-")
+    os.environ["BACKUPSITE_HOME"] = _home
+    atexit.register(shutil.rmtree, _home, True)
 os.environ.pop("DATABASE_URL", None)
 
 from backupsite.settings import *  # noqa: F403

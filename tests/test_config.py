@@ -237,7 +237,7 @@ def test_the_example_configs_are_valid(settings):
         config.validate(config.load(repo / "examples" / name), probe=False)
 
 
-def pg_tables(pg_server, names: list[str], extra: dict[str, str] | None = None) -> str:
+def pg_tables(pg_server, names: list[str], extra: dict[str, dict[str, str]] | None = None) -> str:
     blocks = []
     for name in names:
         lines = [
@@ -250,7 +250,7 @@ def pg_tables(pg_server, names: list[str], extra: dict[str, str] | None = None) 
             'database = "postgres"',
             'storages = ["local"]',
         ]
-        lines += [f"{key} = {value}" for key, value in (extra or {}).get(name, {}).items()]  # type: ignore[attr-defined]
+        lines += [f"{key} = {value}" for key, value in (extra or {}).get(name, {}).items()]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -259,7 +259,7 @@ def test_it_links_a_sandbox_and_skip_unchanged(tmp_path, valid, pg_server):
     text = valid + pg_tables(
         pg_server,
         ["pg-main", "pg-sandbox"],
-        {"pg-main": {"sandbox": '"pg-sandbox"', "skip_unchanged": "true"}},  # type: ignore[dict-item]
+        {"pg-main": {"sandbox": '"pg-sandbox"', "skip_unchanged": "true"}},
     )
     config.apply(config.load(toml(tmp_path, text)))
     main = Target.objects.get(name="pg-main")
@@ -283,7 +283,7 @@ def test_it_links_a_sandbox_and_skip_unchanged(tmp_path, valid, pg_server):
     ],
 )
 def test_it_rejects_a_bad_sandbox(tmp_path, valid, pg_server, sandbox, expected):
-    text = valid + pg_tables(pg_server, ["pg-main"], {"pg-main": {"sandbox": sandbox}})  # type: ignore[dict-item]
+    text = valid + pg_tables(pg_server, ["pg-main"], {"pg-main": {"sandbox": sandbox}})
     before = counts()
     assert any(expected in error for error in errors_of(tmp_path, text)), errors_of(tmp_path, text)
     assert counts() == before

@@ -22,6 +22,7 @@ from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import pg_target, sqlite_rows, unique_name
 from tests.servers.postgres import PostgresServer
+from tests.test_engine_mysql import mysql_contract_case
 
 Compare = Callable[[], None]
 ContractCase = tuple[Target, Target, Compare]
@@ -104,6 +105,8 @@ CASES: dict[str, CaseFactory] = {
     "sqlite": sqlite_case,
     "files": files_case,
     "postgresql": postgresql_case,
+    "mysql": mysql_contract_case("mysql"),
+    "mariadb": mysql_contract_case("mariadb"),
 }
 
 

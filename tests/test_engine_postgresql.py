@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import PG_PASSWORD_ENV, REPO, pg_target, unique_name
+from tests.servers import silent_listener
 from tests.servers.postgres import PostgresServer
 
 pytestmark = pytest.mark.django_db
@@ -410,15 +410,12 @@ def test_an_unreachable_server_fails_within_the_connect_timeout(local_storage: S
 
     # A server that accepts the TCP connection and then never answers: the connect timeout
     # must end the wait (a silent listener is as close to a blackholed host as loopback gets).
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    try:
+    with silent_listener() as port:
         blackhole = Target.objects.create(
             name="silent",
             engine="postgresql",
             host="127.0.0.1",
-            port=silent.getsockname()[1],
+            port=port,
             database="x",
             user="u",
             options={"connect_timeout": 2},
@@ -427,8 +424,6 @@ def test_an_unreachable_server_fails_within_the_connect_timeout(local_storage: S
         started = time.monotonic()
         backup = services.run_backup(blackhole)
         elapsed = time.monotonic() - started
-    finally:
-        silent.close()
     assert backup.status == BackupStatus.FAILED
     assert elapsed < 15
     assert f"cannot reach the PostgreSQL server at 127.0.0.1:{blackhole.port}" in backup.error_message

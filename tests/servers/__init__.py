@@ -3,9 +3,10 @@ temp directory and stops when asked (session-scoped fixtures in ``tests/conftest
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def free_port() -> int:
@@ -21,3 +22,13 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[int]:
+    """A loopback port that accepts TCP connections and then never says a word: a hung server,
+    the closest loopback gets to a blackholed host. Yields the port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield int(sock.getsockname()[1])
