@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = ROOT / "manage.py"
@@ -41,9 +41,12 @@ HWM_POLL_SECONDS = 0.02
 class ChildRun:
     argv: list[str]
     seconds: float
-    maxrss_kib: int  # ru_maxrss from os.wait4: peak over the child's life, floor = launch_floor()
+    maxrss_kib: (
+        int  # ru_maxrss from os.wait4: peak over the child and its descendants, floor = launch_floor()
+    )
     hwm_kib: int  # VmHWM of the executed program's own address space, polled every 20 ms
     returncode: int
+    descendants: dict[str, int] = field(default_factory=dict)  # program name -> highest VmHWM KiB
 
 
 def _vm_hwm_kib(pid: int) -> int | None:
@@ -57,19 +60,96 @@ def _vm_hwm_kib(pid: int) -> int | None:
     return None  # gone, or a zombie whose memory is already released
 
 
-def _wait(pid: int) -> tuple[int, int, int]:
-    """Reap ``pid`` (status, ru_maxrss KiB) while polling its VmHWM; wakes at once when it exits."""
-    pidfd = os.pidfd_open(pid)
-    hwm = 0
+def _parents() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, program name) of every process (this kernel has no /proc/PID/children)."""
+    found: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                text = stat.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the last ")".
+        head, _, tail = text.rpartition(")")
+        fields = tail.split()
+        if len(fields) >= 2:
+            found[int(entry)] = (int(fields[1]), head.partition("(")[2])
+    return found
+
+
+class _Watch:
+    """High-water marks of some processes and of everything they start, polled from /proc."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.roots = set(pids)
+        self.hwm = dict.fromkeys(pids, 0)
+        self.descendants: dict[int, tuple[int, str]] = {}  # pid -> (root pid, name)
+        self.peak: dict[int, dict[str, int]] = {pid: {} for pid in pids}
+
+    def discover(self) -> None:
+        table = _parents()
+        known = self.roots | set(self.descendants)
+        changed = True
+        while changed:  # grandchildren appear in the same scan as their parents
+            changed = False
+            for pid, (ppid, name) in table.items():
+                if ppid in known and pid not in known:
+                    root = ppid if ppid in self.roots else self.descendants[ppid][0]
+                    self.descendants[pid] = (root, name)
+                    known.add(pid)
+                    changed = True
+
+    def poll(self, alive: set[int]) -> None:
+        for pid in alive:
+            self.hwm[pid] = max(self.hwm[pid], _vm_hwm_kib(pid) or 0)
+        for pid, (root, name) in list(self.descendants.items()):
+            value = _vm_hwm_kib(pid)
+            if value is None:
+                del self.descendants[pid]  # pids are reused; a new one is discovered afresh
+                continue
+            peaks = self.peak[root]
+            peaks[name] = max(peaks.get(name, 0), value)
+
+
+_DISCOVER_EVERY = 5  # polls: look for new descendants every 100 ms, read known ones every 20 ms
+
+
+def _wait_all(pids: list[int], started: float) -> dict[int, tuple[int, int, float, _Watch]]:
+    """Reap every pid, polling high-water marks meanwhile; pid -> (status, ru_maxrss KiB, seconds)."""
+    pidfds = {pid: os.pidfd_open(pid) for pid in pids}
+    watch = _Watch(pids)
+    done: dict[int, tuple[int, int, float, _Watch]] = {}
+    polls = 0
     try:
-        while True:
-            hwm = max(hwm, _vm_hwm_kib(pid) or 0)
-            select.select([pidfd], [], [], HWM_POLL_SECONDS)
-            done, status, usage = os.wait4(pid, os.WNOHANG)
-            if done:
-                return status, usage.ru_maxrss, hwm
+        while len(done) < len(pids):
+            alive = {pid for pid in pids if pid not in done}
+            if polls % _DISCOVER_EVERY == 0:
+                watch.discover()
+            watch.poll(alive)
+            polls += 1
+            select.select([pidfds[pid] for pid in alive], [], [], HWM_POLL_SECONDS)
+            for pid in alive:
+                reaped, status, usage = os.wait4(pid, os.WNOHANG)
+                if reaped:
+                    done[pid] = (status, usage.ru_maxrss, time.perf_counter() - started, watch)
     finally:
-        os.close(pidfd)
+        for fd in pidfds.values():
+            os.close(fd)
+    return done
+
+
+def _child_run(argv: list[str], pid: int, result: tuple[int, int, float, _Watch]) -> ChildRun:
+    status, maxrss, seconds, watch = result
+    return ChildRun(
+        argv=argv,
+        seconds=seconds,
+        maxrss_kib=maxrss,
+        hwm_kib=watch.hwm[pid],
+        returncode=os.waitstatus_to_exitcode(status),
+        descendants=watch.peak[pid],
+    )
 
 
 @dataclass
@@ -95,10 +175,43 @@ def run_child(
 ) -> ChildRun:
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
-    status, maxrss, hwm = _wait(proc.pid)
+    result = _wait_all([proc.pid], started)[proc.pid]
+    proc.returncode = os.waitstatus_to_exitcode(result[0])
+    return _child_run(argv, proc.pid, result)
+
+
+def run_pipeline(
+    producer: list[str],
+    consumer: list[str],
+    *,
+    stdout: IO[bytes],
+    stderr: IO[bytes],
+    env: dict[str, str] | None = None,
+) -> tuple[ChildRun, ChildRun, float]:
+    """``producer | consumer > stdout``: two processes joined by a pipe, both reaped and measured.
+    Returns both runs and the wall time until the last one exited."""
+    started = time.perf_counter()
+    first = subprocess.Popen(
+        producer, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, env=env
+    )
+    assert first.stdout is not None
+    try:
+        second = subprocess.Popen(consumer, stdin=first.stdout, stdout=stdout, stderr=stderr, env=env)
+    except BaseException:
+        first.kill()
+        first.wait()
+        raise
+    finally:
+        first.stdout.close()  # the consumer holds the read end; a dead consumer gives the producer EPIPE
+    results = _wait_all([first.pid, second.pid], started)
     seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(argv=argv, seconds=seconds, maxrss_kib=maxrss, hwm_kib=hwm, returncode=proc.returncode)
+    first.returncode = os.waitstatus_to_exitcode(results[first.pid][0])
+    second.returncode = os.waitstatus_to_exitcode(results[second.pid][0])
+    return (
+        _child_run(producer, first.pid, results[first.pid]),
+        _child_run(consumer, second.pid, results[second.pid]),
+        seconds,
+    )
 
 
 def launch_floor() -> ChildRun:
@@ -165,10 +278,11 @@ class Baseline:
         )
 
 
-def ours_env(home: Path) -> dict[str, str]:
+def ours_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)  # never touch a real catalog
     env.update({"BACKUPSITE_HOME": str(home), "DJANGO_SETTINGS_MODULE": "backupsite.settings"})
+    env.update(extra or {})
     return env
 
 
@@ -176,66 +290,104 @@ def manage_argv(*args: str) -> list[str]:
     return [sys.executable, str(MANAGE), *args]
 
 
+def sqlite_target(name: str, database: Path, compression: str) -> str:
+    """A ``[targets.NAME]`` TOML block backing up a SQLite file to the ``bench`` storage."""
+    return "\n".join(
+        [
+            f"[targets.{name}]",
+            'engine = "sqlite"',
+            f"database = {json.dumps(str(database))}",
+            'storages = ["bench"]',
+            f'compression = "{compression}"',
+            "",
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class Ours:
-    """``manage.py backup_create --target NAME --json`` against a throwaway BACKUPSITE_HOME."""
+    """``manage.py backup_create --target NAME --json`` (and ``backup_restore``) against a
+    throwaway BACKUPSITE_HOME. Secrets the targets reference go in ``env`` (the child's only)."""
 
     home: Path
     logs: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def storage(self) -> Path:
+        """Storage ``bench``: timed backups, emptied after every run."""
         return self.home / "storage"
+
+    @property
+    def keep(self) -> Path:
+        """Storage ``keep``: backups made once to be restored by the timed restores."""
+        return self.home / "keep"
 
     def manage(self, *args: str, name: str) -> ChildRun:
         log, out = self.logs / f"{name}.stderr", self.logs / f"{name}.stdout"
         with open(out, "wb") as stdout, open(log, "wb") as stderr:
             run = run_child(
-                manage_argv(*args), stdout=stdout, stderr=stderr, env=ours_env(self.home), cwd=ROOT
+                manage_argv(*args), stdout=stdout, stderr=stderr, env=ours_env(self.home, self.env), cwd=ROOT
             )
         _check(run, log)
         return run
 
-    def setup(self, targets: dict[str, tuple[Path, str]]) -> None:
-        """Fresh home, migrated catalog, one local storage and one target per (database, compression)."""
+    def setup(self, targets: list[str], *, probe: bool = True) -> None:
+        """Fresh home, migrated catalog, the two local storages and the given target blocks.
+        ``probe=False`` for restore targets whose database the restore itself creates."""
         shutil.rmtree(self.home, ignore_errors=True)
         self.home.mkdir(parents=True)
         self.manage("migrate", "--noinput", name="migrate")
         config = self.home / "bench.toml"
-        config.write_text(self._config(targets))
-        self.manage("backup_config", "apply", str(config), name="config")
+        storages = []
+        for storage, path in (("bench", self.storage), ("keep", self.keep)):
+            storages += [f"[storages.{storage}]", 'kind = "local"', f"path = {json.dumps(str(path))}", ""]
+        config.write_text("\n".join(storages) + "\n" + "\n".join(targets))
+        apply = ["backup_config", "apply", str(config)]
+        self.manage(*apply, *([] if probe else ["--skip-probes"]), name="config")
 
-    def _config(self, targets: dict[str, tuple[Path, str]]) -> str:
-        lines = ["[storages.bench]", 'kind = "local"', f"path = {json.dumps(str(self.storage))}", ""]
-        for name, (database, compression) in targets.items():
-            lines += [
-                f"[targets.{name}]",
-                'engine = "sqlite"',
-                f"database = {json.dumps(str(database))}",
-                'storages = ["bench"]',
-                f'compression = "{compression}"',
-                "",
-            ]
-        return "\n".join(lines)
-
-    def run(self, target: str, compression: str) -> Sample:
+    def backup(self, target: str) -> tuple[ChildRun, dict[str, Any]]:
+        """One ``backup_create``; the produced file stays where the target stores it."""
         name = f"backup-{target}"
-        try:
-            run = self.manage("backup_create", "--target", target, "--json", name=name)
-            records = json.loads((self.logs / f"{name}.stdout").read_text())
-        finally:
-            self._clean()
-        record = records[0]
+        run = self.manage("backup_create", "--target", target, "--json", name=name)
+        record: dict[str, Any] = json.loads((self.logs / f"{name}.stdout").read_text())[0]
         if record["status"] != "success":
             raise BenchError(f"backup of {target} ended {record['status']}: {record['error_message']}")
+        return run, record
+
+    def run(self, target: str, label: str) -> Sample:
+        """A timed backup of ``target`` (stored in ``bench``, deleted afterwards)."""
+        try:
+            run, record = self.backup(target)
+        finally:
+            self._clean()
         return Sample(
-            label=f"ours-{compression}",
+            label=label,
             seconds=run.seconds,
             peak_rss_kib=run.maxrss_kib,
             raw_bytes=record["raw_size"],
             stored_bytes=record["file_size"],
             processes={"backup_create": run},
             steps=self.step_seconds(record["id"]),
+        )
+
+    def restore(self, record: dict[str, Any], destination: str, label: str) -> Sample:
+        """A timed ``backup_restore --id N --to DESTINATION --yes --json``."""
+        name = f"restore-{destination}"
+        argv = ["backup_restore", "--id", str(record["id"]), "--to", destination, "--yes", "--json"]
+        run = self.manage(*argv, name=name)
+        result = json.loads((self.logs / f"{name}.stdout").read_text())
+        if result["status"] != "success":
+            raise BenchError(
+                f"restore into {destination} ended {result['status']}: {result['error_message']}"
+            )
+        return Sample(
+            label=label,
+            seconds=run.seconds,
+            peak_rss_kib=run.maxrss_kib,
+            raw_bytes=record["raw_size"],
+            stored_bytes=record["file_size"],
+            processes={"backup_restore": run},
         )
 
     def startup(self) -> Sample:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shlex
@@ -89,13 +90,34 @@ def _package(name: str) -> str:
         return "?"
 
 
+APP_PATHS = ("backups", "backupsite", "restores", "schedules", "manage.py")
+
+
 def code_version() -> str:
-    """The commit measured, and whether the application code differed from it."""
+    """The commit measured, the uncommitted application files, and a digest of every application
+    file's content: a commit made during the run leaves the digest alone, an edit changes it."""
     commit = _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = _version(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "backups", "backupsite", "manage.py"]
-    )
-    return f"{commit} (with uncommitted changes in backups/ or backupsite/)" if dirty != "?" else commit
+    status = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=all", "--", *APP_PATHS],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    changed = sorted(line[3:] for line in status.stdout.splitlines() if line.strip())
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard", "--", *APP_PATHS],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    digest = hashlib.sha256()
+    for name in sorted(set(listed.stdout.splitlines())):
+        path = ROOT / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    dirty = f" + uncommitted changes in {', '.join(changed)}" if changed else ""
+    return f"{commit}{dirty} (application files {digest.hexdigest()[:10]})"
+
+
+def same_code(before: str, after: str) -> bool:
+    """Whether two :func:`code_version` texts describe the same application files."""
+    return before.rsplit("(application files ", 1)[-1] == after.rsplit("(application files ", 1)[-1]
 
 
 def machine_info() -> dict[str, str]:
@@ -209,7 +231,7 @@ def summarise(
     ]
     biggest = max(databases)
     machine, flags = machine_info(), _flags(sizes)
-    if machine["code"] != code_at_start:
+    if not same_code(code_at_start, machine["code"]):
         flags.append(
             f"CODE CHANGED DURING THE RUN: {code_at_start} at the start, {machine['code']} at the end"
         )
@@ -351,7 +373,7 @@ def markdown_block(summary: Summary) -> str:
     m = summary.machine
     lines = [
         BEGIN,
-        "## Latest run",
+        "## SQLite: latest run",
         "",
         f"Date: {m['date']}. Code: commit {m['code']}. Machine: {m['nproc']} CPUs ({m['CPU']}), {m['RAM']} RAM, Linux {m['kernel']}.",
         "",

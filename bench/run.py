@@ -1,10 +1,14 @@
-"""Benchmark: back up SQLite databases with ``backup_create`` and compare with the raw tools.
+"""Benchmark: our backups and restores against the raw tools and django-dbbackup.
 
-    .venv/bin/python bench/run.py [--sizes 100,1024] [--runs 3] [--warmup 1]
+    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb] [--sizes 100,1024]
+        [--pg-scales 10,50] [--mariadb-scales 10,50] [--runs 3] [--warmup 1] [--no-dbbackup]
 
-For each size: wall time of ``manage.py backup_create`` (gzip and zstd targets) as a ratio to
-``sqlite3 SRC ".backup TMP" && gzip -6 -c TMP > OUT`` measured in the same run (medians), and
-the peak RSS of our process. Prints a table and rewrites the generated part of bench/RESULTS.md.
+SQLite: wall time of ``manage.py backup_create`` (gzip and zstd targets) as a ratio to
+``sqlite3 SRC ".backup TMP" && gzip -6 -c TMP > OUT``. PostgreSQL and MariaDB (pgbench data at
+each scale, in a throwaway server): backup as a ratio to ``dump | gzip -6 > file``, restore as a
+ratio to ``gunzip -c file | client NEW``, and django-dbbackup's ``dbbackup -z`` / ``dbrestore -z``
+beside them. Medians of ``--runs`` interleaved runs; peak RSS of every process. Prints tables and
+rewrites each engine's generated block of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -14,43 +18,68 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import datagen
 import report
-from measure import ROOT, Baseline, BenchError, ChildRun, Ours, Sample, launch_floor
+from measure import ROOT, Baseline, BenchError, ChildRun, Ours, Sample, launch_floor, sqlite_target
 
 BENCH = ROOT / "bench"
 WORK = BENCH / "work"
 RESULTS_MD = BENCH / "RESULTS.md"
 MIB = 1024 * 1024
 CACHE_BUDGET = 6 * 1024 * MIB  # cached databases kept under bench/work/data
+ENGINES = ("sqlite", "postgresql", "mariadb")
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="100,1024", help="database sizes in MiB, comma-separated")
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help=f"comma-separated, from {', '.join(ENGINES)}"
+    )
+    parser.add_argument("--sizes", default="100,1024", help="SQLite database sizes in MiB, comma-separated")
+    parser.add_argument("--pg-scales", default="10,50", help="pgbench scale factors for PostgreSQL")
+    parser.add_argument("--mariadb-scales", default="10,50", help="the same data set's scales for MariaDB")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measurement (median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per measurement")
+    parser.add_argument("--no-dbbackup", action="store_true", help="skip django-dbbackup")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
-    try:
-        args.sizes = sorted({int(part) for part in args.sizes.split(",") if part.strip()})
-    except ValueError:
-        parser.error(f"--sizes: expected comma-separated whole MiB, got {args.sizes!r}")
-    if not args.sizes or min(args.sizes) < 1:
-        parser.error("--sizes: give at least one size of 1 MiB or more")
+    args.engines = [part.strip() for part in args.engines.split(",") if part.strip()]
+    unknown = sorted(set(args.engines) - set(ENGINES))
+    if unknown or not args.engines:
+        parser.error(
+            f"--engines: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(ENGINES)}"
+        )
+    for option in ("sizes", "pg_scales", "mariadb_scales"):
+        text = getattr(args, option)
+        try:
+            values = sorted({int(part) for part in text.split(",") if part.strip()})
+        except ValueError:
+            parser.error(
+                f"--{option.replace('_', '-')}: expected comma-separated whole numbers, got {text!r}"
+            )
+        if not values or min(values) < 1:
+            parser.error(f"--{option.replace('_', '-')}: give at least one value of 1 or more")
+        setattr(args, option, values)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be >= 1 and --warmup >= 0")
     return args
 
 
-def check_tools() -> None:
-    missing = [tool for tool in ("sqlite3", "gzip", "zstd") if shutil.which(tool) is None]
+def check_tools(engines: list[str]) -> None:
+    needed = {"sqlite": ["sqlite3", "gzip", "zstd"], "postgresql": ["gzip", "gunzip"]}
+    needed["mariadb"] = ["gzip", "gunzip", "mariadb-dump", "mariadb", "mariadbd", "mariadb-install-db"]
+    missing = sorted({tool for key in engines for tool in needed[key] if shutil.which(tool) is None})
+    if "postgresql" in engines and not (PG_BIN / "pg_dump").exists():
+        missing.append(str(PG_BIN / "pg_dump"))
     if missing:
         raise BenchError(f"missing program(s): {', '.join(missing)} (make setup installs them)")
 
@@ -63,6 +92,17 @@ def check_disk(sizes: list[int]) -> None:
     if free < needed:
         raise BenchError(
             f"not enough disk: {free / MIB:.0f} MiB free under {WORK}, need ~{needed / MIB:.0f} MiB"
+        )
+
+
+def check_server_disk(scales: list[int]) -> None:
+    """A throwaway server holds the source databases plus one restored copy (~16 MiB per scale unit)."""
+    where = tempfile.gettempdir()
+    free = shutil.disk_usage(where).free
+    needed = (sum(scales) + max(scales)) * 16 * MIB + 1024 * MIB
+    if free < needed:
+        raise BenchError(
+            f"not enough disk: {free / MIB:.0f} MiB free under {where}, need ~{needed / MIB:.0f} MiB"
         )
 
 
@@ -87,9 +127,9 @@ def measure_size(
 ) -> dict[str, list[Sample]]:
     actions: dict[str, Callable[[], Sample]] = {
         "baseline-gzip": lambda: baseline.run(database, "gzip"),
-        "ours-gzip": lambda: ours.run(target_name(size, "gzip"), "gzip"),
+        "ours-gzip": lambda: ours.run(target_name(size, "gzip"), "ours-gzip"),
         "baseline-zstd": lambda: baseline.run(database, "zstd"),
-        "ours-zstd": lambda: ours.run(target_name(size, "zstd"), "zstd"),
+        "ours-zstd": lambda: ours.run(target_name(size, "zstd"), "ours-zstd"),
     }
     for round_ in range(warmup):
         for action in actions.values():
@@ -123,36 +163,80 @@ def save_raw(results: dict[int, dict[str, list[Sample]]], startup: list[Sample],
     (WORK / "results.json").write_text(json.dumps(payload, indent=2, default=str))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    WORK.mkdir(parents=True, exist_ok=True)
-    logs = WORK / "logs"
-    logs.mkdir(exist_ok=True)
-    code_at_start = report.code_version()
-    try:
-        check_tools()
-        datagen.prune(WORK / "data", args.sizes, CACHE_BUDGET)
-        check_disk(args.sizes)
-        databases = {size: generate(size) for size in args.sizes}
-        baseline, ours = Baseline(WORK / "baseline", logs), Ours(WORK / "home", logs)
-        print("setting up a throwaway BACKUPSITE_HOME under bench/work/home ...", flush=True)
-        ours.setup({target_name(s, c): (db, c) for s, db in databases.items() for c in ("gzip", "zstd")})
-        floor = launch_floor()
-        startup = [ours.startup() for _ in range(args.runs + 1)][1:]
-        results: dict[int, dict[str, list[Sample]]] = {}
-        for size, database in databases.items():
-            print(f"measuring {size} MiB ({args.warmup} warm-up + {args.runs} runs each) ...", flush=True)
-            results[size] = measure_size(size, database, baseline, ours, args.runs, args.warmup)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
+def run_sqlite(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
+    datagen.prune(WORK / "data", args.sizes, CACHE_BUDGET)
+    check_disk(args.sizes)
+    databases = {size: generate(size) for size in args.sizes}
+    baseline, ours = Baseline(WORK / "baseline", logs), Ours(WORK / "home", logs)
+    print("setting up a throwaway BACKUPSITE_HOME under bench/work/home ...", flush=True)
+    ours.setup(
+        [sqlite_target(target_name(s, c), db, c) for s, db in databases.items() for c in ("gzip", "zstd")]
+    )
+    floor = launch_floor()
+    startup = [ours.startup() for _ in range(args.runs + 1)][1:]
+    results: dict[int, dict[str, list[Sample]]] = {}
+    for size, database in databases.items():
+        print(f"measuring {size} MiB ({args.warmup} warm-up + {args.runs} runs each) ...", flush=True)
+        results[size] = measure_size(size, database, baseline, ours, args.runs, args.warmup)
     save_raw(results, startup, floor)
     summary = report.summarise(results, startup, floor, databases, args.runs, args.warmup, code_at_start)
     print()
     print(report.console_table(summary))
     if not args.no_write:
         report.write_markdown(RESULTS_MD, summary)
-        print(f"\nwrote {RESULTS_MD.relative_to(ROOT)}")
+        print(f"\nwrote the SQLite block of {RESULTS_MD.relative_to(ROOT)}")
+
+
+def run_server(key: str, args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
+    # Imported here: the server helpers load database drivers, which would raise this process's
+    # RSS (the floor of every child's ru_maxrss) during the SQLite part.
+    import report_servers
+    from dbbackup_runner import DbBackup
+    from serverbench import measure_engine
+
+    dbbackup = None if args.no_dbbackup else DbBackup(WORK, logs)
+    versions = {}
+    if dbbackup is not None:
+        versions["django-dbbackup"] = dbbackup.ensure()
+    scales = args.pg_scales if key == "postgresql" else args.mariadb_scales
+    check_server_disk(scales)
+    result = measure_engine(key, scales, args.runs, args.warmup, WORK, logs, dbbackup)
+    result.versions.update(versions)
+    result.versions["launch floor (ru_maxrss of `true`)"] = f"{launch_floor().maxrss_kib / 1024:.1f} MiB"
+    (WORK / f"results-{key}.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+    machine = report.machine_info()
+    if not report.same_code(code_at_start, machine["code"]):
+        machine["code"] = f"{code_at_start}, CHANGED DURING THE RUN to {machine['code']}"
+    else:
+        machine["code"] = code_at_start
+    print()
+    print(report_servers.console_table(result))
+    if not args.no_write:
+        report_servers.write_markdown(RESULTS_MD, result, machine, args.runs, args.warmup)
+        print(f"\nwrote the {result.title} block of {RESULTS_MD.relative_to(ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    WORK.mkdir(parents=True, exist_ok=True)
+    logs = WORK / "logs"
+    logs.mkdir(exist_ok=True)
+    code_at_start = report.code_version()
+    try:
+        check_tools(args.engines)
+        for key in ENGINES:
+            if key not in args.engines:
+                continue
+            if key == "sqlite":
+                run_sqlite(args, logs, code_at_start)
+            else:
+                run_server(key, args, logs, code_at_start)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print(f"\nbench ran for {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     return 0
 
 
