@@ -15,7 +15,7 @@ import pytest
 
 from backups import services
 from backups.codecs import COMPRESSIONS, EXTENSIONS
-from backups.engines import EngineError, engine_keys, get_engine
+from backups.engines import EngineError, engine_choices, engine_keys, get_engine
 from backups.engines.base import Engine, RestoreOptions
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
@@ -125,6 +125,7 @@ def test_it_declares_what_the_catalog_needs(key: str) -> None:
     assert isinstance(engine, Engine)
     assert engine.key == key
     assert isinstance(engine.label, str) and engine.label.strip()
+    assert dict(engine_choices())[key] == engine.label
     assert engine.file_extension.startswith(".") and len(engine.file_extension) > 1
     assert "/" in engine.content_type and " " not in engine.content_type
     assert "full" in engine.supported_types
@@ -198,3 +199,26 @@ def test_it_fails_with_advice_for_an_engine_without_a_case(
 ) -> None:
     with pytest.raises(pytest.fail.Exception, match="add an entry for it to CASES"):
         contract_case("not-an-engine", request, tmp_path)
+
+
+def test_listing_engines_does_not_load_every_database_driver() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    probe = (
+        "import django, sys; django.setup(); "
+        "from backups.engines import engine_choices; engine_choices(); "
+        "from backups import models; "
+        "print(sorted(m for m in ('psycopg', 'MySQLdb') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"

@@ -19,6 +19,17 @@ ENGINES: dict[str, str] = {
 }
 
 
+#: Labels for the admin's choices, so listing engines does not import every database driver
+#: (psycopg, MySQLdb) into every process; an engine missing here is imported for its label.
+LABELS: dict[str, str] = {
+    "sqlite": "SQLite",
+    "files": "Files",
+    "postgresql": "PostgreSQL",
+    "mysql": "MySQL",
+    "mariadb": "MariaDB",
+}
+
+
 def engine_paths() -> dict[str, str]:
     return {**ENGINES, **getattr(settings, "BACKUPSITE_ENGINES", {})}
 
@@ -28,7 +39,7 @@ def engine_keys() -> list[str]:
 
 
 def engine_choices() -> list[tuple[str, str]]:
-    return [(key, get_engine(key).label) for key in engine_keys()]
+    return [(key, LABELS.get(key) or get_engine(key).label) for key in engine_keys()]
 
 
 @cache

@@ -12,6 +12,9 @@ from backups.models import Backup, Target
 
 
 class Command(BaseCommand):
+    # The run itself checks what it needs (tools, secrets, storages) and records any problem on
+    # the row; the project-wide checks (`manage.py check`) only add start-up time here.
+    requires_system_checks: list[str] = []
     help = "Verify a backup: size, SHA-256 and compression of every copy; --deep adds a trial restore."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -15,6 +15,9 @@ from restores.services import RestoreRefused, check_restorable, restore_backup
 
 
 class Command(BaseCommand):
+    # The run itself checks what it needs (tools, secrets, storages) and records any problem on
+    # the row; the project-wide checks (`manage.py check`) only add start-up time here.
+    requires_system_checks: list[str] = []
     help = (
         "Restore a backup (checksum verified first). Asks you to type the destination database's name "
         "(or the target's name for files and SQLite) unless --yes. "
