@@ -557,19 +557,20 @@ class PostgreSQLEngine(Engine):
                 )
                 raise EngineError(f"{exc}{suffix}") from None
         tables = list(info.get("tables", [])) or restored
-        self._check_counts(connection, settings, info)
+        checked = self._check_counts(connection, settings, info)
         where = f"database {connection.database}" + (" (created)" if created else "")
+        proof = "row counts match the backup" if checked else "the backup recorded no row counts to compare"
         return RestoreResult(
             tables=tables,
-            message=f"restored {len(tables)} table(s), data for {len(restored)}, into {where}",
+            message=f"restored {len(tables)} table(s), data for {len(restored)}, into {where}; {proof}",
         )
 
-    def _check_counts(self, connection: Connection, settings: Settings, info: dict[str, Any]) -> None:
+    def _check_counts(self, connection: Connection, settings: Settings, info: dict[str, Any]) -> bool:
         """A restore that reports success but restored nothing is the worst bug a backup tool can
         have: compare the restored row counts with the ones recorded at backup time."""
         expected: dict[str, int] = info.get("row_counts") or {}
         if not expected or not info.get("row_counts_exact"):
-            return
+            return False
         actual = self._count(connection, settings, list(expected))
         wrong = [
             f"{name} has {actual.get(name, 'no table')} rows, the backup recorded {count}"
@@ -578,6 +579,7 @@ class PostgreSQLEngine(Engine):
         ]
         if wrong:
             raise EngineError("restored data does not match the backup: " + "; ".join(wrong[:10]))
+        return True
 
     def _count(self, connection: Connection, settings: Settings, tables: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
