@@ -460,10 +460,17 @@ def _restore_hint(backup: Backup, engine: Engine) -> str:
     if engine.key == "files":
         return f"{decompress} | tar -xf - -C /restore/dir"
     if engine.key == "postgresql":
-        return f"createdb NEWDB && {decompress} | pg_restore --no-owner --exit-on-error --single-transaction -d NEWDB"
+        return (
+            f"createdb -T template0 NEWDB && {decompress} | "
+            "pg_restore --no-owner --exit-on-error --single-transaction -d NEWDB"
+        )
     if engine.key in ("mysql", "mariadb"):
         client = "mysql" if engine.key == "mysql" else "mariadb"
-        return f"{client} -e 'CREATE DATABASE NEWDB' && {decompress} | {client} --binary-mode NEWDB"
+        login = "--defaults-extra-file=client.cnf"  # a 0600 [client] file with host, user, password
+        return (
+            f"{client} {login} -e 'CREATE DATABASE NEWDB CHARACTER SET utf8mb4' && "
+            f"{decompress} | {client} {login} --binary-mode NEWDB"
+        )
     return decompress
 
 
