@@ -144,6 +144,32 @@ def source_target(pg_server: PostgresServer, storage: Storage, database: str, **
     return pg_target(pg_server, unique_name("src").replace("_", "-"), database, storage, **fields)
 
 
+def write_pg_config(
+    path: Path,
+    server: PostgresServer,
+    storage_dir: Path,
+    databases: dict[str, str],
+    inactive: tuple[str, ...] = (),
+) -> Path:
+    """A TOML file with a local storage and one postgresql target per ``databases`` entry
+    (target name -> database), the password as the reference ${TEST_PG_PASSWORD}."""
+    blocks = [f'[storages.local]\nkind = "local"\npath = "{storage_dir}"']
+    for name, database in databases.items():
+        blocks.append(
+            f"""[targets.{name}]
+engine = "postgresql"
+host = "{server.host}"
+port = {server.port}
+user = "{server.user}"
+password = "${{{PG_PASSWORD_ENV}}}"
+database = "{database}"
+storages = ["local"]"""
+            + ("\nis_active = false" if name in inactive else "")
+        )
+    path.write_text("\n\n".join(blocks) + "\n")
+    return path
+
+
 def test_it_round_trips_a_varied_schema_and_pgbench_data(
     pg_server: PostgresServer, local_storage: Storage, variety_db: str, new_db_name: str
 ) -> None:
@@ -347,31 +373,11 @@ def test_the_password_never_shows_in_argv_logs_messages_or_output(
     assert list((tmp_path / "scratch").glob("pgpass-*")) == []  # the passfile is gone
 
     # And through the command line, with a failing run (its error path prints messages too).
-    config = tmp_path / "pg.toml"
-    config.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "cli-backups"}"
-
-[targets.pg]
-engine = "postgresql"
-host = "{pg_server.host}"
-port = {pg_server.port}
-user = "{pg_server.user}"
-password = "${{{PG_PASSWORD_ENV}}}"
-database = "{database}"
-storages = ["local"]
-
-[targets.pg-missing]
-engine = "postgresql"
-host = "{pg_server.host}"
-port = {pg_server.port}
-user = "{pg_server.user}"
-password = "${{{PG_PASSWORD_ENV}}}"
-database = "no_such_database"
-storages = ["local"]
-"""
+    config = write_pg_config(
+        tmp_path / "pg.toml",
+        pg_server,
+        tmp_path / "cli-backups",
+        {"pg": database, "pg-missing": "no_such_database"},
     )
     env = {PG_PASSWORD_ENV: pg_server.password, "LOG_LEVEL": "DEBUG"}
     applied = manage("backup_config", "apply", "--skip-probes", str(config), extra_env=env)
@@ -477,6 +483,20 @@ def test_the_passfile_escapes_colons_and_backslashes() -> None:
     assert pgpass_line("a:b\\c") == "*:*:*:*:a\\:b\\\\c\n"
 
 
+def _child_named(parent: int, name: bytes) -> int | None:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if argv0.endswith(name) and f"PPid:\t{parent}\n" in status:
+            return int(pid)
+    return None
+
+
 def test_a_dump_killed_midway_fails_and_leaves_nothing_in_storage(
     pg_server: PostgresServer, local_storage: Storage, storage_dir: Path
 ) -> None:
@@ -486,26 +506,17 @@ def test_a_dump_killed_midway_fails_and_leaves_nothing_in_storage(
         "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 10) AS pad FROM generate_series(1, 400000) g",
     )
     target = source_target(pg_server, local_storage, database, options={"row_counts": False})
-    killed: list[str] = []
+    killed: list[int] = []
 
     def kill_pg_dump() -> None:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not killed:
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                        argv = handle.read().split(b"\0")
-                except OSError:
-                    continue
-                if argv[0].endswith(b"pg_dump"):
-                    stat = Path(f"/proc/{pid}/status").read_text()
-                    if f"PPid:\t{os.getpid()}\n" in stat:
-                        time.sleep(0.3)  # let it stream a while
-                        os.kill(int(pid), signal.SIGKILL)
-                        killed.append(pid)
-                        return
+        while time.monotonic() < deadline:
+            pid = _child_named(os.getpid(), b"pg_dump")
+            if pid is not None:
+                time.sleep(0.3)  # let it stream a while
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
             time.sleep(0.01)
 
     killer = threading.Thread(target=kill_pg_dump)
@@ -689,28 +700,12 @@ def test_a_restore_asks_for_the_destination_database_name_and_creates_it(
 
     database = pg_server.create_database(unique_name("asked"))
     pg_server.execute(database, "CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 7)")
-    config = tmp_path / "pg.toml"
-    common = f"""engine = "postgresql"
-host = "{pg_server.host}"
-port = {pg_server.port}
-user = "{pg_server.user}"
-password = "${{{PG_PASSWORD_ENV}}}"
-storages = ["local"]"""
-    config.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "cli-backups"}"
-
-[targets.pg]
-{common}
-database = "{database}"
-
-[targets.pg-copy]
-{common}
-database = "{new_db_name}"
-is_active = false
-"""
+    config = write_pg_config(
+        tmp_path / "pg.toml",
+        pg_server,
+        tmp_path / "cli-backups",
+        {"pg": database, "pg-copy": new_db_name},
+        inactive=("pg-copy",),
     )
     env = {
         **os.environ,
@@ -747,20 +742,6 @@ def test_it_refuses_to_restore_into_another_engine(
     pg_server.drop_database(database)
 
 
-def _child_named(parent: int, name: bytes) -> int | None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        if argv0.endswith(name) and f"PPid:\t{parent}\n" in status:
-            return int(pid)
-    return None
-
-
 def test_a_restore_stopped_by_sigterm_is_logged_failed_and_rolled_back(
     pg_server: PostgresServer,
     manage: Callable[..., subprocess.CompletedProcess[str]],
@@ -777,17 +758,12 @@ def test_a_restore_stopped_by_sigterm_is_logged_failed_and_rolled_back(
     pg_server.execute(
         new_db_name, "CREATE TABLE big (id int, pad text); INSERT INTO big VALUES (1, 'precious')"
     )
-    config = tmp_path / "pg.toml"
-    common = f"""engine = "postgresql"
-host = "{pg_server.host}"
-port = {pg_server.port}
-user = "{pg_server.user}"
-password = "${{{PG_PASSWORD_ENV}}}"
-storages = ["local"]"""
-    config.write_text(
-        f'[storages.local]\nkind = "local"\npath = "{tmp_path / "b"}"\n\n'
-        f'[targets.pg]\n{common}\ndatabase = "{database}"\n\n'
-        f'[targets.pg-copy]\n{common}\ndatabase = "{new_db_name}"\nis_active = false\n'
+    config = write_pg_config(
+        tmp_path / "pg.toml",
+        pg_server,
+        tmp_path / "b",
+        {"pg": database, "pg-copy": new_db_name},
+        inactive=("pg-copy",),
     )
     env = {PG_PASSWORD_ENV: pg_server.password}
     assert manage("backup_config", "apply", str(config), extra_env=env).returncode == 0
