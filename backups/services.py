@@ -675,7 +675,7 @@ def _sandbox_restore(engine: Engine, backup: Backup, sandbox: Target) -> Callabl
             result = engine.restore(
                 scratch, stream, RestoreOptions(scratch_dir=scratch_dir(), manifest=manifest)
             )
-            counts = engine.row_counts(scratch)
+            counts = result.row_counts or engine.row_counts(scratch)  # the restore may have counted already
         finally:
             try:
                 engine.drop_database(scratch)

@@ -66,6 +66,8 @@ class RestoreResult:
     tables: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     message: str = ""
+    #: Row counts the engine took after restoring (to check them), so callers need not count again.
+    row_counts: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:

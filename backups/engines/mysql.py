@@ -565,6 +565,7 @@ class MySQLEngine(Engine):
                         f"are missing: {', '.join(missing)}"
                     )
                 tables = list(expected)
+            counts: dict[str, int] = {}
             recorded = info.get("row_counts")
             counted = bool(info.get("row_counts_exact") and isinstance(recorded, dict))
             if counted and isinstance(recorded, dict):
@@ -586,6 +587,7 @@ class MySQLEngine(Engine):
         return RestoreResult(
             tables=tables,
             message=f"restored {len(tables)} table(s) into database {settings.database} on {settings.where}; {proof}",
+            row_counts=counts,
         )
 
     def trial_restore(self, stream: BinaryIO, options: RestoreOptions) -> str:

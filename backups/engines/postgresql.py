@@ -482,43 +482,48 @@ class PostgreSQLEngine(Engine):
 
     # -- restore ---------------------------------------------------------------------------------
 
-    def _ensure_database(self, connection: Connection, settings: Settings, encoding: str) -> bool:
-        """Create the destination database when it does not exist; True if it was created."""
+    def _prepare_destination(
+        self, connection: Connection, settings: Settings, info: dict[str, Any]
+    ) -> tuple[Tool, bool]:
+        """Pick a pg_restore for the destination server and the archive, then create the
+        database when it does not exist (only once a usable tool is known). Returns the tool and
+        whether the database was created."""
+        archive_major = _major(str(info.get("tool_version", "")))
         with (
             contextlib.closing(self._connect(connection, settings, settings.maintenance_database)) as conn,
             conn.cursor() as cur,
         ):
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (connection.database,))
-            if cur.fetchone():
-                return False
+            cur.execute(
+                "SELECT current_setting('server_version_num')::int, "
+                "EXISTS (SELECT 1 FROM pg_database WHERE datname = %s)",
+                (connection.database,),
+            )
+            row = cur.fetchone()
+            server_major, exists = (int(row[0]) // 10000, bool(row[1])) if row else (0, False)
+            tool = choose_tool(
+                "pg_restore",
+                installed_tools("pg_restore", settings.bin_dir),
+                max(server_major, archive_major),
+                f"a pg_dump {archive_major or '?'} archive into a PostgreSQL {server_major} server",
+            )
+            if exists:
+                return tool, False
             statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
                 sql.Identifier(connection.database)
             )
+            encoding = str(info.get("encoding", ""))
             if encoding:
                 statement += sql.SQL(" ENCODING {}").format(sql.Literal(encoding))
             try:
                 cur.execute(statement)
             except psycopg.Error as exc:
                 raise EngineError(f"cannot create database {connection.database}: {exc}") from None
-        return True
-
-    def _server_major_of(self, connection: Connection, settings: Settings) -> int:
-        with contextlib.closing(self._connect(connection, settings, settings.maintenance_database)) as conn:
-            row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
-        return int(row[0]) // 10000 if row else 0
+        return tool, True
 
     def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
         settings = self._settings(connection)
         info = options.manifest.get("engine_info", {})
-        server_major = self._server_major_of(connection, settings)
-        archive_major = _major(str(info.get("tool_version", "")))
-        tool = choose_tool(
-            "pg_restore",
-            installed_tools("pg_restore", settings.bin_dir),
-            max(server_major, archive_major),
-            f"a pg_dump {archive_major or '?'} archive into a PostgreSQL {server_major} server",
-        )
-        created = self._ensure_database(connection, settings, str(info.get("encoding", "")))
+        tool, created = self._prepare_destination(connection, settings, info)
         argv = [tool.path, "--verbose", "--no-password", f"--dbname={connection.database}"]
         if settings.exit_on_error:
             argv.append("--exit-on-error")
@@ -557,20 +562,24 @@ class PostgreSQLEngine(Engine):
                 )
                 raise EngineError(f"{exc}{suffix}") from None
         tables = list(info.get("tables", [])) or restored
-        checked = self._check_counts(connection, settings, info)
+        counts = self._check_counts(connection, settings, info)
         where = f"database {connection.database}" + (" (created)" if created else "")
-        proof = "row counts match the backup" if checked else "the backup recorded no row counts to compare"
+        proof = "row counts match the backup" if counts else "the backup recorded no row counts to compare"
         return RestoreResult(
             tables=tables,
             message=f"restored {len(tables)} table(s), data for {len(restored)}, into {where}; {proof}",
+            row_counts=counts,
         )
 
-    def _check_counts(self, connection: Connection, settings: Settings, info: dict[str, Any]) -> bool:
+    def _check_counts(
+        self, connection: Connection, settings: Settings, info: dict[str, Any]
+    ) -> dict[str, int]:
         """A restore that reports success but restored nothing is the worst bug a backup tool can
-        have: compare the restored row counts with the ones recorded at backup time."""
+        have: compare the restored row counts with the ones recorded at backup time. Returns the
+        counts taken (empty when the backup recorded no exact counts)."""
         expected: dict[str, int] = info.get("row_counts") or {}
         if not expected or not info.get("row_counts_exact"):
-            return False
+            return {}
         actual = self._count(connection, settings, list(expected))
         wrong = [
             f"{name} has {actual.get(name, 'no table')} rows, the backup recorded {count}"
@@ -579,7 +588,7 @@ class PostgreSQLEngine(Engine):
         ]
         if wrong:
             raise EngineError("restored data does not match the backup: " + "; ".join(wrong[:10]))
-        return True
+        return actual
 
     def _count(self, connection: Connection, settings: Settings, tables: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
