@@ -362,7 +362,7 @@ def _check_engine(check: _Validator, engine_key: str, name: str, fields: dict[st
     before = len(check.errors)
     try:
         password = secrets.resolve(fields["password"])
-        options = {k: secrets.resolve(v) if isinstance(v, str) else v for k, v in fields["options"].items()}
+        options = secrets.resolve_values(fields["options"])
     except secrets.SecretError:
         password, options = "", fields["options"]  # already reported with its key path; no probe
         before = -1

@@ -12,6 +12,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 REFERENCE = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<env>[A-Za-z_][A-Za-z0-9_]*))\}")
 _MASK = "********"
@@ -54,6 +55,11 @@ def resolve(value: str) -> str:
         return secret
 
     return REFERENCE.sub(expand, value)
+
+
+def resolve_values(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the references in its string values resolved (other values as they are)."""
+    return {key: resolve(value) if isinstance(value, str) else value for key, value in options.items()}
 
 
 def check_resolvable(value: str) -> str | None:

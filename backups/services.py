@@ -44,12 +44,6 @@ class ServiceError(Exception):
 # -- resolving targets and storages right before use ---------------------------------------------
 
 
-def _resolve_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: secrets.resolve(value) if isinstance(value, str) else value for key, value in options.items()
-    }
-
-
 def connection_for(target: Target) -> Connection:
     """The target's connection with its secret references resolved (raises SecretError)."""
     return Connection(
@@ -60,7 +54,7 @@ def connection_for(target: Target) -> Connection:
         database=target.database,
         user=target.user,
         password=secrets.resolve(target.password),
-        options=_resolve_options(target.options),
+        options=secrets.resolve_values(target.options),
         include_tables=tuple(target.include_tables),
         exclude_tables=tuple(target.exclude_tables),
         paths=tuple(target.paths),
@@ -68,7 +62,7 @@ def connection_for(target: Target) -> Connection:
 
 
 def storage_for(storage: Storage) -> BackupStorage:
-    return build_storage(storage.name, storage.kind, _resolve_options(storage.options), storage.prefix)
+    return build_storage(storage.name, storage.kind, secrets.resolve_values(storage.options), storage.prefix)
 
 
 def scratch_dir() -> Path:

@@ -37,7 +37,6 @@ from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOpt
 from .process import base_env, dump_process, feed_process, run_tool, secret_file
 
 DEFAULT_PORT = 5432
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 OPTION_TYPES: dict[str, type] = {
     "sslmode": str,
     "sslrootcert": str,
@@ -187,15 +186,15 @@ def explain(text: str, connection: Connection) -> str:
     return text.strip()
 
 
-def _tables_sql() -> str:
-    return """
+# User tables and partitioned parents, without system schemas and extension-owned tables.
+TABLES_SQL = """
         SELECT n.nspname, c.relname, c.relkind
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
           AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
         ORDER BY 1, 2
-    """
+"""
 
 
 @dataclass
@@ -398,7 +397,7 @@ class PostgreSQLEngine(Engine):
                 row = cur.fetchone()
                 assert row is not None
                 version_num, server_version, encoding, snapshot = row
-                cur.execute(_tables_sql())
+                cur.execute(TABLES_SQL)
                 catalog = [(f"{schema}.{name}", kind) for schema, name, kind in cur.fetchall()]
             tables = self._select(catalog, connection, settings)
             tool = choose_tool(
@@ -460,8 +459,8 @@ class PostgreSQLEngine(Engine):
         self, catalog: list[tuple[str, str]], connection: Connection, settings: Settings
     ) -> list[tuple[str, str]]:
         names = {name for name, _ in catalog}
-        wanted = [f"{qualified(n)[0]}.{qualified(n)[1]}" for n in connection.include_tables]
-        unwanted = [f"{qualified(n)[0]}.{qualified(n)[1]}" for n in connection.exclude_tables]
+        wanted = [".".join(qualified(n)) for n in connection.include_tables]
+        unwanted = [".".join(qualified(n)) for n in connection.exclude_tables]
         unknown = [n for n in wanted + unwanted if n not in names]
         if unknown:
             raise EngineError(
@@ -610,7 +609,7 @@ class PostgreSQLEngine(Engine):
     def row_counts(self, connection: Connection) -> dict[str, int]:
         settings = self._settings(connection)
         with contextlib.closing(self._connect(connection, settings)) as conn, conn.cursor() as cur:
-            cur.execute(_tables_sql())
+            cur.execute(TABLES_SQL)
             tables = [f"{schema}.{name}" for schema, name, kind in cur.fetchall() if kind == "r"]
         return self._count(connection, settings, tables)
 
