@@ -71,6 +71,12 @@ def ours_targets(flavour: Flavour, scales: list[int]) -> list[str]:
         if flavour.key == "postgresql":
             blocks.append(flavour.target(name("gzip-nocount"), database, "gzip", "bench", row_counts=False))
     blocks.append(flavour.target(f"{flavour.key}-restore", RESTORE_DATABASE, "gzip", "bench"))
+    if flavour.key == "postgresql":
+        blocks.append(
+            flavour.target(
+                f"{flavour.key}-restore-exact", RESTORE_DATABASE, "gzip", "bench", restore_check="exact"
+            )
+        )
     return blocks
 
 
@@ -188,6 +194,8 @@ def _measure_scale(
         label: counts_are_exact(ours.keep / target_name(key, scale, variant))
         for label, variant in (("ours-restore", "keep-gzip"), ("ours-restore-zstd", "keep-zstd"))
     }
+    if key == "postgresql":
+        verified["ours-restore-exact"] = verified["ours-restore"]
     source_env = clean_env(flavour.django_env(database))
     restore_env = clean_env(flavour.django_env(RESTORE_DATABASE))
     if dbbackup is not None:
@@ -226,6 +234,10 @@ def _measure_scale(
     actions["ours-restore-zstd"] = restored(
         lambda: ours.restore(kept_zstd, restore_target, "ours-restore-zstd"), False
     )
+    if key == "postgresql":
+        actions["ours-restore-exact"] = restored(
+            lambda: ours.restore(kept_gzip, f"{key}-restore-exact", "ours-restore-exact"), False
+        )
     if dbbackup is not None:
         actions["dbbackup-restore"] = restored(
             lambda: dbbackup.restore(restore_env, "dbbackup-restore"), True

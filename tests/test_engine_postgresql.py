@@ -634,7 +634,7 @@ def test_deep_verify_restores_into_a_scratch_database_on_the_sandbox_and_drops_i
     backup.refresh_from_db()
     outcome = services.verify_backup(backup, deep=True)
     assert not outcome.ok
-    assert "public.customers has 500 rows, the backup recorded 499" in outcome.messages[0]
+    assert "public.customers: 500 rows, the backup recorded 499" in outcome.messages[0]
     assert (
         pg_server.execute(
             "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'backupsite_verify%'"
@@ -655,14 +655,47 @@ def test_deep_verify_without_a_sandbox_reads_the_whole_archive_with_pg_restore(
 def test_a_restore_that_restored_nothing_is_never_a_success(
     pg_server: PostgresServer, local_storage: Storage, new_db_name: str
 ) -> None:
+    """By default ("presence") every counted table must exist and have rows if it had any."""
+    database = pg_server.create_database(unique_name("counted"))
+    pg_server.execute(
+        database,
+        "CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 5); CREATE TABLE spare (id int)",
+    )
+    backup = services.run_backup(source_target(pg_server, local_storage, database))
+    recorded = backup.engine_info["row_counts"]
+    assert recorded == {"public.items": 5, "public.spare": 0}
+
+    log = restore_backup(backup, pg_target(pg_server, "dest", new_db_name, local_storage))
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+    assert "all 2 counted table(s) exist and the 1 with rows have rows" in log.notes
+
+    Backup.objects.filter(pk=backup.pk).update(
+        engine_info={**backup.engine_info, "row_counts": {**recorded, "public.spare": 3, "public.gone": 1}}
+    )
+    backup.refresh_from_db()
+    log = restore_backup(backup, Target.objects.get(name="dest"))
+    assert log.status == RestoreStatus.FAILED
+    assert "public.spare is empty, the backup recorded 3 rows" in log.error_message
+    assert "public.gone is missing" in log.error_message
+    pg_server.drop_database(database)
+
+
+def test_an_exact_restore_check_compares_every_row_count(
+    pg_server: PostgresServer, local_storage: Storage, new_db_name: str
+) -> None:
     database = pg_server.create_database(unique_name("counted"))
     pg_server.execute(database, "CREATE TABLE items (id int); INSERT INTO items SELECT generate_series(1, 5)")
     backup = services.run_backup(source_target(pg_server, local_storage, database))
+    destination = pg_target(pg_server, "dest", new_db_name, local_storage, options={"restore_check": "exact"})
+    log = restore_backup(backup, destination)
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+    assert "row counts match the backup" in log.notes
+
     Backup.objects.filter(pk=backup.pk).update(
         engine_info={**backup.engine_info, "row_counts": {"public.items": 6}}
     )
     backup.refresh_from_db()
-    log = restore_backup(backup, pg_target(pg_server, "dest", new_db_name, local_storage))
+    log = restore_backup(backup, destination)
     assert log.status == RestoreStatus.FAILED
     assert "public.items has 5 rows, the backup recorded 6" in log.error_message
     pg_server.drop_database(database)
@@ -677,7 +710,12 @@ def test_it_validates_options_with_field_names() -> None:
                 engine="postgresql",
                 database="",
                 port=70000,
-                options={"sslmode": "sometimes", "connect_timeout": "10", "colour": "blue"},
+                options={
+                    "sslmode": "sometimes",
+                    "connect_timeout": "10",
+                    "colour": "blue",
+                    "restore_check": "always",
+                },
                 include_tables=[".t"],  # type: ignore[arg-type]
             )
         )
@@ -687,6 +725,7 @@ def test_it_validates_options_with_field_names() -> None:
     assert "verify-full" in problems["options.sslmode"]
     assert problems["options.connect_timeout"] == "must be a whole number"
     assert "unknown option" in problems["options.colour"]
+    assert problems["options.restore_check"] == "must be one of presence, exact"
     assert "schema.table" in problems["include_tables"]
 
 

@@ -52,7 +52,12 @@ OPTION_TYPES: dict[str, type] = {
     "maintenance_database": str,
     "bin_dir": str,
     "row_counts": bool,
+    "restore_check": str,
 }
+# After a restore: "presence" checks every table the backup counted exists and, if it had rows,
+# has rows (one cheap query per table); "exact" counts every table's rows, a full scan of the
+# restored data that costs about as much as reading it again.
+RESTORE_CHECKS = ("presence", "exact")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _DATA_LINE = re.compile(r'processing data for table "(?P<table>.+)"$')
@@ -76,6 +81,7 @@ class Settings:
     maintenance_database: str = "postgres"
     bin_dir: str = ""
     row_counts: bool = True
+    restore_check: str = "presence"
 
     @classmethod
     def of(cls, connection: Connection) -> Settings:
@@ -271,6 +277,9 @@ class PostgreSQLEngine(Engine):
         timeout = connection.options.get("connect_timeout")
         if isinstance(timeout, int) and not isinstance(timeout, bool) and not 1 <= timeout <= 600:
             problems.append(("options.connect_timeout", "must be between 1 and 600 seconds"))
+        check = connection.options.get("restore_check")
+        if isinstance(check, str) and check not in RESTORE_CHECKS:
+            problems.append(("options.restore_check", f"must be one of {', '.join(RESTORE_CHECKS)}"))
         schemas = connection.options.get("schemas", [])
         if isinstance(schemas, list) and not all(isinstance(s, str) and s for s in schemas):
             problems.append(("options.schemas", "must be a list of schema names"))
@@ -561,45 +570,70 @@ class PostgreSQLEngine(Engine):
                 )
                 raise EngineError(f"{exc}{suffix}") from None
         tables = list(info.get("tables", [])) or restored
-        counts = self._check_counts(connection, settings, info)
+        counts, proof = self._check_restored(connection, settings, info)
         where = f"database {connection.database}" + (" (created)" if created else "")
-        proof = "row counts match the backup" if counts else "the backup recorded no row counts to compare"
         return RestoreResult(
             tables=tables,
             message=f"restored {len(tables)} table(s), data for {len(restored)}, into {where}; {proof}",
             row_counts=counts,
         )
 
-    def _check_counts(
+    def _check_restored(
         self, connection: Connection, settings: Settings, info: dict[str, Any]
-    ) -> dict[str, int]:
+    ) -> tuple[dict[str, int], str]:
         """A restore that reports success but restored nothing is the worst bug a backup tool can
-        have: compare the restored row counts with the ones recorded at backup time. Returns the
-        counts taken (empty when the backup recorded no exact counts)."""
+        have: check the restored tables against the row counts recorded at backup time. Returns
+        the counts taken (empty unless ``restore_check = "exact"``) and what was proven.
+
+        pg_restore with --single-transaction and --exit-on-error restores all or nothing, so by
+        default ("presence") every counted table must exist and every table that had rows must
+        have rows. "exact" (and a restore that is not all-or-nothing) compares every count."""
         expected: dict[str, int] = info.get("row_counts") or {}
         if not expected or not info.get("row_counts_exact"):
-            return {}
-        actual = self._count(connection, settings, list(expected))
+            return {}, "the backup recorded no row counts to compare"
+        atomic = settings.single_transaction and settings.exit_on_error
+        if settings.restore_check == "exact" or not atomic:
+            actual = self._count(connection, settings, list(expected))
+            wrong = [
+                f"{name} has {actual.get(name, 'no table')} rows, the backup recorded {count}"
+                for name, count in expected.items()
+                if actual.get(name) != count
+            ]
+            if wrong:
+                raise EngineError("restored data does not match the backup: " + "; ".join(wrong[:10]))
+            return actual, "row counts match the backup"
+        present = self._count(
+            connection, settings, list(expected), query="SELECT EXISTS (SELECT 1 FROM {}.{})"
+        )
         wrong = [
-            f"{name} has {actual.get(name, 'no table')} rows, the backup recorded {count}"
+            f"{name} is missing"
+            if name not in present
+            else f"{name} is empty, the backup recorded {count} rows"
             for name, count in expected.items()
-            if actual.get(name) != count
+            if name not in present or (count > 0 and not present[name])
         ]
         if wrong:
             raise EngineError("restored data does not match the backup: " + "; ".join(wrong[:10]))
-        return actual
+        filled = sum(1 for count in expected.values() if count > 0)
+        return {}, (
+            f"all {len(expected)} counted table(s) exist and the {filled} with rows have rows "
+            '(row counts not compared: restore_check = "presence")'
+        )
 
-    def _count(self, connection: Connection, settings: Settings, tables: list[str]) -> dict[str, int]:
+    def _count(
+        self,
+        connection: Connection,
+        settings: Settings,
+        tables: list[str],
+        query: str = "SELECT count(*) FROM {}.{}",
+    ) -> dict[str, int]:
+        """Runs ``query`` (a count, or an existence test) per table; missing tables are left out."""
         counts: dict[str, int] = {}
         with contextlib.closing(self._connect(connection, settings)) as conn, conn.cursor() as cur:
             for name in tables:
                 schema, table = qualified(name)
                 try:
-                    cur.execute(
-                        sql.SQL("SELECT count(*) FROM {}.{}").format(
-                            sql.Identifier(schema), sql.Identifier(table)
-                        )
-                    )
+                    cur.execute(sql.SQL(query).format(sql.Identifier(schema), sql.Identifier(table)))
                 except psycopg.errors.UndefinedTable:
                     continue
                 row = cur.fetchone()
