@@ -1,10 +1,10 @@
-"""System checks: missing dump tools for the engines in use."""
+"""System checks: missing dump tools for the engines in use, storages that cannot be built."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
 from django.db import DatabaseError
 
 from .engines import EngineError, get_engine
@@ -31,6 +31,42 @@ def check_engine_binaries(app_configs: Any = None, **kwargs: Any) -> list[CheckM
                     f"engine {key!r} needs the program {binary!r}, which is not on PATH",
                     hint=f"Install {binary} (see README, 'Requirements').",
                     id="backups.E001",
+                )
+            )
+    return errors
+
+
+@register()
+def check_storages(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every storage row must build: a known kind, valid options, resolvable secrets. Nothing
+    connects here (``backup_config check --probe`` does)."""
+    from . import secrets
+    from .models import Storage
+    from .storages import StorageError, build_storage
+
+    try:
+        rows = list(Storage.objects.all())
+    except DatabaseError:
+        return []
+    errors: list[CheckMessage] = []
+    for row in rows:
+        try:
+            build_storage(row.name, row.kind, secrets.resolve_values(row.options), row.prefix)
+        except secrets.SecretError as exc:
+            # A warning: the web host may rightly lack secrets that only the workers hold.
+            errors.append(
+                Warning(
+                    f"storage {row.name!r} cannot be built here: {exc}",
+                    hint="Set the environment variable or create the file the reference names.",
+                    id="backups.W001",
+                )
+            )
+        except (StorageError, ImportError) as exc:
+            errors.append(
+                Error(
+                    f"storage {row.name!r} cannot be built: {exc}",
+                    hint="Fix the storage's options in the admin or the TOML file and apply it again.",
+                    id="backups.E003",
                 )
             )
     return errors

@@ -23,14 +23,14 @@ from . import secrets
 from .codecs import COMPRESSIONS
 from .engines import Connection, EngineError, engine_keys, get_engine
 from .models import BackupType, Storage, Target
-from .storages import AVAILABLE_KINDS, STORAGE_KINDS, StorageError, build_storage
+from .storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 KNOWN_ENGINES = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "clickhouse", "sqlite", "files")
 SECTIONS = ("storages", "targets", "schedules")
 SECRET_OPTION_WORDS = ("password", "secret", "token", "key", "passphrase", "credentials")
 
-STORAGE_KEYS = {"kind", "prefix", "path"}
+STORAGE_KEYS = {"kind", "prefix", "required"}  # plus the options of the storage's kind
 TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
@@ -268,8 +268,10 @@ def _storage_refs(check: _Validator, table: dict[str, Any], path: str, known: se
 
 
 def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """A ``[storages.NAME]`` table: ``kind``, ``prefix``, ``required`` and the kind's options."""
     path = f"storages.{name}"
     kind = check.string(table, "kind", path)
+    cls = None
     if not kind:
         check.error(f"{path}.kind", f"required: one of {', '.join(STORAGE_KINDS)}")
     elif kind not in STORAGE_KINDS:
@@ -277,31 +279,38 @@ def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> di
             f"{path}.kind",
             f"unknown storage kind {kind!r}{_suggest(kind, STORAGE_KINDS)}; use one of {', '.join(STORAGE_KINDS)}",
         )
-    elif kind not in AVAILABLE_KINDS:
-        check.error(
-            f"{path}.kind",
-            f"storage kind {kind!r} is not available in this version; available: {', '.join(AVAILABLE_KINDS)}",
-        )
-    check.unknown_keys(table, STORAGE_KEYS, path)
+    else:
+        try:
+            cls = storage_class(kind)
+        except (StorageError, ImportError) as exc:
+            check.error(f"{path}.kind", f"storage kind {kind!r} cannot be loaded: {exc}")
     options: dict[str, Any] = {}
-    if kind == "local":
-        raw = check.string(table, "path", path)
-        if not raw:
-            check.error(f"{path}.path", "required: the directory that holds the backups")
-        else:
-            options["path"] = check.path_value(raw)
-    for key, value in options.items():
-        if isinstance(value, str) and secrets.references(value):
-            check.reference(value, f"{path}.{key}", any(word in key for word in SECRET_OPTION_WORDS))
+    if cls is not None:
+        check.unknown_keys(table, STORAGE_KEYS | set(cls.OPTIONS), path)
+        for key, spec in cls.OPTIONS.items():
+            if key not in table:
+                continue
+            value = table[key]
+            if isinstance(value, str) and spec.secret:
+                check.reference(value, f"{path}.{key}", must_be_reference=True)
+            elif isinstance(value, str) and secrets.references(value):
+                check.reference(value, f"{path}.{key}", must_be_reference=False)
+            elif isinstance(value, str) and spec.path and value:
+                value = check.path_value(value)
+            options[key] = value
+        for key, message in cls.validate_options(options):
+            check.error(f"{path}.{key}", message)
     prefix = check.string(table, "prefix", path)
     if ".." in prefix.split("/"):
         check.error(f"{path}.prefix", "must not contain '..'")
-    fields = {"kind": kind, "options": options, "prefix": prefix.strip("/")}
-    if check.probe and kind == "local" and "path" in options and not check.errors:
+    required = check.boolean(table, "required", path, True)
+    fields = {"kind": kind, "options": options, "prefix": prefix.strip("/"), "required": required}
+    if check.probe and cls is not None and not check.errors:
         try:
-            build_storage(name, kind, options, prefix.strip("/")).check_writable()
-        except StorageError as exc:
-            check.error(f"{path}.path", str(exc).removeprefix(f"{name}: "))
+            with build_storage(name, kind, secrets.resolve_values(options), prefix.strip("/")) as storage:
+                storage.check_writable()
+        except (StorageError, secrets.SecretError) as exc:
+            check.error(path, str(exc).removeprefix(f"{name}: "))
     return fields
 
 

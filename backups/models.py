@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
@@ -44,6 +45,11 @@ class Storage(models.Model):
         default=dict, blank=True, help_text="Kind-specific settings; secrets as ${ENV_VAR} references."
     )
     prefix = models.CharField(max_length=255, blank=True, help_text="Path prefix inside the storage.")
+    required = models.BooleanField(
+        default=True,
+        help_text="A backup succeeds only when its copy here is stored and confirmed. An optional "
+        "storage that fails is retried, then noted, and the backup still succeeds.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -254,7 +260,9 @@ class BackupCopy(models.Model):
     path = models.CharField(max_length=1024)
     size = models.BigIntegerField(null=True, blank=True)
     etag = models.CharField(max_length=255, blank=True)
+    version = models.CharField(max_length=255, blank=True, help_text="The storage's object version, if any.")
     status = models.CharField(max_length=16, choices=CopyStatus.choices, default=CopyStatus.PENDING)
+    error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
@@ -267,3 +275,26 @@ class BackupCopy(models.Model):
     @property
     def manifest_path(self) -> str:
         return f"{self.path}.manifest.json"
+
+
+class DownloadMethod(models.TextChoices):
+    STREAM = "stream", "Streamed by the application"
+    SIGNED_URL = "signed_url", "Redirected to a signed URL"
+
+
+class BackupDownload(models.Model):
+    """One download of a backup file: who, when, which copy, how."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="downloads")
+    storage = models.ForeignKey(Storage, on_delete=models.SET_NULL, null=True, related_name="downloads")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    username = models.CharField(max_length=150, help_text="Kept when the user is deleted.")
+    method = models.CharField(max_length=16, choices=DownloadMethod.choices)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"backup {self.backup_id} by {self.username} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -6,7 +6,10 @@ progress come back as values and callbacks for the service layer to record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -123,3 +126,55 @@ class HashingReader:
 
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()
+
+
+class BackgroundWriter:
+    """Runs a sink's ``write`` calls in a thread behind a bounded queue, so copies to several
+    storages (and compression in the caller's thread) proceed at once. Memory is bounded by
+    ``depth`` chunks. A failure of the sink surfaces on the next :meth:`write` or on
+    :meth:`finish`; after it the thread only discards, so a writer never blocks forever."""
+
+    _DONE = object()
+
+    def __init__(self, sink: Sink, name: str, depth: int = 4) -> None:
+        self._sink = sink
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, name=f"copy-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if self.error is None and not self._cancelled:
+                try:
+                    self._sink.write(item)  # type: ignore[arg-type]
+                except BaseException as exc:  # handed to the caller's thread
+                    self.error = exc
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(data)
+
+    def finish(self) -> None:
+        """Wait until every queued chunk is written; raise the sink's error if it failed."""
+        if self._thread.is_alive():
+            self._queue.put(self._DONE)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self, timeout: float) -> None:
+        """Stop without writing what is queued; wait up to ``timeout`` for a write in progress
+        (the caller aborts the sink first, which makes a write stuck in the network fail)."""
+        self._cancelled = True
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(self._DONE)
+        self._thread.join(timeout)

@@ -11,7 +11,8 @@ import logging
 import os
 import platform
 import socket
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,14 +22,15 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import secrets
+from . import copies, secrets
 from .codecs import EXTENSIONS, DecompressingReader
+from .copies import Destination, FanOut
 from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from .engines.base import RestoreOptions
 from .models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from .pipeline import HashingReader, StreamResult, stream_backup
 from .steps import WorkerLost, describe_error, record_step
-from .storages import BackupStorage, ObjectWriter, StorageError, build_storage
+from .storages import BackupStorage, StorageError, build_storage
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +74,6 @@ def scratch_dir() -> Path:
 
 
 # -- running a backup ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Destination:
-    row: Storage
-    storage: BackupStorage
-    copy: BackupCopy
-    writer: ObjectWriter | None = None
-    committed: bool = False
 
 
 def supports_type(target: Target, backup_type: str) -> bool:
@@ -216,11 +209,12 @@ def _execute(
     options = DumpOptions(
         backup_type=backup.backup_type, compression=backup.compression, scratch_dir=scratch_dir()
     )
+    fan = FanOut(destinations)
     try:
-        result, info = _stream(backup, engine, connection, destinations, options, progress)
+        result, info = _stream(backup, engine, connection, fan, options, progress)
         _confirm_and_describe(backup, engine, destinations, result, info)
     except BaseException:
-        _discard(destinations, backup.file_path)
+        _discard(destinations)
         raise
 
     now = timezone.now()
@@ -321,13 +315,30 @@ def _skip_unchanged(backup: Backup, previous: Backup) -> None:
     )
 
 
-def _destinations(backup: Backup, rows: list[Storage]) -> list[_Destination]:
+def _destinations(backup: Backup, rows: list[Storage]) -> list[Destination]:
+    """One Destination per storage. A required storage that cannot be written now is retried
+    after each configured delay, then fails the run before anything is dumped; an optional one
+    is carried along as failed, to be retried from a confirmed copy once the backup is stored."""
     destinations = []
     for row in rows:
-        storage = storage_for(row)
-        storage.check_writable()
         copy = BackupCopy.objects.create(backup=backup, storage=row, path="")
-        destinations.append(_Destination(row=row, storage=storage, copy=copy))
+        try:
+            storage = storage_for(row)
+        except (StorageError, secrets.SecretError) as exc:
+            raise StorageError(f"storage {row.name}: {describe_error(exc)}") from None
+        destination = Destination(row=row, storage=storage, copy=copy)
+        destinations.append(destination)
+        delays = [0.0, *settings.BACKUPSITE_COPY_RETRY_DELAYS] if row.required else [0.0]
+        for delay in delays:
+            time.sleep(delay)
+            try:
+                storage.check_writable()
+                destination.error = ""
+                break
+            except StorageError as exc:
+                destination.error = describe_error(exc)
+        if destination.error and row.required:
+            raise StorageError(destination.error)
     return destinations
 
 
@@ -345,7 +356,7 @@ def _stream(
     backup: Backup,
     engine: Engine,
     connection: Connection,
-    destinations: list[_Destination],
+    fan: FanOut,
     options: DumpOptions,
     progress: ProgressCallback | None,
 ) -> tuple[StreamResult, dict[str, Any]]:
@@ -354,16 +365,12 @@ def _stream(
         if progress is not None:
             progress(raw, stored)
 
-    for destination in destinations:
-        destination.copy.path = backup.file_path
-        destination.copy.save(update_fields=["path"])
-        destination.writer = destination.storage.open_writer(backup.file_path)
-    writers = [d.writer for d in destinations if d.writer is not None]
+    fan.open(backup.file_path)
     with record_step(backup, "dump") as step:
         with engine.dump(connection, options) as dump:
             result = stream_backup(
                 dump.stream,
-                writers,
+                [fan],
                 backup.compression,
                 on_progress=on_progress,
                 chunk_size=settings.BACKUPSITE_CHUNK_SIZE,
@@ -375,31 +382,47 @@ def _stream(
         step.bytes = result.size
         ratio = result.size / result.raw_size if result.raw_size else 0
         step.message = f"{backup.compression}: {result.size} bytes ({ratio:.1%} of the dump)"
-    for destination in destinations:
-        with record_step(backup, "upload", f"storage {destination.row.name}") as step:
-            assert destination.writer is not None
-            stored = destination.writer.commit()
-            destination.committed = True
-            step.bytes = stored.size
-            step.message = f"storage {destination.row.name}: {destination.storage.location(backup.file_path)}"
-            destination.copy.size = stored.size
-            destination.copy.etag = stored.etag
-            destination.copy.save(update_fields=["size", "etag"])
+    fan.commit(lambda destination: _upload_step(backup, destination))
     return result, dict(dump.info)
+
+
+@contextlib.contextmanager
+def _upload_step(backup: Backup, destination: Destination, attempt: int = 0) -> Iterator[None]:
+    label = f"storage {destination.name}" + (f", retry {attempt}" if attempt else "")
+    with record_step(backup, "upload", label) as step:
+        yield
+        stored = destination.stored
+        assert stored is not None
+        step.bytes = stored.size
+        step.message = f"{label}: {destination.storage.location(backup.file_path)}"
+        destination.copy.size = stored.size
+        destination.copy.etag = stored.etag[:255]
+        destination.copy.version = stored.version[:255]
+        destination.copy.save(update_fields=["size", "etag", "version"])
 
 
 def _confirm_and_describe(
     backup: Backup,
     engine: Engine,
-    destinations: list[_Destination],
+    destinations: list[Destination],
     result: StreamResult,
     info: dict[str, Any],
 ) -> None:
     with record_step(backup, "verify") as step:
         for destination in destinations:
-            _confirm_copy(destination.storage, backup.file_path, result.size, result.sha256)
+            if destination.stored is not None:
+                copies.confirm(destination, backup.file_path, result.size, result.sha256)
+        good = [d for d in destinations if d.confirmed]
+        if not good:
+            raise StorageError(
+                "no copy was stored and confirmed: " + "; ".join(d.failure for d in destinations)
+            )
         step.bytes = result.size
-        step.message = f"{len(destinations)} cop{'y' if len(destinations) == 1 else 'ies'} re-read: size and sha256 match"
+        step.message = (
+            f"{len(good)} cop{'y' if len(good) == 1 else 'ies'} re-read: size and sha256 match"
+            + "".join(f"; failed: {d.failure}" for d in destinations if not d.confirmed)
+        )
+    _retry_failed_copies(backup, destinations, good[0], result)
     backup.file_size = result.size
     backup.raw_size = result.raw_size
     backup.progress = result.raw_size
@@ -410,21 +433,67 @@ def _confirm_and_describe(
     with record_step(backup, "manifest") as step:
         manifest = json.dumps(build_manifest(backup, engine, info), indent=2, sort_keys=True).encode()
         for destination in destinations:
-            destination.storage.put_bytes(backup.file_path + MANIFEST_SUFFIX, manifest)
-            destination.copy.status = CopyStatus.STORED
-            destination.copy.save(update_fields=["status"])
+            if not destination.confirmed:
+                continue
+            try:
+                destination.storage.put_bytes(backup.file_path + MANIFEST_SUFFIX, manifest)
+                destination.manifest_stored = True
+            except Exception as exc:
+                destination.fail(exc)
+        _raise_for_required(destinations)
         step.message = f"{backup.file_path}{MANIFEST_SUFFIX}"
+    optional = [d for d in destinations if not d.confirmed]
+    for destination in destinations:
+        destination.copy.status = CopyStatus.STORED if destination.confirmed else CopyStatus.FAILED
+        destination.copy.error_message = destination.error
+        destination.copy.save(update_fields=["status", "error_message"])
+    if optional:
+        backup.notes = "; ".join(
+            [backup.notes] * bool(backup.notes)
+            + [f"optional copy failed: {d.failure}" for d in optional]
+        )
 
 
-def _confirm_copy(storage: BackupStorage, path: str, size: int, sha256: str) -> None:
-    actual = storage.size(path)
-    if actual != size:
-        raise StorageError(f"{storage.name}: stored size {actual} differs from the {size} bytes written")
-    with contextlib.closing(storage.open_reader(path)) as handle:
-        reader = HashingReader(handle)
-        reader.drain(settings.BACKUPSITE_CHUNK_SIZE)
-    if reader.hexdigest() != sha256:
-        raise StorageError(f"{storage.name}: sha256 of the stored copy differs from the bytes written")
+def _retry_failed_copies(
+    backup: Backup, destinations: list[Destination], source: Destination, result: StreamResult
+) -> None:
+    """Retry each failed copy with backoff from a confirmed copy; each attempt is a step."""
+
+    def record(destination: Destination, attempt: int, error: str) -> None:
+        record_attempt(backup, destination, attempt, error)
+
+    for destination in destinations:
+        if destination.confirmed:
+            continue
+        logger.warning(
+            "backup %s: copy to %s failed (%s); retrying from %s",
+            backup.pk, destination.name, destination.error, source.name,
+        )  # fmt: skip
+        copies.replicate(
+            source,
+            destination,
+            backup.file_path,
+            result.size,
+            result.sha256,
+            settings.BACKUPSITE_COPY_RETRY_DELAYS,
+            record,
+        )
+    _raise_for_required(destinations)
+
+
+def record_attempt(backup: Backup, destination: Destination, attempt: int, error: str) -> None:
+    with contextlib.suppress(StorageError), _upload_step(backup, destination, attempt):
+        if error:
+            raise StorageError(f"storage {destination.name}, retry {attempt}: {error}")
+
+
+def _raise_for_required(destinations: list[Destination]) -> None:
+    failed = [d for d in destinations if d.required and not d.confirmed]
+    if failed:
+        raise StorageError(
+            "required cop" + ("y" if len(failed) == 1 else "ies") + " failed: "
+            + "; ".join(f"{d.failure} (after {d.attempts} retr{'y' if d.attempts == 1 else 'ies'})" for d in failed)
+        )  # fmt: skip
 
 
 def build_manifest(backup: Backup, engine: Engine, info: dict[str, Any]) -> dict[str, Any]:
@@ -468,19 +537,14 @@ def _restore_hint(backup: Backup, engine: Engine) -> str:
     return decompress
 
 
-def _discard(destinations: Iterable[_Destination], path: str) -> None:
-    """Remove every trace of a failed run from storage: partial uploads and committed objects."""
+def _discard(destinations: Iterable[Destination]) -> None:
+    """Remove every trace of a failed run from storage: partial uploads, committed objects and
+    their manifests."""
     for destination in destinations:
-        if destination.writer is not None:
-            destination.writer.abort()
-        if path and destination.committed:
-            for object_path in (path, path + MANIFEST_SUFFIX):
-                try:
-                    destination.storage.delete(object_path)
-                except StorageError as exc:
-                    logger.error("could not remove %s after a failed run: %s", object_path, exc)
+        destination.discard()
         destination.copy.status = CopyStatus.FAILED
-        destination.copy.save(update_fields=["status"])
+        destination.copy.error_message = destination.error or "the backup failed"
+        destination.copy.save(update_fields=["status", "error_message"])
 
 
 def _fail(backup: Backup, exc: BaseException) -> None:

@@ -53,6 +53,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_seconds_list(name: str, default: list[float]) -> list[float]:
+    try:
+        return [float(item) for item in env_list(name, [str(value) for value in default])]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected seconds separated by commas, e.g. 5,30,120") from None
+
+
 def env_secret(name: str) -> str | None:
     """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (Docker/Kubernetes secrets)."""
     value = os.environ.get(name)
@@ -197,6 +204,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Backups
 BACKUPSITE_CHUNK_SIZE = env_int("BACKUPSITE_CHUNK_SIZE", 1024 * 1024)
 BACKUPSITE_PROGRESS_INTERVAL = 1.0
+# A copy that failed is retried from a confirmed copy after each of these delays (seconds).
+BACKUPSITE_COPY_RETRY_DELAYS = env_seconds_list("BACKUPSITE_COPY_RETRY_DELAYS", [5, 30, 120])
+# Signed download URLs (S3, GCS, Azure) stay valid this long; at most 300 seconds.
+BACKUPSITE_DOWNLOAD_URL_SECONDS = min(env_int("BACKUPSITE_DOWNLOAD_URL_SECONDS", 300), 300)
 
 LOGGING = {
     "version": 1,

@@ -16,3 +16,4 @@ os.environ.pop("DATABASE_URL", None)
 from backupsite.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+BACKUPSITE_COPY_RETRY_DELAYS = [0.01, 0.02]

@@ -104,7 +104,9 @@ storages = ["local"]
         ('engine = "sqlite"', 'engine = "sqllite"', "did you mean 'sqlite'?"),
         ('engine = "sqlite"', 'engine = "mongodb"', "engine 'mongodb' is not available in this version"),
         ('kind = "local"', 'kind = "dropbox"', "storages.local.kind: unknown storage kind 'dropbox'"),
-        ('kind = "local"', 'kind = "s3"', "storages.local.kind: storage kind 's3' is not available in this version"),
+        ('kind = "local"', 'kind = "s3"', "storages.local.bucket: required: "),
+        ('kind = "local"', 'kind = "sftp"', "storages.local.path: unknown key"),
+        ('kind = "local"', 'kind = "local"\nrequired = "yes"', "storages.local.required: must be true or false"),
         ("[targets.media]", '[targets."my media"]', "targets.my media: invalid name"),
         ("[targets.media]", '[targets."a/b"]', "targets.a/b: invalid name"),
         ("[targets.media]", '[targets.".."]', "targets...: invalid name"),
@@ -153,7 +155,7 @@ def test_it_rejects_an_unwritable_storage_path(tmp_path, valid):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     errors = errors_of(tmp_path, valid.replace(str(tmp_path / "backups"), str(blocker / "backups")))
-    assert len(errors) == 1 and errors[0].startswith("storages.local.path: cannot create directory")
+    assert len(errors) == 1 and errors[0].startswith("storages.local: cannot create directory")
 
 
 def test_it_can_skip_environment_probes(tmp_path, valid, sqlite_source):

@@ -1,109 +1,40 @@
-"""Backup storages: atomic, streaming put/get/delete/exists over django-storages backends.
+"""Local storage: a directory on a local or mounted filesystem.
 
-A :class:`BackupStorage` is built from a ``Storage`` row's kind, options and prefix by
-:func:`build_storage`. Writers never expose a partial object: bytes go to a temporary name and
-become visible only on :meth:`ObjectWriter.commit`; :meth:`ObjectWriter.abort` removes them.
+Writers create a hidden ``.NAME.partial-TOKEN`` file (0600 from the start), fsync it, and link
+it to the final name (``link`` fails if the name exists, so nothing is ever overwritten).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage
 
-STORAGE_KINDS = ("local", "s3", "sftp", "ftp", "gcs", "azure")
-AVAILABLE_KINDS = ("local",)
-PARTIAL_MARKER = ".partial-"
-
-
-class StorageError(Exception):
-    """A storage operation failed. The message names the storage and path, never a secret."""
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    path: str
-    size: int
-    etag: str = ""
-
-
-class ObjectWriter(ABC):
-    @abstractmethod
-    def write(self, data: bytes) -> None: ...
-
-    @abstractmethod
-    def commit(self) -> StoredObject:
-        """Make the object visible under its final name; refuse to overwrite an existing one."""
-
-    @abstractmethod
-    def abort(self) -> None:
-        """Remove everything written so far. Safe to call more than once, and after commit fails."""
-
-
-class BackupStorage(ABC):
-    kind: str
-
-    def __init__(self, name: str, options: dict[str, Any], prefix: str = "") -> None:
-        self.name = name
-        self.options = options
-        self.prefix = prefix.strip("/")
-
-    def key(self, path: str) -> str:
-        """The object key for a catalog path, with the storage prefix; rejects escaping paths."""
-        pure = PurePosixPath(path)
-        if pure.is_absolute() or ".." in pure.parts or not pure.parts:
-            raise StorageError(f"{self.name}: invalid object path {path!r}")
-        return str(PurePosixPath(self.prefix) / pure) if self.prefix else str(pure)
-
-    @abstractmethod
-    def open_writer(self, path: str) -> ObjectWriter: ...
-
-    @abstractmethod
-    def open_reader(self, path: str) -> BinaryIO: ...
-
-    @abstractmethod
-    def exists(self, path: str) -> bool: ...
-
-    @abstractmethod
-    def size(self, path: str) -> int: ...
-
-    @abstractmethod
-    def delete(self, path: str) -> None:
-        """Delete an object; a missing object is not an error."""
-
-    @abstractmethod
-    def check_writable(self) -> None:
-        """Raise :class:`StorageError` with a plain message unless objects can be written now."""
-
-    @abstractmethod
-    def sweep_partials(self, path: str) -> int:
-        """Remove temporary objects a dead writer left for ``path``; returns how many."""
-
-    @abstractmethod
-    def location(self, path: str) -> str:
-        """Where a human finds the object (a filesystem path or a URL without credentials)."""
-
-    def put_bytes(self, path: str, data: bytes) -> StoredObject:
-        writer = self.open_writer(path)
-        try:
-            writer.write(data)
-            return writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+from .base import (
+    PARTIAL_MARKER,
+    STALE_AFTER,
+    BackupStorage,
+    ObjectWriter,
+    Option,
+    StorageError,
+    StoredObject,
+    is_partial,
+    partial_name,
+)
 
 
 class _LocalWriter(ObjectWriter):
     def __init__(self, storage: LocalStorage, final: Path) -> None:
         self.storage, self.final = storage, final
-        self.temp = final.with_name(f".{final.name}{PARTIAL_MARKER}{uuid.uuid4().hex[:12]}")
+        self.temp = final.with_name(partial_name(final.name, uuid.uuid4().hex[:12]))
         self.size = 0
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -159,13 +90,11 @@ class LocalStorage(BackupStorage):
     """A directory on a local or mounted filesystem (Django's FileSystemStorage underneath)."""
 
     kind = "local"
+    OPTIONS = {"path": Option(str, "the directory that holds the backups", required=True, path=True)}
 
     def __init__(self, name: str, options: dict[str, Any], prefix: str = "") -> None:
         super().__init__(name, options, prefix)
-        raw = options.get("path")
-        if not isinstance(raw, str) or not raw:
-            raise StorageError(f"{name}: local storage needs a 'path'")
-        self.root = Path(raw)
+        self.root = Path(options["path"])
         self.backend = FileSystemStorage(location=self.root, file_permissions_mode=0o600)
 
     def error(self, action: str, path: Path, exc: OSError) -> StorageError:
@@ -229,19 +158,37 @@ class LocalStorage(BackupStorage):
             removed += 1
         return removed
 
+    def sweep_stale(self, older_than: timedelta = STALE_AFTER) -> int:
+        base = self.root / self.prefix if self.prefix else self.root
+        if not base.is_dir():
+            return 0
+        cutoff = time.time() - older_than.total_seconds()
+        removed = 0
+        for leftover in base.rglob(f".*{PARTIAL_MARKER}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    removed += 1
+        return removed
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        base = self.root / self.prefix if self.prefix else self.root
+        if not base.is_dir():
+            return
+        for directory, _dirs, files in os.walk(base):
+            for name in sorted(files):
+                if is_partial(name) or name.startswith(".backupsite-write-test-"):
+                    continue
+                full = Path(directory) / name
+                try:
+                    info = full.stat()
+                except FileNotFoundError:
+                    continue
+                yield StoredObject(
+                    path=str(full.relative_to(base)),
+                    size=info.st_size,
+                    modified=datetime.fromtimestamp(info.st_mtime, tz=UTC),
+                )
+
     def location(self, path: str) -> str:
         return str(self.full_path(path))
-
-
-_KIND_CLASSES: dict[str, type[BackupStorage]] = {"local": LocalStorage}
-
-
-def build_storage(name: str, kind: str, options: dict[str, Any], prefix: str = "") -> BackupStorage:
-    """Build a storage from plain values (options with secrets already resolved)."""
-    if kind not in STORAGE_KINDS:
-        raise StorageError(f"{name}: unknown storage kind {kind!r}; use one of {', '.join(STORAGE_KINDS)}")
-    if kind not in _KIND_CLASSES:
-        raise StorageError(
-            f"{name}: storage kind {kind!r} is not available in this version; available: {', '.join(AVAILABLE_KINDS)}"
-        )
-    return _KIND_CLASSES[kind](name, options, prefix)

@@ -1,0 +1,226 @@
+"""The storage contract: atomic, streaming writers, streaming readers, listings, sweeps.
+
+Every storage kind is one class in its own module, registered in ``backups.storages``. It gets
+plain values (options with secrets already resolved) and raises :class:`StorageError` with a
+message that names the storage and the object, never a secret.
+
+Atomicity: bytes written through :meth:`BackupStorage.open_writer` are invisible under the
+final name until :meth:`ObjectWriter.commit` (a temporary name renamed, a multipart upload
+completed, a block list committed); :meth:`ObjectWriter.abort` removes everything written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any, BinaryIO, ClassVar
+
+PARTIAL_MARKER = ".partial-"
+STALE_AFTER = timedelta(days=1)  # leftovers of a dead writer older than this are swept
+READ_CHUNK = 1024 * 1024
+
+
+class StorageError(Exception):
+    """A storage operation failed. The message names the storage and path, never a secret."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    path: str
+    size: int
+    etag: str = ""
+    version: str = ""
+    modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    """One kind-specific option: its type, whether it is required, secret or a local path."""
+
+    type: type
+    help: str
+    required: bool = False
+    secret: bool = False  # must be a ${ENV}/${file:} reference in configuration
+    path: bool = False  # a local file; relative paths in TOML are relative to the TOML file
+    choices: tuple[str, ...] = ()
+
+
+_TYPE_WORDS = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
+
+
+def partial_name(final_name: str, token: str) -> str:
+    """The hidden temporary name of an object being written (same directory, so a rename works)."""
+    return f".{final_name}{PARTIAL_MARKER}{token}"
+
+
+def is_partial(name: str) -> bool:
+    return name.startswith(".") and PARTIAL_MARKER in name
+
+
+class ObjectWriter(ABC):
+    @abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> StoredObject:
+        """Make the object visible under its final name; refuse to overwrite an existing one."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Remove everything written so far. Safe to call more than once, and after commit fails."""
+
+
+class BackupStorage(ABC):
+    kind: ClassVar[str]
+    OPTIONS: ClassVar[dict[str, Option]] = {}
+    can_sign_urls: ClassVar[bool] = False
+
+    def __init__(self, name: str, options: dict[str, Any], prefix: str = "") -> None:
+        problems = self.validate_options(options)
+        if problems:
+            raise StorageError(f"{name}: " + "; ".join(f"{key}: {message}" for key, message in problems))
+        self.name = name
+        self.options = options
+        self.prefix = prefix.strip("/")
+
+    # -- options -------------------------------------------------------------------------------
+
+    @classmethod
+    def validate_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
+        """(option, message) for every problem; empty when the options are usable."""
+        problems: list[tuple[str, str]] = []
+        for key, value in options.items():
+            spec = cls.OPTIONS.get(key)
+            if spec is None:
+                known = ", ".join(sorted(cls.OPTIONS)) or "none"
+                problems.append((key, f"unknown option for a {cls.kind} storage; known: {known}"))
+                continue
+            if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
+                problems.append((key, f"must be {_TYPE_WORDS.get(spec.type, spec.type.__name__)}"))
+            elif spec.choices and value not in spec.choices:
+                problems.append((key, f"must be one of {', '.join(spec.choices)}, got {value!r}"))
+        for key, spec in cls.OPTIONS.items():
+            if spec.required and options.get(key) in (None, ""):
+                problems.append((key, f"required: {spec.help}"))
+        if not problems:
+            problems += cls.check_options(options)
+        return problems
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
+        """Kind-specific checks across options (their types are already right)."""
+        return []
+
+    def opt(self, key: str, default: Any = None) -> Any:
+        value = self.options.get(key)
+        return default if value in (None, "") else value
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def key(self, path: str) -> str:
+        """The object key for a catalog path, with the storage prefix; rejects escaping paths."""
+        pure = PurePosixPath(path)
+        if pure.is_absolute() or ".." in pure.parts or not pure.parts or path.endswith("/"):
+            raise StorageError(f"{self.name}: invalid object path {path!r}")
+        return str(PurePosixPath(self.prefix) / pure) if self.prefix else str(pure)
+
+    def relative(self, key: str) -> str:
+        """The catalog path of an object key (the inverse of :meth:`key`)."""
+        if not self.prefix:
+            return key
+        return key[len(self.prefix) + 1 :] if key.startswith(self.prefix + "/") else key
+
+    # -- the contract ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def open_writer(self, path: str) -> ObjectWriter: ...
+
+    @abstractmethod
+    def open_reader(self, path: str) -> BinaryIO:
+        """A stream of the object's bytes; never the whole object in memory."""
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, path: str) -> int: ...
+
+    @abstractmethod
+    def delete(self, path: str) -> None:
+        """Delete an object; a missing object is not an error."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Raise :class:`StorageError` with a plain message unless objects can be written now."""
+
+    @abstractmethod
+    def sweep_partials(self, path: str) -> int:
+        """Remove temporary objects a dead writer left for ``path``; returns how many."""
+
+    @abstractmethod
+    def sweep_stale(self, older_than: timedelta = STALE_AFTER) -> int:
+        """Remove every writer leftover under the prefix older than ``older_than``."""
+
+    @abstractmethod
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Every complete object under the prefix (paths relative to it), never a temporary."""
+
+    @abstractmethod
+    def location(self, path: str) -> str:
+        """Where a human finds the object (a filesystem path or a URL without credentials)."""
+
+    def signed_url(self, path: str, expires_seconds: int) -> str:
+        """A URL that downloads the object without credentials for ``expires_seconds``."""
+        raise StorageError(f"{self.name}: a {self.kind} storage cannot sign download URLs")
+
+    def close(self) -> None:  # noqa: B027  (most kinds hold no connection)
+        """Release connections. The storage may be used again afterwards (it reconnects)."""
+
+    def __enter__(self) -> BackupStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers built on the contract -----------------------------------------------------------
+
+    def put_bytes(self, path: str, data: bytes) -> StoredObject:
+        writer = self.open_writer(path)
+        try:
+            writer.write(data)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def read_bytes(self, path: str, limit: int = 16 * 1024 * 1024) -> bytes:
+        """A small object (a manifest) whole; refuses one larger than ``limit``."""
+        with contextlib.closing(self.open_reader(path)) as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise StorageError(f"{self.name}: {path} is larger than {limit} bytes")
+        return data
+
+    def digest(self, path: str) -> tuple[int, str]:
+        """(size, sha256 hex) of the stored object, read back as a stream."""
+        sha = hashlib.sha256()
+        size = 0
+        with contextlib.closing(self.open_reader(path)) as handle:
+            while chunk := handle.read(READ_CHUNK):
+                sha.update(chunk)
+                size += len(chunk)
+        return size, sha.hexdigest()
+
+    def confirm(self, path: str, size: int, sha256: str) -> None:
+        """Prove the stored object is exactly what was written: its size, then its bytes."""
+        actual = self.size(path)
+        if actual != size:
+            raise StorageError(f"{self.name}: stored size {actual} differs from the {size} bytes written")
+        read, digest = self.digest(path)
+        if read != size or digest != sha256:
+            raise StorageError(f"{self.name}: sha256 of the stored copy differs from the bytes written")

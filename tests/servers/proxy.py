@@ -1,0 +1,119 @@
+"""A TCP proxy on a free loopback port that can cut its connections: a network failure on demand.
+
+``cut()`` resets every open connection now; ``cut_after(n)`` resets them once ``n`` more bytes
+have gone upstream (client to server) in total, mid-transfer; ``refuse()`` makes new
+connections fail as well, until ``allow()``. The server behind it is real and unaware.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+
+class CuttableProxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.host = "127.0.0.1"
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._budget: int | None = None
+        self._refusing = False
+        self.upstream_bytes = 0
+        self.cuts = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def cut(self) -> None:
+        """Reset every open connection (RST, like a dropped link)."""
+        with self._lock:
+            victims, self._sockets = self._sockets, []
+            self.cuts += 1
+        for sock in victims:
+            _reset(sock)
+
+    def cut_after(self, upstream_bytes: int) -> None:
+        with self._lock:
+            self._budget = upstream_bytes
+
+    def refuse(self) -> None:
+        """New connections are reset at once; open ones are cut."""
+        self._refusing = True
+        self.cut()
+
+    def allow(self) -> None:
+        self._refusing = False
+        with self._lock:
+            self._budget = None
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._refusing:
+                _reset(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=10)
+                server.settimeout(None)
+            except OSError:
+                _reset(client)
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if upstream:
+                    with self._lock:
+                        self.upstream_bytes += len(data)
+                        if self._budget is not None:
+                            self._budget -= len(data)
+                            exhausted = self._budget <= 0
+                        else:
+                            exhausted = False
+                    if exhausted:
+                        self.cut()
+                        return
+                sink.sendall(data)
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            _reset(sink)
+            _reset(source)
+
+
+def _reset(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+@contextlib.contextmanager
+def cuttable_proxy(host: str, port: int) -> Iterator[CuttableProxy]:
+    proxy = CuttableProxy(host, port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
