@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
+from . import secrets
 from .cli import human_bytes
-from .models import Backup, BackupCopy, BackupStatus, BackupStep, Storage, Target
+from .models import Backup, BackupCopy, BackupDownload, BackupStatus, BackupStep, Storage, Target
+from .storages import StorageError, storage_class
 
 STATUS_COLOURS: dict[str, str] = {
     BackupStatus.SUCCESS: "#2e7d32",
@@ -24,10 +30,39 @@ def status_badge(status: str, label: str) -> str:
     return format_html('<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(status, "inherit"), label)
 
 
+class StorageForm(forms.ModelForm):
+    class Meta:
+        model = Storage
+        fields = ["name", "kind", "options", "prefix", "required"]
+
+    def clean(self) -> dict[str, Any]:
+        """The kind's own option rules; secrets only as references. Nothing is saved otherwise."""
+        cleaned = super().clean() or {}
+        kind, options = cleaned.get("kind"), cleaned.get("options")
+        if not kind or not isinstance(options, dict):
+            if options is not None and not isinstance(options, dict):
+                self.add_error("options", "must be a JSON object of option names to values")
+            return cleaned
+        try:
+            cls = storage_class(kind)
+        except (StorageError, ImportError) as exc:
+            self.add_error("kind", str(exc))
+            return cleaned
+        problems = cls.validate_options(options)
+        for key, spec in cls.OPTIONS.items():
+            value = options.get(key)
+            if spec.secret and isinstance(value, str) and not secrets.is_reference_only(value):
+                problems.append((key, "write secrets as ${ENV_VAR} or ${file:/path}; plaintext is refused"))
+        for key, message in problems:
+            self.add_error("options", f"{key}: {message}")
+        return cleaned
+
+
 @admin.register(Storage)
 class StorageAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "location", "prefix", "updated_at"]
-    list_filter = ["kind"]
+    form = StorageForm
+    list_display = ["name", "kind", "location", "prefix", "required", "updated_at"]
+    list_filter = ["kind", "required"]
     search_fields = ["name"]
     readonly_fields = ["created_at", "updated_at"]
 
@@ -91,12 +126,17 @@ class BackupStepInline(admin.TabularInline):
         return human_bytes(obj.bytes) if obj.bytes is not None else "-"
 
 
+COPY_FIELDS = (
+    "storage", "path", "size", "etag", "version", "status", "error_message", "created_at", "deleted_at",
+)  # fmt: skip
+
+
 class BackupCopyInline(admin.TabularInline):
     model = BackupCopy
     extra = 0
     can_delete = False
-    fields = ["storage", "path", "size", "etag", "status", "created_at", "deleted_at"]
-    readonly_fields = ["storage", "path", "size", "etag", "status", "created_at", "deleted_at"]
+    fields = COPY_FIELDS
+    readonly_fields = COPY_FIELDS
     verbose_name_plural = "Stored copies"
 
     def has_add_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
@@ -107,7 +147,7 @@ class BackupCopyInline(admin.TabularInline):
 class BackupAdmin(admin.ModelAdmin):
     list_display = [
         "id", "target", "backup_type", "status_label", "started_at", "duration", "stored_size",
-        "verified", "initiated_by",
+        "verified", "initiated_by", "download",
     ]  # fmt: skip
     list_filter = ["status", "backup_type", "verified", "compression", "target"]
     list_select_related = ["target", "schedule"]
@@ -142,6 +182,7 @@ class BackupAdmin(admin.ModelAdmin):
                     "compression",
                     "encryption",
                     "encryption_key_id",
+                    "download",
                 ]
             },
         ),
@@ -163,7 +204,18 @@ class BackupAdmin(admin.ModelAdmin):
         return False  # deleting a row would orphan its stored files: retention deletes, and keeps the row
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Backup]:
+        self._can_download = request.user.has_perm("backups.download_backup")
         return super().get_queryset(request).select_related("target", "schedule")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Backup | None = None) -> list[str]:
+        self._can_download = request.user.has_perm("backups.download_backup")
+        return [*self.readonly_fields, "download"]
+
+    @admin.display(description="Download")
+    def download(self, obj: Backup) -> str:
+        if not getattr(self, "_can_download", False) or obj.status != BackupStatus.SUCCESS or obj.deleted_at:
+            return "-"
+        return format_html('<a href="{}">download</a>', reverse("backups:download", args=[obj.pk]))
 
     @admin.display(description="Status", ordering="status")
     def status_label(self, obj: Backup) -> str:
@@ -177,3 +229,21 @@ class BackupAdmin(admin.ModelAdmin):
     @admin.display(description="Size", ordering="file_size")
     def stored_size(self, obj: Backup) -> str:
         return human_bytes(obj.file_size)
+
+
+@admin.register(BackupDownload)
+class BackupDownloadAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "backup", "username", "storage", "method", "remote_addr"]
+    list_filter = ["method", "storage"]
+    list_select_related = ["backup", "storage"]
+    search_fields = ["username", "backup__backup_name"]
+    readonly_fields = ["backup", "storage", "user", "username", "method", "remote_addr", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: BackupDownload | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: BackupDownload | None = None) -> bool:
+        return False  # the audit trail of who took a copy of the data

@@ -1,0 +1,52 @@
+"""manage.py backup_reindex: rebuild missing catalog rows from the manifests in a storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from backups import catalog
+from backups.cli import dump_json, failed, usage_error
+from backups.models import Storage
+from backups.storages import StorageError
+
+
+class Command(BaseCommand):
+    requires_system_checks: list[str] = []
+    help = (
+        "Read every <backup>.manifest.json in a storage and create the Backup and BackupCopy rows "
+        "the catalog lacks (after losing the application database). Never deletes anything."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--storage", required=True, metavar="NAME")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="report what would be created; change nothing"
+        )
+        parser.add_argument("--json", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        row = Storage.objects.filter(name=options["storage"]).first()
+        if row is None:
+            names = ", ".join(Storage.objects.values_list("name", flat=True)) or "none"
+            raise usage_error(f"--storage: no storage named {options['storage']!r} (known: {names})")
+        try:
+            report = catalog.reindex_storage(row, dry_run=options["dry_run"])
+        except StorageError as exc:
+            raise failed(f"cannot read storage {row.name}: {exc}") from None
+        if options["json"]:
+            dump_json(self.stdout, report.__dict__)
+        else:
+            verb = "would create" if report.dry_run else "created"
+            self.stdout.write(
+                f"storage {row.name}: {len(report.created)} {verb}, {report.known} already known"
+            )
+            for line in report.targets_created:
+                self.stdout.write(f"  target {line}: {verb}")
+            for line in report.created:
+                self.stdout.write(f"  {verb} {line}")
+            for line in report.problems:
+                self.stdout.write(self.style.WARNING(f"  problem: {line}"))
+        if report.problems:
+            raise failed(f"{len(report.problems)} manifest(s) could not be indexed")

@@ -1,0 +1,38 @@
+"""Views outside the admin's own: downloading a backup file."""
+
+from __future__ import annotations
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+
+from .downloads import NoSuchBackup, start_download
+from .storages import StorageError
+
+STREAM_BLOCK = 1024 * 1024
+
+
+@staff_member_required
+def download_backup(request: HttpRequest, pk: int) -> HttpResponse:
+    """Streams backup ``pk`` (never loading it whole) or redirects to a short-lived signed URL."""
+    if not request.user.has_perm("backups.download_backup"):
+        raise PermissionDenied("you may not download backups")
+    try:
+        download = start_download(
+            pk, request.user, request.GET.get("storage", ""), request.META.get("REMOTE_ADDR")
+        )
+    except NoSuchBackup as exc:
+        raise Http404(str(exc)) from None
+    except StorageError as exc:
+        return HttpResponse(f"cannot read the backup: {exc}", status=502, content_type="text/plain")
+    if download.url:
+        response: HttpResponse = HttpResponseRedirect(download.url)
+        response["Cache-Control"] = "no-store"
+        return response
+    stream_response = FileResponse(download.stream, as_attachment=True, filename=download.filename)
+    stream_response.block_size = STREAM_BLOCK
+    if download.size is not None:
+        stream_response["Content-Length"] = str(download.size)
+    stream_response["Content-Type"] = "application/octet-stream"
+    stream_response["Cache-Control"] = "no-store"
+    return stream_response  # type: ignore[return-value]

@@ -1,0 +1,104 @@
+"""Downloading backups: by id only, with the download permission, streamed, every one logged.
+
+Signed-URL redirects for S3/GCS/Azure are tested with those storages' servers in
+``tests/test_storage_downloads.py``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+
+import pytest
+from django.contrib.auth.models import Permission, User
+
+from backups import services
+from backups.models import BackupDownload, DownloadMethod
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def viewer(client):
+    """A staff user who can view backups but not download them."""
+    user = User.objects.create_user("viewer", password="pw-viewer", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_backup"))
+    client.force_login(user)
+    return user
+
+
+def body_of(response) -> bytes:
+    return b"".join(response.streaming_content)
+
+
+def test_it_streams_a_backup_to_a_user_with_the_permission(admin_client, sqlite_target, storage_dir):
+    backup = services.run_backup(sqlite_target)
+    response = admin_client.get(f"/backups/{backup.pk}/download/", REMOTE_ADDR="10.1.2.3")
+    assert response.status_code == 200
+    assert response.streaming  # FileResponse: never the whole file in memory
+    assert response["Content-Length"] == str(backup.file_size)
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert backup.file_path.split("/")[-1] in response["Content-Disposition"]
+    data = body_of(response)
+    assert hashlib.sha256(data).hexdigest() == backup.checksum
+    assert gzip.decompress(data).startswith(b"SQLite format 3")
+    log = BackupDownload.objects.get()
+    assert (log.backup_id, log.username, log.method, log.remote_addr) == (
+        backup.pk, "admin", DownloadMethod.STREAM, "10.1.2.3",
+    )  # fmt: skip
+    assert log.storage.name == "local"
+
+
+def test_a_user_without_the_download_permission_gets_403(client, viewer, sqlite_target):
+    backup = services.run_backup(sqlite_target)
+    assert client.get(f"/admin/backups/backup/{backup.pk}/change/").status_code == 200
+    response = client.get(f"/backups/{backup.pk}/download/")
+    assert response.status_code == 403
+    assert not BackupDownload.objects.exists()
+
+    viewer.user_permissions.add(Permission.objects.get(codename="download_backup"))
+    viewer = User.objects.get(pk=viewer.pk)  # drop the permission cache
+    client.force_login(viewer)
+    assert client.get(f"/backups/{backup.pk}/download/").status_code == 200
+
+
+def test_an_anonymous_visitor_is_sent_to_the_login_page(client, sqlite_target):
+    backup = services.run_backup(sqlite_target)
+    response = client.get(f"/backups/{backup.pk}/download/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/backups/..%2F..%2Fetc%2Fpasswd/download/",
+        "/backups/app-db%2Fx.gz/download/",
+        "/backups/1.5/download/",
+    ],
+)
+def test_a_path_like_id_is_not_found(admin_client, sqlite_target, path):
+    services.run_backup(sqlite_target)
+    assert admin_client.get(path).status_code == 404
+    assert not BackupDownload.objects.exists()
+
+
+def test_unknown_failed_or_deleted_backups_are_not_found(admin_client, sqlite_target, sqlite_source):
+    assert admin_client.get("/backups/999/download/").status_code == 404
+    good = services.run_backup(sqlite_target)
+    sqlite_source.unlink()
+    failed = services.run_backup(sqlite_target)
+    assert admin_client.get(f"/backups/{failed.pk}/download/").status_code == 404
+    good.deleted_at = good.started_at
+    good.save()
+    assert admin_client.get(f"/backups/{good.pk}/download/").status_code == 404
+
+
+def test_the_admin_shows_a_download_link_only_with_the_permission(
+    admin_client, client, viewer, sqlite_target
+):
+    backup = services.run_backup(sqlite_target)
+    link = f'href="/backups/{backup.pk}/download/"'
+    assert link in admin_client.get("/admin/backups/backup/").content.decode()
+    assert link in admin_client.get(f"/admin/backups/backup/{backup.pk}/change/").content.decode()
+    assert link not in client.get("/admin/backups/backup/").content.decode()
+    assert admin_client.get("/admin/backups/backupdownload/").status_code == 200
