@@ -110,9 +110,7 @@ class FanOut:
 
     def _check_any_alive(self) -> None:
         if not self.live():
-            raise StorageError(
-                "every copy failed: " + "; ".join(d.failure for d in self.destinations)
-            )
+            raise StorageError("every copy failed: " + "; ".join(d.failure for d in self.destinations))
 
     def commit(self, record: Callable[[Destination], contextlib.AbstractContextManager[object]]) -> None:
         """Finish and commit every live copy, each inside ``record(destination)`` (a step)."""

@@ -449,8 +449,7 @@ def _confirm_and_describe(
         destination.copy.save(update_fields=["status", "error_message"])
     if optional:
         backup.notes = "; ".join(
-            [backup.notes] * bool(backup.notes)
-            + [f"optional copy failed: {d.failure}" for d in optional]
+            [backup.notes] * bool(backup.notes) + [f"optional copy failed: {d.failure}" for d in optional]
         )
 
 
