@@ -5,9 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := libldap2-dev libsasl2-dev default-libmysqlclient-dev pkg-config build-essential \
                 sqlite3 gzip zstd tar \
-                postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps
+                postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps \
+                openssh-server openssl
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
+# Azurite (Azure Blob emulator) for the test suite, from the npm registry, under the venv.
+AZURITE_VERSION := 3
+STAMP_NPM := $(VENV)/.npm-done
 
 .PHONY: setup run test lint typecheck pytest bench clean
 
@@ -24,6 +28,13 @@ $(STAMP_APT):
 	    echo "Missing system packages:$$missing (run 'sudo make setup' or install them)"; exit 1; \
 	  fi; \
 	fi
+	@touch $@
+
+$(STAMP_NPM): $(STAMP_APT)
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "npm is missing (install nodejs and npm)"; exit 1; fi; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node azurite@$(AZURITE_VERSION)
 	@touch $@
 
 $(STAMP_PIP): $(STAMP_APT) pyproject.toml
@@ -44,10 +55,10 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy .
 
-pytest: setup
+pytest: setup $(STAMP_NPM)
 	$(BIN)/pytest -q
 
-test: setup
+test: setup $(STAMP_NPM)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .

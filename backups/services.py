@@ -30,7 +30,7 @@ from .engines.base import RestoreOptions
 from .models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from .pipeline import HashingReader, StreamResult, stream_backup
 from .steps import WorkerLost, describe_error, record_step
-from .storages import BackupStorage, StorageError, build_storage
+from .storages import STALE_AFTER, BackupStorage, StorageError, build_storage
 
 logger = logging.getLogger(__name__)
 
@@ -778,6 +778,25 @@ def _trial(engine: Engine) -> Callable[[BinaryIO], str]:
 
 
 # -- simple retention ---------------------------------------------------------------------------
+
+
+def sweep_storages(older_than: timedelta = STALE_AFTER) -> tuple[list[str], list[str]]:
+    """Remove writer leftovers (temporary names, unfinished multipart uploads, uncommitted
+    blocks) older than ``older_than`` from every storage: what a worker killed mid-upload on
+    another host left. Returns (what was removed, errors)."""
+    removed: list[str] = []
+    errors: list[str] = []
+    for row in Storage.objects.order_by("name"):
+        try:
+            with storage_for(row) as storage:
+                count = storage.sweep_stale(older_than)
+        except (StorageError, secrets.SecretError) as exc:
+            errors.append(f"storage {row.name}: {secrets.redact(describe_error(exc))}")
+            continue
+        if count:
+            removed.append(f"storage {row.name}: removed {count} leftover upload(s) older than {older_than}")
+            logger.info("swept %s leftover upload(s) from storage %s", count, row.name)
+    return removed, errors
 
 
 @dataclass

@@ -141,7 +141,7 @@ def test_cleanup_keeps_max_backups_and_the_newest(sqlite_target, storage_dir):
     sqlite_target.retention = {"max_backups": 2}
     sqlite_target.save()
     backups = [services.run_backup(sqlite_target) for _ in range(4)]
-    plan = json.loads(run("backup_cleanup", "--dry-run", "--json"))[0]
+    plan = json.loads(run("backup_cleanup", "--dry-run", "--json"))["targets"][0]
     assert [d["id"] for d in plan["delete"]] == [backups[1].pk, backups[0].pk]
     assert all((storage_dir / b.file_path).exists() for b in backups)
     run("backup_cleanup", "--target", "app-db")

@@ -207,3 +207,21 @@ def test_cleanup_deletes_every_copy_and_its_manifest(tmp_path: Path, big_source:
     for root in (tmp_path / "one", tmp_path / "two"):
         assert files_in(root) == [new.file_path, new.file_path + ".manifest.json"]
     assert set(BackupCopy.objects.filter(backup=old).values_list("status", flat=True)) == {CopyStatus.DELETED}
+
+
+@pytest.mark.django_db
+def test_cleanup_sweeps_upload_leftovers_older_than_a_day(tmp_path: Path, big_source: Path) -> None:
+    """What a worker killed mid-upload on another host leaves: swept once it is a day old."""
+    storage = local("one", tmp_path / "one")
+    target_with(big_source, storage)
+    folder = tmp_path / "one" / "app-db"
+    folder.mkdir(parents=True)
+    old = folder / ".app-db-full-1.sqlite3.gz.partial-0123456789ab"
+    young = folder / ".app-db-full-2.sqlite3.gz.partial-ba9876543210"
+    old.write_bytes(b"half")
+    young.write_bytes(b"half")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    removed, errors = services.sweep_storages()
+    assert removed == ["storage one: removed 1 leftover upload(s) older than 1 day, 0:00:00"] and not errors
+    assert not old.exists() and young.exists()

@@ -1,8 +1,11 @@
 """A TCP proxy on a free loopback port that can cut its connections: a network failure on demand.
 
 ``cut()`` resets every open connection now; ``cut_after(n)`` resets them once ``n`` more bytes
-have gone upstream (client to server) in total, mid-transfer; ``refuse()`` makes new
-connections fail as well, until ``allow()``. The server behind it is real and unaware.
+have gone upstream (client to server) in total, mid-transfer, and keeps cutting until
+``allow()``; ``limit_connections(n)`` resets any one connection that carries more than ``n``
+bytes upstream (a link that breaks under load: small requests still pass, big uploads never
+do); ``refuse()`` makes new connections fail as well, until ``allow()``. The server behind it is
+real and unaware.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._budget: int | None = None
+        self._per_connection: int | None = None
         self._refusing = False
         self.upstream_bytes = 0
         self.cuts = 0
@@ -43,6 +47,9 @@ class CuttableProxy:
         with self._lock:
             self._budget = upstream_bytes
 
+    def limit_connections(self, upstream_bytes: int) -> None:
+        self._per_connection = upstream_bytes
+
     def refuse(self) -> None:
         """New connections are reset at once; open ones are cut."""
         self._refusing = True
@@ -52,6 +59,7 @@ class CuttableProxy:
         self._refusing = False
         with self._lock:
             self._budget = None
+            self._per_connection = None
 
     def close(self) -> None:
         self._closed = True
@@ -82,8 +90,16 @@ class CuttableProxy:
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
+        carried = 0
         try:
             while data := source.recv(65536):
+                carried += len(data)
+                if upstream and self._per_connection is not None and carried > self._per_connection:
+                    with self._lock:
+                        self.cuts += 1
+                    _reset(sink)
+                    _reset(source)
+                    return
                 if upstream:
                     with self._lock:
                         self.upstream_bytes += len(data)

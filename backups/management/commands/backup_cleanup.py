@@ -12,7 +12,10 @@ from backups.models import Target
 
 
 class Command(BaseCommand):
-    help = "Apply retention (retention_days, max_backups); the newest successful backup is always kept."
+    help = (
+        "Apply retention (retention_days, max_backups; the newest successful backup is always kept), "
+        "then remove upload leftovers older than a day from every storage."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--target", metavar="NAME")
@@ -26,19 +29,24 @@ class Command(BaseCommand):
             if not targets:
                 raise usage_error(f"--target: unknown target {options['target']!r}")
         plans = [services.cleanup_target(target, dry_run=options["dry_run"]) for target in targets]
+        swept, sweep_errors = ([], []) if options["dry_run"] else services.sweep_storages()
         if options["json"]:
             dump_json(
                 self.stdout,
-                [
-                    {
-                        "target": plan.target.name,
-                        "dry_run": options["dry_run"],
-                        "keep": [{"id": b.pk, "reason": reason} for b, reason in plan.keep],
-                        "delete": [{"id": b.pk, "reason": reason} for b, reason in plan.delete],
-                        "errors": plan.errors,
-                    }
-                    for plan in plans
-                ],
+                {
+                    "targets": [
+                        {
+                            "target": plan.target.name,
+                            "dry_run": options["dry_run"],
+                            "keep": [{"id": b.pk, "reason": reason} for b, reason in plan.keep],
+                            "delete": [{"id": b.pk, "reason": reason} for b, reason in plan.delete],
+                            "errors": plan.errors,
+                        }
+                        for plan in plans
+                    ],
+                    "swept": swept,
+                    "sweep_errors": sweep_errors,
+                },
             )
         else:
             verb = "would delete" if options["dry_run"] else "deleted"
@@ -48,5 +56,11 @@ class Command(BaseCommand):
                     self.stdout.write(f"  {verb} {backup.pk} {backup.backup_name}: {reason}")
                 for error in plan.errors:
                     self.stdout.write(self.style.ERROR(f"  error: {error}"))
+            for line in swept:
+                self.stdout.write(line)
+            for error in sweep_errors:
+                self.stdout.write(self.style.ERROR(f"sweep error: {error}"))
         if any(plan.errors for plan in plans):
             raise failed("some backups could not be deleted")
+        if sweep_errors:
+            raise failed("some storages could not be swept")
