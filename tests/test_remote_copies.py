@@ -185,7 +185,8 @@ def test_a_copy_that_failed_is_retried_from_the_local_copy_once_the_link_is_back
     copy = backup.copies.get(storage=row)
     assert copy.status == CopyStatus.STORED and copy.size == backup.file_size
     retried = backup.steps.filter(name="upload", message__startswith="storage offsite, retry")
-    assert retried.last().status == "success"
+    last = retried.last()
+    assert last is not None and last.status == "success"
     assert services.verify_backup(backup).ok
 
 
