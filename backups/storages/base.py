@@ -100,6 +100,8 @@ class BackupStorage(ABC):
                 known = ", ".join(sorted(cls.OPTIONS)) or "none"
                 problems.append((key, f"unknown option for a {cls.kind} storage; known: {known}"))
                 continue
+            if value is None:
+                continue  # absent: the required check below speaks for it
             if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
                 problems.append((key, f"must be {_TYPE_WORDS.get(spec.type, spec.type.__name__)}"))
             elif spec.choices and value not in spec.choices:
