@@ -242,7 +242,9 @@ storages = ["offsite"]
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not uploads(s3_server, bucket) and time.monotonic() < deadline and worker.poll() is None:
+        while time.monotonic() < deadline and worker.poll() is None:
+            if any(key.startswith("app-db/") for key in uploads(s3_server, bucket)):
+                break
             time.sleep(0.01)
     finally:
         os.kill(worker.pid, signal.SIGKILL)
