@@ -90,7 +90,7 @@ def test_it_reports_manifests_it_cannot_trust_and_indexes_nothing_for_them(
     code, output = run("backup_reindex", "--storage", "local")
     assert code == 1
     assert (
-        f"{good.file_path}: {good.file_size + 8} bytes in storage, the manifest says {good.file_size}"
+        f"{good.file_path}: {(good.file_size or 0) + 8} bytes in storage, the manifest says {good.file_size}"
         in output
     )
     assert "not a readable Backupsite manifest" in output
@@ -122,7 +122,7 @@ def test_reconcile_reports_gone_changed_and_unknown_files_and_deletes_nothing(
     (report,) = json.loads(output[: output.rindex("]") + 1])
     assert report["missing"] == [f"{gone.file_path}: backup {gone.pk}'s file is gone"]
     assert report["size_differs"] == [
-        f"{changed.file_path}: backup {changed.pk} is {changed.file_size + 1} bytes here, "
+        f"{changed.file_path}: backup {changed.pk} is {(changed.file_size or 0) + 1} bytes here, "
         f"the catalog says {changed.file_size}"
     ]
     assert report["unknown"] == ["someone-elses/file.bin: 5 bytes, no catalog entry"]

@@ -200,6 +200,7 @@ def test_cleanup_deletes_every_copy_and_its_manifest(tmp_path: Path, big_source:
     target.retention = {"max_backups": 1}
     target.save()
     old = services.run_backup(target)
+    assert old.started_at is not None
     Backup.objects.filter(pk=old.pk).update(started_at=old.started_at.replace(year=2020))
     new = services.run_backup(target)
     plan = services.cleanup_target(target)

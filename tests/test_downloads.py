@@ -46,7 +46,7 @@ def test_it_streams_a_backup_to_a_user_with_the_permission(admin_client, sqlite_
     assert (log.backup_id, log.username, log.method, log.remote_addr) == (
         backup.pk, "admin", DownloadMethod.STREAM, "10.1.2.3",
     )  # fmt: skip
-    assert log.storage.name == "local"
+    assert log.storage is not None and log.storage.name == "local"
 
 
 def test_a_user_without_the_download_permission_gets_403(client, viewer, sqlite_target):

@@ -145,7 +145,7 @@ def test_it_needs_a_path_option() -> None:
     with pytest.raises(StorageError, match=r"^local: path: required: the directory that holds the backups$"):
         LocalStorage("local", {})
     with pytest.raises(
-        StorageError, match=r"^local: colour: unknown option for a local storage; known: path$"
+        StorageError, match=r"^local: colour: unknown option for the local storage kind; known: path$"
     ):
         LocalStorage("local", {"path": "/srv", "colour": "blue"})
 

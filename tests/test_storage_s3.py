@@ -274,7 +274,7 @@ def test_kms_encryption_reaches_the_object(s3_server: S3Server, s3_bucket: Calla
         ({"addressing_style": "sideways"}, "addressing_style: must be one of auto, path, virtual"),
         ({"verify_tls": "no"}, "verify_tls: must be true or false"),
         ({"bucket": ""}, "bucket: required"),
-        ({"prefix": "x"}, "prefix: unknown option for a s3 storage"),
+        ({"prefix": "x"}, "prefix: unknown option for the s3 storage kind"),
     ],
 )
 def test_option_problems_name_the_option(options: dict[str, Any], message: str) -> None:

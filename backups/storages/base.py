@@ -98,7 +98,7 @@ class BackupStorage(ABC):
             spec = cls.OPTIONS.get(key)
             if spec is None:
                 known = ", ".join(sorted(cls.OPTIONS)) or "none"
-                problems.append((key, f"unknown option for a {cls.kind} storage; known: {known}"))
+                problems.append((key, f"unknown option for the {cls.kind} storage kind; known: {known}"))
                 continue
             if value is None:
                 continue  # absent: the required check below speaks for it
