@@ -136,7 +136,7 @@ def test_the_system_check_reports_a_storage_that_cannot_be_built(monkeypatch: py
         options={"bucket": "b", "access_key": "${NOT_SET_HERE}", "secret_key": "${NOT_SET_HERE}"},
     )
     monkeypatch.delenv("NOT_SET_HERE", raising=False)
-    by_id = {message.id: message for message in run_checks() if message.id.startswith("backups.")}
+    by_id = {message.id: message for message in run_checks() if (message.id or "").startswith("backups.")}
     assert "storage 'broken' cannot be built" in by_id["backups.E003"].msg
     assert "bucket" in by_id["backups.E003"].msg
     assert "NOT_SET_HERE" in by_id["backups.W001"].msg
