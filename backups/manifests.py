@@ -1,0 +1,57 @@
+"""The manifest beside every stored copy: everything to rebuild the catalog row and restore by hand."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+
+from .engines import Engine
+from .models import Backup
+from .resources import (
+    MANIFEST_FORMAT,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def build_manifest(backup: Backup, engine: Engine, info: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to rebuild the catalog entry and restore by hand."""
+    from backupsite import __version__
+
+    return {
+        "format": MANIFEST_FORMAT,
+        "backupsite_version": __version__,
+        "host": platform.node(),
+        "backup": backup.as_record(),
+        "target": {"name": backup.target.name, "engine": engine.key},
+        "file": Path(backup.file_path).name,
+        "content_type": engine.content_type,
+        "engine_info": info,
+        "restore_by_hand": _restore_hint(backup, engine),
+    }
+
+
+def _restore_hint(backup: Backup, engine: Engine) -> str:
+    name = Path(backup.file_path).name
+    decompress = {"gzip": f"gunzip -c {name}", "zstd": f"zstd -dc {name}", "none": f"cat {name}"}[
+        backup.compression
+    ]
+    if engine.key == "sqlite":
+        return f"{decompress} > restored.sqlite3 && sqlite3 restored.sqlite3 'PRAGMA integrity_check'"
+    if engine.key == "files":
+        return f"{decompress} | tar -xf - -C /restore/dir"
+    if engine.key == "postgresql":
+        return (
+            f"createdb -T template0 NEWDB && {decompress} | "
+            "pg_restore --no-owner --exit-on-error --single-transaction -d NEWDB"
+        )
+    if engine.key in ("mysql", "mariadb"):
+        client = "mysql" if engine.key == "mysql" else "mariadb"
+        login = "--defaults-extra-file=client.cnf"  # a 0600 [client] file with host, user, password
+        return (
+            f"{client} {login} -e 'CREATE DATABASE NEWDB CHARACTER SET utf8mb4' && "
+            f"{decompress} | {client} {login} --binary-mode NEWDB"
+        )
+    return decompress

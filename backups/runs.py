@@ -1,0 +1,486 @@
+"""Running a backup: claim the target, dump once, stream into every storage, confirm every copy,
+retry the failed ones, write the manifests, and record every step. Never raises for a failed
+backup: the outcome is on the Backup row."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import copies, secrets
+from .codecs import EXTENSIONS
+from .copies import Destination, FanOut
+from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
+from .manifests import build_manifest
+from .models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
+from .pipeline import ProgressCallback, StreamResult, stream_backup
+from .resources import (
+    MANIFEST_SUFFIX,
+    connection_for,
+    scratch_dir,
+    storage_for,
+)
+from .steps import WorkerLost, describe_error, record_step
+from .storages import StorageError
+
+logger = logging.getLogger(__name__)
+
+
+# -- running a backup ----------------------------------------------------------------------------
+
+
+def supports_type(target: Target, backup_type: str) -> bool:
+    return backup_type in get_engine(target.engine).supported_types
+
+
+def run_backup(
+    target: Target,
+    *,
+    backup_type: str = "full",
+    storages: Sequence[Storage] | None = None,
+    compression: str | None = None,
+    schedule: Any = None,
+    retention_days: int | None = None,
+    initiated_by: str = "",
+    progress: ProgressCallback | None = None,
+) -> Backup:
+    """Back up ``target`` once and return its Backup row (SUCCESS, FAILED or SKIPPED).
+
+    Never raises for a failed backup: the failure is recorded on the row and its steps. A run
+    is SUCCESS only when every copy is stored, re-read, and matches the streamed size and
+    SHA-256, and its manifest is stored beside it.
+    """
+    compression = compression or target.compression
+    if retention_days is None:
+        retention_days = target.retention.get("retention_days")
+    started = timezone.now()
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    backup = Backup.objects.create(
+        target=target,
+        schedule=schedule,
+        backup_type=backup_type,
+        backup_name=f"{target.name}-{backup_type}-{stamp}",
+        compression=compression,
+        retention_days=retention_days,
+        initiated_by=initiated_by,
+    )
+    if not _claim(backup):
+        return backup
+    logger.info("backup %s of target %s started", backup.pk, target.name)
+    try:
+        _execute(backup, target, storages, progress)
+    except BaseException as exc:
+        _fail(backup, exc)
+        if not isinstance(exc, Exception):
+            raise
+    return backup
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(worker: str) -> bool:
+    """True when ``worker`` (host:pid) is a process of this host that no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's process: only a heartbeat can tell (scheduler release)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap_lost_runs(target: Target) -> list[Backup]:
+    """Mark RUNNING backups of ``target`` whose process died (e.g. SIGKILL) as FAILED
+    "worker lost", and remove the partial files they left."""
+    lost = [
+        b
+        for b in Backup.objects.filter(target=target, status=BackupStatus.RUNNING)
+        if b.worker and _process_gone(b.worker)
+    ]
+    for backup in lost:
+        for copy in backup.copies.select_related("storage"):
+            try:
+                storage_for(copy.storage).sweep_partials(copy.path)
+            except (StorageError, secrets.SecretError) as exc:
+                logger.warning("could not sweep partial files of lost backup %s: %s", backup.pk, exc)
+            copy.status = CopyStatus.FAILED
+            copy.save(update_fields=["status"])
+        _fail(backup, WorkerLost(f"worker lost: process {backup.worker} ended without finishing the backup"))
+    return lost
+
+
+def _try_claim(backup: Backup) -> bool:
+    try:
+        with transaction.atomic():
+            return bool(
+                Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(
+                    status=BackupStatus.RUNNING, started_at=timezone.now(), worker=this_worker()
+                )
+            )
+    except IntegrityError:
+        return False
+
+
+def _claim(backup: Backup) -> bool:
+    """PENDING -> RUNNING, or SKIPPED when the target already has a running backup."""
+    claimed = _try_claim(backup) or (bool(reap_lost_runs(backup.target)) and _try_claim(backup))
+    if not claimed:
+        Backup.objects.filter(pk=backup.pk).update(
+            status=BackupStatus.SKIPPED,
+            completed_at=timezone.now(),
+            notes="skipped: another backup of this target is already running",
+        )
+        backup.refresh_from_db()
+        return False
+    backup.refresh_from_db()
+    return True
+
+
+def _execute(
+    backup: Backup, target: Target, storages: Sequence[Storage] | None, progress: ProgressCallback | None
+) -> None:
+    with record_step(backup, "validate") as step:
+        engine, connection, rows = _prepare(backup, target, storages)
+        step.message = f"engine {engine.key}; storages: {', '.join(row.name for row in rows)}"
+        backup.fingerprint = _fingerprint(engine, connection, target, rows, backup)
+        previous = _unchanged_since(backup, target) if target.skip_unchanged else None
+        if previous is None:
+            destinations = _destinations(backup, rows)
+        else:
+            step.message += f"; unchanged since backup {previous.pk}"
+    if previous is not None:
+        _skip_unchanged(backup, previous)
+        return
+
+    backup.file_path = _object_path(backup, engine)
+    backup.save(update_fields=["file_path", "fingerprint"])
+    options = DumpOptions(
+        backup_type=backup.backup_type, compression=backup.compression, scratch_dir=scratch_dir()
+    )
+    fan = FanOut(destinations)
+    try:
+        result, info = _stream(backup, engine, connection, fan, options, progress)
+        _confirm_and_describe(backup, engine, destinations, result, info)
+    except BaseException:
+        _discard(destinations)
+        raise
+
+    now = timezone.now()
+    backup.status = BackupStatus.SUCCESS
+    backup.completed_at = now
+    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
+    if backup.retention_days:
+        backup.expires_at = (backup.started_at or now) + timedelta(days=backup.retention_days)
+    backup.save()
+    logger.info("backup %s of target %s succeeded: %s bytes", backup.pk, target.name, backup.file_size)
+
+
+def _prepare(
+    backup: Backup, target: Target, storages: Sequence[Storage] | None
+) -> tuple[Engine, Connection, list[Storage]]:
+    engine = get_engine(target.engine)
+    if backup.backup_type not in engine.supported_types:
+        raise EngineError(
+            f"the {engine.key} engine does not make {backup.backup_type} backups "
+            f"(supported: {', '.join(engine.supported_types)})"
+        )
+    missing = engine.missing_binaries()
+    if missing:
+        raise EngineError(f"required program(s) not installed: {', '.join(missing)}")
+    try:
+        connection = connection_for(target)
+    except secrets.SecretError as exc:
+        raise secrets.SecretError(f"target {target.name}: {exc}") from None
+    problems = engine.validate(connection)
+    if problems:
+        raise EngineError("; ".join(f"{name}: {message}" for name, message in problems))
+    engine.probe(connection)
+    rows = list(storages) if storages is not None else list(target.storages.all())
+    if not rows:
+        raise StorageError(f"target {target.name} has no storage; list one in targets.{target.name}.storages")
+    return engine, connection, rows
+
+
+def _fingerprint(
+    engine: Engine, connection: Connection, target: Target, rows: list[Storage], backup: Backup
+) -> str:
+    """The source's change token joined with everything that shapes the backup, so a changed
+    table filter, option, compression or storage list never matches an older backup."""
+    try:
+        token = engine.fingerprint(connection)
+    except EngineError as exc:
+        logger.warning("backup %s: no fingerprint for target %s: %s", backup.pk, target.name, exc)
+        return ""
+    if not token:
+        return ""
+    shape = json.dumps(
+        [
+            backup.backup_type,
+            backup.compression,
+            target.options,
+            target.include_tables,
+            target.exclude_tables,
+            sorted(row.name for row in rows),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return f"{token}|{hashlib.sha256(shape.encode()).hexdigest()[:16]}"
+
+
+def _unchanged_since(backup: Backup, target: Target) -> Backup | None:
+    """The newest intact backup with the same fingerprint, if any."""
+    if not backup.fingerprint:
+        return None
+    previous = (
+        Backup.objects.filter(
+            target=target,
+            status=BackupStatus.SUCCESS,
+            deleted_at__isnull=True,
+            fingerprint=backup.fingerprint,
+        )
+        .exclude(pk=backup.pk)
+        .order_by("-started_at", "-id")
+        .first()
+    )
+    if previous is None or previous.copies.exclude(status=CopyStatus.STORED).exists():
+        return None
+    return previous
+
+
+def _skip_unchanged(backup: Backup, previous: Backup) -> None:
+    now = timezone.now()
+    backup.status = BackupStatus.SKIPPED
+    backup.completed_at = now
+    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
+    backup.notes = (
+        f"skipped: nothing changed since backup {previous.pk} of {previous.started_at:%Y-%m-%d %H:%M} "
+        "(same fingerprint)"
+    )
+    backup.save()
+    logger.info(
+        "backup %s of target %s skipped: unchanged since %s", backup.pk, backup.target.name, previous.pk
+    )
+
+
+def _destinations(backup: Backup, rows: list[Storage]) -> list[Destination]:
+    """One Destination per storage. A required storage that cannot be written now is retried
+    after each configured delay, then fails the run before anything is dumped; an optional one
+    is carried along as failed, to be retried from a confirmed copy once the backup is stored."""
+    destinations = []
+    for row in rows:
+        copy = BackupCopy.objects.create(backup=backup, storage=row, path="")
+        try:
+            storage = storage_for(row)
+        except (StorageError, secrets.SecretError) as exc:
+            raise StorageError(f"storage {row.name}: {describe_error(exc)}") from None
+        destination = Destination(row=row, storage=storage, copy=copy)
+        destinations.append(destination)
+        delays = [0.0, *settings.BACKUPSITE_COPY_RETRY_DELAYS] if row.required else [0.0]
+        for delay in delays:
+            time.sleep(delay)
+            try:
+                storage.check_writable()
+                destination.error = ""
+                break
+            except StorageError as exc:
+                destination.error = describe_error(exc)
+        if destination.error and row.required:
+            raise StorageError(destination.error)
+    return destinations
+
+
+def _object_path(backup: Backup, engine: Engine) -> str:
+    extension = engine.file_extension + EXTENSIONS[backup.compression]
+    sub = (
+        backup.schedule.storage_path.strip("/") + "/"
+        if backup.schedule and backup.schedule.storage_path
+        else ""
+    )
+    return f"{sub}{backup.target.name}/{backup.backup_name}-{backup.pk}{extension}"
+
+
+def _stream(
+    backup: Backup,
+    engine: Engine,
+    connection: Connection,
+    fan: FanOut,
+    options: DumpOptions,
+    progress: ProgressCallback | None,
+) -> tuple[StreamResult, dict[str, Any]]:
+    def on_progress(raw: int, stored: int) -> None:
+        Backup.objects.filter(pk=backup.pk).update(progress=raw)
+        if progress is not None:
+            progress(raw, stored)
+
+    fan.open(backup.file_path)
+    with record_step(backup, "dump") as step:
+        with engine.dump(connection, options) as dump:
+            result = stream_backup(
+                dump.stream,
+                [fan],
+                backup.compression,
+                on_progress=on_progress,
+                chunk_size=settings.BACKUPSITE_CHUNK_SIZE,
+                progress_interval=settings.BACKUPSITE_PROGRESS_INTERVAL,
+            )
+        step.bytes = result.raw_size
+        step.message = f"{result.raw_size} bytes from {engine.label}"
+    with record_step(backup, "compress") as step:
+        step.bytes = result.size
+        ratio = result.size / result.raw_size if result.raw_size else 0
+        step.message = f"{backup.compression}: {result.size} bytes ({ratio:.1%} of the dump)"
+    fan.commit(lambda destination: _upload_step(backup, destination))
+    return result, dict(dump.info)
+
+
+@contextlib.contextmanager
+def _upload_step(backup: Backup, destination: Destination, attempt: int = 0) -> Iterator[None]:
+    label = f"storage {destination.name}" + (f", retry {attempt}" if attempt else "")
+    with record_step(backup, "upload", label) as step:
+        yield
+        stored = destination.stored
+        assert stored is not None
+        step.bytes = stored.size
+        step.message = f"{label}: {destination.storage.location(backup.file_path)}"
+        destination.copy.size = stored.size
+        destination.copy.etag = stored.etag[:255]
+        destination.copy.version = stored.version[:255]
+        destination.copy.save(update_fields=["size", "etag", "version"])
+
+
+def _confirm_and_describe(
+    backup: Backup,
+    engine: Engine,
+    destinations: list[Destination],
+    result: StreamResult,
+    info: dict[str, Any],
+) -> None:
+    with record_step(backup, "verify") as step:
+        for destination in destinations:
+            if destination.stored is not None:
+                copies.confirm(destination, backup.file_path, result.size, result.sha256)
+        good = [d for d in destinations if d.confirmed]
+        if not good:
+            raise StorageError(
+                "no copy was stored and confirmed: " + "; ".join(d.failure for d in destinations)
+            )
+        step.bytes = result.size
+        step.message = (
+            f"{len(good)} cop{'y' if len(good) == 1 else 'ies'} re-read: size and sha256 match"
+            + "".join(f"; failed: {d.failure}" for d in destinations if not d.confirmed)
+        )
+    _retry_failed_copies(backup, destinations, good[0], result)
+    backup.file_size = result.size
+    backup.raw_size = result.raw_size
+    backup.progress = result.raw_size
+    backup.checksum = result.sha256
+    backup.tables_included = list(info.get("tables", []))
+    backup.engine_info = info
+    backup.files_included = list(info.get("roots", {}).values())
+    with record_step(backup, "manifest") as step:
+        manifest = json.dumps(build_manifest(backup, engine, info), indent=2, sort_keys=True).encode()
+        for destination in destinations:
+            if not destination.confirmed:
+                continue
+            try:
+                destination.storage.put_bytes(backup.file_path + MANIFEST_SUFFIX, manifest)
+                destination.manifest_stored = True
+            except Exception as exc:
+                destination.fail(exc)
+        _raise_for_required(destinations)
+        step.message = f"{backup.file_path}{MANIFEST_SUFFIX}"
+    optional = [d for d in destinations if not d.confirmed]
+    for destination in destinations:
+        destination.copy.status = CopyStatus.STORED if destination.confirmed else CopyStatus.FAILED
+        destination.copy.error_message = destination.error
+        destination.copy.save(update_fields=["status", "error_message"])
+    if optional:
+        backup.notes = "; ".join(
+            [backup.notes] * bool(backup.notes) + [f"optional copy failed: {d.failure}" for d in optional]
+        )
+
+
+def _retry_failed_copies(
+    backup: Backup, destinations: list[Destination], source: Destination, result: StreamResult
+) -> None:
+    """Retry each failed copy with backoff from a confirmed copy; each attempt is a step."""
+
+    def record(destination: Destination, attempt: int, error: str) -> None:
+        record_attempt(backup, destination, attempt, error)
+
+    for destination in destinations:
+        if destination.confirmed:
+            continue
+        logger.warning(
+            "backup %s: copy to %s failed (%s); retrying from %s",
+            backup.pk, destination.name, destination.error, source.name,
+        )  # fmt: skip
+        copies.replicate(
+            source,
+            destination,
+            backup.file_path,
+            result.size,
+            result.sha256,
+            settings.BACKUPSITE_COPY_RETRY_DELAYS,
+            record,
+        )
+    _raise_for_required(destinations)
+
+
+def record_attempt(backup: Backup, destination: Destination, attempt: int, error: str) -> None:
+    with contextlib.suppress(StorageError), _upload_step(backup, destination, attempt):
+        if error:
+            raise StorageError(f"storage {destination.name}, retry {attempt}: {error}")
+
+
+def _raise_for_required(destinations: list[Destination]) -> None:
+    failed = [d for d in destinations if d.required and not d.confirmed]
+    if failed:
+        raise StorageError(
+            "required cop" + ("y" if len(failed) == 1 else "ies") + " failed: "
+            + "; ".join(f"{d.failure} (after {d.attempts} retr{'y' if d.attempts == 1 else 'ies'})" for d in failed)
+        )  # fmt: skip
+
+
+def _discard(destinations: Iterable[Destination]) -> None:
+    """Remove every trace of a failed run from storage: partial uploads, committed objects and
+    their manifests."""
+    for destination in destinations:
+        destination.discard()
+        destination.copy.status = CopyStatus.FAILED
+        destination.copy.error_message = destination.error or "the backup failed"
+        destination.copy.save(update_fields=["status", "error_message"])
+
+
+def _fail(backup: Backup, exc: BaseException) -> None:
+    message = secrets.redact(describe_error(exc))
+    if not isinstance(exc, EngineError | StorageError | secrets.SecretError | WorkerLost):
+        logger.error(
+            "backup %s of target %s failed: %s", backup.pk, backup.target.name, message, exc_info=exc
+        )
+    else:
+        logger.warning("backup %s of target %s failed: %s", backup.pk, backup.target.name, message)
+    now = timezone.now()
+    backup.status = BackupStatus.FAILED
+    backup.error_message = message
+    backup.completed_at = now
+    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
+    backup.save(update_fields=["status", "error_message", "completed_at", "duration_seconds"])
