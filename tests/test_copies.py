@@ -7,14 +7,17 @@ A full disk is a real one: a small tmpfs mounted for the test (needs root; skipp
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from backups import services
 from backups.models import Backup, BackupCopy, BackupStatus, BackupStep, CopyStatus, Storage, Target
@@ -82,6 +85,13 @@ def test_it_stores_and_confirms_a_copy_in_every_storage(tmp_path: Path, big_sour
     assert "2 copies re-read: size and sha256 match" in backup.steps.get(name="verify").message
     outcome = services.verify_backup(backup)
     assert outcome.ok and [m.split(":")[0] for m in outcome.messages] == ["first", "second"]
+    out = StringIO()
+    call_command("backup_list", "--json", stdout=out)
+    (listed,) = json.loads(out.getvalue())
+    assert [(c["storage"], c["status"], c["size"]) for c in listed["copies"]] == [
+        ("first", "stored", backup.file_size),
+        ("second", "stored", backup.file_size),
+    ]
 
 
 @pytest.mark.django_db

@@ -20,7 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backups = Backup.objects.select_related("target", "schedule").order_by("-created_at", "-id")
+        backups = (
+            Backup.objects.select_related("target", "schedule")
+            .prefetch_related("copies__storage")
+            .order_by("-created_at", "-id")
+        )
         if options["target"]:
             if not Target.objects.filter(name=options["target"]).exists():
                 raise usage_error(f"--target: unknown target {options['target']!r}")
@@ -34,18 +38,30 @@ class Command(BaseCommand):
             raise usage_error("--limit: must be 0 or more")
         rows = list(backups[: options["limit"]] if options["limit"] else backups)
         if options["json"]:
-            dump_json(self.stdout, [backup.as_record() for backup in rows])
+            dump_json(self.stdout, [{**backup.as_record(), "copies": _copies(backup)} for backup in rows])
             return
         if not rows:
             self.stdout.write("no backups")
             return
         self.stdout.write(
-            f"{'ID':>6}  {'TARGET':<20} {'TYPE':<9} {'STATUS':<8} {'STARTED':<20} {'SIZE':>10}  VERIFIED"
+            f"{'ID':>6}  {'TARGET':<20} {'TYPE':<9} {'STATUS':<8} {'STARTED':<20} {'SIZE':>10}  VERIFIED  COPIES"
         )
         for b in rows:
             started = b.started_at.strftime("%Y-%m-%d %H:%M:%S") if b.started_at else "-"
             status = "deleted" if b.deleted_at else b.status
             self.stdout.write(
                 f"{b.pk:>6}  {b.target.name:<20} {b.backup_type:<9} {status:<8} {started:<20} "
-                f"{human_bytes(b.file_size):>10}  {'yes' if b.verified else 'no'}"
+                f"{human_bytes(b.file_size):>10}  {'yes' if b.verified else 'no':<8}  "
+                + ", ".join(
+                    f"{c['storage']}{'' if c['status'] == 'stored' else ' (' + c['status'] + ')'}"
+                    for c in _copies(b)
+                )
             )
+
+
+def _copies(backup: Backup) -> list[dict[str, Any]]:
+    return [
+        {"storage": copy.storage.name, "path": copy.path, "size": copy.size, "status": copy.status,
+         "etag": copy.etag, "version": copy.version, "error": copy.error_message}
+        for copy in sorted(backup.copies.all(), key=lambda copy: copy.storage.name)
+    ]  # fmt: skip
