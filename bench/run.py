@@ -1,14 +1,17 @@
 """Benchmark: our backups and restores against the raw tools and django-dbbackup.
 
-    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb] [--sizes 100,1024]
+    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb,storages] [--sizes 100,1024]
         [--pg-scales 10,50] [--mariadb-scales 10,50] [--runs 3] [--warmup 1] [--no-dbbackup]
+        [--storages local,s3,sftp,ftp,gcs,azure] [--storage-mib 1024] [--storage-warmup-mib 64]
 
 SQLite: wall time of ``manage.py backup_create`` (gzip and zstd targets) as a ratio to
 ``sqlite3 SRC ".backup TMP" && gzip -6 -c TMP > OUT``. PostgreSQL and MariaDB (pgbench data at
 each scale, in a throwaway server): backup as a ratio to ``dump | gzip -6 > file``, restore as a
 ratio to ``gunzip -c file | client NEW``, and django-dbbackup's ``dbbackup -z`` / ``dbrestore -z``
-beside them. Medians of ``--runs`` interleaved runs; peak RSS of every process. Prints tables and
-rewrites each engine's generated block of bench/RESULTS.md.
+beside them. Storages (``storagebench.py``): upload throughput of a ``--storage-mib`` file to each
+kind's loopback test server, ours as a ratio to the kind's plain client, and one fan-out into
+local + s3 + sftp at once. Medians of ``--runs`` interleaved runs; peak RSS of every process.
+Prints tables and rewrites each engine's generated block of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ WORK = BENCH / "work"
 RESULTS_MD = BENCH / "RESULTS.md"
 MIB = 1024 * 1024
 CACHE_BUDGET = 6 * 1024 * MIB  # cached databases kept under bench/work/data
-ENGINES = ("sqlite", "postgresql", "mariadb")
+ENGINES = ("sqlite", "postgresql", "mariadb", "storages")
+STORAGE_KINDS = ("local", "s3", "sftp", "ftp", "gcs", "azure")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -50,6 +54,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measurement (median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per measurement")
     parser.add_argument("--no-dbbackup", action="store_true", help="skip django-dbbackup")
+    parser.add_argument(
+        "--storages",
+        default=",".join(STORAGE_KINDS),
+        help=f"storage kinds for the storages engine, comma-separated, from {', '.join(STORAGE_KINDS)}",
+    )
+    parser.add_argument("--storage-mib", type=int, default=1024, help="size of the uploaded file in MiB")
+    parser.add_argument(
+        "--storage-warmup-mib",
+        type=int,
+        default=64,
+        help="size of the file the storage warm-up rounds upload",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
     args.engines = [part.strip() for part in args.engines.split(",") if part.strip()]
@@ -58,6 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--engines: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(ENGINES)}"
         )
+    args.storages = [part.strip() for part in args.storages.split(",") if part.strip()]
+    unknown = sorted(set(args.storages) - set(STORAGE_KINDS))
+    if unknown or not args.storages:
+        parser.error(
+            f"--storages: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(STORAGE_KINDS)}"
+        )
+    args.storages = [kind for kind in STORAGE_KINDS if kind in args.storages]
+    if args.storage_mib < 1 or args.storage_warmup_mib < 1:
+        parser.error("--storage-mib and --storage-warmup-mib must be >= 1")
     for option in ("sizes", "pg_scales", "mariadb_scales"):
         text = getattr(args, option)
         try:
@@ -77,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def check_tools(engines: list[str]) -> None:
     needed = {"sqlite": ["sqlite3", "gzip", "zstd"], "postgresql": ["gzip", "gunzip"]}
     needed["mariadb"] = ["gzip", "gunzip", "mariadb-dump", "mariadb", "mariadbd", "mariadb-install-db"]
+    needed["storages"] = ["ssh-keygen"]  # sshd, moto, pyftpdlib, the emulators: tests/servers checks them
     missing = sorted({tool for key in engines for tool in needed[key] if shutil.which(tool) is None})
     if "postgresql" in engines and not (PG_BIN / "pg_dump").exists():
         missing.append(str(PG_BIN / "pg_dump"))
@@ -216,6 +242,39 @@ def run_server(key: str, args: argparse.Namespace, logs: Path, code_at_start: st
         print(f"\nwrote the {result.title} block of {RESULTS_MD.relative_to(ROOT)}")
 
 
+def run_storages(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
+    # Imported here, and storagebench itself imports no client library in this process: every
+    # child's ru_maxrss starts from this process's pages (the SDKs load only in the children).
+    import report_storages
+    import storagebench
+
+    work = WORK / "storages"
+    free = shutil.disk_usage(WORK).free
+    needed = 4 * args.storage_mib * MIB + 1024 * MIB  # the source; the fan-out: local, sftp, moto spool
+    if free < needed:
+        raise BenchError(
+            f"not enough disk: {free / MIB:.0f} MiB free under {WORK}, need ~{needed / MIB:.0f} MiB"
+        )
+    try:
+        result = storagebench.measure(
+            args.storages, args.storage_mib, args.runs, args.warmup, work, logs, args.storage_warmup_mib
+        )
+    except storagebench.StorageBenchError as exc:
+        raise BenchError(str(exc)) from None
+    storagebench.save(result, WORK / "results-storages.json")
+    machine = report.machine_info()
+    if not report.same_code(code_at_start, machine["code"]):
+        machine["code"] = f"{code_at_start}, CHANGED DURING THE RUN to {machine['code']}"
+    else:
+        machine["code"] = code_at_start
+    machine["launch floor"] = f"{launch_floor().maxrss_kib / 1024:.1f} MiB"
+    print()
+    print(report_storages.console_table(result))
+    if not args.no_write:
+        report_storages.write_markdown(RESULTS_MD, result, machine, args.runs, args.warmup)
+        print(f"\nwrote the storages block of {RESULTS_MD.relative_to(ROOT)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -230,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if key == "sqlite":
                 run_sqlite(args, logs, code_at_start)
+            elif key == "storages":
+                run_storages(args, logs, code_at_start)
             else:
                 run_server(key, args, logs, code_at_start)
     except BenchError as exc:

@@ -6,6 +6,7 @@ The shared behaviour (atomic writes, listings, sweeps, 200 MiB streaming) is in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -302,9 +303,9 @@ def test_parts_grow_so_huge_objects_fit_in_10000_parts(storage_s3: S3Storage) ->
     writer = storage_s3.open_writer("app/huge.bin")
     sizes = []
     for count in range(MAX_PARTS):
-        writer.parts = [{}] * count  # type: ignore[attr-defined]
+        writer.numbered = count  # type: ignore[attr-defined]
         sizes.append(writer.part_size())  # type: ignore[attr-defined]
-    writer.parts = []  # type: ignore[attr-defined]
+    writer.numbered = 0  # type: ignore[attr-defined]
     writer.abort()
     assert sizes[0] == 8 * MIB and min(sizes) >= 5 * MIB and max(sizes) <= MAX_PART
     assert sum(sizes) >= 5 * 1024**4  # S3's largest object, 5 TiB
@@ -327,3 +328,21 @@ def test_a_reader_streams_and_the_storage_reconnects_after_close(storage_s3: S3S
         StorageError, match=r"s3: cannot read s3://.*/contract/site/app/r.bin at .*: does not exist"
     ):
         storage_s3.open_reader("app/r.bin")
+
+
+def test_parts_uploaded_concurrently_assemble_in_order(
+    s3_server: S3Server, s3_bucket: Callable[..., str]
+) -> None:
+    storage = S3Storage(
+        "s3", s3_server.options(s3_bucket(), upload_concurrency=4, part_size_mib=5), prefix="p"
+    )
+    sha = hashlib.sha256()
+    writer = storage.open_writer("app/parallel.bin")
+    for _ in range(33):  # 33 MiB: six full parts and a short last one, four in flight at a time
+        chunk = os.urandom(MIB)
+        sha.update(chunk)
+        writer.write(chunk)
+    assert writer.commit().size == 33 * MIB
+    assert storage.digest("app/parallel.bin") == (33 * MIB, sha.hexdigest())
+    with pytest.raises(StorageError, match="upload_concurrency: must be between 1 and 16"):
+        S3Storage("s3", s3_server.options("b", upload_concurrency=0))

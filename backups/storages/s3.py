@@ -13,6 +13,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
@@ -60,10 +61,17 @@ def _code(exc: BaseException) -> str:
 
 
 class _S3Writer(ObjectWriter):
+    """One multipart upload. Up to ``upload_concurrency`` parts are in flight at once (as boto3's
+    own transfer manager does), so memory is bounded by (concurrency + 1) x part size."""
+
     def __init__(self, storage: S3Storage, path: str) -> None:
         self.storage, self.path, self.key = storage, path, storage.key(path)
-        self.buffer = bytearray()
-        self.parts: list[dict[str, Any]] = []
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.parts: dict[int, str] = {}  # part number -> ETag, of the parts that are done
+        self.numbered = 0
+        self.pending: set[Future[tuple[int, str]]] = set()
+        self.pool = ThreadPoolExecutor(max_workers=storage.concurrency, thread_name_prefix="s3-part")
         self.size = 0
         self.stored: StoredObject | None = None
         self.closed = False
@@ -74,30 +82,45 @@ class _S3Writer(ObjectWriter):
 
     def part_size(self) -> int:
         # Parts grow as their number grows, so an object far beyond 10,000 x part_size still fits.
-        return min(MAX_PART, self.storage.part_size << (len(self.parts) // GROWTH_EVERY))
+        return min(MAX_PART, self.storage.part_size << (self.numbered // GROWTH_EVERY))
 
     def write(self, data: bytes) -> None:
         if self.closed:
             raise StorageError(f"{self.storage.name}: the upload of {self.path} is already closed")
-        self.buffer += data
+        # The caller's chunks are kept as they are and joined once per part (one copy): a part
+        # may be a little larger than part_size, which S3 allows (only the last may be smaller).
+        self.chunks.append(bytes(data))
+        self.buffered += len(data)
         self.size += len(data)
-        while len(self.buffer) >= (size := self.part_size()):
-            chunk = bytes(self.buffer[:size])
-            del self.buffer[:size]
+        if self.buffered >= self.part_size():
+            part = b"".join(self.chunks)
+            self.chunks, self.buffered = [], 0
             try:
-                self.upload(chunk)
+                self.submit(part)
             except StorageError:
                 self.abort()
                 raise
 
-    def upload(self, chunk: bytes) -> None:
-        number = len(self.parts) + 1
-        if number > MAX_PARTS:
+    def submit(self, chunk: bytes) -> None:
+        """Start uploading ``chunk`` as the next part, after waiting for a free slot."""
+        while len(self.pending) >= self.storage.concurrency:
+            self.collect(FIRST_COMPLETED)
+        self.numbered += 1
+        if self.numbered > MAX_PARTS:
             raise StorageError(f"{self.storage.name}: {self.path} exceeds S3's {MAX_PARTS} parts")
+        self.pending.add(self.pool.submit(self.upload, self.numbered, chunk))
+
+    def collect(self, until: str = ALL_COMPLETED) -> None:
+        done, self.pending = wait(self.pending, return_when=until)
+        for future in done:
+            number, etag = future.result()  # re-raises the part's StorageError
+            self.parts[number] = etag
+
+    def upload(self, number: int, chunk: bytes) -> tuple[int, str]:
         response = self.storage.call(
             "upload failed for", self.path, "upload_part", UploadId=self.upload_id, PartNumber=number, Body=chunk,
         )  # fmt: skip
-        self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        return number, response["ETag"]
 
     def commit(self) -> StoredObject:
         if self.stored is not None:
@@ -105,14 +128,17 @@ class _S3Writer(ObjectWriter):
         if self.closed:
             raise StorageError(f"{self.storage.name}: the upload of {self.path} was aborted")
         try:
-            if self.buffer or not self.parts:
-                self.upload(bytes(self.buffer))
-                self.buffer = bytearray()
+            if self.chunks or not self.numbered:
+                part = b"".join(self.chunks)
+                self.chunks, self.buffered = [], 0
+                self.submit(part)
+            self.collect()
+            self.pool.shutdown()
             # Servers that ignore If-None-Match would overwrite silently, so look first as well
             # (that check alone is not race-free; the conditional complete below is).
             if self.storage.exists(self.path):
                 raise self.storage.already_exists(self.path)
-            parts = {"Parts": self.parts}
+            parts = {"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in sorted(self.parts.items())]}
             response = self.storage.call(
                 "cannot complete the upload of", self.path, "complete_multipart_upload",
                 UploadId=self.upload_id, MultipartUpload=parts, IfNoneMatch="*",
@@ -130,7 +156,12 @@ class _S3Writer(ObjectWriter):
         return self.stored
 
     def abort(self) -> None:
-        self.closed, self.buffer = True, bytearray()
+        self.closed, self.chunks, self.buffered = True, [], 0
+        for future in self.pending:
+            future.cancel()
+        wait(self.pending)  # parts already on the wire finish (or fail) before the abort
+        self.pending = set()
+        self.pool.shutdown()
         if self.upload_id is None:
             return
         try:
@@ -191,6 +222,10 @@ class S3Storage(BackupStorage):
         "object_lock_mode": Option(str, "Object Lock retention mode", choices=("GOVERNANCE", "COMPLIANCE")),
         "object_lock_days": Option(int, "days each object is locked (with object_lock_mode)"),
         "part_size_mib": Option(int, "multipart part size in MiB (min 5, default 8); memory per upload"),
+        "upload_concurrency": Option(
+            int,
+            "parts uploaded at once (1-16, default 1); more helps on high-latency links, each costs ~2 parts of memory",
+        ),
         "addressing_style": Option(str, "bucket addressing", choices=("auto", "path", "virtual")),
         "ca_bundle": Option(str, "a CA bundle to verify the endpoint's certificate", path=True),
         "verify_tls": Option(bool, "verify the endpoint's TLS certificate (default true)"),
@@ -200,6 +235,7 @@ class S3Storage(BackupStorage):
         super().__init__(name, options, prefix)
         self.bucket: str = options["bucket"]
         self.part_size = self.opt("part_size_mib", 8) * MIB
+        self.concurrency = self.opt("upload_concurrency", 1)
         self._backend: DjangoS3Storage | None = None  # built on first use: no connection here
         self._secrets = [
             self.options[k] for k in ("access_key", "secret_key", "session_token") if self.opt(k)
@@ -217,6 +253,8 @@ class S3Storage(BackupStorage):
             problems.append(("object_lock_days", "must be at least 1"))
         if not 5 <= options.get("part_size_mib", 8) <= 5120:
             problems.append(("part_size_mib", "must be between 5 (S3's minimum part) and 5120"))
+        if not 1 <= options.get("upload_concurrency", 1) <= 16:
+            problems.append(("upload_concurrency", "must be between 1 and 16"))
         if "sse_kms_key_id" in has and options.get("server_side_encryption") != "aws:kms":
             problems.append(("sse_kms_key_id", "needs server_side_encryption = aws:kms"))
         if ("access_key" in has) != ("secret_key" in has):
