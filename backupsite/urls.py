@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+admin.autodiscover()  # SimpleAdminConfig: only the web process needs the admin's registrations
 admin.site.site_header = "Backupsite"
 admin.site.site_title = "Backupsite"
 admin.site.index_title = "Backups"

@@ -81,3 +81,13 @@ def test_it_fails_loudly_on_bad_values(tmp_path):
     assert result.returncode != 0 and "DEBUG: expected true/false" in result.stderr
     result = settings_with(tmp_path, DATABASE_URL="oracle-ish://nope")
     assert result.returncode != 0 and "DATABASE_URL" in result.stderr
+
+
+def test_tasks_are_bound_to_the_projects_celery_app() -> None:
+    """A process that queues a task (the web process) uses our broker, not Celery's default."""
+    from django.conf import settings
+
+    from backups.tasks import run_target_backup
+
+    assert run_target_backup.app.main == "backupsite"
+    assert run_target_backup.app.conf.broker_url == settings.CELERY_BROKER_URL
