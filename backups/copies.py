@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .models import BackupCopy, Storage
@@ -136,6 +137,16 @@ def confirm(destination: Destination, path: str, size: int, sha256: str) -> None
         destination.confirmed = True
     except Exception as exc:
         destination.fail(exc)
+
+
+def confirm_all(destinations: Sequence[Destination], path: str, size: int, sha256: str) -> None:
+    """Confirm several copies at once, each re-read in its own thread (no ORM in there)."""
+    if len(destinations) <= 1:
+        for destination in destinations:
+            confirm(destination, path, size, sha256)
+        return
+    with ThreadPoolExecutor(max_workers=len(destinations), thread_name_prefix="confirm") as pool:
+        list(pool.map(lambda destination: confirm(destination, path, size, sha256), destinations))
 
 
 def replicate(

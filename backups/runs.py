@@ -374,9 +374,9 @@ def _confirm_and_describe(
     info: dict[str, Any],
 ) -> None:
     with record_step(backup, "verify") as step:
-        for destination in destinations:
-            if destination.stored is not None:
-                copies.confirm(destination, backup.file_path, result.size, result.sha256)
+        copies.confirm_all(
+            [d for d in destinations if d.stored is not None], backup.file_path, result.size, result.sha256
+        )
         good = [d for d in destinations if d.confirmed]
         if not good:
             raise StorageError(

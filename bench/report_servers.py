@@ -351,7 +351,7 @@ def _method(result: EngineResult, runs: int, warmup: int) -> str:
         "after each run. Restores: the database is dropped before and after each run, then created "
         "empty just before the clock starts (the raw tools and django-dbbackup need it to exist; ours "
         'restores into it the same way), except for "ours, creating the database", which times '
-        "creating it too, as a restore to a new name does; after each restore the four tables' row counts are compared "
+        "creating it too, as a restore to a new name does; dirty pages are flushed (`sync`) before each restore's clock starts, so no side pays for the writeback of the one before; after each restore the four tables' row counts are compared "
         "with the source (untimed). Everything is in the page cache (the database and the backup "
         "files). " + INTERNALS.get(result.key, "") + " Peak RSS: `ru_maxrss` from `os.wait4`, the "
         "highest over the timed runs; for a process that starts tools it is the largest of itself and "

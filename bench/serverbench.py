@@ -17,6 +17,7 @@ are compared with the source (untimed), so a restore that silently did nothing c
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -207,6 +208,10 @@ def _measure_scale(
             flavour.drop_database(RESTORE_DATABASE)
             if create:
                 flavour.fresh_database(RESTORE_DATABASE)
+            # The previous side's restore and DROP leave hundreds of MiB of dirty pages that the
+            # kernel writes back in the background: flush them now, untimed, so that no side pays
+            # for the one before it.
+            os.sync()
             try:
                 sample = action()
                 found = flavour.counts(RESTORE_DATABASE)
