@@ -88,6 +88,7 @@ class FanOut:
         for destination in self.destinations:
             destination.copy.path = path
             destination.copy.save(update_fields=["path"])
+        for destination in self.live():  # one that failed its start-up check waits for a retry
             try:
                 destination.writer = destination.storage.open_writer(path)
             except Exception as exc:
