@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -150,6 +150,7 @@ class BackupAdmin(admin.ModelAdmin):
         "verified", "initiated_by", "download",
     ]  # fmt: skip
     list_filter = ["status", "backup_type", "verified", "compression", "target"]
+    actions = ["download_selected"]
     list_select_related = ["target", "schedule"]
     search_fields = ["backup_name", "file_path", "target__name", "error_message", "checksum"]
     date_hierarchy = "created_at"
@@ -210,6 +211,19 @@ class BackupAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Backup | None = None) -> list[str]:
         self._can_download = request.user.has_perm("backups.download_backup")
         return [*self.readonly_fields, "download"]
+
+    def has_download_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("backups.download_backup"))
+
+    @admin.action(description="Download the selected backup", permissions=["download"])
+    def download_selected(
+        self, request: HttpRequest, queryset: QuerySet[Backup]
+    ) -> HttpResponseRedirect | None:
+        """One backup at a time: the browser is sent to its download view (stream or signed URL)."""
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one backup to download.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("backups:download", args=[queryset.get().pk]))
 
     @admin.display(description="Download")
     def download(self, obj: Backup) -> str:

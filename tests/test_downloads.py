@@ -102,3 +102,18 @@ def test_the_admin_shows_a_download_link_only_with_the_permission(
     assert link in admin_client.get(f"/admin/backups/backup/{backup.pk}/change/").content.decode()
     assert link not in client.get("/admin/backups/backup/").content.decode()
     assert admin_client.get("/admin/backups/backupdownload/").status_code == 200
+
+
+def test_the_admin_action_downloads_exactly_one_selected_backup(admin_client, client, viewer, sqlite_target):
+    first = services.run_backup(sqlite_target)
+    second = services.run_backup(sqlite_target)
+    url = "/admin/backups/backup/"
+    response = admin_client.post(url, {"action": "download_selected", "_selected_action": [first.pk]})
+    assert response.status_code == 302 and response["Location"] == f"/backups/{first.pk}/download/"
+    response = admin_client.post(
+        url, {"action": "download_selected", "_selected_action": [first.pk, second.pk]}, follow=True
+    )
+    assert "Select exactly one backup to download." in response.content.decode()
+    # Without the permission the action is not even offered.
+    assert "download_selected" not in client.get(url).content.decode()
+    assert "download_selected" in admin_client.get(url).content.decode()
