@@ -136,7 +136,7 @@ def fanout_lines(result: StorageResult) -> list[str]:
         ["fan-out: one stream into " + names + ", every copy committed", f"{f['fanout']:.2f}", "1.00"],
         [f"sum of the single uploads ({singles})", f"{f['sum']:.2f}", f"{f['fanout'] / f['sum']:.2f}"],
         ["max of the single uploads", f"{f['max']:.2f}", f"{f['fanout'] / f['max']:.2f}"],
-        ["fan-out + confirms (one copy after the other, as a backup does)", f"{f['fanout_confirm']:.2f}", ""],
+        ["fan-out + confirms (in parallel, as a backup does)", f"{f['fanout_confirm']:.2f}", ""],
         [
             "sum of the single uploads + confirms",
             f"{f['sum_confirm']:.2f}",
@@ -222,7 +222,7 @@ def _method(result: StorageResult, runs: int, warmup: int) -> str:
         "**Fan-out**: one child builds local, s3 and sftp storages, opens a writer in each with a "
         "`backups.pipeline.BackgroundWriter` (a thread behind a 4-chunk queue) per destination, "
         "feeds every chunk to each, then finishes and commits them one after the other "
-        "(`backups.copies.FanOut`), and confirms each copy in turn (`_confirm_and_describe`); "
+        "(`backups.copies.FanOut`), and confirms the copies in parallel (`backups.copies.confirm_all`); "
         "compared with the same run's single-destination uploads. "
         "**RSS**: each child reads its own VmHWM from /proc/self/status after the upload and "
         "again after the confirm (its peak, whatever the parent's polling interval), and its "

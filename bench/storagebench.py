@@ -16,7 +16,7 @@ For each kind, one file of incompressible bytes (``--storage-mib``, made once un
 
 Then **fan-out**: one child streams the file once into local + s3 + sftp at the same time, a
 ``backups.pipeline.BackgroundWriter`` per destination as ``backups.copies.FanOut`` does, commits
-each, then confirms each in turn as a backup does.
+each, then confirms them in parallel as a backup does.
 
 Every child times itself (connect to commit, clock started after its imports) and reports its
 own VmHWM; the parent also records each child's wall time and ``ru_maxrss`` (``measure.run_child``).
@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -85,7 +86,7 @@ class Run:
 
     label: str  # "raw-s3", "ours-s3", "fanout"
     seconds: float  # connect .. upload complete (ours: commit returned), in the child
-    confirm_seconds: float  # ours: storage.confirm(); fan-out: every confirm, one after the other
+    confirm_seconds: float  # ours: storage.confirm(); fan-out: every confirm, in parallel
     wall_seconds: float  # launch .. exit, measured by the parent (interpreter start and imports)
     maxrss_kib: int  # ru_maxrss from os.wait4 (floor: this process's pages at fork)
     hwm_kib: int  # the child's own VmHWM at its end (confirm included)
@@ -638,8 +639,8 @@ def _child_fanout(spec: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     hwm_upload = _status_kib("VmHWM")
     started = time.perf_counter()
-    for kind in kinds:  # _confirm_and_describe: one copy after the other
-        storages[kind].confirm(spec["name"], spec["size"], spec["sha256"])
+    with ThreadPoolExecutor(max_workers=len(kinds)) as pool:  # copies.confirm_all: in parallel
+        list(pool.map(lambda kind: storages[kind].confirm(spec["name"], spec["size"], spec["sha256"]), kinds))
     confirm = time.perf_counter() - started
     hwm = _status_kib("VmHWM")
     for storage in storages.values():
