@@ -421,8 +421,12 @@ def markdown_block(result: EngineResult, machine: dict[str, str], runs: int, war
 
 def write_markdown(path: Path, result: EngineResult, machine: dict[str, str], runs: int, warmup: int) -> None:
     """Replace this engine's generated block of RESULTS.md (appended if it has none yet)."""
-    block = markdown_block(result, machine, runs, warmup)
-    begin, end = begin_marker(result.key), end_marker(result.key)
+    replace_block(path, result.key, markdown_block(result, machine, runs, warmup))
+
+
+def replace_block(path: Path, key: str, block: str) -> None:
+    """Put ``block`` between KEY's markers in RESULTS.md, or append it if they are not there."""
+    begin, end = begin_marker(key), end_marker(key)
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
