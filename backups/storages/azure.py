@@ -14,7 +14,6 @@ those a dead writer left (Azure would also collect them a week after the last st
 from __future__ import annotations
 
 import contextlib
-import io
 import re
 import uuid
 from collections.abc import Iterator
@@ -34,11 +33,20 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient, LinearRetry
 from storages.backends.azure_storage import AzureStorage as DjangoAzureStorage
 
-from .base import STALE_AFTER, BackupStorage, ObjectWriter, Option, StorageError, StoredObject
+from .base import (
+    STALE_AFTER,
+    BackupStorage,
+    ObjectReader,
+    ObjectWriter,
+    Option,
+    StorageError,
+    StoredObject,
+    is_probe,
+    probe_name,
+)
 
 MIB = 1024 * 1024
 MAX_BLOCKS = 50_000  # Azure's limit of committed blocks per blob
-PROBE_PREFIX = ".backupsite-write-test-"
 CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 SECRETS = ("account_key", "sas_token", "connection_string")
 
@@ -121,15 +129,12 @@ class _AzureWriter(ObjectWriter):
                 self.storage.delete_uncommitted(self.blob)
 
 
-class _AzureReader(io.RawIOBase):
+class _AzureReader(ObjectReader):
     """A blob's bytes from the SDK's downloader, one bounded chunk (4 MiB) at a time."""
 
     def __init__(self, storage: AzureStorage, where: str, chunks: Iterator[bytes]) -> None:
         self.storage, self.where, self.chunks = storage, where, chunks
         self.pending = b""
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         parts = [self.pending]
@@ -146,11 +151,6 @@ class _AzureReader(io.RawIOBase):
             return data
         self.pending = data[size:]
         return data[:size]
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self.chunks = iter(())
@@ -346,7 +346,7 @@ class AzureStorage(BackupStorage):
             raise self.error("cannot delete", self.location(path), exc) from None
 
     def check_writable(self) -> None:
-        probe = self.container.get_blob_client(self.key(f"{PROBE_PREFIX}{uuid.uuid4().hex[:8]}"))
+        probe = self.container.get_blob_client(self.key(probe_name()))
         where = f"{self.base_url}/{self.container_name}"
         self.call(lambda: probe.upload_blob(b"ok", overwrite=False), "cannot write to", where)
         self.call(probe.delete_blob, "cannot delete a test object in", where)
@@ -388,7 +388,7 @@ class AzureStorage(BackupStorage):
             if blob is None:
                 return
             relative = self.relative(blob.name)
-            if relative.rsplit("/", 1)[-1].startswith(PROBE_PREFIX):
+            if is_probe(relative.rsplit("/", 1)[-1]):
                 continue
             yield StoredObject(
                 path=relative,

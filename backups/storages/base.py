@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO, ClassVar
 
 PARTIAL_MARKER = ".partial-"
+PROBE_PREFIX = ".backupsite-write-test-"  # check_writable's short-lived test objects
 STALE_AFTER = timedelta(days=1)  # leftovers of a dead writer older than this are swept
 READ_CHUNK = 1024 * 1024
 
@@ -60,6 +63,29 @@ def partial_name(final_name: str, token: str) -> str:
 
 def is_partial(name: str) -> bool:
     return name.startswith(".") and PARTIAL_MARKER in name
+
+
+def probe_name() -> str:
+    """A fresh name for the test object ``check_writable`` writes and removes."""
+    return f"{PROBE_PREFIX}{uuid.uuid4().hex[:8]}"
+
+
+def is_probe(name: str) -> bool:
+    """Whether a file name (not a path) is one of ``check_writable``'s test objects."""
+    return name.startswith(PROBE_PREFIX)
+
+
+class ObjectReader(io.RawIOBase):
+    """Base of the kinds' streaming readers: a kind implements ``read(size)`` (or ``readinto``);
+    ``readinto`` on top of ``read`` lets buffered wrappers use it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class ObjectWriter(ABC):

@@ -30,18 +30,20 @@ from .base import (
     READ_CHUNK,
     STALE_AFTER,
     BackupStorage,
+    ObjectReader,
     ObjectWriter,
     Option,
     StorageError,
     StoredObject,
     is_partial,
+    is_probe,
     partial_name,
+    probe_name,
 )
 
 T = TypeVar("T")
 IO_TIMEOUT = 120  # seconds of silence mid-transfer before giving up; connect_timeout covers connecting
 REPLY_TIMEOUT = 5  # waiting for the reply to a transfer we cut ourselves
-PROBE_PREFIX = ".backupsite-write-test-"
 FTP_ERRORS = ftplib.all_errors  # ftplib.Error, OSError (ssl.SSLError included), EOFError
 _DISCARD_ERRORS: tuple[type[BaseException], ...] = (*FTP_ERRORS, StorageError)
 
@@ -281,7 +283,7 @@ class FTPStorage(BackupStorage):
 
     def check_writable(self) -> None:
         base = self.base()
-        probe = _join(base, f"{PROBE_PREFIX}{uuid.uuid4().hex[:8]}")
+        probe = _join(base, probe_name())
 
         def probe_it(ftp: ftplib.FTP) -> None:
             _mkdirs(ftp, base)
@@ -315,7 +317,7 @@ class FTPStorage(BackupStorage):
         base = self.base()
         for remote, facts in sorted(self._listing(base), key=lambda entry: entry[0]):
             name = PurePosixPath(remote).name
-            if is_partial(name) or name.startswith(PROBE_PREFIX):
+            if is_partial(name) or is_probe(name):
                 continue
             relative = remote[len(base) :].lstrip("/") if base else remote
             yield StoredObject(path=relative, size=int(facts.get("size", 0)), modified=_modified(facts))
@@ -456,15 +458,12 @@ class _FTPWriter(ObjectWriter):
             ftp.close()
 
 
-class _FTPReader(io.RawIOBase):
+class _FTPReader(ObjectReader):
     """The ``RETR`` data connection as a raw stream; EOF counts only with the server's 226."""
 
     def __init__(self, storage: FTPStorage, remote: str, ftp: ftplib.FTP, data: socket.socket) -> None:
         self.storage, self.remote, self.ftp = storage, remote, ftp
         self.data: socket.socket | None = data
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         if self.data is None:

@@ -15,8 +15,6 @@ nothing to remove and returns 0.
 from __future__ import annotations
 
 import contextlib
-import io
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, BinaryIO, cast
@@ -34,11 +32,20 @@ from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-unty
 from google.oauth2 import service_account
 from storages.backends.gcloud import GoogleCloudStorage
 
-from .base import STALE_AFTER, BackupStorage, ObjectWriter, Option, StorageError, StoredObject
+from .base import (
+    STALE_AFTER,
+    BackupStorage,
+    ObjectReader,
+    ObjectWriter,
+    Option,
+    StorageError,
+    StoredObject,
+    is_probe,
+    probe_name,
+)
 
 MIB = 1024 * 1024
 SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
-PROBE_PREFIX = ".backupsite-write-test-"
 
 
 class _Backend(GoogleCloudStorage):
@@ -161,25 +168,17 @@ class _GCSWriter(ObjectWriter):
         raise storage.status_error("upload failed for", self.where, status)
 
 
-class _GCSReader(io.RawIOBase):
+class _GCSReader(ObjectReader):
     """The SDK's BlobReader (ranged GETs of one chunk each) with errors turned into StorageError."""
 
     def __init__(self, storage: GCSStorage, where: str, inner: BinaryIO) -> None:
         self.storage, self.where, self.inner = storage, where, inner
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         try:
             return self.inner.read(size)
         except Exception as exc:
             raise self.storage.error("read failed for", self.where, exc) from None
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -359,7 +358,7 @@ class GCSStorage(BackupStorage):
         self.call(lambda: _delete_if_there(blob, self.retry), "cannot delete", self.location(path))
 
     def check_writable(self) -> None:
-        probe = self.bucket.blob(self.key(f"{PROBE_PREFIX}{uuid.uuid4().hex[:8]}"))
+        probe = self.bucket.blob(self.key(probe_name()))
         where = f"gs://{self.bucket_name}"
         self.call(
             lambda: probe.upload_from_string(
@@ -389,7 +388,7 @@ class GCSStorage(BackupStorage):
             if blob is None:
                 return
             relative = self.relative(blob.name)
-            if relative.rsplit("/", 1)[-1].startswith(PROBE_PREFIX):
+            if is_probe(relative.rsplit("/", 1)[-1]):
                 continue
             yield StoredObject(
                 path=relative,

@@ -27,7 +27,9 @@ from .base import (
     StorageError,
     StoredObject,
     is_partial,
+    is_probe,
     partial_name,
+    probe_name,
 )
 
 
@@ -143,7 +145,7 @@ class LocalStorage(BackupStorage):
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise self.error("cannot create directory", root, exc) from None
-        probe = root / f".backupsite-write-test-{uuid.uuid4().hex[:8]}"
+        probe = root / probe_name()
         try:
             probe.write_bytes(b"ok")
             probe.unlink()
@@ -177,7 +179,7 @@ class LocalStorage(BackupStorage):
             return
         for directory, _dirs, files in os.walk(base):
             for name in sorted(files):
-                if is_partial(name) or name.startswith(".backupsite-write-test-"):
+                if is_partial(name) or is_probe(name):
                     continue
                 full = Path(directory) / name
                 try:

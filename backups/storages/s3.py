@@ -8,10 +8,8 @@ is one multipart upload fed from a bounded buffer, completed on commit with ``If
 
 from __future__ import annotations
 
-import io
 import logging
 import re
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
@@ -32,14 +30,23 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 )
 from storages.backends.s3 import S3Storage as DjangoS3Storage
 
-from .base import STALE_AFTER, BackupStorage, ObjectWriter, Option, StorageError, StoredObject
+from .base import (
+    STALE_AFTER,
+    BackupStorage,
+    ObjectReader,
+    ObjectWriter,
+    Option,
+    StorageError,
+    StoredObject,
+    is_probe,
+    probe_name,
+)
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 MAX_PART, MAX_PARTS = 5 * 1024 * MIB, 10_000  # S3's multipart limits (and 5 MiB minimum)
 GROWTH_EVERY = 1000  # the part size doubles every 1000 parts: 8 MiB parts reach ~8 TiB
-PROBE = ".backupsite-write-test-"
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _PLAIN = {
     "NoSuchBucket": "the bucket does not exist",
@@ -177,14 +184,11 @@ class _S3Writer(ObjectWriter):
         self.upload_id = None
 
 
-class _S3Reader(io.RawIOBase):
+class _S3Reader(ObjectReader):
     """The streaming body of a GET; errors mid-stream become StorageError."""
 
     def __init__(self, storage: S3Storage, path: str, body: Any) -> None:
         self.storage, self.path, self.body = storage, path, body
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         try:
@@ -192,11 +196,6 @@ class _S3Reader(io.RawIOBase):
         except (BotoCoreError, OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
             raise self.storage.error("read failed for", self.path, exc) from None
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if not self.closed:
@@ -424,7 +423,7 @@ class S3Storage(BackupStorage):
         # A multipart upload with one small part, then aborted: proves the bucket, the
         # credentials, PutObject and the object settings, and leaves no object behind (an
         # object probe could not be deleted from a bucket with default Object Lock retention).
-        key = self.key(f"{PROBE}{uuid.uuid4().hex[:8]}")
+        key = self.key(probe_name())
         try:
             client = self.client()
             upload = client.create_multipart_upload(
@@ -484,7 +483,7 @@ class S3Storage(BackupStorage):
         for page in self.pages("list_objects_v2", Prefix=f"{self.prefix}/" if self.prefix else ""):
             for item in page.get("Contents", []):
                 path = self.relative(item["Key"])
-                if path.endswith("/") or path.rsplit("/", 1)[-1].startswith(PROBE):
+                if path.endswith("/") or is_probe(path.rsplit("/", 1)[-1]):
                     continue  # folder markers and probes are not backups
                 yield StoredObject(
                     path=path,

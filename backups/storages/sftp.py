@@ -36,12 +36,15 @@ from .base import (
     PARTIAL_MARKER,
     STALE_AFTER,
     BackupStorage,
+    ObjectReader,
     ObjectWriter,
     Option,
     StorageError,
     StoredObject,
     is_partial,
+    is_probe,
     partial_name,
+    probe_name,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,6 @@ READ_AHEAD = 4 * 1024 * 1024  # read requests in flight per reader: fast, and bo
 WINDOW = 8 * 1024 * 1024  # SSH channel window: room for READ_AHEAD of answers plus headroom
 IO_TIMEOUT = 120  # seconds without progress after which a connected server is given up on
 KEEPALIVE = 30  # seconds: keeps NAT/firewall state alive while a slow dump produces nothing
-PROBE_PREFIX = ".backupsite-write-test-"
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
 _KEY_TYPES = {  # the "(TYPE)" that ssh-keygen -lf prints, to ask the server for that key
     "ED25519": ["ssh-ed25519"],
@@ -157,7 +159,7 @@ def _drain_acks(handle: paramiko.SFTPFile) -> None:
         raw.sftp._read_response(raw._reqs.popleft())
 
 
-class _Reader(io.RawIOBase):
+class _Reader(ObjectReader):
     """Reads ahead READ_AHEAD bytes at a time with pipelined requests (``readv``); paramiko's
     ``prefetch()`` would buffer the whole rest of the file in memory."""
 
@@ -166,9 +168,6 @@ class _Reader(io.RawIOBase):
         self.requested = 0
         self.pending: Iterator[bytes] = iter(())
         self.left = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         try:
@@ -494,7 +493,7 @@ class SFTPStorage(BackupStorage):
 
     def check_writable(self) -> None:
         self.makedirs(self.root)
-        probe = posixpath.join(self.root, f"{PROBE_PREFIX}{uuid.uuid4().hex[:8]}")
+        probe = posixpath.join(self.root, probe_name())
         try:
             with self.failing("cannot write a test file in the directory", self.root):
                 self.client().putfo(io.BytesIO(b"ok"), probe, confirm=True)
@@ -517,7 +516,7 @@ class SFTPStorage(BackupStorage):
         removed = 0
         for full, attrs in list(self.walk(self.base)):
             name = posixpath.basename(full)
-            if (is_partial(name) or name.startswith(PROBE_PREFIX)) and (attrs.st_mtime or 0) < cutoff:
+            if (is_partial(name) or is_probe(name)) and (attrs.st_mtime or 0) < cutoff:
                 self.remove(full)
                 removed += 1
         return removed
@@ -526,7 +525,7 @@ class SFTPStorage(BackupStorage):
         base = self.base
         for full, attrs in self.walk(base):
             name = posixpath.basename(full)
-            if is_partial(name) or name.startswith(PROBE_PREFIX):
+            if is_partial(name) or is_probe(name):
                 continue
             yield StoredObject(
                 path=posixpath.relpath(full, base),
