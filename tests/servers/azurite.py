@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import free_port, wait_for
+from . import free_port, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 AZURITE = REPO / ".venv" / "node" / "node_modules" / ".bin" / "azurite-blob"
@@ -64,10 +64,5 @@ def running_azurite() -> Iterator[AzuriteServer]:
             wait_for(lambda: process.poll() is None and _listening(port), "Azurite", 60)
             yield AzuriteServer("127.0.0.1", port)
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
             log.close()

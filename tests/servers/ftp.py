@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import free_port, wait_for
+from . import free_port, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PASSWORD_ENV = "TEST_FTP_SERVER_PASSWORD"
@@ -176,13 +176,7 @@ def running_ftp(tls: bool = True) -> Iterator[FTPServer]:
             raise RuntimeError(f"the FTP server did not start:\n{server.log_tail()}") from None
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         shutil.rmtree(base, ignore_errors=True)
 
 

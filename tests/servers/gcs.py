@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from . import free_port, wait_for
+from . import free_port, stop_process, wait_for
 
 SERVICE_ACCOUNT = "backupsite-test@backupsite-test.iam.gserviceaccount.com"
 PROJECT = "backupsite-test"
@@ -162,11 +162,6 @@ def running_gcs() -> Iterator[GCSServer]:
             )
             yield GCSServer("127.0.0.1", port, Path(tmp), token, key)
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
             log.close()
             token.close()

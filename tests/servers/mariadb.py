@@ -22,7 +22,7 @@ from typing import Any
 
 import MySQLdb  # type: ignore[import-untyped]
 
-from . import free_port, wait_for
+from . import free_port, stop_process, wait_for
 
 ADMIN_USER = "backupsite"
 # A quote of each kind, a backslash, a '#' (comment start) and spaces: option-file escaping.
@@ -106,13 +106,8 @@ class MariaDBServer:
         return MySQLdb.connect(unix_socket=str(self.socket), user="root", autocommit=True, connect_timeout=5)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: mariadbd shuts down cleanly
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=30)  # SIGTERM: mariadbd shuts down cleanly
         shutil.rmtree(self.base, ignore_errors=True)
 
     def connect(self, database: str | None = None, **kwargs: Any) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 
-from . import free_port, wait_for
+from . import free_port, stop_process, wait_for
 
 FAKE_INITIATED = "2010-11-10T20:48:33.000Z"
 
@@ -143,11 +143,6 @@ def running_s3(auth: bool = False) -> Iterator[S3Server]:
             _enable_auth(server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
         os.unlink(log.name)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import free_port, wait_for
+from . import free_port, stop_process, wait_for
 
 SSHD = "/usr/sbin/sshd"
 TEST_USER = "backupsite-sftp"
@@ -173,12 +173,7 @@ Subsystem sftp internal-sftp
                 for pid in self.sessions():
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGTERM)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
