@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_datetime
 
 from .models import RECORD_COLUMNS, Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from .services import MANIFEST_FORMAT, MANIFEST_SUFFIX, storage_for
-from .storages import StorageError, StoredObject
+from .storages import BackupStorage, StorageError, StoredObject
 
 logger = logging.getLogger(__name__)
 DATETIME_COLUMNS = {"started_at", "completed_at", "verified_at", "expires_at", "created_at", "deleted_at"}
@@ -36,16 +36,15 @@ class ReindexReport:
     problems: list[str] = field(default_factory=list)
 
 
-def _listing(storage_row: Storage) -> dict[str, StoredObject]:
-    with storage_for(storage_row) as storage:
-        return {item.path: item for item in storage.list_objects()}
+def _listing(storage: BackupStorage) -> dict[str, StoredObject]:
+    return {item.path: item for item in storage.list_objects()}
 
 
 def reindex_storage(storage_row: Storage, *, dry_run: bool = False) -> ReindexReport:
     """Create the Backup and BackupCopy rows missing for the manifests found in ``storage_row``."""
     report = ReindexReport(storage=storage_row.name, dry_run=dry_run)
-    listing = _listing(storage_row)
-    with storage_for(storage_row) as storage:
+    with storage_for(storage_row) as storage:  # one connection for the listing and the manifests
+        listing = _listing(storage)
         for path in sorted(listing):
             if not path.endswith(MANIFEST_SUFFIX):
                 continue
@@ -179,7 +178,8 @@ def reconcile(storage_row: Storage) -> ReconcileReport:
     """Compare the catalog's copies in ``storage_row`` with the files there. Reads only."""
     report = ReconcileReport(storage=storage_row.name)
     try:
-        listing = _listing(storage_row)
+        with storage_for(storage_row) as storage:
+            listing = _listing(storage)
     except StorageError as exc:
         report.problems.append(str(exc))
         return report

@@ -5,6 +5,7 @@ backup: the outcome is on the Backup row."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -422,10 +423,6 @@ def _retry_failed_copies(
     backup: Backup, destinations: list[Destination], source: Destination, result: StreamResult
 ) -> None:
     """Retry each failed copy with backoff from a confirmed copy; each attempt is a step."""
-
-    def record(destination: Destination, attempt: int, error: str) -> None:
-        record_attempt(backup, destination, attempt, error)
-
     for destination in destinations:
         if destination.confirmed:
             continue
@@ -440,7 +437,7 @@ def _retry_failed_copies(
             result.size,
             result.sha256,
             settings.BACKUPSITE_COPY_RETRY_DELAYS,
-            record,
+            functools.partial(record_attempt, backup),
         )
     _raise_for_required(destinations)
 
