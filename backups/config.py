@@ -291,10 +291,8 @@ def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> di
             if key not in table:
                 continue
             value = table[key]
-            if isinstance(value, str) and spec.secret:
-                check.reference(value, f"{path}.{key}", must_be_reference=True)
-            elif isinstance(value, str) and secrets.references(value):
-                check.reference(value, f"{path}.{key}", must_be_reference=False)
+            if isinstance(value, str) and (spec.secret or secrets.references(value)):
+                check.reference(value, f"{path}.{key}", must_be_reference=spec.secret)
             elif isinstance(value, str) and spec.path and value:
                 value = check.path_value(value)
             options[key] = value
