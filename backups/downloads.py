@@ -15,12 +15,30 @@ from django.conf import settings
 
 from .models import Backup, BackupDownload, BackupStatus, DownloadMethod
 from .services import ServiceError, storage_for, stored_copies
+from .storages import BackupStorage
 
 logger = logging.getLogger(__name__)
 
 
 class NoSuchBackup(ServiceError):
     """No downloadable backup has that id."""
+
+
+class _ClosingReader:
+    """The object's stream; closing it (the response does, when sent or abandoned) also closes
+    the storage's connection (an SFTP or FTP session would otherwise outlive the download)."""
+
+    def __init__(self, stream: BinaryIO, storage: BackupStorage) -> None:
+        self.stream, self.storage = stream, storage
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        finally:
+            self.storage.close()
 
 
 @dataclass
@@ -51,10 +69,11 @@ def start_download(
     storage = storage_for(copy.storage)
     download = Download(filename=PurePosixPath(copy.path).name, size=backup.file_size)
     if storage.can_sign_urls:
-        download.url = storage.signed_url(copy.path, min(settings.BACKUPSITE_DOWNLOAD_URL_SECONDS, 300))
+        with storage:
+            download.url = storage.signed_url(copy.path, min(settings.BACKUPSITE_DOWNLOAD_URL_SECONDS, 300))
         method = DownloadMethod.SIGNED_URL
     else:
-        download.stream = storage.open_reader(copy.path)
+        download.stream = _ClosingReader(storage.open_reader(copy.path), storage)  # type: ignore[assignment]
         method = DownloadMethod.STREAM
     BackupDownload.objects.create(
         backup=backup,

@@ -117,3 +117,25 @@ def test_the_admin_action_downloads_exactly_one_selected_backup(admin_client, cl
     # Without the permission the action is not even offered.
     assert "download_selected" not in client.get(url).content.decode()
     assert "download_selected" in admin_client.get(url).content.decode()
+
+
+def test_a_streamed_download_closes_the_storage_when_the_response_closes(
+    admin_client, sqlite_target, monkeypatch
+):
+    """SFTP and FTP storages hold a session per storage object; it must not outlive the download."""
+    from backups.storages.local import LocalStorage
+
+    closed: list[str] = []
+    original = LocalStorage.close
+
+    def close(self: LocalStorage) -> None:
+        closed.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(LocalStorage, "close", close)
+    backup = services.run_backup(sqlite_target)
+    closed.clear()
+    response = admin_client.get(f"/backups/{backup.pk}/download/")
+    assert hashlib.sha256(body_of(response)).hexdigest() == backup.checksum
+    response.close()
+    assert closed == ["local"]
