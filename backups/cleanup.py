@@ -79,10 +79,10 @@ def cleanup_target(target: Target, *, dry_run: bool = False, now: datetime | Non
         try:
             with record_step(backup, "cleanup", reason):
                 for copy in backup.copies.exclude(status=CopyStatus.DELETED).select_related("storage"):
-                    storage = storage_for(copy.storage)
-                    if copy.path:
-                        storage.delete(copy.path)
-                        storage.delete(copy.manifest_path)
+                    with storage_for(copy.storage) as storage:
+                        if copy.path:
+                            storage.delete(copy.path)
+                            storage.delete(copy.manifest_path)
                     copy.status, copy.deleted_at = CopyStatus.DELETED, timezone.now()
                     copy.save(update_fields=["status", "deleted_at"])
         except Exception as exc:

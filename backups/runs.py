@@ -118,7 +118,8 @@ def reap_lost_runs(target: Target) -> list[Backup]:
     for backup in lost:
         for copy in backup.copies.select_related("storage"):
             try:
-                storage_for(copy.storage).sweep_partials(copy.path)
+                with storage_for(copy.storage) as storage:
+                    storage.sweep_partials(copy.path)
             except (StorageError, secrets.SecretError) as exc:
                 logger.warning("could not sweep partial files of lost backup %s: %s", backup.pk, exc)
             copy.status = CopyStatus.FAILED
@@ -182,6 +183,8 @@ def _execute(
     except BaseException:
         _discard(destinations)
         raise
+    finally:
+        _close(destinations)
 
     now = timezone.now()
     backup.status = BackupStatus.SUCCESS
@@ -285,27 +288,43 @@ def _destinations(backup: Backup, rows: list[Storage]) -> list[Destination]:
     """One Destination per storage. A required storage that cannot be written now is retried
     after each configured delay, then fails the run before anything is dumped; an optional one
     is carried along as failed, to be retried from a confirmed copy once the backup is stored."""
-    destinations = []
-    for row in rows:
-        copy = BackupCopy.objects.create(backup=backup, storage=row, path="")
-        try:
-            storage = storage_for(row)
-        except (StorageError, secrets.SecretError) as exc:
-            raise StorageError(f"storage {row.name}: {describe_error(exc)}") from None
-        destination = Destination(row=row, storage=storage, copy=copy)
-        destinations.append(destination)
-        delays = [0.0, *settings.BACKUPSITE_COPY_RETRY_DELAYS] if row.required else [0.0]
-        for delay in delays:
-            time.sleep(delay)
-            try:
-                storage.check_writable()
-                destination.error = ""
-                break
-            except StorageError as exc:
-                destination.error = describe_error(exc)
-        if destination.error and row.required:
-            raise StorageError(destination.error)
+    destinations: list[Destination] = []
+    try:
+        for row in rows:
+            destinations.append(_destination(backup, row))
+    except BaseException:
+        _close(destinations)
+        raise
     return destinations
+
+
+def _destination(backup: Backup, row: Storage) -> Destination:
+    copy = BackupCopy.objects.create(backup=backup, storage=row, path="")
+    try:
+        storage = storage_for(row)
+    except (StorageError, secrets.SecretError) as exc:
+        raise StorageError(f"storage {row.name}: {describe_error(exc)}") from None
+    destination = Destination(row=row, storage=storage, copy=copy)
+    delays = [0.0, *settings.BACKUPSITE_COPY_RETRY_DELAYS] if row.required else [0.0]
+    for delay in delays:
+        time.sleep(delay)
+        try:
+            storage.check_writable()
+            destination.error = ""
+            break
+        except StorageError as exc:
+            destination.error = describe_error(exc)
+    if destination.error and row.required:
+        storage.close()
+        raise StorageError(destination.error)
+    return destination
+
+
+def _close(destinations: Iterable[Destination]) -> None:
+    """Release every storage's connection (SFTP and FTP sessions, HTTP pools)."""
+    for destination in destinations:
+        with contextlib.suppress(Exception):
+            destination.storage.close()
 
 
 def _object_path(backup: Backup, engine: Engine) -> str:

@@ -37,8 +37,7 @@ def check_copy_digest(
     backup: Backup, copy: BackupCopy, progress: Callable[[int], None] | None = None
 ) -> None:
     """Re-read one stored copy and compare its size and SHA-256 with the catalog."""
-    storage = storage_for(copy.storage)
-    with contextlib.closing(storage.open_reader(copy.path)) as handle:
+    with storage_for(copy.storage) as storage, contextlib.closing(storage.open_reader(copy.path)) as handle:
         reader = HashingReader(handle, progress, settings.BACKUPSITE_PROGRESS_INTERVAL)
         reader.drain(settings.BACKUPSITE_CHUNK_SIZE)
     _compare(backup, copy, reader)
@@ -64,8 +63,7 @@ def feed_copy(
 ) -> str:
     """Stream a stored copy, decompressed, into ``consume``; then check the whole stream
     (compression framing, size and SHA-256) even if ``consume`` stopped reading early."""
-    storage = storage_for(copy.storage)
-    with contextlib.closing(storage.open_reader(copy.path)) as handle:
+    with storage_for(copy.storage) as storage, contextlib.closing(storage.open_reader(copy.path)) as handle:
         hashing = HashingReader(handle, progress, settings.BACKUPSITE_PROGRESS_INTERVAL)
         plain = DecompressingReader(hashing, backup.compression, settings.BACKUPSITE_CHUNK_SIZE)  # type: ignore[arg-type]
         try:

@@ -27,6 +27,7 @@ from backups.models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage
 from tests.conftest import REPO, fill_sqlite
 from tests.servers.proxy import CuttableProxy, cuttable_proxy
 from tests.servers.s3 import S3Server
+from tests.servers.sshd import SSHServer
 
 pytestmark = pytest.mark.django_db
 MIB = 1024 * 1024
@@ -303,3 +304,30 @@ def test_the_catalog_is_rebuilt_from_the_bucket(s3_storage: Any, source: Path) -
     rebuilt = Backup.objects.get()
     assert (rebuilt.checksum, rebuilt.file_path, rebuilt.status) == (checksum, path, BackupStatus.SUCCESS)
     assert services.verify_backup(rebuilt).ok
+
+
+def test_runs_verifies_and_cleanups_leave_no_sftp_session_open(
+    sshd_server: SSHServer, source: Path, local_storage: Storage
+) -> None:
+    """Every service closes the storages it builds: no SSH session outlives its work."""
+    options = sshd_server.options(str(sshd_server.fresh_dir("runs")))
+    row = Storage.objects.create(name="vault", kind="sftp", options=options)
+    target = make_target(source, local_storage, row)
+    target.retention = {"max_backups": 1}
+    target.save()
+
+    def no_sessions() -> bool:
+        deadline = time.monotonic() + 10
+        while sshd_server.sessions() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not sshd_server.sessions()
+
+    first = services.run_backup(target)
+    assert first.status == BackupStatus.SUCCESS, first.error_message
+    assert no_sessions()
+    assert services.verify_backup(first).ok
+    assert no_sessions()
+    second = services.run_backup(target)
+    assert second.status == BackupStatus.SUCCESS, second.error_message
+    assert [b.pk for b, _ in services.cleanup_target(target).delete] == [first.pk]
+    assert no_sessions()
