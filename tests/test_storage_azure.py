@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,13 +20,13 @@ from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, gener
 
 from backups.storages import StorageError, build_storage
 from backups.storages.azure import AzureStorage
+from tests.conftest import REPO
 from tests.plugins.azure import CONTAINER, azure_options
 from tests.servers import free_port
 from tests.servers.azurite import AzuriteServer
 from tests.servers.proxy import cuttable_proxy
 
 MIB = 1024 * 1024
-REPO = Path(__file__).resolve().parent.parent
 _count = iter(range(1, 10_000))
 
 

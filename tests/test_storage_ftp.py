@@ -27,11 +27,11 @@ import pytest
 
 from backups.storages import StorageError, build_storage
 from backups.storages.ftp import FTPStorage
+from tests.conftest import REPO
 from tests.servers import free_port, silent_listener
 from tests.servers.ftp import FTPServer
 from tests.servers.proxy import CuttableProxy, cuttable_proxy
 
-REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 
 

@@ -24,13 +24,13 @@ import pytest
 
 from backups.storages import StorageError, build_storage
 from backups.storages.gcs import GCSStorage
+from tests.conftest import REPO
 from tests.plugins.gcs import BUCKET, gcs_options
 from tests.servers import free_port
 from tests.servers.gcs import SERVICE_ACCOUNT, GCSServer, key_pem, new_key
 from tests.servers.proxy import cuttable_proxy
 
 MIB = 1024 * 1024
-REPO = Path(__file__).resolve().parent.parent
 _count = iter(range(1, 10_000))
 
 

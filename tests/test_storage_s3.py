@@ -16,7 +16,6 @@ import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,11 +23,11 @@ import pytest
 
 from backups.storages import StorageError, build_storage
 from backups.storages.s3 import MAX_PART, MAX_PARTS, MIB, S3Storage
+from tests.conftest import REPO
 from tests.servers import free_port
 from tests.servers.proxy import cuttable_proxy
 from tests.servers.s3 import S3Server
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "Sup3r-s3cret/key+that-must-never-show"
 TOKEN = "session-token-that-must-never-show"
 

@@ -25,11 +25,11 @@ import pytest
 from backups.storages import StorageError, build_storage
 from backups.storages.base import is_partial
 from backups.storages.sftp import SFTPStorage
+from tests.conftest import REPO
 from tests.servers import free_port, silent_listener, wait_for
 from tests.servers.proxy import cuttable_proxy
 from tests.servers.sshd import KEY_PASSPHRASE, SSHServer
 
-REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 
 
