@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from . import secrets
+from .admin_retention import retention_preview
 from .cli import human_bytes
 from .models import Backup, BackupCopy, BackupDownload, BackupStatus, BackupStep, Storage, Target
 from .storages import StorageError, storage_class
@@ -77,15 +78,19 @@ class TargetAdmin(admin.ModelAdmin):
     list_filter = ["engine", "is_active"]
     search_fields = ["name", "host", "database"]
     filter_horizontal = ["storages"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at", "retention_plan"]
     fieldsets = [
         (None, {"fields": ["name", "engine", "is_active", "storages", "compression", "skip_unchanged"]}),
         ("Source", {"fields": ["host", "port", "database", "user", "password", "paths", "timezone"]}),
         ("Selection", {"fields": ["include_tables", "exclude_tables", "options"], "classes": ["collapse"]}),
-        ("Retention", {"fields": ["retention"]}),
+        ("Retention", {"fields": ["retention", "retention_plan"]}),
         ("Verification", {"fields": ["sandbox"]}),
         ("Audit", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    @admin.display(description="What the policy keeps")
+    def retention_plan(self, obj: Target) -> str:
+        return retention_preview(obj)
 
     @admin.display(description="Source")
     def source(self, obj: Target) -> str:

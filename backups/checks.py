@@ -70,3 +70,32 @@ def check_storages(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
     return errors
+
+
+@register()
+def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A stored policy the engine cannot read would make cleanup delete nothing for that target
+    (safe, but it must be seen): rows edited outside the admin and the TOML loader land here."""
+    from schedules.models import BackupSchedule
+
+    from .models import Target
+    from .retention import Policy, PolicyError
+
+    try:
+        owners = [("target", t.name, t.retention, t.timezone) for t in Target.objects.all()]
+        owners += [("schedule", s.name, s.retention, "UTC") for s in BackupSchedule.objects.all()]
+    except DatabaseError:
+        return []
+    errors: list[CheckMessage] = []
+    for kind, name, policy, tz in owners:
+        try:
+            Policy.from_mapping(policy, timezone=tz)
+        except PolicyError as exc:
+            errors.append(
+                Error(
+                    f"{kind} {name!r} has an invalid retention policy: {exc}",
+                    hint="Fix it in the admin or the TOML file; until then cleanup deletes nothing of its backups.",
+                    id="backups.E004",
+                )
+            )
+    return errors

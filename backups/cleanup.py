@@ -1,26 +1,24 @@
-"""The simple retention of this release (retention_days, max_backups) and the sweep of upload
-leftovers from every storage."""
+"""Retention applied to stored backups (the service behind ``backup_cleanup`` and the scheduler),
+and the sweep of upload leftovers from every storage. The decisions are made by the pure engine
+in :mod:`backups.retention`; this module feeds it rows and carries out its plan."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
-from . import secrets
+from . import retention, secrets
 from .models import Backup, BackupStatus, CopyStatus, Storage, Target
-from .resources import (
-    storage_for,
-)
+from .resources import storage_for
 from .steps import describe_error, record_step
 from .storages import STALE_AFTER, StorageError
 
 logger = logging.getLogger(__name__)
-
-
-# -- simple retention ---------------------------------------------------------------------------
 
 
 def sweep_storages(older_than: timedelta = STALE_AFTER) -> tuple[list[str], list[str]]:
@@ -42,52 +40,164 @@ def sweep_storages(older_than: timedelta = STALE_AFTER) -> tuple[list[str], list
     return removed, errors
 
 
+PLAN_FIELDS = (
+    "id",
+    "target_id",
+    "schedule_id",
+    "backup_name",
+    "status",
+    "verified",
+    "started_at",
+    "created_at",
+)
+
+
+def policy_for(target: Target, schedule: Any = None) -> retention.Policy:
+    """The policy for ``target``'s backups made by ``schedule`` (None: manual runs). A schedule
+    with its own rules uses them, else the target's; the schedule's ``retention_days`` fills a
+    policy that sets none. Periods use the target's timezone. Raises PolicyError."""
+    mapping = (
+        dict(schedule.retention) if schedule is not None and schedule.retention else dict(target.retention)
+    )
+    if schedule is not None and schedule.retention_days and "retention_days" not in mapping:
+        mapping["retention_days"] = schedule.retention_days
+    return retention.Policy.from_mapping(mapping, timezone=target.timezone)
+
+
+def backup_info(backup: Backup) -> retention.BackupInfo:
+    moment = backup.started_at or backup.created_at
+    return retention.BackupInfo(backup.pk, moment, backup.status, backup.verified)
+
+
+@dataclass
+class GroupPlan:
+    """One schedule's backups of a target (``schedule`` None: the manual ones)."""
+
+    schedule: Any
+    policy: retention.Policy | None
+    plan: retention.Plan | None
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"schedule {self.schedule.name}" if self.schedule is not None else "manual runs"
+
+
 @dataclass
 class CleanupPlan:
     target: Target
-    keep: list[tuple[Backup, str]] = field(default_factory=list)
+    groups: list[GroupPlan] = field(default_factory=list)
+    keep: list[tuple[Backup, tuple[str, ...]]] = field(default_factory=list)
     delete: list[tuple[Backup, str]] = field(default_factory=list)
+    deleted: list[Backup] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    refused: str = ""  # why the safety brake stopped every deletion
+
+    @property
+    def successes(self) -> int:
+        return sum(b.status == BackupStatus.SUCCESS for b, _ in self.keep + self.delete)
 
 
-def plan_cleanup(target: Target, now: datetime | None = None) -> CleanupPlan:
-    """A first, simple policy: ``retention_days`` (each backup's expires_at) and ``max_backups``
-    from the target's retention settings. The newest SUCCESS backup is always kept."""
+def plan_cleanup(
+    target: Target, now: datetime | None = None, *, policy: retention.Policy | None = None
+) -> CleanupPlan:
+    """Plan retention for every group of ``target``'s live backups (per schedule, manual runs
+    apart). ``policy`` overrides the configured ones (the preview command). A group whose policy
+    is invalid keeps everything and reports the error."""
     now = now or timezone.now()
-    max_backups = target.retention.get("max_backups")
-    plan = CleanupPlan(target=target)
-    candidates = Backup.objects.filter(target=target, status=BackupStatus.SUCCESS, deleted_at__isnull=True)
-    for index, backup in enumerate(candidates.order_by("-started_at", "-id")):
-        if index == 0:
-            plan.keep.append((backup, "newest successful backup"))
-        elif max_backups is not None and index >= max_backups:
-            plan.delete.append((backup, f"beyond max_backups={max_backups}"))
-        elif backup.expires_at is not None and backup.expires_at <= now:
-            plan.delete.append((backup, f"expired on {backup.expires_at:%Y-%m-%d %H:%M}"))
-        else:
-            plan.keep.append((backup, "within policy"))
-    return plan
-
-
-def cleanup_target(target: Target, *, dry_run: bool = False, now: datetime | None = None) -> CleanupPlan:
-    """Apply :func:`plan_cleanup`: delete every copy and manifest, mark rows deleted (kept for
-    audit). A storage error leaves that backup's row intact and is reported in ``errors``."""
-    plan = plan_cleanup(target, now)
-    if dry_run:
-        return plan
-    for backup, reason in plan.delete:
+    result = CleanupPlan(target=target)
+    rows = Backup.objects.filter(target=target, deleted_at__isnull=True).only(*PLAN_FIELDS)
+    groups: dict[int | None, list[Backup]] = defaultdict(list)
+    for row in rows:
+        groups[row.schedule_id].append(row)
+    by_id = {row.pk: row for row in rows}
+    for schedule_id in sorted(groups, key=lambda key: (key is not None, key or 0)):
+        members = groups[schedule_id]
+        schedule = members[0].schedule
+        group = GroupPlan(schedule=schedule, policy=None, plan=None)
+        result.groups.append(group)
         try:
-            with record_step(backup, "cleanup", reason):
-                for copy in backup.copies.exclude(status=CopyStatus.DELETED).select_related("storage"):
-                    with storage_for(copy.storage) as storage:
-                        if copy.path:
-                            storage.delete(copy.path)
-                            storage.delete(copy.manifest_path)
-                    copy.status, copy.deleted_at = CopyStatus.DELETED, timezone.now()
-                    copy.save(update_fields=["status", "deleted_at"])
+            group.policy = policy or policy_for(target, schedule)
+        except retention.PolicyError as exc:
+            group.error = f"{group.label}: retention.{exc}; nothing is deleted until it is fixed"
+            result.errors.append(group.error)
+            result.keep.extend((row, ("invalid retention policy: nothing is deleted",)) for row in members)
+            continue
+        group.plan = retention.plan([backup_info(row) for row in members], group.policy, now)
+        result.keep.extend((by_id[kept.backup.id], kept.reasons) for kept in group.plan.keep)
+        result.delete.extend((by_id[gone.backup.id], gone.reason) for gone in group.plan.delete)
+    result.keep.sort(key=_newest_first, reverse=True)
+    result.delete.sort(key=_newest_first, reverse=True)
+    _apply_brake(result)
+    return result
+
+
+def _newest_first(pair: tuple[Backup, Any]) -> tuple[datetime, int]:
+    return backup_info(pair[0]).timestamp, pair[0].pk
+
+
+def _apply_brake(result: CleanupPlan) -> None:
+    fractions = [group.policy.max_delete_fraction for group in result.groups if group.policy is not None]
+    if not fractions:
+        return
+    limit = min(fractions)
+    deleting = sum(b.status == BackupStatus.SUCCESS for b, _ in result.delete)
+    total = result.successes
+    if total and deleting / total > limit:
+        result.refused = (
+            f"refusing to delete {deleting} of {total} successful backups of {result.target.name} "
+            f"({deleting / total:.0%}, above max_delete_fraction {limit:g}); check the policy with "
+            "--dry-run, then run again with --force"
+        )
+
+
+def cleanup_target(
+    target: Target, *, dry_run: bool = False, force: bool = False, now: datetime | None = None
+) -> CleanupPlan:
+    """Apply :func:`plan_cleanup`, oldest backups first: delete every copy and its manifest,
+    mark the row deleted (kept for audit) and record a ``cleanup`` step. Nothing is deleted when
+    the safety brake refuses (unless ``force``). A storage error leaves that backup's row intact
+    and is reported in ``errors``; so does a backup that changed since planning or is being
+    restored."""
+    plan = plan_cleanup(target, now)
+    if dry_run or (plan.refused and not force):
+        return plan
+    for backup, reason in reversed(plan.delete):
+        if not _unchanged(backup):
+            plan.errors.append(
+                f"backup {backup.pk}: changed while cleanup ran or is being restored; left for the next run"
+            )
+            continue
+        try:
+            with record_step(backup, "cleanup", f"retention: {reason}"):
+                _delete_copies(backup)
         except Exception as exc:
             plan.errors.append(f"backup {backup.pk}: {secrets.redact(describe_error(exc))}")
+            logger.warning(
+                "cleanup of backup %s (target %s) failed: %s", backup.pk, target.name, plan.errors[-1]
+            )
             continue
         backup.deleted_at = timezone.now()
         backup.save(update_fields=["deleted_at"])
+        plan.deleted.append(backup)
+        logger.info("retention deleted backup %s of target %s: %s", backup.pk, target.name, reason)
     return plan
+
+
+def _unchanged(backup: Backup) -> bool:
+    current = Backup.objects.filter(
+        pk=backup.pk, status=backup.status, verified=backup.verified, deleted_at__isnull=True
+    ).exists()
+    return current and not backup.restores.filter(status="running").exists()
+
+
+def _delete_copies(backup: Backup) -> None:
+    """The data object first, then its manifest: an interruption leaves a manifest without data,
+    which reindex reports, never data without a manifest nobody lists."""
+    for copy in backup.copies.exclude(status=CopyStatus.DELETED).select_related("storage"):
+        if copy.path:
+            with storage_for(copy.storage) as storage:
+                storage.delete(copy.path)  # a missing object is not an error: a rerun finishes
+                storage.delete(copy.manifest_path)
+        copy.status, copy.deleted_at = CopyStatus.DELETED, timezone.now()
+        copy.save(update_fields=["status", "deleted_at"])

@@ -23,6 +23,7 @@ from . import secrets
 from .codecs import COMPRESSIONS
 from .engines import Connection, EngineError, engine_keys, get_engine
 from .models import BackupType, Storage, Target
+from .retention import Policy, PolicyError
 from .storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
@@ -40,10 +41,6 @@ SCHEDULE_KEYS = {
     "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "retention",
     "retention_days", "notification_email", "storage_path", "include_tables", "exclude_tables",
     "include_files", "is_active", "notify",
-}  # fmt: skip
-RETENTION_KEYS = {
-    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
-    "keep_within", "tiers", "rules", "retention_days", "max_backups", "min_keep",
 }  # fmt: skip
 
 
@@ -183,7 +180,7 @@ class _Validator:
         name = self.string(table, "timezone", path, "UTC")
         try:
             zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
             self.error(f"{path}.timezone", f"unknown time zone {name!r} (e.g. 'UTC', 'Europe/Berlin')")
         return name
 
@@ -398,13 +395,13 @@ def _check_engine(check: _Validator, engine_key: str, name: str, fields: dict[st
 
 def _validate_retention(check: _Validator, table: dict[str, Any], path: str) -> dict[str, Any]:
     retention = table.get("retention", {})
-    if not isinstance(retention, dict):
-        check.error(f"{path}.retention", "must be a table, e.g. { retention_days = 30, max_backups = 10 }")
+    try:
+        Policy.from_mapping(retention)  # the timezone is checked on its own key
+    except PolicyError as exc:
+        where = f"{path}.retention" if exc.field == "retention" else f"{path}.retention.{exc.field}"
+        check.error(where, exc.message)
         return {}
-    check.unknown_keys(retention, RETENTION_KEYS, f"{path}.retention")
-    for key in ("retention_days", "max_backups", "min_keep", "keep_last"):
-        check.whole_number(retention, key, f"{path}.retention", 1, 100000)
-    return retention
+    return dict(retention)
 
 
 def _validate_schedule(

@@ -13,6 +13,7 @@ from django.db.models.functions import Lower
 from . import secrets
 from .codecs import COMPRESSIONS
 from .engines import engine_choices
+from .retention import Policy, PolicyError
 from .storages import STORAGE_KINDS
 
 
@@ -61,6 +62,15 @@ class Storage(models.Model):
         return self.name
 
 
+def validate_retention(policy: Any, timezone: str) -> None:
+    """Raise a ValidationError on the ``retention`` field (or ``timezone``) naming the bad rule."""
+    try:
+        Policy.from_mapping(policy, timezone=timezone)
+    except PolicyError as exc:
+        field = "timezone" if exc.field == "timezone" else "retention"
+        raise ValidationError({field: str(exc) if field == "retention" else exc.message}) from None
+
+
 class Target(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     engine = models.CharField(max_length=32, choices=engine_choices)
@@ -81,7 +91,10 @@ class Target(models.Model):
     timezone = models.CharField(max_length=64, default="UTC")
     compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
     retention = models.JSONField(
-        default=dict, blank=True, help_text='e.g. {"retention_days": 30, "max_backups": 10}'
+        default=dict,
+        blank=True,
+        help_text='e.g. {"keep_daily": 7, "keep_weekly": 4, "tiers": ["1h:72h"], "retention_days": 90}; '
+        "see the README's Retention section. Empty: nothing is ever deleted.",
     )
     is_active = models.BooleanField(default=True)
     skip_unchanged = models.BooleanField(
@@ -110,6 +123,7 @@ class Target(models.Model):
         return self.name
 
     def clean(self) -> None:
+        validate_retention(self.retention, self.timezone)
         if self.sandbox_id is None:
             return
         if self.pk is not None and self.sandbox_id == self.pk:

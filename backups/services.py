@@ -5,7 +5,15 @@ done in ``runs`` (a backup run), ``verification`` (reading copies back), ``clean
 
 from __future__ import annotations
 
-from .cleanup import CleanupPlan, cleanup_target, plan_cleanup, sweep_storages
+from .cleanup import (
+    CleanupPlan,
+    GroupPlan,
+    backup_info,
+    cleanup_target,
+    plan_cleanup,
+    policy_for,
+    sweep_storages,
+)
 from .manifests import build_manifest
 from .resources import (
     MANIFEST_FORMAT,
@@ -24,8 +32,10 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_SUFFIX",
     "CleanupPlan",
+    "GroupPlan",
     "ServiceError",
     "VerifyOutcome",
+    "backup_info",
     "build_manifest",
     "check_copy_digest",
     "check_sandbox",
@@ -33,6 +43,7 @@ __all__ = [
     "connection_for",
     "feed_copy",
     "plan_cleanup",
+    "policy_for",
     "reap_lost_runs",
     "restore_manifest",
     "run_backup",

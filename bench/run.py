@@ -1,8 +1,9 @@
 """Benchmark: our backups and restores against the raw tools and django-dbbackup.
 
-    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb,storages] [--sizes 100,1024]
-        [--pg-scales 10,50] [--mariadb-scales 10,50] [--runs 3] [--warmup 1] [--no-dbbackup]
-        [--storages local,s3,sftp,ftp,gcs,azure] [--storage-mib 1024] [--storage-warmup-mib 64]
+    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb,storages,retention]
+        [--sizes 100,1024] [--pg-scales 10,50] [--mariadb-scales 10,50] [--runs 3] [--warmup 1]
+        [--no-dbbackup] [--storages local,s3,sftp,ftp,gcs,azure] [--storage-mib 1024]
+        [--storage-warmup-mib 64] [--retention-sizes 10000,100000] [--retention-runs 7]
 
 SQLite: wall time of ``manage.py backup_create`` (gzip and zstd targets) as a ratio to
 ``sqlite3 SRC ".backup TMP" && gzip -6 -c TMP > OUT``. PostgreSQL and MariaDB (pgbench data at
@@ -10,7 +11,9 @@ each scale, in a throwaway server): backup as a ratio to ``dump | gzip -6 > file
 ratio to ``gunzip -c file | client NEW``, and django-dbbackup's ``dbbackup -z`` / ``dbrestore -z``
 beside them. Storages (``storagebench.py``): upload throughput of a ``--storage-mib`` file to each
 kind's loopback test server, ours as a ratio to the kind's plain client, and one fan-out into
-local + s3 + sftp at once. Medians of ``--runs`` interleaved runs; peak RSS of every process.
+local + s3 + sftp at once. Retention (``retentionbench.py``): in-process wall time and memory of
+``backups.retention.plan`` on ``--retention-sizes`` backups with a policy using every rule kind
+(median of ``--retention-runs`` calls). Medians of ``--runs`` interleaved runs; peak RSS of every process.
 Prints tables and rewrites each engine's generated block of bench/RESULTS.md.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -36,7 +40,7 @@ WORK = BENCH / "work"
 RESULTS_MD = BENCH / "RESULTS.md"
 MIB = 1024 * 1024
 CACHE_BUDGET = 6 * 1024 * MIB  # cached databases kept under bench/work/data
-ENGINES = ("sqlite", "postgresql", "mariadb", "storages")
+ENGINES = ("sqlite", "postgresql", "mariadb", "storages", "retention")
 STORAGE_KINDS = ("local", "s3", "sftp", "ftp", "gcs", "azure")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -66,8 +70,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=64,
         help="size of the file the storage warm-up rounds upload",
     )
+    parser.add_argument(
+        "--retention-sizes",
+        default="10000,100000",
+        help="backup counts planned by the retention engine (1000000 takes ~45 s more)",
+    )
+    parser.add_argument(
+        "--retention-runs", type=int, default=7, help="timed plan() calls per retention size (median)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
+    args.command = shlex.join([".venv/bin/python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     args.engines = [part.strip() for part in args.engines.split(",") if part.strip()]
     unknown = sorted(set(args.engines) - set(ENGINES))
     if unknown or not args.engines:
@@ -83,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.storages = [kind for kind in STORAGE_KINDS if kind in args.storages]
     if args.storage_mib < 1 or args.storage_warmup_mib < 1:
         parser.error("--storage-mib and --storage-warmup-mib must be >= 1")
-    for option in ("sizes", "pg_scales", "mariadb_scales"):
+    for option in ("sizes", "pg_scales", "mariadb_scales", "retention_sizes"):
         text = getattr(args, option)
         try:
             values = sorted({int(part) for part in text.split(",") if part.strip()})
@@ -94,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not values or min(values) < 1:
             parser.error(f"--{option.replace('_', '-')}: give at least one value of 1 or more")
         setattr(args, option, values)
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be >= 1 and --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.retention_runs < 1:
+        parser.error("--runs and --retention-runs must be >= 1 and --warmup >= 0")
     return args
 
 
@@ -103,6 +116,7 @@ def check_tools(engines: list[str]) -> None:
     needed = {"sqlite": ["sqlite3", "gzip", "zstd"], "postgresql": ["gzip", "gunzip"]}
     needed["mariadb"] = ["gzip", "gunzip", "mariadb-dump", "mariadb", "mariadbd", "mariadb-install-db"]
     needed["storages"] = ["ssh-keygen"]  # sshd, moto, pyftpdlib, the emulators: tests/servers checks them
+    needed["retention"] = []  # pure Python
     missing = sorted({tool for key in engines for tool in needed[key] if shutil.which(tool) is None})
     if "postgresql" in engines and not (PG_BIN / "pg_dump").exists():
         missing.append(str(PG_BIN / "pg_dump"))
@@ -262,17 +276,41 @@ def run_storages(args: argparse.Namespace, logs: Path, code_at_start: str) -> No
     except storagebench.StorageBenchError as exc:
         raise BenchError(str(exc)) from None
     storagebench.save(result, WORK / "results-storages.json")
+    machine = machine_note(code_at_start)
+    print()
+    print(report_storages.console_table(result))
+    if not args.no_write:
+        report_storages.write_markdown(RESULTS_MD, result, machine, args.runs, args.warmup)
+        print(f"\nwrote the storages block of {RESULTS_MD.relative_to(ROOT)}")
+
+
+def machine_note(code_at_start: str) -> dict[str, str]:
+    """The machine facts for a results block, flagging code that changed while the bench ran."""
     machine = report.machine_info()
     if not report.same_code(code_at_start, machine["code"]):
         machine["code"] = f"{code_at_start}, CHANGED DURING THE RUN to {machine['code']}"
     else:
         machine["code"] = code_at_start
     machine["launch floor"] = f"{launch_floor().maxrss_kib / 1024:.1f} MiB"
+    return machine
+
+
+def run_retention(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
+    # Imported here, like the other engines; the planning itself runs in one child per size.
+    import report_retention
+    import retentionbench
+
+    try:
+        result = retentionbench.measure(args.retention_sizes, args.retention_runs, args.warmup, logs)
+    except retentionbench.RetentionBenchError as exc:
+        raise BenchError(str(exc)) from None
+    retentionbench.save(result, WORK / "results-retention.json")
+    machine = machine_note(code_at_start)
     print()
-    print(report_storages.console_table(result))
+    print(report_retention.console_table(result))
     if not args.no_write:
-        report_storages.write_markdown(RESULTS_MD, result, machine, args.runs, args.warmup)
-        print(f"\nwrote the storages block of {RESULTS_MD.relative_to(ROOT)}")
+        report_retention.write_markdown(RESULTS_MD, result, machine, args.command)
+        print(f"\nwrote the retention block of {RESULTS_MD.relative_to(ROOT)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_sqlite(args, logs, code_at_start)
             elif key == "storages":
                 run_storages(args, logs, code_at_start)
+            elif key == "retention":
+                run_retention(args, logs, code_at_start)
             else:
                 run_server(key, args, logs, code_at_start)
     except BenchError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from backups.models import COMPRESSION_CHOICES, BackupType, Storage, Target
+from backups.models import COMPRESSION_CHOICES, BackupType, Storage, Target, validate_retention
 
 
 class BackupSchedule(models.Model):
@@ -17,7 +17,11 @@ class BackupSchedule(models.Model):
     )
     timezone = models.CharField(max_length=64, default="UTC")
     retention_days = models.PositiveIntegerField(null=True, blank=True)
-    retention = models.JSONField(default=dict, blank=True, help_text="Retention policy rules.")
+    retention = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Retention rules for this schedule's backups; empty: the target's policy applies.",
+    )
     compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
     encryption = models.CharField(max_length=16, default="none")
     include_files = models.JSONField(default=list, blank=True)
@@ -40,3 +44,6 @@ class BackupSchedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        validate_retention(self.retention, "UTC")  # periods use the target's timezone

@@ -157,12 +157,11 @@ def test_cleanup_keeps_max_backups_and_the_newest(sqlite_target, storage_dir):
 def test_cleanup_never_deletes_the_newest_success(sqlite_target):
     from datetime import timedelta
 
-    from django.utils import timezone
-
     sqlite_target.retention = {"retention_days": 1}
     sqlite_target.save()
     backups = [services.run_backup(sqlite_target) for _ in range(2)]
-    Backup.objects.update(expires_at=timezone.now() - timedelta(days=1))
+    Backup.objects.filter(pk=backups[0].pk).update(started_at=backups[1].created_at - timedelta(days=3))
+    Backup.objects.filter(pk=backups[1].pk).update(started_at=backups[1].created_at - timedelta(days=2))
     run("backup_cleanup")
     assert [Backup.objects.get(pk=b.pk).deleted_at is None for b in backups] == [False, True]
 

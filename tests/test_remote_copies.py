@@ -329,5 +329,6 @@ def test_runs_verifies_and_cleanups_leave_no_sftp_session_open(
     assert no_sessions()
     second = services.run_backup(target)
     assert second.status == BackupStatus.SUCCESS, second.error_message
+    assert services.verify_backup(second).ok  # else the first stays as the newest verified backup
     assert [b.pk for b, _ in services.cleanup_target(target).delete] == [first.pk]
     assert no_sessions()

@@ -1,4 +1,4 @@
-"""manage.py backup_cleanup: delete backups the target's retention settings no longer keep."""
+"""manage.py backup_cleanup: apply each target's retention policy, then sweep upload leftovers."""
 
 from __future__ import annotations
 
@@ -13,13 +13,19 @@ from backups.models import Target
 
 class Command(BaseCommand):
     help = (
-        "Apply retention (retention_days, max_backups; the newest successful backup is always kept), "
-        "then remove upload leftovers older than a day from every storage."
+        "Apply retention per target and schedule: delete every copy and manifest of the backups the "
+        "policy no longer keeps (rows stay, marked deleted). The newest successful and newest verified "
+        "backups are always kept; a run that would delete more than max_delete_fraction (default 0.5) "
+        "of a target's backups is refused unless --force. Then remove upload leftovers older than a "
+        "day from every storage."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--target", metavar="NAME")
         parser.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
+        parser.add_argument(
+            "--force", action="store_true", help="delete even beyond the policy's max_delete_fraction"
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -28,8 +34,11 @@ class Command(BaseCommand):
             targets = targets.filter(name=options["target"])
             if not targets:
                 raise usage_error(f"--target: unknown target {options['target']!r}")
-        plans = [services.cleanup_target(target, dry_run=options["dry_run"]) for target in targets]
-        swept, sweep_errors = ([], []) if options["dry_run"] else services.sweep_storages()
+        dry_run = options["dry_run"]
+        plans = [
+            services.cleanup_target(target, dry_run=dry_run, force=options["force"]) for target in targets
+        ]
+        swept, sweep_errors = ([], []) if dry_run else services.sweep_storages()
         if options["json"]:
             dump_json(
                 self.stdout,
@@ -37,9 +46,11 @@ class Command(BaseCommand):
                     "targets": [
                         {
                             "target": plan.target.name,
-                            "dry_run": options["dry_run"],
-                            "keep": [{"id": b.pk, "reason": reason} for b, reason in plan.keep],
+                            "dry_run": dry_run,
+                            "refused": plan.refused,
+                            "keep": [{"id": b.pk, "reasons": list(reasons)} for b, reasons in plan.keep],
                             "delete": [{"id": b.pk, "reason": reason} for b, reason in plan.delete],
+                            "deleted": [b.pk for b in plan.deleted],
                             "errors": plan.errors,
                         }
                         for plan in plans
@@ -49,18 +60,36 @@ class Command(BaseCommand):
                 },
             )
         else:
-            verb = "would delete" if options["dry_run"] else "deleted"
             for plan in plans:
-                self.stdout.write(f"{plan.target.name}: keep {len(plan.keep)}, {verb} {len(plan.delete)}")
-                for backup, reason in plan.delete:
-                    self.stdout.write(f"  {verb} {backup.pk} {backup.backup_name}: {reason}")
-                for error in plan.errors:
-                    self.stdout.write(self.style.ERROR(f"  error: {error}"))
+                self._describe(plan, dry_run)
             for line in swept:
                 self.stdout.write(line)
             for error in sweep_errors:
                 self.stdout.write(self.style.ERROR(f"sweep error: {error}"))
         if any(plan.errors for plan in plans):
-            raise failed("some backups could not be deleted")
+            raise failed("some backups could not be deleted or planned; see the errors above")
+        if any(plan.refused and not dry_run and not options["force"] for plan in plans):
+            raise failed("the safety brake refused a cleanup; see above")
         if sweep_errors:
             raise failed("some storages could not be swept")
+
+    def _describe(self, plan: services.CleanupPlan, dry_run: bool) -> None:
+        name = plan.target.name
+        if dry_run:
+            self.stdout.write(f"{name}: would keep {len(plan.keep)}, would delete {len(plan.delete)}")
+        else:
+            self.stdout.write(
+                f"{name}: kept {len(plan.keep)}, deleted {len(plan.deleted)} of {len(plan.delete)}"
+            )
+        if plan.refused:
+            self.stdout.write(self.style.WARNING(f"  {plan.refused}"))
+        deleted = {backup.pk for backup in plan.deleted}
+        for backup, reasons in plan.keep:
+            self.stdout.write(f"  keep    {backup.pk:>6} {backup.backup_name}: {', '.join(reasons)}")
+        for backup, reason in plan.delete:
+            verb = (
+                "deleted" if backup.pk in deleted else "delete " if dry_run or not plan.refused else "refused"
+            )
+            self.stdout.write(f"  {verb} {backup.pk:>6} {backup.backup_name}: {reason}")
+        for error in plan.errors:
+            self.stdout.write(self.style.ERROR(f"  error: {error}"))

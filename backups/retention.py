@@ -1,0 +1,422 @@
+"""The retention engine: which backups a policy keeps, and why. Pure Python, no Django.
+
+``plan(backups, policy, now)`` is a pure function. Its contract (each one a property test):
+
+- only SUCCESS backups count toward a rule; FAILED, SKIPPED and CORRUPT ones count for nothing,
+  and RUNNING or PENDING ones are never deleted;
+- the newest SUCCESS backup and the newest verified one are never deleted, nor are the
+  ``min_keep`` newest SUCCESS backups, whatever a cap says;
+- a group without a SUCCESS backup loses nothing, and a policy without a rule deletes nothing;
+- every window and expiry is measured from the newest SUCCESS backup (the newest one not after
+  ``now``), never from the clock, so a schedule that stops never ages everything out;
+- every kept backup carries at least one reason; planning the kept backups again deletes
+  nothing more; equal timestamps are ordered by id (the higher id is the newer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .durations import EARLIEST, Duration, DurationError, Period, parse_duration, parse_period
+
+SUCCESS = "success"
+FAILED, SKIPPED, CORRUPT = "failed", "skipped", "corrupt"
+RUNNING, PENDING = "running", "pending"
+
+COUNT_RULES = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+POLICY_KEYS = (
+    *COUNT_RULES, "keep_within", "tiers", "rules", "retention_days", "max_backups", "min_keep",
+    "max_delete_fraction",
+)  # fmt: skip
+DEFAULT_MAX_DELETE_FRACTION = 0.5
+NO_SUCCESS = "no successful backup yet: nothing is deleted"
+NO_RULE = "the policy has no rule: nothing is deleted"
+NOT_KEPT = "no rule keeps it"
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be applied. ``field`` names the key, the message says the fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Tier:
+    """``15min:24h``: the newest backup of each 15-minute period, for 24 hours."""
+
+    period: Period
+    window: Duration
+
+    def __str__(self) -> str:
+        return f"{self.period}:{self.window}"
+
+
+@dataclass(frozen=True)
+class SpacingRule:
+    """``3.1``: at least 3 backups, each at least 1 day older than the one kept before it."""
+
+    count: int
+    min_age_days: int
+
+    def __str__(self) -> str:
+        return f"{self.count}.{self.min_age_days}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    keep_last: int | None = None
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
+    keep_within: Duration | None = None
+    tiers: tuple[Tier, ...] = ()
+    rules: tuple[SpacingRule, ...] = ()
+    retention_days: int | None = None
+    max_backups: int | None = None
+    min_keep: int = 1
+    max_delete_fraction: float = DEFAULT_MAX_DELETE_FRACTION
+    timezone: str = "UTC"
+
+    @property
+    def has_keep_rules(self) -> bool:
+        counts = any(getattr(self, name) is not None for name in COUNT_RULES)
+        return counts or self.keep_within is not None or bool(self.tiers) or bool(self.rules)
+
+    @property
+    def has_rules(self) -> bool:
+        """Whether the policy can delete anything at all."""
+        return self.has_keep_rules or self.retention_days is not None or self.max_backups is not None
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], timezone: str = "UTC") -> Policy:
+        """Validate a policy as written in TOML, JSON or a ``--policy`` spec; raise PolicyError
+        naming the first bad key."""
+        if not isinstance(mapping, Mapping):
+            raise PolicyError("retention", 'must be a table/object, e.g. {"keep_daily": 7}')
+        unknown = sorted(set(mapping) - set(POLICY_KEYS))
+        if unknown:
+            raise PolicyError(unknown[0], f"unknown rule; known: {', '.join(POLICY_KEYS)}")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
+            raise PolicyError(
+                "timezone", f"unknown timezone {timezone!r}; use an IANA name like Europe/Berlin"
+            ) from None
+        values: dict[str, Any] = {"timezone": timezone}
+        for name in COUNT_RULES:
+            if name in mapping:
+                values[name] = _count(mapping, name, unlimited=True)
+        for name in ("retention_days", "max_backups", "min_keep"):
+            if name in mapping:
+                values[name] = _count(mapping, name, unlimited=False)
+        if "keep_within" in mapping:
+            values["keep_within"] = _duration(mapping, "keep_within")
+        if "tiers" in mapping:
+            values["tiers"] = tuple(_tier(text) for text in _string_list(mapping, "tiers", "15min:24h"))
+        if "rules" in mapping:
+            values["rules"] = tuple(_spacing_rule(text) for text in _string_list(mapping, "rules", "3.1"))
+        if "max_delete_fraction" in mapping:
+            fraction = mapping["max_delete_fraction"]
+            if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+                raise PolicyError("max_delete_fraction", "must be a number above 0 and at most 1, e.g. 0.5")
+            values["max_delete_fraction"] = float(fraction)
+        return cls(**values)
+
+
+def _count(mapping: Mapping[str, Any], name: str, *, unlimited: bool) -> int:
+    value = mapping[name]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (value >= 1 or (unlimited and value == -1))
+    ):
+        hint = (
+            "a whole number of at least 1, or -1 for unlimited"
+            if unlimited
+            else "a whole number of at least 1"
+        )
+        raise PolicyError(name, f"must be {hint} (got {value!r})")
+    return value
+
+
+def _duration(mapping: Mapping[str, Any], name: str) -> Duration:
+    try:
+        return parse_duration(mapping[name])
+    except DurationError as exc:
+        raise PolicyError(name, str(exc)) from None
+
+
+def _string_list(mapping: Mapping[str, Any], name: str, example: str) -> list[str]:
+    value = mapping[name]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise PolicyError(
+            name, f'must be a list of strings, e.g. ["{example}"] (quoted: 3.10 and 3.1 are one number)'
+        )
+    return list(value)
+
+
+def _tier(text: str) -> Tier:
+    period_text, colon, window_text = text.partition(":")
+    if not colon:
+        raise PolicyError(
+            "tiers", f"{text!r}: write PERIOD:WINDOW, e.g. '15min:24h' (one per 15 minutes for 24 hours)"
+        )
+    try:
+        period, window = parse_period(period_text), parse_duration(window_text)
+    except DurationError as exc:
+        raise PolicyError("tiers", str(exc)) from None
+    return Tier(period, window)
+
+
+def _spacing_rule(text: str) -> SpacingRule:
+    count, dot, days = text.strip().partition(".")
+    if not (dot and count.isdecimal() and days.isdecimal() and int(count) >= 1):
+        raise PolicyError(
+            "rules", f"{text!r}: write COUNT.MIN_AGE_DAYS, e.g. '3.1' (3 backups at least 1 day apart)"
+        )
+    return SpacingRule(int(count), int(days))
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackupInfo:
+    id: int
+    timestamp: datetime  # timezone-aware
+    status: str
+    verified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    backup: BackupInfo
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    backup: BackupInfo
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Both lists newest first. ``anchor`` is the newest SUCCESS backup's time, the point every
+    window is measured from (None when there is no SUCCESS backup)."""
+
+    keep: tuple[Kept, ...]
+    delete: tuple[Deleted, ...]
+    anchor: datetime | None = None
+
+    def reasons(self) -> dict[int, tuple[str, ...]]:
+        return {kept.backup.id: kept.reasons for kept in self.keep}
+
+
+@dataclass(slots=True)
+class _Candidate:
+    backup: BackupInfo
+    moment: datetime  # the timestamp in UTC: ordering and arithmetic by instant, not wall clock
+    reasons: list[str] = field(default_factory=list)
+    protected: bool = False
+    deleted: str = ""  # why a cap removes it
+
+
+def plan(backups: Iterable[BackupInfo], policy: Policy, now: datetime) -> Plan:
+    # Order and arithmetic by instant (UTC): aware datetimes sharing a zone compare by wall clock.
+    ordered = sorted(
+        ((b.timestamp.astimezone(UTC), b.id, b) for b in backups), key=lambda item: item[:2], reverse=True
+    )
+    successes = [_Candidate(b, moment) for moment, _, b in ordered if b.status == SUCCESS]
+    if not successes:
+        return Plan(tuple(Kept(b, (NO_SUCCESS,)) for _, _, b in ordered), ())
+    if not policy.has_rules:
+        return Plan(tuple(Kept(b, (NO_RULE,)) for _, _, b in ordered), ())
+    newest = next((c for c in successes if c.moment <= now), successes[0])
+    anchor = newest.moment
+    tz = policy.tz
+    locals_ = [c.moment.astimezone(tz) for c in successes]
+    cap_reason = ""
+    if policy.has_keep_rules:
+        _apply_counts(successes, locals_, policy)
+        _apply_windows(successes, locals_, policy, anchor, tz)
+        _apply_spacing(successes, policy)
+    else:
+        cap_reason = _cap_reason(policy)
+        for candidate in successes:
+            candidate.reasons.append(cap_reason)
+    _protect(successes, newest, policy)
+    _apply_caps(successes, policy, anchor, cap_reason)
+
+    keep: list[Kept] = []
+    delete: list[Deleted] = []
+    evidence: dict[str, tuple[str, ...]] = {}
+    counts_nothing: dict[str, str] = {}
+    pending = iter(successes)  # the same order as ``ordered``
+    for moment, backup_id, backup in ordered:
+        if backup.status == SUCCESS:
+            candidate = next(pending)
+            if candidate.deleted:
+                delete.append(Deleted(backup, candidate.deleted))
+            elif candidate.reasons:
+                keep.append(Kept(backup, tuple(candidate.reasons)))
+            else:
+                delete.append(Deleted(backup, NOT_KEPT))
+        elif backup.status in (RUNNING, PENDING):
+            keep.append(Kept(backup, (f"{backup.status}: never deleted",)))
+        elif (moment, backup_id) > (anchor, newest.backup.id):
+            reasons = evidence.setdefault(
+                backup.status, (f"{backup.status} after the newest success: kept as evidence",)
+            )
+            keep.append(Kept(backup, reasons))
+        else:
+            reason = counts_nothing.setdefault(
+                backup.status, f"{backup.status} run older than the newest success: counts for nothing"
+            )
+            delete.append(Deleted(backup, reason))
+    return Plan(tuple(keep), tuple(delete), newest.backup.timestamp)
+
+
+def _hour_key(local: datetime) -> tuple[int, ...]:
+    # The offset keeps the two 02:00 hours of a DST autumn night apart.
+    offset = local.utcoffset()
+    return (local.year, local.month, local.day, local.hour, int(offset.total_seconds()) if offset else 0)
+
+
+_BUCKETS = (
+    ("keep_last", "last", None),
+    ("keep_hourly", "hourly", _hour_key),
+    ("keep_daily", "daily", lambda local: local.toordinal()),
+    ("keep_weekly", "weekly", lambda local: local.isocalendar()[:2]),
+    ("keep_monthly", "monthly", lambda local: (local.year, local.month)),
+    ("keep_yearly", "yearly", lambda local: local.year),
+)
+
+
+def _apply_counts(successes: list[_Candidate], locals_: list[datetime], policy: Policy) -> None:
+    """restic ``forget``: per rule, the newest backup of each of the N newest periods holding
+    one; while a rule has count left, the oldest backup is kept too."""
+    last_index = len(successes) - 1
+    for name, label, bucket in _BUCKETS:
+        count = getattr(policy, name)
+        if count is None:
+            continue
+        remaining, previous, used = count, object(), 0
+        for index, (candidate, local) in enumerate(zip(successes, locals_, strict=True)):
+            if remaining == 0:
+                break
+            value = index if bucket is None else bucket(local)
+            if value != previous:
+                used += 1
+                candidate.reasons.append(f"{label} {used}")
+            elif index == last_index:
+                candidate.reasons.append(f"oldest ({label} count left)")
+            else:
+                continue
+            previous = value
+            if remaining > 0:
+                remaining -= 1
+
+
+def _apply_windows(
+    successes: list[_Candidate], locals_: list[datetime], policy: Policy, anchor: datetime, tz: Any
+) -> None:
+    if policy.keep_within is not None:
+        cutoff = policy.keep_within.before(anchor, tz)
+        for candidate in successes:
+            if candidate.moment <= cutoff:
+                break
+            candidate.reasons.append(f"within {policy.keep_within}")
+    for tier in policy.tiers:
+        cutoff = tier.window.before(anchor, tz)
+        previous: object = None
+        for candidate, local in zip(successes, locals_, strict=True):
+            if candidate.moment <= cutoff:
+                break  # newest first: every later one is older still
+            value = tier.period.key(candidate.moment, local)
+            if value != previous:
+                candidate.reasons.append(f"tier {tier}")
+                previous = value
+
+
+def _apply_spacing(successes: list[_Candidate], policy: Policy) -> None:
+    for rule in policy.rules:
+        gap = timedelta(days=rule.min_age_days)
+        chosen = 0
+        last: datetime | None = None
+        for candidate in successes:
+            if chosen == rule.count:
+                break
+            if last is None or last - candidate.moment >= gap:
+                chosen += 1
+                last = candidate.moment
+                candidate.reasons.append(f"rule {rule}: {chosen} of {rule.count}")
+
+
+def _cap_reason(policy: Policy) -> str:
+    caps = []
+    if policy.retention_days is not None:
+        caps.append(f"retention_days {policy.retention_days}")
+    if policy.max_backups is not None:
+        caps.append(f"max_backups {policy.max_backups}")
+    return "within " + " and ".join(caps)
+
+
+def _protect(successes: list[_Candidate], newest: _Candidate, policy: Policy) -> None:
+    for candidate in {id(successes[0]): successes[0], id(newest): newest}.values():
+        candidate.protected = True
+        candidate.reasons.append(
+            "newest success" if candidate is newest else "newest success (dated after now)"
+        )
+    verified = next((c for c in successes if c.backup.verified), None)
+    if verified is not None:
+        verified.protected = True
+        verified.reasons.append("newest verified")
+    for candidate in successes[: policy.min_keep]:
+        candidate.protected = True
+        candidate.reasons.append(f"min_keep {policy.min_keep}")
+
+
+def _apply_caps(successes: list[_Candidate], policy: Policy, anchor: datetime, cap_reason: str) -> None:
+    """Caps remove kept backups, never protected ones (which then lose a caps-only reason that
+    no longer holds)."""
+    if policy.retention_days is not None:
+        try:
+            oldest_allowed = anchor - timedelta(days=policy.retention_days)
+        except OverflowError:  # more days than the calendar holds: nothing expires
+            oldest_allowed = EARLIEST
+        expired = f"expired: retention_days {policy.retention_days} reached, counted from the newest success"
+        for candidate in reversed(successes):
+            if candidate.moment > oldest_allowed:
+                break  # oldest first: every later one is newer still
+            if candidate.protected:
+                candidate.reasons = [reason for reason in candidate.reasons if reason != cap_reason]
+            else:
+                candidate.deleted = expired
+    if policy.max_backups is not None:
+        kept = [c for c in successes if c.reasons and not c.deleted]
+        protected_after = sum(c.protected for c in kept)
+        count, beyond = 0, f"beyond max_backups {policy.max_backups}"
+        for candidate in kept:
+            if candidate.protected:
+                protected_after -= 1
+                count += 1
+            elif count + protected_after < policy.max_backups:
+                count += 1
+            else:
+                candidate.deleted = beyond
