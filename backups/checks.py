@@ -76,16 +76,19 @@ def check_storages(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """A stored policy the engine cannot read would make cleanup delete nothing for that target
     (safe, but it must be seen): rows edited outside the admin and the TOML loader land here."""
-    from schedules.models import BackupSchedule
-
     from .models import Target
-    from .retention import Policy, PolicyError
 
     try:
         owners = [("target", t.name, t.retention, t.timezone) for t in Target.objects.all()]
-        owners += [("schedule", s.name, s.retention, "UTC") for s in BackupSchedule.objects.all()]
     except DatabaseError:
         return []
+    return retention_errors(owners)
+
+
+def retention_errors(owners: list[tuple[str, str, Any, str]]) -> list[CheckMessage]:
+    """backups.E004 for each (kind, name, policy, timezone) whose policy the engine refuses."""
+    from .retention import Policy, PolicyError
+
     errors: list[CheckMessage] = []
     for kind, name, policy, tz in owners:
         try:

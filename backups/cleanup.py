@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db.models import Q
 from django.utils import timezone
 
 from . import retention, secrets
@@ -99,14 +100,26 @@ class CleanupPlan:
 
 
 def plan_cleanup(
-    target: Target, now: datetime | None = None, *, policy: retention.Policy | None = None
+    target: Target,
+    now: datetime | None = None,
+    *,
+    policy: retention.Policy | None = None,
+    schedule_ids: set[int | None] | None = None,
 ) -> CleanupPlan:
     """Plan retention for every group of ``target``'s live backups (per schedule, manual runs
-    apart). ``policy`` overrides the configured ones (the preview command). A group whose policy
-    is invalid keeps everything and reports the error."""
+    apart), or only the groups of ``schedule_ids`` (None stands for manual runs). ``policy``
+    overrides the configured ones (the preview command). A group whose policy is invalid keeps
+    everything and reports the error."""
     now = now or timezone.now()
     result = CleanupPlan(target=target)
     rows = Backup.objects.filter(target=target, deleted_at__isnull=True).only(*PLAN_FIELDS)
+    if schedule_ids is not None:
+        named = {pk for pk in schedule_ids if pk is not None}
+        rows = (
+            rows.filter(Q(schedule_id__in=named) | Q(schedule__isnull=True))
+            if None in schedule_ids
+            else rows.filter(schedule_id__in=named)
+        )
     groups: dict[int | None, list[Backup]] = defaultdict(list)
     for row in rows:
         groups[row.schedule_id].append(row)
@@ -152,14 +165,19 @@ def _apply_brake(result: CleanupPlan) -> None:
 
 
 def cleanup_target(
-    target: Target, *, dry_run: bool = False, force: bool = False, now: datetime | None = None
+    target: Target,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    now: datetime | None = None,
+    schedule_ids: set[int | None] | None = None,
 ) -> CleanupPlan:
     """Apply :func:`plan_cleanup`, oldest backups first: delete every copy and its manifest,
     mark the row deleted (kept for audit) and record a ``cleanup`` step. Nothing is deleted when
     the safety brake refuses (unless ``force``). A storage error leaves that backup's row intact
     and is reported in ``errors``; so does a backup that changed since planning or is being
     restored."""
-    plan = plan_cleanup(target, now)
+    plan = plan_cleanup(target, now, schedule_ids=schedule_ids)
     if dry_run or (plan.refused and not force):
         return plan
     for backup, reason in reversed(plan.delete):

@@ -12,6 +12,7 @@ import os
 import re
 import tomllib
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -426,6 +427,8 @@ def _validate_schedule(
             f"{path}.backup_type",
             f"the {engine.key} engine makes {', '.join(engine.supported_types)} backups only",
         )
+    from .cron import cron_problem
+
     cron = check.string(table, "cron", path)
     if not cron:
         check.error(f"{path}.cron", "required: five fields 'minute hour day-of-month month day-of-week'")
@@ -456,35 +459,15 @@ def _validate_schedule(
     }
 
 
-def cron_problem(expression: str) -> str | None:
-    """Why a five-field cron expression is invalid, or None."""
-    from celery.schedules import ParseException, crontab_parser
-
-    fields = expression.split()
-    if len(fields) != 5:
-        return f"expected 5 fields 'minute hour day-of-month month day-of-week', got {len(fields)}"
-    limits = [
-        ("minute", 60, 0),
-        ("hour", 24, 0),
-        ("day of month", 31, 1),
-        ("month", 12, 1),
-        ("day of week", 7, 0),
-    ]
-    for value, (label, size, offset) in zip(fields, limits, strict=True):
-        try:
-            crontab_parser(size, offset).parse(value)
-        except (ParseException, ValueError) as exc:
-            return f"invalid {label} field {value!r}: {exc}"
-    return None
-
-
 def apply(config: Config, *, probe: bool = True) -> ApplyReport:
     """Validate, then create or update every declared object in one transaction.
 
     Objects not named in the file are left alone. Applying the same file twice changes nothing.
+    Afterwards every hook in :data:`AFTER_APPLY` runs (the schedules app syncs Celery beat).
     """
-    from schedules.models import BackupSchedule
+    from django.apps import apps
 
+    BackupSchedule = apps.get_model("schedules", "BackupSchedule")
     plan = validate(config, probe=probe)
     report = ApplyReport()
     with transaction.atomic():
@@ -526,7 +509,14 @@ def apply(config: Config, *, probe: bool = True) -> ApplyReport:
                 report,
                 f"schedule {name}",
             )
+    for hook in AFTER_APPLY:
+        hook()
     return report
+
+
+# Run after a successful apply; apps that project configuration elsewhere register here (the
+# schedules app keeps Celery beat's tasks in step). backups never imports those apps.
+AFTER_APPLY: list[Callable[[], object]] = []
 
 
 def _upsert(model: type[Model], name: str, fields: dict[str, Any], report: ApplyReport, label: str) -> Any:

@@ -186,6 +186,9 @@ class Backup(models.Model):
     error_message = models.TextField(blank=True)
     progress = models.BigIntegerField(default=0, help_text="Bytes dumped so far.")
     worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the process running it.")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the process running it (every few seconds)."
+    )
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="When retention removed its files.")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -9,8 +9,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
@@ -24,9 +22,11 @@ from . import copies, secrets
 from .codecs import EXTENSIONS
 from .copies import Destination, FanOut
 from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
+from .heartbeat import Heartbeat
 from .manifests import build_manifest
 from .models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from .pipeline import ProgressCallback, StreamResult, stream_backup
+from .reaping import reap_lost_runs, this_worker
 from .resources import (
     MANIFEST_SUFFIX,
     connection_for,
@@ -81,7 +81,8 @@ def run_backup(
         return backup
     logger.info("backup %s of target %s started", backup.pk, target.name)
     try:
-        _execute(backup, target, storages, progress)
+        with Heartbeat(backup.pk):
+            _execute(backup, target, storages, progress)
     except BaseException as exc:
         _fail(backup, exc)
         if not isinstance(exc, Exception):
@@ -89,51 +90,15 @@ def run_backup(
     return backup
 
 
-def this_worker() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _process_gone(worker: str) -> bool:
-    """True when ``worker`` (host:pid) is a process of this host that no longer exists."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's process: only a heartbeat can tell (scheduler release)
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def reap_lost_runs(target: Target) -> list[Backup]:
-    """Mark RUNNING backups of ``target`` whose process died (e.g. SIGKILL) as FAILED
-    "worker lost", and remove the partial files they left."""
-    lost = [
-        b
-        for b in Backup.objects.filter(target=target, status=BackupStatus.RUNNING)
-        if b.worker and _process_gone(b.worker)
-    ]
-    for backup in lost:
-        for copy in backup.copies.select_related("storage"):
-            try:
-                with storage_for(copy.storage) as storage:
-                    storage.sweep_partials(copy.path)
-            except (StorageError, secrets.SecretError) as exc:
-                logger.warning("could not sweep partial files of lost backup %s: %s", backup.pk, exc)
-            copy.status = CopyStatus.FAILED
-            copy.save(update_fields=["status"])
-        _fail(backup, WorkerLost(f"worker lost: process {backup.worker} ended without finishing the backup"))
-    return lost
-
-
 def _try_claim(backup: Backup) -> bool:
     try:
         with transaction.atomic():
             return bool(
                 Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(
-                    status=BackupStatus.RUNNING, started_at=timezone.now(), worker=this_worker()
+                    status=BackupStatus.RUNNING,
+                    started_at=timezone.now(),
+                    heartbeat_at=timezone.now(),
+                    worker=this_worker(),
                 )
             )
     except IntegrityError:

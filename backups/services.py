@@ -15,6 +15,7 @@ from .cleanup import (
     sweep_storages,
 )
 from .manifests import build_manifest
+from .reaping import reap_lost_runs, reap_stale_runs, this_worker
 from .resources import (
     MANIFEST_FORMAT,
     MANIFEST_SUFFIX,
@@ -25,7 +26,7 @@ from .resources import (
     storage_for,
     stored_copies,
 )
-from .runs import reap_lost_runs, run_backup, supports_type, this_worker
+from .runs import run_backup, supports_type
 from .verification import VerifyOutcome, check_copy_digest, check_sandbox, feed_copy, verify_backup
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "plan_cleanup",
     "policy_for",
     "reap_lost_runs",
+    "reap_stale_runs",
     "restore_manifest",
     "run_backup",
     "scratch_dir",

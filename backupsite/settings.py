@@ -202,12 +202,24 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Fixed entries beside the schedules' own tasks (django-celery-beat stores them on start).
+CELERY_BEAT_SCHEDULE = {
+    "backupsite-watch": {"task": "schedules.tasks.watch", "schedule": 60.0},
+}
 
 # Backups
 BACKUPSITE_CHUNK_SIZE = env_int("BACKUPSITE_CHUNK_SIZE", 1024 * 1024)
 BACKUPSITE_PROGRESS_INTERVAL = 1.0
 # A copy that failed is retried from a confirmed copy after each of these delays (seconds).
 BACKUPSITE_COPY_RETRY_DELAYS = env_seconds_list("BACKUPSITE_COPY_RETRY_DELAYS", [5, 30, 120])
+# A running backup touches its heartbeat this often; one silent for the stale time is reaped
+# as "worker lost" (any host). The stale time must be well above the interval.
+BACKUPSITE_HEARTBEAT_SECONDS = env_int("BACKUPSITE_HEARTBEAT_SECONDS", 15)
+BACKUPSITE_HEARTBEAT_STALE_SECONDS = env_int("BACKUPSITE_HEARTBEAT_STALE_SECONDS", 120)
+if BACKUPSITE_HEARTBEAT_STALE_SECONDS < 3 * BACKUPSITE_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "BACKUPSITE_HEARTBEAT_STALE_SECONDS must be at least 3 x BACKUPSITE_HEARTBEAT_SECONDS"
+    )
 # Signed download URLs (S3, GCS, Azure) stay valid this long; at most 300 seconds.
 BACKUPSITE_DOWNLOAD_URL_SECONDS = min(env_int("BACKUPSITE_DOWNLOAD_URL_SECONDS", 300), 300)
 

@@ -46,4 +46,11 @@ class BackupSchedule(models.Model):
         return self.name
 
     def clean(self) -> None:
-        validate_retention(self.retention, "UTC")  # periods use the target's timezone
+        from django.core.exceptions import ValidationError
+
+        from backups.cron import cron_problem
+
+        problem = cron_problem(self.cron_expression)
+        if problem:
+            raise ValidationError({"cron_expression": problem})
+        validate_retention(self.retention, self.timezone)

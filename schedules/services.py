@@ -1,0 +1,144 @@
+"""Schedules drive Celery beat: each BackupSchedule owns exactly one django-celery-beat
+PeriodicTask (``backup-schedule:<pk>``), and a firing runs the schedule's backup at most once
+per cron slot, however often beat or the broker deliver it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from backups import services as backup_services
+from backups.cron import next_runs, parse_cron
+from backups.models import Backup, BackupStatus, Target
+
+from .models import BackupSchedule
+
+logger = logging.getLogger(__name__)
+
+TASK = "schedules.tasks.run_schedule"
+PREFIX = "backup-schedule:"
+
+
+def periodic_task_name(schedule_id: int) -> str:
+    return f"{PREFIX}{schedule_id}"
+
+
+def sync_periodic_task(schedule: BackupSchedule) -> PeriodicTask:
+    """Create or update the schedule's PeriodicTask: its crontab in the schedule's timezone,
+    kwargs holding only the schedule id, enabled while the schedule and its target are active.
+    Also refreshes ``next_run_at``. Saving the PeriodicTask model tells beat it changed."""
+    cron = parse_cron(schedule.cron_expression)
+    fields = {
+        "minute": cron.minute,
+        "hour": cron.hour,
+        "day_of_month": cron.day_of_month,
+        "month_of_year": cron.month_of_year,
+        "day_of_week": cron.day_of_week,
+        "timezone": schedule.timezone,
+    }
+    crontab = CrontabSchedule.objects.filter(**fields).order_by(
+        "pk"
+    ).first() or CrontabSchedule.objects.create(**fields)
+    # The target's flag as stored now: a cached related object may be stale.
+    target_active = Target.objects.filter(pk=schedule.target_id, is_active=True).exists()
+    enabled = schedule.is_active and target_active
+    task, _ = PeriodicTask.objects.update_or_create(
+        name=periodic_task_name(schedule.pk),
+        defaults={
+            "task": TASK,
+            "crontab": crontab,
+            "interval": None,
+            "kwargs": json.dumps({"schedule_id": schedule.pk}),
+            "enabled": enabled,
+            "description": f"Backup of {schedule.target.name} ({schedule.name}, {schedule.cron_expression} "
+            f"{schedule.timezone})",
+        },
+    )
+    upcoming = next_runs(schedule.cron_expression, schedule.timezone, timezone.now(), 1) if enabled else []
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=upcoming[0] if upcoming else None)
+    return task
+
+
+def remove_periodic_task(schedule_id: int) -> None:
+    PeriodicTask.objects.filter(name=periodic_task_name(schedule_id)).delete()
+
+
+def sync_all_periodic_tasks() -> dict[str, int]:
+    """Reconcile beat with the schedules: sync every schedule's task and delete tasks whose
+    schedule is gone (e.g. deleted from a shell). Returns counts."""
+    schedules = list(BackupSchedule.objects.select_related("target"))
+    for schedule in schedules:
+        sync_periodic_task(schedule)
+    wanted = {periodic_task_name(s.pk) for s in schedules}
+    orphans = PeriodicTask.objects.filter(name__startswith=PREFIX).exclude(name__in=wanted)
+    removed, _ = orphans.delete()
+    return {"synced": len(schedules), "removed": removed}
+
+
+def claim_slot(schedule: BackupSchedule, now: datetime) -> datetime | None:
+    """Claim the cron slot ``now`` belongs to (the latest run time at or before it) with a
+    conditional update; None when another delivery already claimed it."""
+    tz = ZoneInfo(schedule.timezone)
+    cron = parse_cron(schedule.cron_expression)
+    slot = cron.previous_run(now, tz)
+    if slot is None:
+        return None
+    upcoming = next(cron.runs_after(now, tz), None)
+    with transaction.atomic():
+        claimed = (
+            BackupSchedule.objects.filter(pk=schedule.pk)
+            .filter(Q(last_run_at__isnull=True) | Q(last_run_at__lt=slot))
+            .update(last_run_at=now, next_run_at=upcoming)
+        )
+    return slot if claimed else None
+
+
+def run_schedule(schedule_id: int, now: datetime | None = None) -> Backup | None:
+    """Run one firing of a schedule: claim its slot, back up the target, then apply retention to
+    this schedule's backups. Returns the Backup (SUCCESS, FAILED or SKIPPED "already running"),
+    or None when there is nothing to do (schedule gone or inactive, slot already claimed)."""
+    now = now or timezone.now()
+    schedule = BackupSchedule.objects.select_related("target").filter(pk=schedule_id).first()
+    if schedule is None:
+        logger.warning("schedule %s no longer exists; its task fired anyway", schedule_id)
+        return None
+    if not (schedule.is_active and schedule.target.is_active):
+        logger.info("schedule %s (target %s) is inactive; nothing to do", schedule.name, schedule.target.name)
+        return None
+    slot = claim_slot(schedule, now)
+    if slot is None:
+        logger.info("schedule %s: this slot already ran; duplicate delivery ignored", schedule.name)
+        return None
+    storages = list(schedule.storages.all()) or None
+    backup = backup_services.run_backup(
+        schedule.target,
+        backup_type=schedule.backup_type,
+        storages=storages,
+        compression=schedule.compression,
+        schedule=schedule,
+        retention_days=schedule.retention_days,
+        initiated_by=f"schedule:{schedule.name}",
+    )
+    logger.info(
+        "schedule %s slot %s: backup %s of target %s is %s",
+        schedule.name, slot.isoformat(), backup.pk, schedule.target.name, backup.status,
+    )  # fmt: skip
+    if backup.status == BackupStatus.SUCCESS:
+        plan = backup_services.cleanup_target(schedule.target, schedule_ids={schedule.pk})
+        for problem in [*plan.errors, *([plan.refused] if plan.refused else [])]:
+            logger.warning("schedule %s: retention after backup %s: %s", schedule.name, backup.pk, problem)
+    return backup
+
+
+def watch(now: datetime | None = None) -> dict[str, int]:
+    """The periodic watch: reap RUNNING backups whose worker died (process gone or heartbeat
+    silent), so they are FAILED "worker lost" and their partial uploads swept."""
+    lost = backup_services.reap_stale_runs(now)
+    return {"lost": len(lost)}

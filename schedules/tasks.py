@@ -1,0 +1,20 @@
+"""Celery tasks of schedules: ids in, one service call."""
+
+from __future__ import annotations
+
+from backupsite.celery import app
+
+from . import services
+
+
+@app.task(acks_late=True, ignore_result=True)
+def run_schedule(schedule_id: int) -> int | None:
+    """One firing of a schedule; returns the Backup id, or None when the slot already ran."""
+    backup = services.run_schedule(schedule_id)
+    return backup.pk if backup is not None else None
+
+
+@app.task(ignore_result=True)
+def watch() -> None:
+    """Every minute (beat): reap runs whose worker died, then look for what did not happen."""
+    services.watch()

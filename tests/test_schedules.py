@@ -1,0 +1,250 @@
+"""Schedules: cron validation and run times, the one PeriodicTask per schedule, and a firing
+that backs up at most once per slot, then applies retention to that schedule's backups."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+
+from backups import services as backup_services
+from backups.cron import CronError, cron_problem, next_runs, parse_cron
+from backups.models import Backup, BackupStatus, Target
+from schedules import services
+from schedules.models import BackupSchedule
+from schedules.tasks import run_schedule
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 0 31 2 *", "never runs"),
+        ("0 0 30 2 *", "never runs"),
+        ("0 0 31 4,6,9,11 *", "never runs"),
+        ("0 3 * *", "expected 5 fields"),
+        ("0 25 * * *", "invalid hour field '25'"),
+        ("61 * * * *", "invalid minute field '61'"),
+        ("* * * 13 *", "invalid month field '13'"),
+        ("* * * * mon-xyz", "invalid day of week field"),
+    ],
+)
+def test_it_rejects_bad_and_never_firing_expressions(expression, message):
+    assert message in (cron_problem(expression) or "")
+
+
+@pytest.mark.parametrize(
+    "expression", ["* * * * *", "0 3 * * *", "0 0 29 2 *", "0 0 29 2 1", "*/15 8-18 * * mon-fri"]
+)
+def test_it_accepts_expressions_that_run(expression):
+    assert cron_problem(expression) is None
+
+
+def test_next_runs_follow_the_timezone_and_dst():
+    assert next_runs("0 3 * * *", "Europe/Berlin", utc("2026-11-21 12:00"), 3) == [
+        datetime(2026, 11, 22, 3, 0, tzinfo=BERLIN),
+        datetime(2026, 11, 23, 3, 0, tzinfo=BERLIN),
+        datetime(2026, 11, 24, 3, 0, tzinfo=BERLIN),
+    ]
+    # 02:30 does not exist on 2026-03-29 in Berlin: that day has no run.
+    spring = next_runs("30 2 * * *", "Europe/Berlin", utc("2026-03-28 12:00"), 2)
+    assert [run.date().isoformat() for run in spring] == ["2026-03-30", "2026-03-31"]
+    # 02:30 happens twice on 2026-10-25: it runs once.
+    autumn = next_runs("30 2 * * *", "Europe/Berlin", utc("2026-10-24 12:00"), 2)
+    assert [run.date().isoformat() for run in autumn] == ["2026-10-25", "2026-10-26"]
+    # Both day fields must match (Celery's rule): Friday the 13th.
+    fridays = next_runs("0 0 13 * fri", "UTC", utc("2026-01-01 00:00"), 2)
+    assert [run.date().isoformat() for run in fridays] == ["2026-02-13", "2026-03-13"]
+
+
+def test_previous_run_is_the_slot_a_firing_belongs_to():
+    cron = parse_cron("*/15 * * * *")
+    assert cron.previous_run(utc("2026-11-22 10:44:59"), ZoneInfo("UTC")) == utc("2026-11-22 10:30")
+    assert cron.previous_run(utc("2026-11-22 10:45:00"), ZoneInfo("UTC")) == utc("2026-11-22 10:45")
+    with pytest.raises(CronError):
+        parse_cron("0 0 31 2 *")
+
+
+pytestmark_db = pytest.mark.django_db
+
+
+def make_schedule(target: Target, **fields: object) -> BackupSchedule:
+    values: dict[str, object] = {"name": "nightly", "target": target, "cron_expression": "0 3 * * *"}
+    values.update(fields)
+    schedule = BackupSchedule.objects.create(**values)
+    services.sync_periodic_task(schedule)
+    return schedule
+
+
+def admin_form(target: Target, **fields: str) -> dict[str, object]:
+    """The schedule admin's form as a browser posts it."""
+    form: dict[str, object] = {
+        "name": "nightly", "target": target.pk, "backup_type": "full", "compression": "gzip",
+        "encryption": "none", "retention": "{}", "include_files": "[]", "include_tables": "[]",
+        "exclude_tables": "[]", "notify_channels": "[]", "is_active": "on",
+    }  # fmt: skip
+    form.update(fields)
+    return form
+
+
+def save(schedule: BackupSchedule) -> None:
+    schedule.save()
+    services.sync_periodic_task(schedule)
+
+
+def task_of(schedule: BackupSchedule) -> PeriodicTask:
+    return PeriodicTask.objects.get(name=f"backup-schedule:{schedule.pk}")
+
+
+@pytestmark_db
+def test_each_schedule_owns_one_periodic_task_kept_in_step(sqlite_target):
+    schedule = make_schedule(sqlite_target, timezone="Europe/Berlin")
+    task = task_of(schedule)
+    assert task.task == "schedules.tasks.run_schedule"
+    assert json.loads(task.kwargs) == {"schedule_id": schedule.pk}
+    assert task.args in ("[]", "") and task.enabled
+    assert (task.crontab.minute, task.crontab.hour, str(task.crontab.timezone)) == ("0", "3", "Europe/Berlin")
+    schedule.refresh_from_db()
+    assert schedule.next_run_at is not None and schedule.next_run_at.astimezone(BERLIN).hour == 3
+
+    schedule.cron_expression = "15 4 * * mon"
+    save(schedule)
+    assert PeriodicTask.objects.filter(name__startswith="backup-schedule:").count() == 1
+    task = task_of(schedule)
+    assert (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("15", "4", "mon")
+
+    schedule.is_active = False
+    save(schedule)
+    assert not task_of(schedule).enabled
+    schedule.is_active = True
+    save(schedule)
+    sqlite_target.is_active = False
+    sqlite_target.save()
+    save(schedule)
+    assert not task_of(schedule).enabled
+
+    pk = schedule.pk
+    schedule.delete()
+    services.remove_periodic_task(pk)
+    assert not PeriodicTask.objects.filter(name=f"backup-schedule:{pk}").exists()
+
+
+@pytestmark_db
+def test_reconciling_recreates_missing_tasks_and_removes_orphans(sqlite_target):
+    kept = make_schedule(sqlite_target)
+    gone = make_schedule(sqlite_target, name="hourly", cron_expression="0 * * * *")
+    gone_pk = gone.pk
+    BackupSchedule.objects.filter(pk=gone_pk).delete()  # behind the service's back
+    PeriodicTask.objects.filter(name=f"backup-schedule:{kept.pk}").delete()
+    assert services.sync_all_periodic_tasks() == {"synced": 1, "removed": 1}
+    assert task_of(kept).enabled
+    assert not PeriodicTask.objects.filter(name=f"backup-schedule:{gone_pk}").exists()
+
+
+@pytestmark_db
+def test_the_admin_creates_updates_and_deletes_the_task(admin_client, sqlite_target):
+    form = admin_form(sqlite_target, cron_expression="0 3 * * *", timezone="UTC")
+    assert admin_client.post("/admin/schedules/backupschedule/add/", form).status_code == 302
+    schedule = BackupSchedule.objects.get(name="nightly")
+    assert task_of(schedule).crontab.hour == "3"
+    form["cron_expression"] = "30 1 * * *"
+    url = f"/admin/schedules/backupschedule/{schedule.pk}/change/"
+    assert admin_client.post(url, form).status_code == 302
+    assert task_of(schedule).crontab.hour == "1"
+    admin_client.post(f"/admin/schedules/backupschedule/{schedule.pk}/delete/", {"post": "yes"})
+    assert not BackupSchedule.objects.exists()
+    assert not PeriodicTask.objects.filter(name__startswith="backup-schedule:").exists()
+
+
+@pytestmark_db
+def test_a_firing_backs_up_once_per_slot(sqlite_target):
+    schedule = make_schedule(sqlite_target, cron_expression="*/15 * * * *")
+    now = datetime.now(UTC).replace(second=5, microsecond=0)
+    first = services.run_schedule(schedule.pk, now)
+    assert first is not None and first.status == BackupStatus.SUCCESS, first and first.error_message
+    assert first.schedule_id == schedule.pk and first.initiated_by == "schedule:nightly"
+    # A second beat, or a redelivery, in the same slot: nothing more.
+    assert services.run_schedule(schedule.pk, now + timedelta(seconds=20)) is None
+    assert Backup.objects.count() == 1
+    schedule.refresh_from_db()
+    assert schedule.last_run_at == now
+    assert schedule.next_run_at is not None and schedule.next_run_at > now
+    # The next slot runs again.
+    second = services.run_schedule(schedule.pk, now + timedelta(minutes=15))
+    assert second is not None and second.status == BackupStatus.SUCCESS
+
+
+@pytestmark_db
+def test_the_celery_task_takes_only_the_schedule_id(sqlite_target):
+    schedule = make_schedule(sqlite_target, cron_expression="* * * * *")
+    result = run_schedule.apply(kwargs={"schedule_id": schedule.pk})
+    assert Backup.objects.get(pk=result.get()).schedule_id == schedule.pk
+
+
+@pytestmark_db
+def test_inactive_and_deleted_schedules_do_nothing(sqlite_target):
+    schedule = make_schedule(sqlite_target, cron_expression="* * * * *", is_active=False)
+    assert services.run_schedule(schedule.pk) is None
+    assert services.run_schedule(999_999) is None
+    assert not Backup.objects.exists()
+
+
+@pytestmark_db
+def test_a_schedule_applies_retention_to_its_own_backups_after_success(sqlite_target):
+    manual = [backup_services.run_backup(sqlite_target) for _ in range(2)]
+    schedule = make_schedule(sqlite_target, cron_expression="* * * * *", retention={"keep_last": 1})
+    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = services.run_schedule(schedule.pk, start)
+    second = services.run_schedule(schedule.pk, start + timedelta(minutes=1))
+    assert first is not None and second is not None
+    assert Backup.objects.get(pk=first.pk).is_deleted
+    assert not Backup.objects.get(pk=second.pk).is_deleted
+    assert not any(Backup.objects.get(pk=b.pk).is_deleted for b in manual)  # not this schedule's
+
+
+@pytestmark_db
+def test_config_apply_creates_the_periodic_tasks(tmp_path, sqlite_source):
+    from backups import config
+
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f"""
+[storages.local]
+kind = "local"
+path = "{tmp_path / "store"}"
+
+[targets.app-db]
+engine = "sqlite"
+database = "{sqlite_source}"
+storages = ["local"]
+
+[schedules.nightly]
+target = "app-db"
+cron = "0 3 * * *"
+timezone = "Europe/Berlin"
+"""
+    )
+    config.apply(config.load(path), probe=False)
+    schedule = BackupSchedule.objects.get(name="nightly")
+    assert task_of(schedule).crontab.hour == "3"
+
+
+@pytestmark_db
+def test_the_admin_shows_the_next_runs_and_refuses_a_never_firing_cron(admin_client, sqlite_target):
+    schedule = make_schedule(sqlite_target, timezone="Europe/Berlin")
+    url = f"/admin/schedules/backupschedule/{schedule.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert "Next three runs" in page and "03:00 CET" in page
+    form = admin_form(sqlite_target, cron_expression="0 0 31 2 *", timezone="Europe/Berlin")
+    page = admin_client.post(url, form).content.decode()
+    assert "never runs" in page
+    assert BackupSchedule.objects.get(pk=schedule.pk).cron_expression == "0 3 * * *"
+    assert task_of(schedule).crontab.hour == "3"
