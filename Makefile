@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 APT_PACKAGES := libldap2-dev libsasl2-dev default-libmysqlclient-dev pkg-config build-essential \
                 sqlite3 gzip zstd tar \
                 postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps \
-                openssh-server openssl
-STAMP_APT := $(VENV)/.apt-done
+                openssh-server openssl redis-server
+# Named after the package list, so adding a package re-runs the check on an existing venv.
+STAMP_APT := $(VENV)/.apt-done-$(shell echo '$(APT_PACKAGES)' | cksum | cut -d' ' -f1)
 STAMP_PIP := $(VENV)/.pip-done
 # Azurite (Azure Blob emulator) for the test suite, from the npm registry, under the venv.
 AZURITE_VERSION := 3
@@ -43,10 +44,13 @@ $(STAMP_PIP): $(STAMP_APT) pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
+# Web, one Celery worker and one beat in one command (broker: files under var/broker); Ctrl-C
+# stops them all.
+BIND ?= 127.0.0.1:8000
 run: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py backupsite_demo
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	$(BIN)/python manage.py backupsite_run --bind $(BIND)
 
 lint: setup
 	$(BIN)/ruff check .

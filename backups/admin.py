@@ -266,3 +266,6 @@ class BackupDownloadAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: BackupDownload | None = None) -> bool:
         return False  # the audit trail of who took a copy of the data
+
+
+from . import admin_notifications  # noqa: E402, F401  (registers Notifier and Notification)

@@ -23,16 +23,18 @@ from django.db.models import Model
 from . import secrets
 from .codecs import COMPRESSIONS
 from .engines import Connection, EngineError, engine_keys, get_engine
-from .models import BackupType, Storage, Target
+from .models import BackupType, Event, Notifier, Storage, Target, default_notifier_events
+from .notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
 from .retention import Policy, PolicyError
 from .storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 KNOWN_ENGINES = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "clickhouse", "sqlite", "files")
-SECTIONS = ("storages", "targets", "schedules")
+SECTIONS = ("storages", "targets", "schedules", "notifiers")
 SECRET_OPTION_WORDS = ("password", "secret", "token", "key", "passphrase", "credentials")
 
 STORAGE_KEYS = {"kind", "prefix", "required"}  # plus the options of the storage's kind
+NOTIFIER_KEYS = {"kind", "events", "default", "is_active"}  # plus the options of the notifier's kind
 TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
@@ -202,6 +204,7 @@ class Plan:
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
     schedule_storages: dict[str, list[str]] = field(default_factory=dict)
     target_sandboxes: dict[str, str] = field(default_factory=dict)
+    notifiers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def validate(config: Config, *, probe: bool = True) -> Plan:
@@ -227,9 +230,18 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
         sandbox = _sandbox_ref(check, name, table, known_targets)
         if sandbox:
             plan.target_sandboxes[name] = sandbox
+    for name, table in config.data["notifiers"].items():
+        plan.notifiers[name] = _validate_notifier(check, name, table)
+    known_notifiers = set(plan.notifiers) | set(Notifier.objects.values_list("name", flat=True))
     for name, table in config.data["schedules"].items():
         plan.schedules[name] = _validate_schedule(check, name, table, known_targets)
         plan.schedule_storages[name] = _storage_refs(check, table, f"schedules.{name}", known_storages)
+        for channel in plan.schedules[name]["notify_channels"]:
+            if channel not in known_notifiers:
+                check.error(
+                    f"schedules.{name}.notify",
+                    f"no notifier named {channel!r}{_suggest(channel, known_notifiers)}",
+                )
     if check.errors:
         raise ConfigInvalid(check.errors)
     return plan
@@ -306,6 +318,57 @@ def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> di
             with build_storage(name, kind, secrets.resolve_values(options), prefix.strip("/")) as storage:
                 storage.check_writable()
         except (StorageError, secrets.SecretError) as exc:
+            check.error(path, str(exc).removeprefix(f"{name}: "))
+    return fields
+
+
+def _validate_notifier(check: _Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """A ``[notifiers.NAME]`` table: ``kind``, ``events``, ``default``, ``is_active`` and the
+    kind's options (secrets, webhook URLs among them, only as references)."""
+    path = f"notifiers.{name}"
+    kind = check.string(table, "kind", path)
+    cls = None
+    if not kind:
+        check.error(f"{path}.kind", f"required: one of {', '.join(NOTIFIER_KINDS)}")
+    elif kind not in NOTIFIER_KINDS:
+        check.error(
+            f"{path}.kind",
+            f"unknown notifier kind {kind!r}{_suggest(kind, NOTIFIER_KINDS)}; use one of {', '.join(NOTIFIER_KINDS)}",
+        )
+    else:
+        cls = notifier_class(kind)
+    options: dict[str, Any] = {}
+    if cls is not None:
+        check.unknown_keys(table, NOTIFIER_KEYS | set(cls.OPTIONS), path)
+        for key, spec in cls.OPTIONS.items():
+            if key not in table:
+                continue
+            value = table[key]
+            if isinstance(value, str) and (spec.secret or secrets.references(value)):
+                check.reference(value, f"{path}.{key}", must_be_reference=spec.secret)
+            elif isinstance(value, str) and spec.path and value:
+                value = check.path_value(value)
+            options[key] = value
+        for key, message in cls.validate_options(options):
+            check.error(f"{path}.{key}", message)
+    events = check.string_list(table, "events", path) if "events" in table else default_notifier_events()
+    for event in events:
+        if event not in Event.values:
+            check.error(
+                f"{path}.events",
+                f"unknown event {event!r}{_suggest(event, Event.values)}; events are {', '.join(Event.values)}",
+            )
+    fields = {
+        "kind": kind,
+        "options": options,
+        "events": events,
+        "is_default": check.boolean(table, "default", path, False),
+        "is_active": check.boolean(table, "is_active", path, True),
+    }
+    if check.probe and cls is not None and not check.errors:
+        try:
+            build_notifier(name, kind, secrets.resolve_values(options)).check()
+        except (NotifierError, secrets.SecretError) as exc:
             check.error(path, str(exc).removeprefix(f"{name}: "))
     return fields
 
@@ -496,6 +559,8 @@ def apply(config: Config, *, probe: bool = True) -> ApplyReport:
                 target.save(update_fields=["sandbox"])
                 if f"target {name}" not in report.created:
                     report.updated.append(f"target {name} (sandbox)")
+        for name, fields in plan.notifiers.items():
+            _upsert(Notifier, name, fields, report, "notifier")
         for name, fields in plan.schedules.items():
             fields = {
                 **fields,

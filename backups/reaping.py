@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from . import secrets
 from .models import Backup, BackupStatus, BackupStep, CopyStatus, StepStatus, Target
+from .notifications import notify_backup
 from .resources import storage_for
 from .storages import StorageError
 
@@ -96,4 +97,5 @@ def _lose(backup: Backup, reason: str, now: datetime) -> bool:
         if copy.status != CopyStatus.DELETED:
             copy.status = CopyStatus.FAILED
             copy.save(update_fields=["status"])
+    notify_backup(backup)
     return True

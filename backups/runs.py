@@ -25,6 +25,7 @@ from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from .heartbeat import Heartbeat
 from .manifests import build_manifest
 from .models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
+from .notifications import notify_backup
 from .pipeline import ProgressCallback, StreamResult, stream_backup
 from .reaping import reap_lost_runs, this_worker
 from .resources import (
@@ -86,7 +87,9 @@ def run_backup(
     except BaseException as exc:
         _fail(backup, exc)
         if not isinstance(exc, Exception):
+            notify_backup(backup)  # interrupted (SIGTERM, Ctrl-C): still say so
             raise
+    notify_backup(backup)  # after the outcome is saved; it never raises
     return backup
 
 

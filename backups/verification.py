@@ -18,6 +18,7 @@ from .codecs import DecompressingReader
 from .engines import Engine, EngineError, get_engine
 from .engines.base import RestoreOptions
 from .models import Backup, BackupCopy, BackupStatus, Target
+from .notifications import VERIFICATION_FAILED, notify_backup
 from .pipeline import HashingReader
 from .resources import (
     ServiceError,
@@ -148,6 +149,8 @@ def verify_backup(
         backup.status = BackupStatus.CORRUPT
         backup.error_message = "verification failed: " + "; ".join(outcome.messages)
     backup.save(update_fields=["verified", "verified_at", "status", "error_message"])
+    if not outcome.ok:
+        notify_backup(backup, VERIFICATION_FAILED)
     return outcome
 
 

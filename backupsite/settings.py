@@ -150,7 +150,13 @@ def _database_from_url(url: str) -> dict[str, object]:
         # Several processes (web, worker, beat) share the file: wait for locks instead of failing.
         given = config.get("OPTIONS") or {}
         assert isinstance(given, dict)
-        config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE", **given}
+        # WAL: the web pages and progress reads never wait behind a worker's write.
+        config["OPTIONS"] = {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+            **given,
+        }
     return config
 
 
@@ -185,12 +191,14 @@ STORAGES = {
 _BROKER_DIR = BACKUPSITE_HOME / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("in", "processed"):
+    for sub in ("in", "processed", "control"):
         (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(_BROKER_DIR / "in"),
         "data_folder_out": str(_BROKER_DIR / "in"),
         "processed_folder": str(_BROKER_DIR / "processed"),
+        # kombu's default is "control" in the current directory: keep it under the home too.
+        "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
@@ -214,6 +222,11 @@ BACKUPSITE_PROGRESS_INTERVAL = 1.0
 BACKUPSITE_COPY_RETRY_DELAYS = env_seconds_list("BACKUPSITE_COPY_RETRY_DELAYS", [5, 30, 120])
 # A running backup touches its heartbeat this often; one silent for the stale time is reaped
 # as "worker lost" (any host). The stale time must be well above the interval.
+# Dead man's switch: a schedule with no successful backup this long after a due run alerts once.
+BACKUPSITE_MISSED_GRACE_MINUTES = env_int("BACKUPSITE_MISSED_GRACE_MINUTES", 60)
+# A scheduled backup whose raw size is below this percentage of the schedule's previous
+# successful one is flagged as an anomaly (a dump that silently lost tables).
+BACKUPSITE_SHRINK_PERCENT = env_int("BACKUPSITE_SHRINK_PERCENT", 50)
 BACKUPSITE_HEARTBEAT_SECONDS = env_int("BACKUPSITE_HEARTBEAT_SECONDS", 15)
 BACKUPSITE_HEARTBEAT_STALE_SECONDS = env_int("BACKUPSITE_HEARTBEAT_STALE_SECONDS", 120)
 if BACKUPSITE_HEARTBEAT_STALE_SECONDS < 3 * BACKUPSITE_HEARTBEAT_SECONDS:
@@ -222,6 +235,27 @@ if BACKUPSITE_HEARTBEAT_STALE_SECONDS < 3 * BACKUPSITE_HEARTBEAT_SECONDS:
     )
 # Signed download URLs (S3, GCS, Azure) stay valid this long; at most 300 seconds.
 BACKUPSITE_DOWNLOAD_URL_SECONDS = min(env_int("BACKUPSITE_DOWNLOAD_URL_SECONDS", 300), 300)
+
+# Notifications. Email goes through Django's mail settings (an SMTP server).
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS, usually port 587
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # implicit TLS, usually port 465
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL: set at most one of them")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "backupsite@localhost")
+SERVER_EMAIL = env_str("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
+# The events a schedule's notification_email receives.
+BACKUPSITE_NOTIFICATION_EMAIL_EVENTS = env_list(
+    "BACKUPSITE_NOTIFICATION_EMAIL_EVENTS",
+    ["backup_failed", "missed", "anomaly", "verification_failed", "recovered"],
+)
+# Where the admin is reached (e.g. https://backups.example.net): notifications then link to it.
+BACKUPSITE_BASE_URL = env_str("BACKUPSITE_BASE_URL", "")
 
 LOGGING = {
     "version": 1,

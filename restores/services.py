@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from django.utils import timezone
 
-from backups import secrets
+from backups import notifications, secrets
 from backups.engines import EngineError, get_engine
 from backups.engines.base import RestoreOptions, RestoreResult
 from backups.models import Backup, BackupStatus, Target
@@ -97,7 +97,36 @@ def restore_backup(
     finally:
         log.completed_at = timezone.now()
         log.save()
+    _notify_finished(log)
     return log
+
+
+def _notify_finished(log: RestoreLog) -> None:
+    """``restore_finished``, success or failure; a notification problem never changes the log."""
+    backup, destination = log.backup, log.destination
+    into = destination.name if destination else "?"
+    outcome = "succeeded" if log.status == RestoreStatus.SUCCESS else "failed"
+    fields = {
+        "backup": f"{backup.pk} ({backup.backup_name})",
+        "destination": into,
+        "status": log.status,
+        "tables": str(len(log.tables_restored)) if log.tables_restored else "",
+        "error": log.error_message[:1000],
+        "initiated by": log.initiated_by,
+        "confirmed by": log.confirmed_by,
+    }
+    try:
+        notifications.notify(
+            notifications.RESTORE_FINISHED,
+            subject=f"Restore {outcome}: backup {backup.pk} of {backup.target.name} into {into}",
+            text=f"Restore {log.pk} of backup {backup.pk} into {into} {outcome}: "
+            + (log.error_message or log.notes or "done"),
+            fields={name: value for name, value in fields.items() if value},
+            backup=backup,
+            target=destination,
+        )
+    except Exception:
+        logger.exception("restore %s: notifications failed", log.pk)
 
 
 def _restore(backup: Backup, destination: Target, progress: Callable[[int], None] | None) -> RestoreResult:

@@ -45,7 +45,15 @@ class BackupScheduleAdmin(admin.ModelAdmin):
         for pk in pks:
             services.remove_periodic_task(pk)
 
-    readonly_fields = ["upcoming_runs", "last_run_at", "next_run_at", "created_at", "updated_at"]
+    readonly_fields = [
+        "upcoming_runs",
+        "last_run_at",
+        "next_run_at",
+        "missed_since",
+        "last_verify_at",
+        "created_at",
+        "updated_at",
+    ]
 
     @admin.display(description="Next three runs")
     def upcoming_runs(self, obj: BackupSchedule) -> str:

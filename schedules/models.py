@@ -8,6 +8,12 @@ from django.db import models
 from backups.models import COMPRESSION_CHOICES, BackupType, Storage, Target, validate_retention
 
 
+class VerifyMode(models.TextChoices):
+    AFTER_BACKUP = "after-backup", "After every backup"
+    DAILY = "daily", "Daily: the newest backup, if not verified in the last day"
+    NEVER = "never", "Never (copies are still re-read and checked when stored)"
+
+
 class BackupSchedule(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="schedules")
@@ -33,6 +39,24 @@ class BackupSchedule(models.Model):
     notification_email = models.CharField(max_length=500, blank=True)
     notify_channels = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True)
+    verify = models.CharField(
+        max_length=16,
+        choices=VerifyMode.choices,
+        default=VerifyMode.NEVER,
+        help_text="Deep verification (every copy re-read plus the engine's trial restore or a sandbox restore).",
+    )
+    last_verify_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the daily verification last started."
+    )
+    grace_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="How long after a due run a missing successful backup raises a 'missed' alert "
+        "(empty: BACKUPSITE_MISSED_GRACE_MINUTES).",
+    )
+    missed_since = models.DateTimeField(
+        null=True, blank=True, help_text="The due run that was missed; cleared when a backup succeeds again."
+    )
     last_run_at = models.DateTimeField(null=True, blank=True)
     next_run_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
@@ -18,7 +18,8 @@ from backups import services as backup_services
 from backups.cron import next_runs, parse_cron
 from backups.models import Backup, BackupStatus, Target
 
-from .models import BackupSchedule
+from . import monitoring
+from .models import BackupSchedule, VerifyMode
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,10 @@ def run_schedule(schedule_id: int, now: datetime | None = None) -> Backup | None
         schedule.name, slot.isoformat(), backup.pk, schedule.target.name, backup.status,
     )  # fmt: skip
     if backup.status == BackupStatus.SUCCESS:
+        monitoring.check_shrinkage(backup)
+        monitoring.note_recovery(schedule, backup)
+        if schedule.verify == VerifyMode.AFTER_BACKUP:
+            verify_scheduled(backup.pk)
         plan = backup_services.cleanup_target(schedule.target, schedule_ids={schedule.pk})
         for problem in [*plan.errors, *([plan.refused] if plan.refused else [])]:
             logger.warning("schedule %s: retention after backup %s: %s", schedule.name, backup.pk, problem)
@@ -139,6 +144,48 @@ def run_schedule(schedule_id: int, now: datetime | None = None) -> Backup | None
 
 def watch(now: datetime | None = None) -> dict[str, int]:
     """The periodic watch: reap RUNNING backups whose worker died (process gone or heartbeat
-    silent), so they are FAILED "worker lost" and their partial uploads swept."""
+    silent), so they are FAILED "worker lost" and their partial uploads swept; then alert on
+    schedules whose due run has not succeeded (and on their recovery)."""
     lost = backup_services.reap_stale_runs(now)
-    return {"lost": len(lost)}
+    return {"lost": len(lost), **monitoring.check_missed(now)}
+
+
+def due_verifications(now: datetime | None = None) -> list[int]:
+    """Backups to verify now for schedules with ``verify = "daily"``: each schedule's newest live
+    SUCCESS backup, when it is unverified and the schedule started no verification in the last
+    day. Claimed with a conditional update, so a slow verification is not queued twice."""
+    now = now or timezone.now()
+    day_ago = now - timedelta(days=1)
+    due = []
+    schedules = BackupSchedule.objects.filter(verify=VerifyMode.DAILY, is_active=True, target__is_active=True)
+    for schedule in schedules:
+        newest = (
+            Backup.objects.filter(schedule=schedule, status=BackupStatus.SUCCESS, deleted_at__isnull=True)
+            .order_by("-started_at", "-pk")
+            .first()
+        )
+        if newest is None or newest.verified:
+            continue
+        claimed = (
+            BackupSchedule.objects.filter(pk=schedule.pk)
+            .filter(Q(last_verify_at__isnull=True) | Q(last_verify_at__lt=day_ago))
+            .update(last_verify_at=now)
+        )
+        if claimed:
+            due.append(newest.pk)
+    return due
+
+
+def verify_scheduled(backup_id: int) -> bool | None:
+    """Deep-verify a scheduled backup (the target's sandbox when it has one, else the engine's
+    trial restore). The outcome is recorded on the backup (verified, or CORRUPT) and its steps;
+    returns whether it passed, None when it could not run (e.g. deleted meanwhile)."""
+    backup = Backup.objects.select_related("target").filter(pk=backup_id).first()
+    if backup is None:
+        return None
+    try:
+        outcome = backup_services.verify_backup(backup, deep=True)
+    except backup_services.ServiceError as exc:
+        logger.warning("verification of backup %s skipped: %s", backup_id, exc)
+        return None
+    return outcome.ok

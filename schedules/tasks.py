@@ -16,5 +16,14 @@ def run_schedule(schedule_id: int) -> int | None:
 
 @app.task(ignore_result=True)
 def watch() -> None:
-    """Every minute (beat): reap runs whose worker died, then look for what did not happen."""
+    """Every minute (beat): reap runs whose worker died, look for what did not happen, and
+    queue the day's verifications."""
     services.watch()
+    for backup_id in services.due_verifications():
+        verify_backup.delay(backup_id)
+
+
+@app.task(acks_late=True, ignore_result=True)
+def verify_backup(backup_id: int) -> bool | None:
+    """Deep-verify one backup; the outcome is recorded on its row."""
+    return services.verify_scheduled(backup_id)

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer, running_postgres
 
-pytest_plugins = [f"tests.plugins.{kind}" for kind in ("local", "s3", "sftp", "ftp", "gcs", "azure")]
+pytest_plugins = [
+    f"tests.plugins.{kind}" for kind in ("local", "s3", "sftp", "ftp", "gcs", "azure", "notify", "redis")
+]
 
 REPO = Path(__file__).resolve().parent.parent
 PG_PASSWORD_ENV = "TEST_PG_PASSWORD"

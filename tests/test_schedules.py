@@ -89,7 +89,7 @@ def admin_form(target: Target, **fields: str) -> dict[str, object]:
     form: dict[str, object] = {
         "name": "nightly", "target": target.pk, "backup_type": "full", "compression": "gzip",
         "encryption": "none", "retention": "{}", "include_files": "[]", "include_tables": "[]",
-        "exclude_tables": "[]", "notify_channels": "[]", "is_active": "on",
+        "exclude_tables": "[]", "notify_channels": "[]", "is_active": "on", "verify": "never",
     }  # fmt: skip
     form.update(fields)
     return form
@@ -248,3 +248,31 @@ def test_the_admin_shows_the_next_runs_and_refuses_a_never_firing_cron(admin_cli
     assert "never runs" in page
     assert BackupSchedule.objects.get(pk=schedule.pk).cron_expression == "0 3 * * *"
     assert task_of(schedule).crontab.hour == "3"
+
+
+@pytestmark_db
+def test_verify_after_backup_verifies_each_scheduled_backup(sqlite_target):
+    schedule = make_schedule(sqlite_target, cron_expression="* * * * *", verify="after-backup")
+    backup = services.run_schedule(schedule.pk)
+    assert backup is not None
+    backup.refresh_from_db()
+    assert backup.verified and backup.verified_at is not None
+    assert backup.steps.filter(name="verify").exists()
+
+
+@pytestmark_db
+def test_daily_verification_is_claimed_once_a_day(sqlite_target):
+    schedule = make_schedule(sqlite_target, cron_expression="* * * * *", verify="daily")
+    now = datetime.now(UTC)
+    assert services.due_verifications(now) == []  # nothing to verify yet
+    backup = services.run_schedule(schedule.pk, now)
+    assert backup is not None and not Backup.objects.get(pk=backup.pk).verified
+    assert services.due_verifications(now) == [backup.pk]
+    assert services.due_verifications(now + timedelta(hours=1)) == []  # claimed: not queued twice
+    assert services.verify_scheduled(backup.pk) is True
+    assert Backup.objects.get(pk=backup.pk).verified
+    later = services.run_schedule(schedule.pk, now + timedelta(hours=2))
+    assert later is not None
+    assert services.due_verifications(now + timedelta(hours=3)) == []  # verified within the day
+    assert services.due_verifications(now + timedelta(days=1, hours=1)) == [later.pk]
+    assert services.verify_scheduled(999_999) is None

@@ -1,0 +1,289 @@
+"""Notifications: which channels hear about an event, one delivery through each, and one
+Notification row per delivery with its outcome.
+
+A channel that fails (unreachable, refused, misconfigured, a secret not set on this host) is
+recorded FAILED with a redacted message and logged without secrets; it never fails the caller,
+and the other channels are still tried. Secrets are resolved right before each delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from . import secrets
+from .cli import human_bytes
+from .models import (
+    Backup,
+    BackupStatus,
+    BackupStep,
+    Event,
+    Notification,
+    NotificationStatus,
+    Notifier,
+    StepStatus,
+    Target,
+    default_notifier_events,
+)
+from .notifiers import Message, NotifierError, build_notifier
+from .notifiers.email import parse_addresses
+
+logger = logging.getLogger(__name__)
+
+BACKUP_FAILED = Event.BACKUP_FAILED.value
+BACKUP_SUCCEEDED = Event.BACKUP_SUCCEEDED.value
+MISSED = Event.MISSED.value
+RECOVERED = Event.RECOVERED.value
+ANOMALY = Event.ANOMALY.value
+VERIFICATION_FAILED = Event.VERIFICATION_FAILED.value
+RESTORE_FINISHED = Event.RESTORE_FINISHED.value
+EVENTS: tuple[str, ...] = tuple(Event.values)
+
+SEVERITY = {
+    BACKUP_FAILED: "error",
+    BACKUP_SUCCEEDED: "info",
+    MISSED: "error",
+    RECOVERED: "info",
+    ANOMALY: "warning",
+    VERIFICATION_FAILED: "error",
+    RESTORE_FINISHED: "info",  # "error" when its fields say status = failed
+}
+SCHEDULE_EMAIL_CHANNEL = "notification_email"  # the channel name of a schedule's notification_email
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One place to deliver to: a Notifier row, or a schedule's ``notification_email``."""
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    row: Notifier | None = None
+    problem: str = ""  # why it cannot be used (a schedule names a notifier that does not exist)
+
+
+def notify(
+    event: str,
+    *,
+    subject: str,
+    text: str,
+    fields: dict[str, str] | None = None,
+    backup: Backup | None = None,
+    schedule: Any = None,
+    target: Target | None = None,
+) -> list[Notification]:
+    """Deliver one event through every channel that wants it; return a Notification per delivery.
+
+    Channels: the schedule's ``notify_channels`` when it names any, else every active default
+    notifier; of those, only the ones whose ``events`` include ``event``. Besides, a schedule's
+    ``notification_email`` addresses get the events in BACKUPSITE_NOTIFICATION_EMAIL_EVENTS.
+    The schedule and target default to the backup's. When a backup is given and anything was
+    delivered (or failed to be), a ``notify`` step records it on the backup's timeline.
+
+    Raises ValueError for an unknown event (a programming error); never for a channel.
+    """
+    if event not in EVENTS:
+        raise ValueError(f"unknown notification event {event!r}; events are {', '.join(EVENTS)}")
+    if backup is not None:
+        if schedule is None and backup.schedule_id is not None:
+            schedule = backup.schedule
+        if target is None:
+            target = backup.target
+    values = {str(name): secrets.redact(str(value)) for name, value in (fields or {}).items()}
+    severity = SEVERITY[event]
+    if event == RESTORE_FINISHED and values.get("status", "").lower() == "failed":
+        severity = "error"
+    message = Message(
+        event=event,
+        subject=secrets.redact(subject),
+        text=secrets.redact(text),
+        fields=values,
+        severity=severity,
+    )
+    started = timezone.now()
+    deliveries = [
+        _deliver(channel, message, backup=backup, schedule=schedule, target=target)
+        for channel in channels_for(event, schedule)
+    ]
+    if backup is not None and deliveries:
+        _record_step(backup, event, deliveries, started)
+    return deliveries
+
+
+def channels_for(event: str, schedule: Any = None) -> list[Channel]:
+    """The channels that get ``event`` for ``schedule`` (None: a run without a schedule)."""
+    channels: list[Channel] = []
+    names = (getattr(schedule, "notify_channels", None) or []) if schedule is not None else []
+    names = [names] if isinstance(names, str) else list(names)
+    if names:
+        rows = {row.name: row for row in Notifier.objects.filter(name__in=names)}
+        for name in names:
+            row = rows.get(name)
+            if row is None:
+                if event in default_notifier_events():  # a broken alert path is itself an alert
+                    problem = f"no notifier named {name!r}; schedule {schedule.name} names it in notify"
+                    channels.append(Channel(name=str(name)[:100], kind="", problem=problem))
+            elif row.is_active and event in row.events:
+                channels.append(Channel(name=row.name, kind=row.kind, options=row.options, row=row))
+    else:
+        for row in Notifier.objects.filter(is_default=True, is_active=True):
+            if event in row.events:
+                channels.append(Channel(name=row.name, kind=row.kind, options=row.options, row=row))
+    addresses = parse_addresses(getattr(schedule, "notification_email", "") or "") if schedule else []
+    if addresses and event in settings.BACKUPSITE_NOTIFICATION_EMAIL_EVENTS:
+        channels.append(Channel(name=SCHEDULE_EMAIL_CHANNEL, kind="email", options={"to": addresses}))
+    return channels
+
+
+def _deliver(
+    channel: Channel, message: Message, *, backup: Backup | None, schedule: Any, target: Target | None
+) -> Notification:
+    delivery = Notification.objects.create(
+        notifier=channel.row,
+        channel=channel.name,
+        kind=channel.kind,
+        event=message.event,
+        subject=message.subject[:255],
+        backup=backup,
+        schedule=schedule,
+        target=target,
+    )
+    notifier = None
+    try:
+        if channel.problem:
+            raise NotifierError(channel.problem, retryable=False)
+        notifier = build_notifier(channel.name, channel.kind, secrets.resolve_values(channel.options))
+        notifier.deliver(message)
+    except BaseException as exc:
+        delivery.status = NotificationStatus.FAILED
+        delivery.error_message = secrets.redact(_describe(channel, exc))
+        logger.warning(
+            "notification %s (%s) via %s failed: %s",
+            delivery.pk, message.event, channel.name, delivery.error_message,
+        )  # fmt: skip
+        if not isinstance(exc, Exception):
+            _save(delivery, notifier)
+            raise  # Ctrl-C or SIGTERM: recorded, then the process stops
+    else:
+        delivery.status = NotificationStatus.SENT
+        delivery.sent_at = timezone.now()
+    _save(delivery, notifier)
+    return delivery
+
+
+def _save(delivery: Notification, notifier: Any) -> None:
+    delivery.attempts = notifier.attempts if notifier is not None else 0
+    delivery.save(update_fields=["status", "error_message", "sent_at", "attempts"])
+
+
+def _describe(channel: Channel, exc: BaseException) -> str:
+    if isinstance(exc, NotifierError):
+        return str(exc)
+    if isinstance(exc, secrets.SecretError):
+        return f"{channel.kind} notifier {channel.name}: {exc}"
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return "interrupted before it was sent"
+    return f"{channel.kind} notifier {channel.name}: unexpected error: {type(exc).__name__}: {exc}"
+
+
+def _record_step(backup: Backup, event: str, deliveries: list[Notification], started: Any) -> None:
+    sent = [d.channel for d in deliveries if d.status == NotificationStatus.SENT]
+    failed = [f"{d.channel} ({d.error_message})" for d in deliveries if d.status != NotificationStatus.SENT]
+    parts = ([f"sent via {', '.join(sent)}"] if sent else []) + (
+        [f"failed: {'; '.join(failed)}"] if failed else []
+    )
+    BackupStep.objects.create(
+        backup=backup,
+        name="notify",
+        status=StepStatus.FAILED if failed else StepStatus.SUCCESS,
+        started_at=started,
+        completed_at=timezone.now(),
+        message=f"{event}: " + "; ".join(parts),
+    )
+
+
+# -- backups -------------------------------------------------------------------------------------
+
+
+class Summary(NamedTuple):
+    subject: str
+    text: str
+    fields: dict[str, str]
+
+
+def describe_backup(backup: Backup, event: str | None = None) -> Summary:
+    """The standard subject, text and fields for a message about ``backup``."""
+    target = backup.target.name
+    schedule = backup.schedule.name if backup.schedule_id is not None and backup.schedule else ""
+    via = f" ({schedule})" if schedule else ""
+    run = f"Backup {backup.pk} ({backup.backup_name}) of {target}"
+    if event == VERIFICATION_FAILED:
+        subject = f"Verification failed: backup {backup.pk} of {target}"
+        text = f"{run} did not pass verification: {backup.error_message or 'see its verify step'}"
+    elif backup.status == BackupStatus.FAILED:
+        subject = f"Backup failed: {target}{via}"
+        text = f"{run} failed: {backup.error_message or 'no error recorded'}"
+    elif backup.status == BackupStatus.SUCCESS:
+        subject = f"Backup succeeded: {target}{via}, {human_bytes(backup.file_size)}"
+        stored = backup.copies.filter(status="stored").count()
+        text = (
+            f"{run} stored {human_bytes(backup.file_size)} ({human_bytes(backup.raw_size)} before "
+            f"compression) in {stored} cop{'y' if stored == 1 else 'ies'}"
+            + (f" in {backup.duration_seconds:.1f}s." if backup.duration_seconds is not None else ".")
+        )
+    else:
+        subject = f"Backup {backup.pk} of {target}: {backup.get_status_display()}"
+        text = f"{run} is {backup.get_status_display().lower()}."
+    if backup.notes:
+        text += f"\nNotes: {backup.notes}"
+    fields = {
+        "target": target,
+        "backup": f"{backup.pk} ({backup.backup_name})",
+        "status": backup.status,
+        "schedule": schedule,
+        "type": backup.backup_type,
+        "started": f"{backup.started_at:%Y-%m-%d %H:%M:%S %Z}" if backup.started_at else "",
+        "duration": f"{backup.duration_seconds:.1f}s" if backup.duration_seconds is not None else "",
+        "size": human_bytes(backup.file_size) if backup.file_size is not None else "",
+        "raw size": human_bytes(backup.raw_size) if backup.raw_size is not None else "",
+        "error": backup.error_message[:1000],
+        "initiated by": backup.initiated_by,
+        "link": backup_link(backup),
+    }
+    return Summary(subject, text, {name: value for name, value in fields.items() if value})
+
+
+def backup_link(backup: Backup) -> str:
+    """The backup's admin page under BACKUPSITE_BASE_URL, or "" when that is not set."""
+    base = settings.BACKUPSITE_BASE_URL.rstrip("/")
+    if not base:
+        return ""
+    try:
+        return base + reverse("admin:backups_backup_change", args=[backup.pk])
+    except NoReverseMatch:
+        return ""
+
+
+def notify_backup(backup: Backup, event: str | None = None) -> list[Notification]:
+    """Tell the channels about ``backup``: ``event``, or by its status FAILED -> backup_failed,
+    SUCCESS -> backup_succeeded (only channels that list it); any other status says nothing.
+
+    Never raises: whatever goes wrong is logged and the backup's outcome stands as recorded.
+    """
+    if event is None:
+        event = {BackupStatus.FAILED: BACKUP_FAILED, BackupStatus.SUCCESS: BACKUP_SUCCEEDED}.get(
+            BackupStatus(backup.status)
+        )
+        if event is None:
+            return []
+    try:
+        summary = describe_backup(backup, event)
+        return notify(event, subject=summary.subject, text=summary.text, fields=summary.fields, backup=backup)
+    except Exception:
+        logger.exception("backup %s of target %s: notifications failed", backup.pk, backup.target.name)
+        return []

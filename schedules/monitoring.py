@@ -1,0 +1,184 @@
+"""Watching for what did not happen: the dead man's switch (a schedule whose due run has not
+succeeded within its grace period alerts once, and again when it recovers) and shrunken
+backups (a scheduled SUCCESS far smaller than the one before it)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.utils import timezone
+
+from backups.cli import human_bytes
+from backups.cron import CronError, parse_cron
+from backups.models import Backup, BackupStatus, BackupStep, StepStatus
+
+from .models import BackupSchedule
+
+logger = logging.getLogger(__name__)
+
+
+def _notify(event: str, **kwargs: Any) -> None:
+    """Alert through the notification service; an alert that cannot go out is logged, never
+    raised: the watch must go on for every other schedule."""
+    try:
+        from backups import notifications
+
+        notifications.notify(event, **kwargs)
+    except Exception:
+        logger.exception("could not send the %s notification", event)
+
+
+def grace_for(schedule: BackupSchedule) -> timedelta:
+    minutes = (
+        schedule.grace_minutes
+        if schedule.grace_minutes is not None
+        else settings.BACKUPSITE_MISSED_GRACE_MINUTES
+    )
+    return timedelta(minutes=minutes)
+
+
+def due_slot(schedule: BackupSchedule, now: datetime) -> datetime | None:
+    """The latest run time whose grace period has passed at ``now``, if the schedule existed then."""
+    try:
+        cron = parse_cron(schedule.cron_expression)
+    except CronError:
+        return None
+    slot = cron.previous_run(now - grace_for(schedule), ZoneInfo(schedule.timezone))
+    if slot is None or slot < schedule.created_at:
+        return None
+    return slot
+
+
+def check_missed(now: datetime | None = None) -> dict[str, int]:
+    """For every active schedule of an active target: alert "missed" once when its latest due
+    run has no SUCCESS backup (started at or after that run time) within the grace period, and
+    "recovered" once when one succeeds again. Returns counts."""
+    now = now or timezone.now()
+    counts = {"missed": 0, "recovered": 0}
+    schedules = BackupSchedule.objects.filter(is_active=True, target__is_active=True).select_related("target")
+    for schedule in schedules:
+        slot = due_slot(schedule, now)
+        if slot is None:
+            continue
+        succeeded = Backup.objects.filter(
+            schedule=schedule, status=BackupStatus.SUCCESS, started_at__gte=slot
+        )
+        if succeeded.exists():
+            counts["recovered"] += note_recovery(schedule)
+        elif _mark_missed(schedule, slot):
+            counts["missed"] += 1
+    return counts
+
+
+def _mark_missed(schedule: BackupSchedule, slot: datetime) -> bool:
+    if not BackupSchedule.objects.filter(pk=schedule.pk, missed_since__isnull=True).update(missed_since=slot):
+        return False  # already alerted for this outage
+    last = (
+        Backup.objects.filter(schedule=schedule, status=BackupStatus.SUCCESS)
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    latest = (
+        Backup.objects.filter(schedule=schedule)
+        .exclude(status=BackupStatus.SUCCESS)
+        .order_by("-created_at")
+        .first()
+    )
+    local = slot.astimezone(ZoneInfo(schedule.timezone))
+    text = (
+        f"Schedule {schedule.name} ({schedule.cron_expression} {schedule.timezone}) should have backed up "
+        f"{schedule.target.name} at {local:%Y-%m-%d %H:%M %Z}, and no backup has succeeded within "
+        f"{grace_for(schedule)}. Last success: {f'{last:%Y-%m-%d %H:%M %Z}' if last else 'never'}."
+    )
+    if latest is not None:
+        text += (
+            f" Latest attempt: {latest.status}{f' ({latest.error_message})' if latest.error_message else ''}."
+        )
+    logger.warning("missed backup: %s", text)
+    _notify(
+        "missed",
+        subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
+        text=text,
+        fields={"schedule": schedule.name, "target": schedule.target.name, "due": local.isoformat()},
+        schedule=schedule,
+        target=schedule.target,
+    )
+    return True
+
+
+def note_recovery(schedule: BackupSchedule, backup: Backup | None = None) -> int:
+    """Clear a missed alert once a backup of the schedule succeeded; 1 when it was cleared."""
+    missed_since = schedule.missed_since
+    if missed_since is None or not BackupSchedule.objects.filter(
+        pk=schedule.pk, missed_since__isnull=False
+    ).update(missed_since=None):
+        return 0
+    schedule.missed_since = None
+    _notify(
+        "recovered",
+        subject=f"Backups resumed: {schedule.target.name} ({schedule.name})",
+        text=f"Schedule {schedule.name} backed up {schedule.target.name} successfully again; "
+        f"it had missed its run due at {missed_since:%Y-%m-%d %H:%M %Z}.",
+        fields={"schedule": schedule.name, "target": schedule.target.name},
+        backup=backup,
+        schedule=schedule,
+        target=schedule.target,
+    )
+    return 1
+
+
+def check_shrinkage(backup: Backup) -> bool:
+    """Flag a scheduled SUCCESS whose raw size is below BACKUPSITE_SHRINK_PERCENT of the same
+    schedule's previous SUCCESS: an ``anomaly`` step on the backup, a note, and an alert.
+    The backup stays SUCCESS (its file is fine); a human decides whether the data is."""
+    if backup.status != BackupStatus.SUCCESS or backup.schedule_id is None or not backup.raw_size:
+        return False
+    previous = (
+        Backup.objects.filter(schedule_id=backup.schedule_id, status=BackupStatus.SUCCESS, raw_size__gt=0)
+        .exclude(pk=backup.pk)
+        .filter(started_at__lt=backup.started_at)
+        .order_by("-started_at")
+        .first()
+    )
+    if previous is None or previous.raw_size is None:
+        return False
+    limit = settings.BACKUPSITE_SHRINK_PERCENT
+    if backup.raw_size * 100 >= previous.raw_size * limit:
+        return False
+    percent = backup.raw_size * 100 / previous.raw_size
+    message = (
+        f"raw size {human_bytes(backup.raw_size)} is {percent:.0f}% of the previous successful backup "
+        f"{previous.pk} ({human_bytes(previous.raw_size)}); below the {limit}% threshold. Check that no "
+        "table, schema or directory went missing."
+    )
+    now = timezone.now()
+    BackupStep.objects.create(
+        backup=backup,
+        name="anomaly",
+        status=StepStatus.FAILED,
+        started_at=now,
+        completed_at=now,
+        message=message,
+    )
+    backup.notes = f"{backup.notes}\nanomaly: {message}".strip()
+    backup.save(update_fields=["notes"])
+    logger.warning("backup %s of target %s: anomaly: %s", backup.pk, backup.target.name, message)
+    _notify(
+        "anomaly",
+        subject=f"Suspiciously small backup: {backup.target.name}",
+        text=f"Backup {backup.pk} ({backup.backup_name}): {message}",
+        fields={
+            "backup": str(backup.pk),
+            "raw_size": str(backup.raw_size),
+            "previous": str(previous.raw_size),
+        },
+        backup=backup,
+        schedule=backup.schedule,
+        target=backup.target,
+    )
+    return True

@@ -1,0 +1,170 @@
+"""What did not happen: the dead man's switch with controlled clocks, and shrunken backups
+found on real dumps."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backups.models import Backup, BackupStatus, Target
+from schedules import monitoring, services
+from schedules.models import BackupSchedule
+from tests.conftest import fill_sqlite
+
+pytestmark = pytest.mark.django_db
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def nightly(target: Target, created: str = "2026-11-01 00:00", **fields: object) -> BackupSchedule:
+    schedule = BackupSchedule.objects.create(
+        name="nightly", target=target, cron_expression="0 3 * * *", **fields
+    )
+    BackupSchedule.objects.filter(pk=schedule.pk).update(created_at=utc(created))
+    return BackupSchedule.objects.get(pk=schedule.pk)
+
+
+def success_at(schedule: BackupSchedule, moment: datetime) -> Backup:
+    return Backup.objects.create(
+        target=schedule.target,
+        schedule=schedule,
+        backup_name="b",
+        status=BackupStatus.SUCCESS,
+        started_at=moment,
+    )
+
+
+def test_a_missed_run_alerts_once_after_the_grace_period_and_recovers_once(sqlite_target, settings):
+    settings.BACKUPSITE_MISSED_GRACE_MINUTES = 60
+    schedule = nightly(sqlite_target)
+    success_at(schedule, utc("2026-11-20 03:00:10"))
+    # The 21st's run is due at 03:00; within the grace period nothing is said.
+    assert monitoring.check_missed(utc("2026-11-21 03:59")) == {"missed": 0, "recovered": 0}
+    assert monitoring.check_missed(utc("2026-11-21 04:01")) == {"missed": 1, "recovered": 0}
+    schedule.refresh_from_db()
+    assert schedule.missed_since == utc("2026-11-21 03:00")
+    # Once per outage, however often the watch runs, even when the next run is missed too.
+    assert monitoring.check_missed(utc("2026-11-21 12:00"))["missed"] == 0
+    assert monitoring.check_missed(utc("2026-11-22 05:00"))["missed"] == 0
+    # A success for the latest due run, even a late one, ends the outage, once.
+    success_at(schedule, utc("2026-11-22 05:30"))
+    assert monitoring.check_missed(utc("2026-11-22 06:00")) == {"missed": 0, "recovered": 1}
+    schedule.refresh_from_db()
+    assert schedule.missed_since is None
+    assert monitoring.check_missed(utc("2026-11-22 07:00")) == {"missed": 0, "recovered": 0}
+
+
+def test_a_failed_run_counts_as_missed(sqlite_target, settings):
+    settings.BACKUPSITE_MISSED_GRACE_MINUTES = 30
+    schedule = nightly(sqlite_target)
+    Backup.objects.create(
+        target=sqlite_target, schedule=schedule, backup_name="b", status=BackupStatus.FAILED,
+        started_at=utc("2026-11-21 03:00:02"), error_message="pg_dump: connection refused",
+    )  # fmt: skip
+    assert monitoring.check_missed(utc("2026-11-21 03:31"))["missed"] == 1
+
+
+def test_new_inactive_and_graceful_schedules_are_not_missed(sqlite_target, settings):
+    settings.BACKUPSITE_MISSED_GRACE_MINUTES = 60
+    nightly(sqlite_target, created="2026-11-21 03:30")  # created after the due run
+    assert monitoring.check_missed(utc("2026-11-21 05:00"))["missed"] == 0
+    BackupSchedule.objects.all().delete()
+    paused = nightly(sqlite_target, is_active=False)
+    assert monitoring.check_missed(utc("2026-11-21 05:00"))["missed"] == 0
+    paused.delete()
+    nightly(sqlite_target, created="2026-11-20 12:00", grace_minutes=240)  # its own grace period
+    assert monitoring.check_missed(utc("2026-11-21 05:00"))["missed"] == 0
+    assert monitoring.check_missed(utc("2026-11-21 07:01"))["missed"] == 1
+
+
+def test_the_watch_includes_the_missed_check(sqlite_target, settings):
+    settings.BACKUPSITE_MISSED_GRACE_MINUTES = 10
+    nightly(sqlite_target)
+    assert services.watch(utc("2026-11-21 03:11")) == {"lost": 0, "missed": 1, "recovered": 0}
+
+
+def shrink(path: Path, keep: int) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM people WHERE id > ?", (keep,))
+        db.execute("DELETE FROM audit WHERE id > ?", (keep,))
+    db.execute("VACUUM")
+    db.close()
+
+
+def test_a_scheduled_backup_far_smaller_than_the_last_is_flagged(sqlite_target, sqlite_source, settings):
+    settings.BACKUPSITE_SHRINK_PERCENT = 50
+    fill_sqlite(sqlite_source, rows=3000)
+    schedule = BackupSchedule.objects.create(name="often", target=sqlite_target, cron_expression="* * * * *")
+    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = services.run_schedule(schedule.pk, start)
+    shrink(sqlite_source, keep=500)
+    second = services.run_schedule(schedule.pk, start + timedelta(minutes=1))
+    assert first is not None and second is not None
+    assert first.raw_size and second.raw_size and second.raw_size * 2 < first.raw_size
+    second.refresh_from_db()
+    assert second.status == BackupStatus.SUCCESS  # the file is fine; a human judges the data
+    step = second.steps.get(name="anomaly")
+    assert step.status == "failed"
+    assert (
+        f"of the previous successful backup {first.pk}" in step.message
+        and "below the 50% threshold" in step.message
+    )
+    assert "anomaly:" in second.notes
+    # A normal-sized next backup is not flagged.
+    third = services.run_schedule(schedule.pk, start + timedelta(minutes=2))
+    assert third is not None and not third.steps.filter(name="anomaly").exists()
+    assert not Backup.objects.get(pk=first.pk).steps.filter(name="anomaly").exists()
+
+
+def test_backup_watch_runs_the_watch_on_its_own(sqlite_target, settings):
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.BACKUPSITE_MISSED_GRACE_MINUTES = 1
+    nightly(sqlite_target)
+    out = StringIO()
+    call_command("backup_watch", "--json", stdout=out)
+    assert json.loads(out.getvalue()) == {"lost": 0, "missed": 1, "recovered": 0}
+
+
+def test_missed_recovered_and_anomaly_alerts_reach_the_channels(
+    sqlite_target, sqlite_source, settings, tmp_path
+):
+    import json
+
+    from backups.models import Notification, Notifier
+
+    audit = tmp_path / "audit.jsonl"
+    Notifier.objects.create(name="audit", kind="audit", options={"path": str(audit)}, is_default=True)
+    settings.BACKUPSITE_MISSED_GRACE_MINUTES = 60
+    schedule = nightly(sqlite_target)
+    monitoring.check_missed(utc("2026-11-21 04:30"))
+    success_at(schedule, utc("2026-11-21 06:00"))
+    monitoring.check_missed(utc("2026-11-21 06:01"))
+    # A real shrunken backup of the same target, by another schedule.
+    fill_sqlite(sqlite_source, rows=3000)
+    often = BackupSchedule.objects.create(name="often", target=sqlite_target, cron_expression="* * * * *")
+    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    services.run_schedule(often.pk, start)
+    shrink(sqlite_source, keep=300)
+    services.run_schedule(often.pk, start + timedelta(minutes=1))
+    events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
+    assert events == ["missed", "recovered", "anomaly"]
+    rows = Notification.objects.order_by("pk")
+    assert [(n.event, n.status) for n in rows] == [
+        ("missed", "sent"),
+        ("recovered", "sent"),
+        ("anomaly", "sent"),
+    ]
+    assert (
+        "should have backed up app-db at 2026-11-21 03:00 UTC"
+        in json.loads(audit.read_text().splitlines()[0])["text"]
+    )

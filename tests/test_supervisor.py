@@ -1,0 +1,99 @@
+"""The process supervisor behind ``backupsite_run``, with small stand-in children: prefixed
+output, a graceful stop that kills what does not stop in time, and failure when a child dies."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from schedules.supervisor import ChildSpec, Supervisor, SupervisorError, site_children
+from tests.conftest import REPO
+
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+POLITE = "import time; print('hello\\nworld', flush=True); time.sleep(60)"
+
+
+def child(name: str, code: str) -> ChildSpec:
+    return ChildSpec(name, [sys.executable, "-c", code])
+
+
+def interrupt_when(out: io.StringIO, text: str, times: int = 1) -> threading.Thread:
+    """Send SIGINT to this process (the supervisor's main thread) once ``text`` is printed."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 30
+        while text not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(times):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_it_prefixes_output_and_kills_a_child_that_ignores_sigterm_after_the_timeout():
+    out = io.StringIO()
+    supervisor = Supervisor(
+        [child("polite", POLITE), child("stubborn", STUBBORN)], out, cwd=REPO, stop_timeout=1
+    )
+    interrupt_when(out, "stubborn   | up")
+    started = time.monotonic()
+    supervisor.run()
+    log = out.getvalue()
+    assert "polite     | hello\npolite     | world\n" in log
+    assert "stubborn did not stop in time; killing it" in log
+    assert "polite stopped (signal SIGTERM)" in log and "stubborn stopped (signal SIGKILL)" in log
+    assert time.monotonic() - started < 15
+    assert all(c.process.poll() is not None for c in supervisor.children)
+
+
+def test_a_second_ctrl_c_kills_at_once():
+    out = io.StringIO()
+    supervisor = Supervisor([child("stubborn", STUBBORN)], out, cwd=REPO, stop_timeout=60)
+    interrupt_when(out, "stubborn   | up", times=2)
+    started = time.monotonic()
+    supervisor.run()
+    assert time.monotonic() - started < 10
+    assert "stubborn stopped (signal SIGKILL)" in out.getvalue()
+
+
+def test_a_child_that_exits_stops_the_others_and_fails():
+    out = io.StringIO()
+    supervisor = Supervisor(
+        [child("polite", POLITE), child("short", "import sys; sys.exit(3)")], out, cwd=REPO, stop_timeout=5
+    )
+    with pytest.raises(
+        SupervisorError, match=r"short \(pid \d+\) exited unexpectedly with exit status 3; stopped polite"
+    ):
+        supervisor.run()
+    assert all(c.process.poll() is not None for c in supervisor.children)
+
+
+def test_a_child_that_cannot_start_fails_cleanly(tmp_path):
+    out = io.StringIO()
+    supervisor = Supervisor(
+        [child("polite", POLITE), ChildSpec("ghost", [str(tmp_path / "missing")])], out, cwd=REPO
+    )
+    with pytest.raises(SupervisorError, match="cannot start ghost"):
+        supervisor.run()
+    assert all(c.process.poll() is not None for c in supervisor.children)
+
+
+def test_the_site_children_use_this_interpreter_and_keep_beat_files_in_the_home(tmp_path):
+    specs = site_children(base_dir=REPO, home=tmp_path, bind="127.0.0.1:9", concurrency=3, node_name="n@%h")
+    assert [spec.name for spec in specs] == ["web", "worker", "beat"]
+    assert all(spec.argv[0] == sys.executable for spec in specs)
+    worker, beat = specs[1].argv, specs[2].argv
+    assert worker[worker.index("-c") + 1] == "3" and worker[worker.index("-n") + 1] == "n@%h"
+    assert beat[beat.index("--pidfile") + 1] == str(tmp_path / "beat.pid")
+    assert beat[beat.index("-S") + 1] == "django_celery_beat.schedulers:DatabaseScheduler"
+    no_web = site_children(base_dir=REPO, home=tmp_path, bind=None, concurrency=1, node_name="n@%h")
+    assert [spec.name for spec in no_web] == ["worker", "beat"]
