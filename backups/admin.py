@@ -31,6 +31,16 @@ def status_badge(status: str, label: str) -> str:
     return format_html('<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(status, "inherit"), label)
 
 
+def option_problems(cls: Any, options: dict[str, Any]) -> list[tuple[str, str]]:
+    """A storage or notifier kind's own option rules, plus: secrets only as references."""
+    problems: list[tuple[str, str]] = cls.validate_options(options)
+    for key, spec in cls.OPTIONS.items():
+        value = options.get(key)
+        if spec.secret and isinstance(value, str) and not secrets.is_reference_only(value):
+            problems.append((key, "write secrets as ${ENV_VAR} or ${file:/path}; plaintext is refused"))
+    return problems
+
+
 class StorageForm(forms.ModelForm):
     class Meta:
         model = Storage
@@ -49,12 +59,7 @@ class StorageForm(forms.ModelForm):
         except (StorageError, ImportError) as exc:
             self.add_error("kind", str(exc))
             return cleaned
-        problems = cls.validate_options(options)
-        for key, spec in cls.OPTIONS.items():
-            value = options.get(key)
-            if spec.secret and isinstance(value, str) and not secrets.is_reference_only(value):
-                problems.append((key, "write secrets as ${ENV_VAR} or ${file:/path}; plaintext is refused"))
-        for key, message in problems:
+        for key, message in option_problems(cls, options):
             self.add_error("options", f"{key}: {message}")
         return cleaned
 

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from . import secrets
+from .admin import option_problems
 from .models import Notification, NotificationStatus, Notifier
 from .notifiers import NotifierError, notifier_class
 
@@ -47,12 +47,7 @@ class NotifierForm(forms.ModelForm):
         except NotifierError as exc:
             self.add_error("kind", str(exc))
             return cleaned
-        problems = cls.validate_options(options)
-        for key, spec in cls.OPTIONS.items():
-            value = options.get(key)
-            if spec.secret and isinstance(value, str) and not secrets.is_reference_only(value):
-                problems.append((key, "write secrets as ${ENV_VAR} or ${file:/path}; plaintext is refused"))
-        for key, message in problems:
+        for key, message in option_problems(cls, options):
             self.add_error("options", f"{key}: {message}")
         return cleaned
 

@@ -294,20 +294,7 @@ def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> di
             cls = storage_class(kind)
         except (StorageError, ImportError) as exc:
             check.error(f"{path}.kind", f"storage kind {kind!r} cannot be loaded: {exc}")
-    options: dict[str, Any] = {}
-    if cls is not None:
-        check.unknown_keys(table, STORAGE_KEYS | set(cls.OPTIONS), path)
-        for key, spec in cls.OPTIONS.items():
-            if key not in table:
-                continue
-            value = table[key]
-            if isinstance(value, str) and (spec.secret or secrets.references(value)):
-                check.reference(value, f"{path}.{key}", must_be_reference=spec.secret)
-            elif isinstance(value, str) and spec.path and value:
-                value = check.path_value(value)
-            options[key] = value
-        for key, message in cls.validate_options(options):
-            check.error(f"{path}.{key}", message)
+    options = _plugin_options(check, table, path, cls, STORAGE_KEYS) if cls is not None else {}
     prefix = check.string(table, "prefix", path)
     if ".." in prefix.split("/"):
         check.error(f"{path}.prefix", "must not contain '..'")
@@ -320,6 +307,27 @@ def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> di
         except (StorageError, secrets.SecretError) as exc:
             check.error(path, str(exc).removeprefix(f"{name}: "))
     return fields
+
+
+def _plugin_options(
+    check: _Validator, table: dict[str, Any], path: str, cls: Any, own_keys: set[str]
+) -> dict[str, Any]:
+    """The options of a storage or notifier table, checked against its kind's ``OPTIONS``:
+    secrets only as references, paths made absolute, every problem reported with its key."""
+    check.unknown_keys(table, own_keys | set(cls.OPTIONS), path)
+    options: dict[str, Any] = {}
+    for key, spec in cls.OPTIONS.items():
+        if key not in table:
+            continue
+        value = table[key]
+        if isinstance(value, str) and (spec.secret or secrets.references(value)):
+            check.reference(value, f"{path}.{key}", must_be_reference=spec.secret)
+        elif isinstance(value, str) and spec.path and value:
+            value = check.path_value(value)
+        options[key] = value
+    for key, message in cls.validate_options(options):
+        check.error(f"{path}.{key}", message)
+    return options
 
 
 def _validate_notifier(check: _Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
@@ -337,20 +345,7 @@ def _validate_notifier(check: _Validator, name: str, table: dict[str, Any]) -> d
         )
     else:
         cls = notifier_class(kind)
-    options: dict[str, Any] = {}
-    if cls is not None:
-        check.unknown_keys(table, NOTIFIER_KEYS | set(cls.OPTIONS), path)
-        for key, spec in cls.OPTIONS.items():
-            if key not in table:
-                continue
-            value = table[key]
-            if isinstance(value, str) and (spec.secret or secrets.references(value)):
-                check.reference(value, f"{path}.{key}", must_be_reference=spec.secret)
-            elif isinstance(value, str) and spec.path and value:
-                value = check.path_value(value)
-            options[key] = value
-        for key, message in cls.validate_options(options):
-            check.error(f"{path}.{key}", message)
+    options = _plugin_options(check, table, path, cls, NOTIFIER_KEYS) if cls is not None else {}
     events = check.string_list(table, "events", path) if "events" in table else default_notifier_events()
     for event in events:
         if event not in Event.values:
