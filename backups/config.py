@@ -43,8 +43,9 @@ TARGET_KEYS = {
 SCHEDULE_KEYS = {
     "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "retention",
     "retention_days", "notification_email", "storage_path", "include_tables", "exclude_tables",
-    "include_files", "is_active", "notify",
+    "include_files", "is_active", "notify", "verify", "grace_minutes",
 }  # fmt: skip
+VERIFY_MODES = ("after-backup", "daily", "never")  # schedules.models.VerifyMode's values
 
 
 class ConfigInvalid(Exception):
@@ -514,7 +515,16 @@ def _validate_schedule(
         "include_files": check.string_list(table, "include_files", path),
         "notify_channels": notify,
         "is_active": check.boolean(table, "is_active", path, True),
+        "verify": _verify_mode(check, table, path),
+        "grace_minutes": check.whole_number(table, "grace_minutes", path, 1, 525600),
     }
+
+
+def _verify_mode(check: _Validator, table: dict[str, Any], path: str) -> str:
+    mode = check.string(table, "verify", path, "never")
+    if mode not in VERIFY_MODES:
+        check.error(f"{path}.verify", f"must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
+    return mode
 
 
 def apply(config: Config, *, probe: bool = True) -> ApplyReport:

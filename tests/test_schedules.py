@@ -276,3 +276,31 @@ def test_daily_verification_is_claimed_once_a_day(sqlite_target):
     assert services.due_verifications(now + timedelta(hours=3)) == []  # verified within the day
     assert services.due_verifications(now + timedelta(days=1, hours=1)) == [later.pk]
     assert services.verify_scheduled(999_999) is None
+
+
+@pytestmark_db
+def test_config_sets_verification_and_grace(tmp_path, sqlite_source):
+    from backups import config
+
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f"""
+[storages.local]
+kind = "local"
+path = "{tmp_path / "store"}"
+
+[targets.app-db]
+engine = "sqlite"
+database = "{sqlite_source}"
+storages = ["local"]
+
+[schedules.nightly]
+target = "app-db"
+cron = "0 3 * * *"
+verify = "daily"
+grace_minutes = 90
+"""
+    )
+    config.apply(config.load(path), probe=False)
+    schedule = BackupSchedule.objects.get(name="nightly")
+    assert (schedule.verify, schedule.grace_minutes) == ("daily", 90)
