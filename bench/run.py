@@ -1,6 +1,6 @@
 """Benchmark: our backups and restores against the raw tools and django-dbbackup.
 
-    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb,storages,retention]
+    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb,storages,retention,schedules]
         [--sizes 100,1024] [--pg-scales 10,50] [--mariadb-scales 10,50] [--runs 3] [--warmup 1]
         [--no-dbbackup] [--storages local,s3,sftp,ftp,gcs,azure] [--storage-mib 1024]
         [--storage-warmup-mib 64] [--retention-sizes 10000,100000] [--retention-runs 7]
@@ -13,7 +13,9 @@ beside them. Storages (``storagebench.py``): upload throughput of a ``--storage-
 kind's loopback test server, ours as a ratio to the kind's plain client, and one fan-out into
 local + s3 + sftp at once. Retention (``retentionbench.py``): in-process wall time and memory of
 ``backups.retention.plan`` on ``--retention-sizes`` backups with a policy using every rule kind
-(median of ``--retention-runs`` calls). Medians of ``--runs`` interleaved runs; peak RSS of every process.
+(median of ``--retention-runs`` calls). Schedules (``schedulebench.py``, opt-in only): 200
+schedules due in one minute run by 2 real Celery workers over Redis, checked for none twice or
+lost, with each worker's RSS sampled. Medians of ``--runs`` interleaved runs; peak RSS of every process.
 Prints tables and rewrites each engine's generated block of bench/RESULTS.md.
 """
 
@@ -41,6 +43,7 @@ RESULTS_MD = BENCH / "RESULTS.md"
 MIB = 1024 * 1024
 CACHE_BUDGET = 6 * 1024 * MIB  # cached databases kept under bench/work/data
 ENGINES = ("sqlite", "postgresql", "mariadb", "storages", "retention")
+OPT_IN_ENGINES = ("schedules",)  # only with --engines schedules (takes ~3 min of mostly waiting)
 STORAGE_KINDS = ("local", "s3", "sftp", "ftp", "gcs", "azure")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -82,10 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.command = shlex.join([".venv/bin/python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     args.engines = [part.strip() for part in args.engines.split(",") if part.strip()]
-    unknown = sorted(set(args.engines) - set(ENGINES))
+    known = ENGINES + OPT_IN_ENGINES
+    unknown = sorted(set(args.engines) - set(known))
     if unknown or not args.engines:
         parser.error(
-            f"--engines: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(ENGINES)}"
+            f"--engines: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(known)}"
         )
     args.storages = [part.strip() for part in args.storages.split(",") if part.strip()]
     unknown = sorted(set(args.storages) - set(STORAGE_KINDS))
@@ -117,6 +121,7 @@ def check_tools(engines: list[str]) -> None:
     needed["mariadb"] = ["gzip", "gunzip", "mariadb-dump", "mariadb", "mariadbd", "mariadb-install-db"]
     needed["storages"] = ["ssh-keygen"]  # sshd, moto, pyftpdlib, the emulators: tests/servers checks them
     needed["retention"] = []  # pure Python
+    needed["schedules"] = ["redis-server"]
     missing = sorted({tool for key in engines for tool in needed[key] if shutil.which(tool) is None})
     if "postgresql" in engines and not (PG_BIN / "pg_dump").exists():
         missing.append(str(PG_BIN / "pg_dump"))
@@ -313,6 +318,24 @@ def run_retention(args: argparse.Namespace, logs: Path, code_at_start: str) -> N
         print(f"\nwrote the retention block of {RESULTS_MD.relative_to(ROOT)}")
 
 
+def run_schedules(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
+    # Imported here, like the other engines; the workers and beat are child processes.
+    import report_schedules
+    import schedulebench
+
+    try:
+        result = schedulebench.measure(WORK / "schedules", logs)
+    except (schedulebench.ScheduleBenchError, RuntimeError) as exc:
+        raise BenchError(str(exc)) from None
+    schedulebench.save(result, WORK / "results-schedules.json")
+    machine = machine_note(code_at_start)
+    print()
+    print(report_schedules.console_table(result))
+    if not args.no_write:
+        report_schedules.write_markdown(RESULTS_MD, result, machine, args.command)
+        print(f"\nwrote the schedules block of {RESULTS_MD.relative_to(ROOT)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -322,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     code_at_start = report.code_version()
     try:
         check_tools(args.engines)
-        for key in ENGINES:
+        for key in ENGINES + OPT_IN_ENGINES:
             if key not in args.engines:
                 continue
             if key == "sqlite":
@@ -331,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_storages(args, logs, code_at_start)
             elif key == "retention":
                 run_retention(args, logs, code_at_start)
+            elif key == "schedules":
+                run_schedules(args, logs, code_at_start)
             else:
                 run_server(key, args, logs, code_at_start)
     except BenchError as exc:
