@@ -219,6 +219,11 @@ def make_site(root: Path, broker_url: str, *, slow: bool) -> Site:
 kind = "local"
 path = "{root / "backups"}"
 
+[notifiers.audit]
+kind = "audit"
+path = "{root / "alerts.jsonl"}"
+default = true
+
 [targets.quick]
 engine = "sqlite"
 database = "{fill_sqlite(root / "quick.sqlite3", rows=50)}"
@@ -325,6 +330,15 @@ def test_a_worker_killed_mid_backup_is_reaped_as_worker_lost_and_the_next_run_su
     )
     assert lost.status == "failed"
     assert lost.error_message.startswith("worker lost"), lost.error_message
+
+    # ... and a human hears about it: the default channel got the failure.
+    def alerted() -> list[dict[str, object]] | None:
+        path = site.home / "alerts.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        found = [a for a in lines if a["event"] == "backup_failed" and "worker lost" in str(a["text"])]
+        return found or None
+
+    assert wait_until(alerted, "the worker-lost alert", 30)
 
     def next_run() -> Row | None:
         later = [r for r in site.rows("slow") if r.created_at > killed_at]
