@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,20 +281,7 @@ def _storage_refs(check: _Validator, table: dict[str, Any], path: str, known: se
 def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
     """A ``[storages.NAME]`` table: ``kind``, ``prefix``, ``required`` and the kind's options."""
     path = f"storages.{name}"
-    kind = check.string(table, "kind", path)
-    cls = None
-    if not kind:
-        check.error(f"{path}.kind", f"required: one of {', '.join(STORAGE_KINDS)}")
-    elif kind not in STORAGE_KINDS:
-        check.error(
-            f"{path}.kind",
-            f"unknown storage kind {kind!r}{_suggest(kind, STORAGE_KINDS)}; use one of {', '.join(STORAGE_KINDS)}",
-        )
-    else:
-        try:
-            cls = storage_class(kind)
-        except (StorageError, ImportError) as exc:
-            check.error(f"{path}.kind", f"storage kind {kind!r} cannot be loaded: {exc}")
+    kind, cls = _plugin_class(check, table, path, "storage", STORAGE_KINDS, storage_class)
     options = _plugin_options(check, table, path, cls, STORAGE_KEYS) if cls is not None else {}
     prefix = check.string(table, "prefix", path)
     if ".." in prefix.split("/"):
@@ -308,6 +295,32 @@ def _validate_storage(check: _Validator, name: str, table: dict[str, Any]) -> di
         except (StorageError, secrets.SecretError) as exc:
             check.error(path, str(exc).removeprefix(f"{name}: "))
     return fields
+
+
+def _plugin_class(
+    check: _Validator,
+    table: dict[str, Any],
+    path: str,
+    family: str,
+    kinds: Sequence[str],
+    load: Callable[[str], Any],
+) -> tuple[str, Any]:
+    """A storage or notifier table's ``kind`` and its class (None, with the error reported,
+    when it is missing, unknown or cannot be loaded)."""
+    kind = check.string(table, "kind", path)
+    if not kind:
+        check.error(f"{path}.kind", f"required: one of {', '.join(kinds)}")
+    elif kind not in kinds:
+        check.error(
+            f"{path}.kind",
+            f"unknown {family} kind {kind!r}{_suggest(kind, kinds)}; use one of {', '.join(kinds)}",
+        )
+    else:
+        try:
+            return kind, load(kind)
+        except (StorageError, NotifierError, ImportError) as exc:
+            check.error(f"{path}.kind", f"{family} kind {kind!r} cannot be loaded: {exc}")
+    return kind, None
 
 
 def _plugin_options(
@@ -335,17 +348,7 @@ def _validate_notifier(check: _Validator, name: str, table: dict[str, Any]) -> d
     """A ``[notifiers.NAME]`` table: ``kind``, ``events``, ``default``, ``is_active`` and the
     kind's options (secrets, webhook URLs among them, only as references)."""
     path = f"notifiers.{name}"
-    kind = check.string(table, "kind", path)
-    cls = None
-    if not kind:
-        check.error(f"{path}.kind", f"required: one of {', '.join(NOTIFIER_KINDS)}")
-    elif kind not in NOTIFIER_KINDS:
-        check.error(
-            f"{path}.kind",
-            f"unknown notifier kind {kind!r}{_suggest(kind, NOTIFIER_KINDS)}; use one of {', '.join(NOTIFIER_KINDS)}",
-        )
-    else:
-        cls = notifier_class(kind)
+    kind, cls = _plugin_class(check, table, path, "notifier", NOTIFIER_KINDS, notifier_class)
     options = _plugin_options(check, table, path, cls, NOTIFIER_KEYS) if cls is not None else {}
     events = check.string_list(table, "events", path) if "events" in table else default_notifier_events()
     for event in events:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -210,8 +211,9 @@ def test_a_schedule_applies_retention_to_its_own_backups_after_success(sqlite_ta
     assert not any(Backup.objects.get(pk=b.pk).is_deleted for b in manual)  # not this schedule's
 
 
-@pytestmark_db
-def test_config_apply_creates_the_periodic_tasks(tmp_path, sqlite_source):
+def apply_site(tmp_path: Path, source: Path, schedule_lines: str) -> None:
+    """Apply a TOML file with one local storage, the SQLite target app-db and the schedule
+    nightly (``cron = "0 3 * * *"`` plus ``schedule_lines``)."""
     from backups import config
 
     path = tmp_path / "site.toml"
@@ -223,16 +225,21 @@ path = "{tmp_path / "store"}"
 
 [targets.app-db]
 engine = "sqlite"
-database = "{sqlite_source}"
+database = "{source}"
 storages = ["local"]
 
 [schedules.nightly]
 target = "app-db"
 cron = "0 3 * * *"
-timezone = "Europe/Berlin"
+{schedule_lines}
 """
     )
     config.apply(config.load(path), probe=False)
+
+
+@pytestmark_db
+def test_config_apply_creates_the_periodic_tasks(tmp_path, sqlite_source):
+    apply_site(tmp_path, sqlite_source, 'timezone = "Europe/Berlin"')
     schedule = BackupSchedule.objects.get(name="nightly")
     assert task_of(schedule).crontab.hour == "3"
 
@@ -280,27 +287,6 @@ def test_daily_verification_is_claimed_once_a_day(sqlite_target):
 
 @pytestmark_db
 def test_config_sets_verification_and_grace(tmp_path, sqlite_source):
-    from backups import config
-
-    path = tmp_path / "site.toml"
-    path.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "store"}"
-
-[targets.app-db]
-engine = "sqlite"
-database = "{sqlite_source}"
-storages = ["local"]
-
-[schedules.nightly]
-target = "app-db"
-cron = "0 3 * * *"
-verify = "daily"
-grace_minutes = 90
-"""
-    )
-    config.apply(config.load(path), probe=False)
+    apply_site(tmp_path, sqlite_source, 'verify = "daily"\ngrace_minutes = 90')
     schedule = BackupSchedule.objects.get(name="nightly")
     assert (schedule.verify, schedule.grace_minutes) == ("daily", 90)
