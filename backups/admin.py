@@ -87,6 +87,7 @@ class TargetAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "engine", "is_active", "storages", "compression", "skip_unchanged"]}),
         ("Source", {"fields": ["host", "port", "database", "user", "password", "paths", "timezone"]}),
+        ("Configuration backups", {"fields": ["config_paths"]}),
         ("Selection", {"fields": ["include_tables", "exclude_tables", "options"], "classes": ["collapse"]}),
         ("Retention", {"fields": ["retention", "retention_plan"]}),
         ("Verification", {"fields": ["sandbox"]}),

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from . import chains
 from .models import RECORD_COLUMNS, Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from .services import MANIFEST_FORMAT, MANIFEST_SUFFIX, storage_for
 from .storages import BackupStorage, StorageError, StoredObject
@@ -34,6 +35,8 @@ class ReindexReport:
     known: int = 0
     targets_created: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Incrementals indexed before their base: (backup id, the base's file path), linked at the end.
+    unlinked: list[tuple[int, str]] = field(default_factory=list)
 
 
 def _listing(storage: BackupStorage) -> dict[str, StoredObject]:
@@ -50,7 +53,7 @@ def reindex_storage(storage_row: Storage, *, dry_run: bool = False) -> ReindexRe
                 continue
             file_path = path.removesuffix(MANIFEST_SUFFIX)
             try:
-                manifest = json.loads(storage.read_bytes(path))
+                manifest = json.loads(storage.read_bytes(path, limit=chains.MANIFEST_LIMIT))
                 record, target_info = _parse(manifest, file_path)
             except (StorageError, ValueError, KeyError, TypeError) as exc:
                 report.problems.append(f"{path}: not a readable Backupsite manifest ({exc})")
@@ -66,7 +69,22 @@ def reindex_storage(storage_row: Storage, *, dry_run: bool = False) -> ReindexRe
                 continue
             with transaction.atomic():
                 _index_one(report, storage_row, record, target_info, manifest, stored, dry_run)
+    _link_bases(report)
     return report
+
+
+def _link_bases(report: ReindexReport) -> None:
+    for pk, base_path in report.unlinked:
+        backup = Backup.objects.get(pk=pk)
+        base = Backup.objects.filter(target_id=backup.target_id, file_path=base_path).first()
+        if base is None:
+            report.problems.append(
+                f"{backup.file_path}: an incremental built on {base_path}, which no storage indexed "
+                "so far holds; it cannot be restored until that backup is indexed"
+            )
+            continue
+        backup.base = base
+        backup.save(update_fields=["base"])
 
 
 def _parse(manifest: Any, file_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -118,6 +136,8 @@ def _index_one(
             return
         backup = Backup(pk=pk if reuse else None, target=target, **_fields(record, manifest))
         backup.save(force_insert=True)
+        if record.get("base_file_path"):  # an incremental: linked once every manifest is read
+            report.unlinked.append((backup.pk, record["base_file_path"]))
     else:
         report.created.append(f"copy in {storage_row.name} of backup {backup.pk} ({record['file_path']})")
         if dry_run:
@@ -147,7 +167,7 @@ def _fields(record: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
         fields[column] = value
     # A manifest is written only once every copy is stored and confirmed.
     fields["status"] = BackupStatus.SUCCESS
-    fields["engine_info"] = manifest.get("engine_info") or {}
+    fields["engine_info"] = chains.catalog_info(manifest.get("engine_info") or {})
     fields["initiated_by"] = fields.get("initiated_by") or "backup_reindex"
     note = f"indexed from storage by backup_reindex on {timezone.now():%Y-%m-%d %H:%M}"
     fields["notes"] = f"{fields['notes']}; {note}" if fields.get("notes") else note

@@ -13,7 +13,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from . import retention, secrets
+from . import chains, retention, secrets
 from .models import Backup, BackupStatus, CopyStatus, Storage, Target
 from .resources import storage_for
 from .steps import describe_error, record_step
@@ -50,6 +50,7 @@ PLAN_FIELDS = (
     "verified",
     "started_at",
     "created_at",
+    "base_id",
 )
 
 
@@ -67,7 +68,7 @@ def policy_for(target: Target, schedule: Any = None) -> retention.Policy:
 
 def backup_info(backup: Backup) -> retention.BackupInfo:
     moment = backup.started_at or backup.created_at
-    return retention.BackupInfo(backup.pk, moment, backup.status, backup.verified)
+    return retention.BackupInfo(backup.pk, moment, backup.status, backup.verified, base_id=backup.base_id)
 
 
 @dataclass
@@ -139,10 +140,27 @@ def plan_cleanup(
         group.plan = retention.plan([backup_info(row) for row in members], group.policy, now)
         result.keep.extend((by_id[kept.backup.id], kept.reasons) for kept in group.plan.keep)
         result.delete.extend((by_id[gone.backup.id], gone.reason) for gone in group.plan.delete)
+    _protect_chains(result)
     result.keep.sort(key=_newest_first, reverse=True)
     result.delete.sort(key=_newest_first, reverse=True)
     _apply_brake(result)
     return result
+
+
+def _protect_chains(result: CleanupPlan) -> None:
+    """Keep every backup that a live incremental is built on, whichever group planned it: a
+    weekly full schedule's plan must not break the daily incremental schedule's chain."""
+    doomed = {backup.pk for backup, _ in result.delete}
+    protected = chains.dependents(doomed) if doomed else set()
+    if not protected:
+        return
+    still: list[tuple[Backup, str]] = []
+    for backup, reason in result.delete:
+        if backup.pk in protected:
+            result.keep.append((backup, ("base of a kept incremental backup",)))
+        else:
+            still.append((backup, reason))
+    result.delete = still
 
 
 def _newest_first(pair: tuple[Backup, Any]) -> tuple[datetime, int]:

@@ -23,13 +23,13 @@ from django.db.models import Model
 from . import secrets
 from .codecs import COMPRESSIONS
 from .engines import Connection, EngineError, engine_keys, get_engine
+from .engines.configuration import path_problems
 from .models import BackupType, Event, Notifier, Storage, Target, default_notifier_events
 from .notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
 from .retention import Policy, PolicyError
 from .storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-KNOWN_ENGINES = ("postgresql", "mysql", "mariadb", "mongodb", "redis", "clickhouse", "sqlite", "files")
 SECTIONS = ("storages", "targets", "schedules", "notifiers")
 SECRET_OPTION_WORDS = ("password", "secret", "token", "key", "passphrase", "credentials")
 
@@ -38,7 +38,7 @@ NOTIFIER_KEYS = {"kind", "events", "default", "is_active"}  # plus the options o
 TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
-    "skip_unchanged", "sandbox",
+    "skip_unchanged", "sandbox", "config_paths",
 }  # fmt: skip
 SCHEDULE_KEYS = {
     "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "retention",
@@ -227,6 +227,10 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
         **{t.name: t.engine for t in Target.objects.all()},
         **{n: t.get("engine", "") for n, t in plan.targets.items()},
     }
+    with_config = {
+        *Target.objects.exclude(config_paths=[]).values_list("name", flat=True),
+        *(n for n, t in plan.targets.items() if t.get("config_paths")),
+    } - {n for n, t in plan.targets.items() if not t.get("config_paths")}
     for name, table in config.data["targets"].items():
         sandbox = _sandbox_ref(check, name, table, known_targets)
         if sandbox:
@@ -235,7 +239,7 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
         plan.notifiers[name] = _validate_notifier(check, name, table)
     known_notifiers = set(plan.notifiers) | set(Notifier.objects.values_list("name", flat=True))
     for name, table in config.data["schedules"].items():
-        plan.schedules[name] = _validate_schedule(check, name, table, known_targets)
+        plan.schedules[name] = _validate_schedule(check, name, table, known_targets, with_config)
         plan.schedule_storages[name] = _storage_refs(check, table, f"schedules.{name}", known_storages)
         for channel in plan.schedules[name]["notify_channels"]:
             if channel not in known_notifiers:
@@ -380,16 +384,10 @@ def _validate_target(check: _Validator, name: str, table: dict[str, Any]) -> dic
     if not engine_key:
         check.error(f"{path}.engine", f"required: one of {', '.join(available)}")
     elif engine_key not in available:
-        if engine_key in KNOWN_ENGINES:
-            check.error(
-                f"{path}.engine",
-                f"engine {engine_key!r} is not available in this version; available: {', '.join(available)}",
-            )
-        else:
-            check.error(
-                f"{path}.engine",
-                f"unknown engine {engine_key!r}{_suggest(engine_key, KNOWN_ENGINES)}; available: {', '.join(available)}",
-            )
+        check.error(
+            f"{path}.engine",
+            f"unknown engine {engine_key!r}{_suggest(engine_key, available)}; available: {', '.join(available)}",
+        )
     options = table.get("options", {})
     if not isinstance(options, dict):
         check.error(f"{path}.options", "must be a table")
@@ -408,6 +406,7 @@ def _validate_target(check: _Validator, name: str, table: dict[str, Any]) -> dic
         "include_tables": check.string_list(table, "include_tables", path),
         "exclude_tables": check.string_list(table, "exclude_tables", path),
         "paths": [check.path_value(p) for p in check.string_list(table, "paths", path)],
+        "config_paths": _config_paths(check, table, path),
         "timezone": check.timezone(table, path),
         "compression": check.compression(table, path, "gzip"),
         "retention": _validate_retention(check, table, path),
@@ -422,6 +421,17 @@ def _validate_target(check: _Validator, name: str, table: dict[str, Any]) -> dic
     if engine_key in available:
         _check_engine(check, engine_key, name, fields, path)
     return fields
+
+
+def _config_paths(check: _Validator, table: dict[str, Any], path: str) -> list[str]:
+    paths = [check.path_value(p) for p in check.string_list(table, "config_paths", path)]
+    for message in path_problems(paths):
+        check.error(f"{path}.config_paths", message)
+    if check.probe and table.get("is_active", True):
+        for raw in paths:
+            if not os.path.lexists(raw):
+                check.error(f"{path}.config_paths", f"{raw} does not exist on this host")
+    return paths
 
 
 def _check_engine(check: _Validator, engine_key: str, name: str, fields: dict[str, Any], path: str) -> None:
@@ -468,7 +478,7 @@ def _validate_retention(check: _Validator, table: dict[str, Any], path: str) -> 
 
 
 def _validate_schedule(
-    check: _Validator, name: str, table: dict[str, Any], targets: dict[str, str]
+    check: _Validator, name: str, table: dict[str, Any], targets: dict[str, str], with_config: set[str]
 ) -> dict[str, Any]:
     path = f"schedules.{name}"
     check.unknown_keys(table, SCHEDULE_KEYS, path)
@@ -480,6 +490,13 @@ def _validate_schedule(
     backup_type = check.string(table, "backup_type", path, BackupType.FULL)
     if backup_type not in BackupType.values:
         check.error(f"{path}.backup_type", f"must be one of {', '.join(BackupType.values)}")
+    elif backup_type == BackupType.CONFIGURATION:
+        if target in targets and target not in with_config:
+            check.error(
+                f"{path}.backup_type",
+                f"target {target!r} lists no config_paths; add targets.{target}.config_paths "
+                "(the configuration files to back up)",
+            )
     elif (
         targets.get(target) in engine_keys()
         and backup_type not in get_engine(targets[target]).supported_types
@@ -487,7 +504,8 @@ def _validate_schedule(
         engine = get_engine(targets[target])
         check.error(
             f"{path}.backup_type",
-            f"the {engine.key} engine makes {', '.join(engine.supported_types)} backups only",
+            f"the {engine.key} engine makes {', '.join(engine.supported_types)} backups only"
+            + ("; incremental backups are made by the files engine" if backup_type == "incremental" else ""),
         )
     from .cron import cron_problem
 

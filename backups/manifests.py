@@ -40,6 +40,17 @@ def _restore_hint(backup: Backup, engine: Engine) -> str:
     ]
     if engine.key == "sqlite":
         return f"{decompress} > restored.sqlite3 && sqlite3 restored.sqlite3 'PRAGMA integrity_check'"
+    if engine.key == "configuration":
+        return f"{decompress} | tar -xf - -C /restore/dir   (or -C / to put every file back in place)"
+    if engine.key == "files" and backup.backup_type == "incremental":
+        return (
+            "restore the chain's full backup first, then each incremental in order "
+            "(record.base_file_path names the previous link); for each, delete the paths it lists "
+            "as deleted BEFORE extracting it: "
+            f"(cd /restore/dir && jq -r '.engine_info.deleted[]?' {name}.manifest.json | "
+            "xargs -r -d '\\n' rm -rf --) && "
+            f"{decompress} | tar -xf - -C /restore/dir"
+        )
     if engine.key == "files":
         return f"{decompress} | tar -xf - -C /restore/dir"
     if engine.key == "postgresql":

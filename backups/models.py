@@ -89,6 +89,12 @@ class Target(models.Model):
     include_tables = models.JSONField(default=list, blank=True)
     exclude_tables = models.JSONField(default=list, blank=True)
     paths = models.JSONField(default=list, blank=True, help_text="Directories (files engine).")
+    config_paths = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Configuration files and directories (absolute paths) saved by backups of type "
+        '"configuration", e.g. ["/etc/postgresql/15/main/postgresql.conf", "/etc/backupsite.toml"].',
+    )
     timezone = models.CharField(max_length=64, default="UTC")
     compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
     retention = models.JSONField(
@@ -125,6 +131,13 @@ class Target(models.Model):
 
     def clean(self) -> None:
         validate_retention(self.retention, self.timezone)
+        from .engines.configuration import path_problems
+
+        if not isinstance(self.config_paths, list):
+            raise ValidationError({"config_paths": 'a list of absolute paths, e.g. ["/etc/my.cnf"]'})
+        problems = path_problems(self.config_paths)
+        if problems:
+            raise ValidationError({"config_paths": problems})
         if self.sandbox_id is None:
             return
         if self.pk is not None and self.sandbox_id == self.pk:
@@ -175,6 +188,14 @@ class Backup(models.Model):
     fingerprint = models.CharField(
         max_length=255, blank=True, help_text="The source's change token when the dump started, if any."
     )
+    base = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="incrementals",
+        help_text="For an incremental backup: the backup it was built on (the previous link of its chain).",
+    )
     compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
     encryption = models.CharField(max_length=16, default="none")
     encryption_key_id = models.CharField(max_length=255, blank=True)
@@ -220,6 +241,7 @@ class Backup(models.Model):
             value = getattr(self, name)
             record[name] = value.isoformat() if hasattr(value, "isoformat") else value
         record["schedule"] = self.schedule.name if self.schedule_id and self.schedule else None
+        record["base_file_path"] = self.base.file_path if self.base_id and self.base else None
         return record
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from django.conf import settings
 
 from . import secrets
-from .engines import Connection
+from .engines import Connection, Engine, get_engine
+from .engines.configuration import ConfigurationEngine
 from .models import Backup, BackupCopy, CopyStatus, Storage, Target
 from .storages import BackupStorage, build_storage
 
@@ -43,6 +44,14 @@ def connection_for(target: Target) -> Connection:
         exclude_tables=tuple(target.exclude_tables),
         paths=tuple(target.paths),
     )
+
+
+def engine_for(target: Target, backup_type: str) -> Engine:
+    """The engine that makes (and reads back) ``target``'s backups of ``backup_type``: the
+    target's own, except for configuration backups, which every engine shares."""
+    if backup_type == "configuration":
+        return ConfigurationEngine()
+    return get_engine(target.engine)
 
 
 def storage_for(storage: Storage) -> BackupStorage:

@@ -10,7 +10,13 @@
 - every window and expiry is measured from the newest SUCCESS backup (the newest one not after
   ``now``), never from the clock, so a schedule that stops never ages everything out;
 - every kept backup carries at least one reason; planning the kept backups again deletes
-  nothing more; equal timestamps are ordered by id (the higher id is the newer).
+  nothing more; equal timestamps are ordered by id (the higher id is the newer);
+- a chain is never broken: every backup that a kept SUCCESS, RUNNING or PENDING backup is built on
+  (``base_id``, an incremental's previous link), directly or through other links, is kept too,
+  with a reason ``"base of incremental <id>"`` per kept backup built on it, whatever the rules and
+  caps say (so a chain may keep more than ``max_backups``). Incrementals count as ordinary
+  backups for the rules; a failed, skipped or corrupt run pins nothing (it has nothing to
+  restore); a ``base_id`` missing from the input is ignored.
 """
 
 from __future__ import annotations
@@ -201,6 +207,8 @@ class BackupInfo:
     timestamp: datetime  # timezone-aware
     status: str
     verified: bool = False
+    #: The backup this incremental was built on (its previous link); None for a full backup.
+    base_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +297,51 @@ def plan(backups: Iterable[BackupInfo], policy: Policy, now: datetime) -> Plan:
                 backup.status, f"{backup.status} run older than the newest success: counts for nothing"
             )
             delete.append(Deleted(backup, reason))
+    if any(backup.base_id is not None for _, _, backup in ordered):
+        keep, delete = _keep_bases(ordered, keep, delete)
     return Plan(tuple(keep), tuple(delete), newest.backup.timestamp)
+
+
+#: Statuses of backups that hold (or are about to hold) a restorable tree, so pin their base.
+PINNING = (SUCCESS, RUNNING, PENDING)
+
+
+def _keep_bases(
+    ordered: list[tuple[datetime, int, BackupInfo]], keep: list[Kept], delete: list[Deleted]
+) -> tuple[list[Kept], list[Deleted]]:
+    """Keep what kept backups are built on, transitively; both lists stay newest first. O(n)."""
+    present = {backup.id: backup for _, _, backup in ordered}
+    kept = {k.backup.id for k in keep}
+    pinning = {k.backup.id for k in keep if k.backup.status in PINNING}
+    pending = [present[backup_id] for backup_id in pinning]
+    while pending:  # a base pins its own base whatever its status: it is part of the chain
+        backup = pending.pop()
+        base = present.get(backup.base_id) if backup.base_id is not None else None
+        if base is not None and base.id not in pinning:
+            kept.add(base.id)
+            pinning.add(base.id)
+            pending.append(base)
+    reasons: dict[int, list[str]] = {}
+    for _, backup_id, backup in ordered:  # newest dependent first: a stable order of reasons
+        base_id = backup.base_id
+        if backup_id in pinning and base_id is not None and base_id != backup_id and base_id in present:
+            reasons.setdefault(base_id, []).append(f"base of incremental {backup_id}")
+    if not reasons:
+        return keep, delete
+    before = {k.backup.id: k for k in keep}
+    gone = {d.backup.id: d for d in delete}
+    new_keep: list[Kept] = []
+    new_delete: list[Deleted] = []
+    for _, backup_id, backup in ordered:
+        extra = tuple(reasons.get(backup_id, ()))
+        if backup_id in before:
+            old = before[backup_id]
+            new_keep.append(Kept(backup, old.reasons + extra) if extra else old)
+        elif backup_id in kept:
+            new_keep.append(Kept(backup, extra))
+        else:
+            new_delete.append(gone[backup_id])
+    return new_keep, new_delete
 
 
 def _hour_key(local: datetime) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import copies, secrets
+from . import chains, copies, secrets
 from .codecs import EXTENSIONS
 from .copies import Destination, FanOut
 from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
@@ -31,6 +31,7 @@ from .reaping import reap_lost_runs, this_worker
 from .resources import (
     MANIFEST_SUFFIX,
     connection_for,
+    engine_for,
     scratch_dir,
     storage_for,
 )
@@ -44,7 +45,30 @@ logger = logging.getLogger(__name__)
 
 
 def supports_type(target: Target, backup_type: str) -> bool:
+    if backup_type == "configuration":
+        return bool(target.config_paths)
     return backup_type in get_engine(target.engine).supported_types
+
+
+def type_problem(target: Target, backup_type: str) -> str:
+    """Why ``target`` cannot make ``backup_type`` backups, or "" when it can."""
+    if supports_type(target, backup_type):
+        return ""
+    if backup_type == "configuration":
+        return (
+            f"target {target.name} lists no config_paths; add the configuration files to back up "
+            f"(targets.{target.name}.config_paths)"
+        )
+    engine = get_engine(target.engine)
+    if backup_type == "incremental":
+        return (
+            f"the {engine.key} engine does not make incremental backups (only the files engine does); "
+            f"use one of: {', '.join(engine.supported_types)}"
+        )
+    return (
+        f"the {engine.key} engine does not make {backup_type} backups "
+        f"(supported: {', '.join(engine.supported_types)})"
+    )
 
 
 def run_backup(
@@ -139,10 +163,14 @@ def _execute(
         _skip_unchanged(backup, previous)
         return
 
+    base_info = _link_to_previous(backup) if backup.backup_type == "incremental" else None
     backup.file_path = _object_path(backup, engine)
-    backup.save(update_fields=["file_path", "fingerprint"])
+    backup.save(update_fields=["file_path", "fingerprint", "base", "backup_type", "backup_name"])
     options = DumpOptions(
-        backup_type=backup.backup_type, compression=backup.compression, scratch_dir=scratch_dir()
+        backup_type=backup.backup_type,
+        compression=backup.compression,
+        scratch_dir=scratch_dir(),
+        previous=base_info,
     )
     fan = FanOut(destinations)
     try:
@@ -164,20 +192,44 @@ def _execute(
     logger.info("backup %s of target %s succeeded: %s bytes", backup.pk, target.name, backup.file_size)
 
 
+def _link_to_previous(backup: Backup) -> dict[str, Any] | None:
+    """Set ``backup.base`` to the link an incremental builds on and return that link's engine
+    info (with its file index, from its manifest). With nothing to build on, the run becomes a
+    full backup, and says so."""
+    with record_step(backup, "chain") as step:
+        base = chains.previous_link(backup)
+        if base is None:
+            backup.backup_type = "full"
+            backup.backup_name = backup.backup_name.replace("-incremental-", "-full-", 1)
+            backup.notes = "made a full backup: no earlier full or incremental backup to build on"
+            step.message = backup.notes
+            return None
+        manifest = chains.load_manifest(base)
+        info = manifest.get("engine_info")
+        if not isinstance(info, dict):
+            raise chains.ServiceError(f"the manifest of backup {base.pk} has no engine_info to build on")
+        backup.base = base
+        depth = len(chains.chain_of(base))
+        step.message = f"built on backup {base.pk} ({base.backup_type}); link {depth + 1} of its chain"
+        return info
+
+
 def _prepare(
     backup: Backup, target: Target, storages: Sequence[Storage] | None
 ) -> tuple[Engine, Connection, list[Storage]]:
-    engine = get_engine(target.engine)
-    if backup.backup_type not in engine.supported_types:
-        raise EngineError(
-            f"the {engine.key} engine does not make {backup.backup_type} backups "
-            f"(supported: {', '.join(engine.supported_types)})"
-        )
+    problem = type_problem(target, backup.backup_type)
+    if problem:
+        raise EngineError(problem)
+    engine = engine_for(target, backup.backup_type)
     missing = engine.missing_binaries()
     if missing:
         raise EngineError(f"required program(s) not installed: {', '.join(missing)}")
     try:
-        connection = connection_for(target)
+        connection = (
+            Connection(name=target.name, engine=engine.key, paths=tuple(target.config_paths))
+            if backup.backup_type == "configuration"
+            else connection_for(target)
+        )
     except secrets.SecretError as exc:
         raise secrets.SecretError(f"target {target.name}: {exc}") from None
     problems = engine.validate(connection)
@@ -381,8 +433,8 @@ def _confirm_and_describe(
     backup.progress = result.raw_size
     backup.checksum = result.sha256
     backup.tables_included = list(info.get("tables", []))
-    backup.engine_info = info
-    backup.files_included = list(info.get("roots", {}).values())
+    backup.engine_info = chains.catalog_info(info)
+    backup.files_included = list(info.get("roots", {}).values()) or list(info.get("config_paths", []))
     with record_step(backup, "manifest") as step:
         manifest = json.dumps(build_manifest(backup, engine, info), indent=2, sort_keys=True).encode()
         for destination in destinations:

@@ -26,7 +26,7 @@ from .resources import (
     storage_for,
     stored_copies,
 )
-from .runs import run_backup, supports_type
+from .runs import run_backup, supports_type, type_problem
 from .verification import VerifyOutcome, check_copy_digest, check_sandbox, feed_copy, verify_backup
 
 __all__ = [
@@ -55,5 +55,6 @@ __all__ = [
     "supports_type",
     "sweep_storages",
     "this_worker",
+    "type_problem",
     "verify_backup",
 ]

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from . import secrets
 from .codecs import DecompressingReader
-from .engines import Engine, EngineError, get_engine
+from .engines import Engine, EngineError
 from .engines.base import RestoreOptions
 from .models import Backup, BackupCopy, BackupStatus, Target
 from .notifications import VERIFICATION_FAILED, notify_backup
@@ -23,6 +23,7 @@ from .pipeline import HashingReader
 from .resources import (
     ServiceError,
     connection_for,
+    engine_for,
     restore_manifest,
     scratch_dir,
     storage_for,
@@ -110,8 +111,8 @@ def verify_backup(
     copies = stored_copies(backup)
     if not copies:
         raise ServiceError(f"backup {backup.pk} has no stored copy to verify")
-    engine = get_engine(backup.target.engine)
-    if deep and sandbox is None:
+    engine = engine_for(backup.target, backup.backup_type)
+    if deep and sandbox is None and backup.backup_type != "configuration":
         sandbox = backup.target.sandbox
     if sandbox is not None:
         check_sandbox(engine, backup.target, sandbox)

@@ -78,3 +78,9 @@ class BackupSchedule(models.Model):
         if problem:
             raise ValidationError({"cron_expression": problem})
         validate_retention(self.retention, self.timezone)
+        if self.target_id is not None:
+            from backups.runs import type_problem
+
+            problem = type_problem(self.target, self.backup_type)
+            if problem:
+                raise ValidationError({"backup_type": problem})

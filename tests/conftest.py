@@ -20,7 +20,18 @@ if TYPE_CHECKING:
 from tests.servers.postgres import PostgresServer, running_postgres
 
 pytest_plugins = [
-    f"tests.plugins.{kind}" for kind in ("local", "s3", "sftp", "ftp", "gcs", "azure", "notify", "redis")
+    f"tests.plugins.{kind}"
+    for kind in (
+        "local",
+        "s3",
+        "sftp",
+        "ftp",
+        "gcs",
+        "azure",
+        "notify",
+        "redis",
+        "mongodb",
+    )
 ]
 
 REPO = Path(__file__).resolve().parent.parent

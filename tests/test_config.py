@@ -102,7 +102,6 @@ storages = ["local"]
     [
         ('engine = "sqlite"', 'engine = "oracle"', "targets.app-db.engine: unknown engine 'oracle'"),
         ('engine = "sqlite"', 'engine = "sqllite"', "did you mean 'sqlite'?"),
-        ('engine = "sqlite"', 'engine = "mongodb"', "engine 'mongodb' is not available in this version"),
         ('kind = "local"', 'kind = "dropbox"', "storages.local.kind: unknown storage kind 'dropbox'"),
         ('kind = "local"', 'kind = "s3"', "storages.local.bucket: required: "),
         ('kind = "local"', 'kind = "sftp"', "storages.local.path: unknown key"),

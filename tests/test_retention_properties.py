@@ -612,3 +612,78 @@ def _in_gap(wall: datetime, zone: ZoneInfo) -> bool:
 def _days_in(year: int, month: int) -> int:
     following = date(year + month // 12, month % 12 + 1, 1)
     return (following - timedelta(days=1)).day
+
+
+# -- incremental chains ---------------------------------------------------------------------------
+
+PINNING = ("success", "running", "pending")
+
+
+@st.composite
+def chained_cases(draw: st.DrawFn) -> tuple[list[BackupInfo], Policy, datetime]:
+    """``cases()`` with incrementals: many backups built on an earlier success (mostly the newest
+    one before them, as a chain grows), some on a backup missing from the set."""
+    backups, policy, now = draw(cases())
+    linked: list[BackupInfo] = []
+    earlier: list[BackupInfo] = []  # successes older than the backup at hand
+    for backup in sorted(backups, key=order):
+        choice = draw(st.integers(0, 5))
+        if choice == 0:
+            linked.append(replace(backup, base_id=1000))  # not in the set: ignored
+        elif choice >= 3 and earlier:
+            base = earlier[-1] if choice < 5 else draw(st.sampled_from(earlier))
+            linked.append(replace(backup, base_id=base.id))
+        else:
+            linked.append(backup)
+        if backup.status == "success":
+            earlier.append(linked[-1])
+    return linked, policy, now
+
+
+def closure(kept: set[int], backups: Sequence[BackupInfo]) -> set[int]:
+    """``kept`` and every backup a kept SUCCESS/RUNNING/PENDING one is built on, transitively."""
+    by_id = {b.id: b for b in backups}
+    result = set(kept)
+    pending = [by_id[i] for i in kept if by_id[i].status in PINNING]
+    while pending:
+        base = by_id.get(pending.pop().base_id)  # type: ignore[arg-type]
+        if base is not None and base.id not in result:
+            result.add(base.id)
+            pending.append(base)
+    return result
+
+
+@PROPERTY
+@given(chained_cases())
+def test_it_never_deletes_the_base_of_a_kept_backup(case: tuple[list[BackupInfo], Policy, datetime]) -> None:
+    backups, policy, now = case
+    result = plan(backups, policy, now)
+    ids = {b.id for b in backups}
+    planned = policy.has_rules and any(b.status == "success" for b in backups)  # else all are kept
+    for kept in result.keep:
+        base = kept.backup.base_id
+        if kept.backup.status in PINNING and base in ids:
+            assert base in kept_ids(result), f"{kept.backup.id} kept, its base {base} deleted"
+            if planned and base is not None:
+                assert f"base of incremental {kept.backup.id}" in result.reasons()[base]
+    # Exactly what the rules keep plus the bases they need: nothing else is spared.
+    unlinked = plan([replace(b, base_id=None) for b in backups], policy, now)
+    assert kept_ids(result) == closure(kept_ids(unlinked), backups)
+    for kept in result.keep:
+        if kept.backup.id not in kept_ids(unlinked):
+            assert all(reason.startswith("base of incremental ") for reason in kept.reasons)
+
+
+@PROPERTY
+@given(chained_cases(), st.randoms(use_true_random=False))
+def test_it_plans_chains_the_same_whatever_the_order_and_again_deletes_nothing(
+    case: tuple[list[BackupInfo], Policy, datetime], rng: random.Random
+) -> None:
+    backups, policy, now = case
+    expected = plan(backups, policy, now)
+    shuffled = list(backups)
+    rng.shuffle(shuffled)
+    assert plan(shuffled, policy, now) == expected
+    again = plan([k.backup for k in expected.keep], policy, now)
+    assert again.delete == ()
+    assert kept_ids(again) == kept_ids(expected)

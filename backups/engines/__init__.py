@@ -16,6 +16,9 @@ ENGINES: dict[str, str] = {
     "mysql": "backups.engines.mysql.MySQLEngine",
     "mariadb": "backups.engines.mysql.MariaDBEngine",
     "postgresql": "backups.engines.postgresql.PostgreSQLEngine",
+    "redis": "backups.engines.redis.RedisEngine",
+    "mongodb": "backups.engines.mongodb.MongoDBEngine",
+    "clickhouse": "backups.engines.clickhouse.ClickHouseEngine",
 }
 
 
@@ -27,6 +30,9 @@ LABELS: dict[str, str] = {
     "postgresql": "PostgreSQL",
     "mysql": "MySQL",
     "mariadb": "MariaDB",
+    "redis": "Redis",
+    "mongodb": "MongoDB",
+    "clickhouse": "ClickHouse",
 }
 
 

@@ -8,6 +8,7 @@ touches models, services or tasks, so it can be tested and reused on its own.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ class DumpOptions:
     #: What the pipeline does to the stream; engines that can compress turn theirs off unless "none".
     compression: str = "gzip"
     scratch_dir: Path = Path("/tmp")  # noqa: S108  (overridden by services with BACKUPSITE_TMP)
+    #: For an ``incremental`` dump: the ``engine_info`` (from its manifest) of the backup this one
+    #: builds on, the previous link of the chain. None for every other type.
+    previous: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,18 @@ class Dump:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ChainLink:
+    """One backup of an incremental chain, handed to :meth:`Engine.restore_chain` oldest first.
+
+    ``feed(consume)`` streams the link's decompressed, digest-checked bytes into ``consume`` and
+    returns what ``consume`` returned; it raises if the stored bytes are damaged.
+    """
+
+    manifest: dict[str, Any]
+    feed: Callable[[Callable[[BinaryIO], str]], str]
+
+
 @dataclass
 class RestoreResult:
     tables: list[str] = field(default_factory=list)
@@ -78,6 +94,8 @@ class Engine:
     binaries: ClassVar[tuple[str, ...]] = ()
     file_extension: ClassVar[str] = ".dump"
     content_type: ClassVar[str] = "application/octet-stream"
+    #: Backup types the engine makes itself ("configuration" is made for every engine by
+    #: ``backups.engines.configuration`` from the target's ``config_paths``).
     supported_types: ClassVar[tuple[str, ...]] = ("full", "database")
     #: What an operator must type to confirm a restore: the target's "name" or its "database".
     confirm_with: ClassVar[str] = "name"
@@ -110,6 +128,14 @@ class Engine:
     def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
         """Feed an uncompressed dump stream into the destination; fail on the first error."""
         raise NotImplementedError
+
+    def restore_chain(
+        self, connection: Connection, links: Sequence[ChainLink], options: RestoreOptions
+    ) -> RestoreResult:
+        """Restore an incremental chain: ``links[0]`` is the full backup, each later link an
+        incremental built on the one before; the destination ends up as of the last link, and is
+        left untouched if any link fails. ``options.manifest`` is the last link's manifest."""
+        raise EngineError(f"engine {self.key} has no incremental backups to restore")
 
     def trial_restore(self, stream: BinaryIO, options: RestoreOptions) -> str:
         """The cheapest real proof that an uncompressed dump is usable; returns a summary."""

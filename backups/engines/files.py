@@ -1,103 +1,44 @@
-"""Files: a tar (POSIX pax) stream of directory trees with include/exclude globs.
+"""Files: a tar (POSIX pax) stream of directory trees with include/exclude globs, full or
+incremental.
 
 Each configured root becomes one top-level directory in the archive, named after the root's
 last component, so ``tar -xf`` by hand gives the familiar layout. The archive is written by a
 thread into an OS pipe that the pipeline reads, so nothing is buffered beyond the pipe.
 
-Restore extracts into staging directories beside each destination and only renames them into
-place when the whole archive has been read without error; a destination that already holds
-files is kept aside as ``<dir>.before-restore-<timestamp>``, never overwritten.
+Every dump records in ``Dump.info`` an ``index`` of the whole tree (format, change detection and
+memory bounds: :mod:`.files_archive`), a random ``snapshot`` id, and for an ``incremental`` the
+``previous_snapshot`` it was built on and the paths ``deleted`` since. An incremental archive is
+an ordinary tar holding only the new and changed entries.
+
+Restore extracts into staging directories beside each destination (a chain: the full backup,
+then each incremental over it, see :mod:`.files_extract`), checks the result against the last
+backup's index, and only then renames the staging directories into place; a destination that
+already holds files is kept aside as ``<dir>.before-restore-<timestamp>``, never overwritten.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import shutil
-import tarfile
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, BinaryIO
 
-from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
-
-_BUFFER = 1024 * 1024
-
-
-def _matches(relative: str, patterns: list[str]) -> bool:
-    name = relative.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(relative, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-class _ArchiveWriter(threading.Thread):
-    """Writes the tar stream of ``roots`` into ``sink``; records the first error."""
-
-    def __init__(self, roots: list[Path], sink: BinaryIO, include: list[str], exclude: list[str]) -> None:
-        super().__init__(name="files-archive-writer", daemon=True)
-        self.roots, self.sink, self.include, self.exclude = roots, sink, include, exclude
-        self.error: BaseException | None = None
-        self.files = 0
-        self.bytes = 0
-        self.skipped: list[str] = []
-
-    def run(self) -> None:
-        try:
-            with tarfile.open(
-                fileobj=self.sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_BUFFER
-            ) as tar:
-                tar.copybufsize = _BUFFER  # type: ignore[attr-defined]  # (not in typeshed)
-                for root in self.roots:
-                    self._add_tree(tar, root)
-        except BaseException as exc:  # reported to the consumer when the dump context exits
-            self.error = exc
-        finally:
-            with contextlib.suppress(OSError):
-                self.sink.close()
-
-    def _add_tree(self, tar: tarfile.TarFile, root: Path) -> None:
-        prefix = root.name
-        # A symlinked root is archived as the directory it points to (os.walk follows it too).
-        tar.addfile(tar.gettarinfo(os.path.realpath(root), arcname=prefix))
-        for directory, dirnames, filenames in os.walk(root, onerror=self._walk_error):
-            dirnames.sort()
-            base = Path(directory)
-            for name in sorted(dirnames) + sorted(filenames):
-                path = base / name
-                relative = path.relative_to(root).as_posix()
-                if self.exclude and _matches(relative, self.exclude):
-                    if name in dirnames:
-                        dirnames.remove(name)
-                    continue
-                self._add_entry(tar, path, f"{prefix}/{relative}", relative, is_dir=name in dirnames)
-
-    def _add_entry(self, tar: tarfile.TarFile, path: Path, arcname: str, relative: str, is_dir: bool) -> None:
-        if not is_dir and self.include and not _matches(relative, self.include):
-            return
-        try:
-            info = tar.gettarinfo(str(path), arcname=arcname)
-        except FileNotFoundError:
-            return  # vanished between listing and reading: it is not part of this snapshot
-        if info.islnk():  # store hard links as plain files: each archive member stands alone
-            info.type, info.linkname, info.size = tarfile.REGTYPE, "", path.stat().st_size
-        if info.isreg():
-            try:
-                with open(path, "rb") as handle:
-                    tar.addfile(info, handle)
-            except PermissionError:
-                raise EngineError(f"cannot read {path}: permission denied") from None
-            self.files += 1
-            self.bytes += info.size
-        elif info.isdir() or info.issym():
-            tar.addfile(info)
-        else:
-            self.skipped.append(arcname)  # sockets, fifos, devices are not data
-
-    @staticmethod
-    def _walk_error(exc: OSError) -> None:
-        raise EngineError(f"cannot list {exc.filename}: {exc.strerror}")
+from .base import (
+    ChainLink,
+    Connection,
+    Dump,
+    DumpOptions,
+    Engine,
+    EngineError,
+    RestoreOptions,
+    RestoreResult,
+)
+from .files_archive import ArchiveWriter, deleted_paths
+from .files_extract import StagingTree, read_archive, swap_in
 
 
 class FilesEngine(Engine):
@@ -105,7 +46,7 @@ class FilesEngine(Engine):
     label = "Files"
     file_extension = ".tar"
     content_type = "application/x-tar"
-    supported_types = ("full", "files")
+    supported_types = ("full", "files", "incremental")
 
     def validate(self, connection: Connection) -> list[tuple[str, str]]:
         if not connection.paths:
@@ -142,16 +83,24 @@ class FilesEngine(Engine):
     def dump(self, connection: Connection, options: DumpOptions) -> Iterator[Dump]:
         self.probe(connection)
         roots = [Path(raw) for raw in connection.paths]
+        info: dict[str, Any] = {
+            "roots": {root.name: str(root) for root in roots},
+            "snapshot": uuid.uuid4().hex,
+        }
+        previous: dict[str, str] = {}
+        if options.backup_type == "incremental":
+            base = self._base(options.previous, info["roots"])
+            previous, info["previous_snapshot"] = base["index"], base["snapshot"]
         read_fd, write_fd = os.pipe()
         reader = os.fdopen(read_fd, "rb", buffering=0)
-        writer = _ArchiveWriter(
+        writer = ArchiveWriter(
             roots,
             os.fdopen(write_fd, "wb", buffering=0),
             list(connection.options.get("include", [])),
             list(connection.options.get("exclude", [])),
+            previous,
         )
         writer.start()
-        info: dict[str, Any] = {"roots": {root.name: str(root) for root in roots}}
         try:
             yield Dump(stream=reader, info=info)
         finally:
@@ -163,19 +112,39 @@ class FilesEngine(Engine):
                 raise error
             raise EngineError(f"archiving files failed: {error}")
         info.update(files=writer.files, bytes=writer.bytes, skipped_special=writer.skipped[:100])
-
-    # -- restore -------------------------------------------------------------------------------
+        if options.backup_type == "incremental":
+            info.update(
+                changed=writer.changed,
+                touched=writer.touched,
+                deleted=deleted_paths(previous, writer.index),
+                tree_files=writer.tree_files,
+                tree_bytes=writer.tree_bytes,
+                changed_while_reading=writer.changed_while_reading[:100],
+            )
+        info["index"] = writer.index
 
     @staticmethod
-    def _check_member(member: tarfile.TarInfo) -> PurePosixPath:
-        path = PurePosixPath(member.name)
-        if member.name.startswith("/") or path.is_absolute():
-            raise EngineError(f"refusing archive member with an absolute path: {member.name!r}")
-        if ".." in path.parts:
-            raise EngineError(f"refusing archive member that climbs out with '..': {member.name!r}")
-        if not (member.isreg() or member.isdir() or member.issym()):
-            raise EngineError(f"refusing special archive member (device, fifo or link): {member.name!r}")
-        return path
+    def _base(previous: dict[str, Any] | None, roots: dict[str, str]) -> dict[str, Any]:
+        """The engine info of the link an incremental builds on, after checking it can be."""
+        if previous is None:
+            raise EngineError(
+                "an incremental backup needs the previous backup of its chain; take a full backup"
+            )
+        index = previous.get("index")
+        if not isinstance(index, dict) or not isinstance(previous.get("snapshot"), str):
+            raise EngineError(
+                "the previous backup has no file index (made before incremental backups existed, "
+                "or its manifest lost it); take a full backup to start a chain"
+            )
+        if previous.get("roots") != roots:
+            before = ", ".join(sorted(map(str, (previous.get("roots") or {}).values()))) or "none"
+            raise EngineError(
+                f"the target's paths changed since the previous backup (then: {before}; now: "
+                f"{', '.join(sorted(roots.values()))}); take a full backup to start a new chain"
+            )
+        return previous
+
+    # -- restore -------------------------------------------------------------------------------
 
     @staticmethod
     def _destinations(roots: list[str], paths: tuple[str, ...]) -> dict[str, Path]:
@@ -198,10 +167,16 @@ class FilesEngine(Engine):
                 raise EngineError(f"restore destination {raw} exists and is not a directory")
 
     def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
-        roots = list(options.manifest.get("engine_info", {}).get("roots", {}))
-        if not roots:
-            raise EngineError("the backup manifest does not list the archived directories")
-        destinations = self._destinations(roots, connection.paths)
+        def feed(consume: Callable[[BinaryIO], str]) -> str:
+            return consume(stream)
+
+        return self.restore_chain(connection, [ChainLink(manifest=options.manifest, feed=feed)], options)
+
+    def restore_chain(
+        self, connection: Connection, links: Sequence[ChainLink], options: RestoreOptions
+    ) -> RestoreResult:
+        infos = self._chain_infos(links)
+        destinations = self._destinations(list(infos[-1]["roots"]), connection.paths)
         for destination in destinations.values():
             if destination.exists() and not destination.is_dir():
                 raise EngineError(f"restore destination {destination} exists and is not a directory")
@@ -210,70 +185,72 @@ class FilesEngine(Engine):
             name: dest.parent / f".{dest.name}.restore-{stamp}-{os.getpid()}"
             for name, dest in destinations.items()
         }
-        restored: list[str] = []
+        tree = StagingTree(staging)
         try:
             for path in staging.values():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.mkdir()
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=_BUFFER) as tar:
-                for member in tar:
-                    parts = self._check_member(member).parts
-                    if parts[0] not in staging:
-                        raise EngineError(
-                            f"archive member {member.name!r} is outside the archived directories"
-                        )
-                    if len(parts) == 1:
-                        continue  # the root directory itself
-                    member.name = "/".join(parts[1:])
-                    tar.extract(member, staging[parts[0]], filter="tar")
-                    if member.isreg():
-                        restored.append("/".join(parts))
-        except tarfile.TarError as exc:
-            self._discard(staging.values())
-            raise EngineError(f"the archive is damaged or not a tar stream: {exc}") from None
+            for number, (link, info) in enumerate(zip(links, infos, strict=True), start=1):
+                try:
+                    tree.delete(info.get("deleted", []))
+                    link.feed(tree.extract)
+                except EngineError as exc:
+                    if len(links) == 1:
+                        raise
+                    raise EngineError(f"{_describe(link, number, len(links))}: {exc}") from None
+            tree.finish()
+            index = infos[-1].get("index")
+            restored = tree.check(index) if index is not None else tree.regular_files()
         except BaseException:
             self._discard(staging.values())
             raise
-        kept_aside = [self._swap_in(staging[name], dest, stamp) for name, dest in destinations.items()]
+        kept_aside = [swap_in(staging[name], dest, stamp) for name, dest in destinations.items()]
         message = f"restored {len(restored)} file(s) into {', '.join(str(d) for d in destinations.values())}"
+        if len(links) > 1:
+            message += f" from a chain of {len(links)} backups"
+        if index is not None:
+            message += ", checked against the backup's file index"
         aside = [str(path) for path in kept_aside if path]
         if aside:
             message += f"; previous contents kept in {', '.join(aside)}"
         return RestoreResult(files=restored, message=message)
 
     @staticmethod
+    def _chain_infos(links: Sequence[ChainLink]) -> list[dict[str, Any]]:
+        """Each link's engine info, after checking the links form one chain: a full backup first,
+        then incrementals each built on the one before, all of the same directories."""
+        if not links:
+            raise EngineError("nothing to restore: the chain has no backup")
+        infos = [link.manifest.get("engine_info") or {} for link in links]
+        roots = infos[-1].get("roots")
+        if not roots:
+            raise EngineError("the backup manifest does not list the archived directories")
+        for number, (link, info) in enumerate(zip(links, infos, strict=True), start=1):
+            where = _describe(link, number, len(links))
+            if set(info.get("roots") or {}) != set(roots):
+                raise EngineError(
+                    f"{where} holds other directories than the last one; a chain cannot mix them"
+                )
+            built_on = info.get("previous_snapshot")
+            if number == 1 and built_on:
+                raise EngineError(f"{where} is an incremental backup; a chain starts with a full backup")
+            if number > 1 and (not built_on or built_on != infos[number - 2].get("snapshot")):
+                raise EngineError(
+                    f"{where} was not built on the backup before it in the chain: a link is missing "
+                    "or out of order"
+                )
+        return infos
+
+    @staticmethod
     def _discard(paths: Any) -> None:
         for path in paths:
             shutil.rmtree(path, ignore_errors=True)
 
-    @staticmethod
-    def _swap_in(staged: Path, destination: Path, stamp: str) -> Path | None:
-        aside = None
-        if destination.exists():
-            if any(destination.iterdir()):
-                aside = destination.with_name(f"{destination.name}.before-restore-{stamp}")
-                counter = 1
-                while os.path.lexists(aside):  # an earlier restore within the same second
-                    counter += 1
-                    aside = destination.with_name(f"{destination.name}.before-restore-{stamp}-{counter}")
-                os.rename(destination, aside)
-            else:
-                destination.rmdir()
-        os.rename(staged, destination)
-        return aside
-
     def trial_restore(self, stream: BinaryIO, options: RestoreOptions) -> str:
-        files = total = 0
-        try:
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=_BUFFER) as tar:
-                for member in tar:
-                    self._check_member(member)
-                    if member.isreg():
-                        handle = tar.extractfile(member)
-                        if handle is not None:
-                            while chunk := handle.read(_BUFFER):
-                                total += len(chunk)
-                        files += 1
-        except tarfile.TarError as exc:
-            raise EngineError(f"the archive is damaged or not a tar stream: {exc}") from None
+        files, total = read_archive(stream)
         return f"archive lists {files} file(s), {total} bytes read back"
+
+
+def _describe(link: ChainLink, number: int, count: int) -> str:
+    name = link.manifest.get("file")
+    return f"backup {number} of {count} in the chain" + (f" ({name})" if name else "")

@@ -73,10 +73,9 @@ class Command(BaseCommand):
             known = ", ".join(Target.objects.values_list("name", flat=True)) or "none"
             raise usage_error(f"--target: unknown target(s) {', '.join(missing)}; known targets: {known}")
         for target in found.values():
-            if not services.supports_type(target, backup_type):
-                raise usage_error(
-                    f"--type: target {target.name} ({target.engine}) cannot make {backup_type} backups"
-                )
+            problem = services.type_problem(target, backup_type)
+            if problem:
+                raise usage_error(f"--type {backup_type}: {problem}")
         return [found[name] for name in dict.fromkeys(names)]
 
     def _report(self, backup: Backup) -> None:

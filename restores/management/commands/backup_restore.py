@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -10,8 +11,14 @@ from django.core.management.base import BaseCommand, CommandParser
 from backups.cli import ProgressLine, dump_json, failed, stop_cleanly_on_sigterm, usage_error, who
 from backups.engines import get_engine
 from backups.models import Backup, Target
-from restores.models import RestoreStatus
-from restores.services import RestoreRefused, check_restorable, restore_backup
+from restores.models import RestoreLog, RestoreStatus
+from restores.services import (
+    RestoreRefused,
+    check_directory_restorable,
+    check_restorable,
+    restore_backup,
+    restore_to_directory,
+)
 
 
 class Command(BaseCommand):
@@ -27,6 +34,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--id", type=int, required=True, dest="backup_id")
         parser.add_argument("--to", metavar="TARGET", help="destination target (default: the backup's own)")
+        parser.add_argument(
+            "--to-dir",
+            metavar="DIR",
+            help="configuration backups: the directory to restore the files under (absolute paths are "
+            "laid out beneath it)",
+        )
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         parser.add_argument("--json", action="store_true")
 
@@ -34,6 +47,9 @@ class Command(BaseCommand):
         backup = Backup.objects.select_related("target").filter(pk=options["backup_id"]).first()
         if backup is None:
             raise usage_error(f"--id: no backup with id {options['backup_id']}")
+        if options["to_dir"] or backup.backup_type == "configuration":
+            self._to_directory(backup, options)
+            return
         destination = backup.target
         if options["to"]:
             found = Target.objects.filter(name=options["to"]).first()
@@ -55,13 +71,42 @@ class Command(BaseCommand):
                 backup, destination, initiated_by=who(), confirmed_by=confirmed_by, progress=line
             )
         line.done()
-        if options["json"]:
+        self._report(log, destination.name, options["json"])
+
+    def _to_directory(self, backup: Backup, options: dict[str, Any]) -> None:
+        if options["to"]:
+            raise usage_error("--to and --to-dir: give one destination")
+        if not options["to_dir"]:
+            raise usage_error(
+                f"backup {backup.pk} is a configuration backup: give the directory to restore into with --to-dir DIR"
+            )
+        directory = Path(options["to_dir"]).expanduser().absolute()
+        try:
+            check_directory_restorable(backup, directory)
+        except RestoreRefused as exc:
+            raise usage_error(str(exc)) from None
+        if not options["yes"]:
+            self._confirm_directory(backup, directory)
+        confirmed_by = who() + (" (--yes)" if options["yes"] else "")
+        line = ProgressLine(
+            self.stdout, f"restore {backup.pk}", backup.file_size, enabled=not options["json"]
+        )
+        with stop_cleanly_on_sigterm():
+            log = restore_to_directory(
+                backup, directory, initiated_by=who(), confirmed_by=confirmed_by, progress=line
+            )
+        line.done()
+        self._report(log, str(directory), options["json"])
+
+    def _report(self, log: RestoreLog, destination: str, as_json: bool) -> None:
+        backup = log.backup
+        if as_json:
             dump_json(
                 self.stdout,
                 {
                     "restore_id": log.pk,
                     "backup_id": backup.pk,
-                    "destination": destination.name,
+                    "destination": destination,
                     "status": log.status,
                     "tables_restored": log.tables_restored,
                     "files_restored": len(log.files_restored),
@@ -75,6 +120,22 @@ class Command(BaseCommand):
             self.stdout.write(self.style.ERROR(f"restore {log.pk} FAILED: {log.error_message}"))
         if log.status != RestoreStatus.SUCCESS:
             raise failed(f"restore of backup {backup.pk} failed")
+
+    def _confirm_directory(self, backup: Backup, directory: Path) -> None:
+        if not sys.stdin.isatty():
+            raise usage_error("not on a terminal: confirm with --yes to restore without a prompt")
+        self.stdout.write(
+            self.style.WARNING(
+                f"This restores the configuration files of backup {backup.pk} ({backup.backup_name}) "
+                f"under {directory}; what is there now is kept aside."
+            )
+        )
+        try:
+            answer = input(f"Type the directory ({directory}) to continue: ")
+        except EOFError:
+            answer = ""
+        if answer.strip() != str(directory):
+            raise usage_error("confirmation did not match; nothing was restored")
 
     def _confirm(self, backup: Backup, destination: Target) -> None:
         if not sys.stdin.isatty():
