@@ -65,4 +65,9 @@ def _restore_hint(backup: Backup, engine: Engine) -> str:
             f"{client} {login} -e 'CREATE DATABASE NEWDB CHARACTER SET utf8mb4' && "
             f"{decompress} | {client} {login} --binary-mode NEWDB"
         )
+    if engine.key == "redis":
+        return (
+            f"{decompress} > dump.rdb && redis-check-rdb dump.rdb && "
+            "redis-server --port 6390 --dir . --dbfilename dump.rdb --save '' --appendonly no"
+        )
     return decompress

@@ -25,6 +25,7 @@ from tests.servers.mongodb import skip_reason as mongodb_skip_reason
 from tests.servers.postgres import PostgresServer
 from tests.test_engine_mongodb import mongodb_contract_case
 from tests.test_engine_mysql import mysql_contract_case
+from tests.test_engine_redis import redis_contract_case
 
 Compare = Callable[[], None]
 ContractCase = tuple[Target, Target, Compare]
@@ -110,6 +111,7 @@ CASES: dict[str, CaseFactory] = {
     "mysql": mysql_contract_case("mysql"),
     "mariadb": mysql_contract_case("mariadb"),
     "mongodb": mongodb_contract_case,
+    "redis": redis_contract_case,
 }
 
 
