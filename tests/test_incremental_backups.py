@@ -56,7 +56,9 @@ def backup(target: Target, backup_type: str, **kwargs: object) -> Backup:
     return made
 
 
-def five_point_chain(target: Target, source: Path) -> tuple[list[Backup], list[dict[str, tuple[str, object]]]]:
+def five_point_chain(
+    target: Target, source: Path
+) -> tuple[list[Backup], list[dict[str, tuple[str, object]]]]:
     """A full backup and four incrementals with creates, edits, deletes and renames between them;
     the source tree right after each."""
     made, snapshots = [backup(target, "full")], [tree(source)]
@@ -171,7 +173,9 @@ def test_a_chain_across_schedules_is_protected_from_the_full_schedules_policy(ta
     assert ("base of a kept incremental backup",) in [r for b, r in plan.keep if b.pk == old_full.pk]
 
 
-def test_a_chain_with_a_deleted_link_is_refused_before_anything_is_touched(target, source, local_storage, tmp_path):
+def test_a_chain_with_a_deleted_link_is_refused_before_anything_is_touched(
+    target, source, local_storage, tmp_path
+):
     made, _ = five_point_chain(target, source)
     Backup.objects.filter(pk=made[1].pk).update(deleted_at=made[1].started_at)
     into = tmp_path / "never"
