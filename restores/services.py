@@ -239,14 +239,15 @@ def _restore_chain(
 ) -> RestoreResult:
     """Apply the chain from its full backup to ``backup``: every link's bytes are checked first,
     then the engine stages them all and swaps the result in only when the last one applied."""
+    chain = chains.chain_of(backup)
     links: list[ChainLink] = []
-    for link in chains.chain_of(backup):
+    for link in chain:
         copy = _intact_copy(link, progress)
         manifest = chains.load_manifest(link)
         links.append(ChainLink(manifest=manifest, feed=functools.partial(feed_copy, link, copy)))
     options = RestoreOptions(scratch_dir=scratch_dir(), manifest=links[-1].manifest)
     result = engine.restore_chain(connection, links, options)
-    ids = ", ".join(str(link.pk) for link in chains.chain_of(backup))
+    ids = ", ".join(str(link.pk) for link in chain)
     result.message += f" (chain of {len(links)} backups: {ids})"
     return result
 
