@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 APT_PACKAGES := libldap2-dev libsasl2-dev default-libmysqlclient-dev pkg-config build-essential \
                 sqlite3 gzip zstd tar \
                 postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps \
-                openssh-server openssl redis-server redis-tools jq
+                openssh-server openssl redis-server redis-tools jq \
+                clickhouse-server clickhouse-client
 # Named after the package list, so adding a package re-runs the check on an existing venv.
 STAMP_APT := $(VENV)/.apt-done-$(shell echo '$(APT_PACKAGES)' | cksum | cut -d' ' -f1)
 STAMP_PIP := $(VENV)/.pip-done

@@ -70,4 +70,11 @@ def _restore_hint(backup: Backup, engine: Engine) -> str:
             f"{decompress} > dump.rdb && redis-check-rdb dump.rdb && "
             "redis-server --port 6390 --dir . --dbfilename dump.rdb --save '' --appendonly no"
         )
+    if engine.key == "clickhouse":
+        return (
+            f"mkdir restore && {decompress} | tar -xf - -C restore; then in restore/: run each "
+            "schema/NNN-*.sql of a table with clickhouse-client --multiquery, feed each table's "
+            "data/NAME/*.native to clickhouse-client --query 'INSERT INTO DB.NAME FORMAT Native', "
+            "then the views' schema files (archive.json lists the order and kinds)"
+        )
     return decompress

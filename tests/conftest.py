@@ -31,6 +31,7 @@ pytest_plugins = [
         "notify",
         "redis",
         "mongodb",
+        "clickhouse",
     )
 ]
 

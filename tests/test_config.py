@@ -308,3 +308,29 @@ def test_a_sandbox_of_another_engine_is_rejected_in_the_admin_form_too(sqlite_ta
     other.sandbox = other
     with pytest.raises(ValidationError, match="cannot be its own sandbox"):
         other.full_clean()
+
+
+def test_clickhouse_targets_are_checked_by_the_engine_with_field_names(tmp_path, valid):
+    before = counts()
+    errors = errors_of(
+        tmp_path,
+        valid
+        + """
+[targets.analytics]
+engine = "clickhouse"
+host = "127.0.0.1"
+database = "analytics"
+storages = ["local"]
+options = { part_size = 10, colour = "red" }
+
+[schedules.ch-incremental]
+target = "analytics"
+cron = "0 * * * *"
+backup_type = "incremental"
+""",
+    )
+    text = "\n".join(errors)
+    assert "targets.analytics.options.part_size: must be a number of bytes" in text
+    assert "unknown option 'colour'" in text
+    assert "schedules.ch-incremental" in text and "incremental" in text
+    assert counts() == before

@@ -23,6 +23,7 @@ from restores.services import restore_backup
 from tests.conftest import pg_target, sqlite_rows, unique_name
 from tests.servers.mongodb import skip_reason as mongodb_skip_reason
 from tests.servers.postgres import PostgresServer
+from tests.test_engine_clickhouse import clickhouse_contract_case
 from tests.test_engine_mongodb import mongodb_contract_case
 from tests.test_engine_mysql import mysql_contract_case
 from tests.test_engine_redis import redis_contract_case
@@ -112,6 +113,7 @@ CASES: dict[str, CaseFactory] = {
     "mariadb": mysql_contract_case("mariadb"),
     "mongodb": mongodb_contract_case,
     "redis": redis_contract_case,
+    "clickhouse": clickhouse_contract_case,
 }
 
 

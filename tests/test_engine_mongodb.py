@@ -41,7 +41,6 @@ import yaml
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from django.core.checks import run_checks
 
 from backups import services
 from backups.engines import get_engine
@@ -60,6 +59,7 @@ from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import unique_name
+from tests.engine_checks import assert_missing_tools_fail, child_named
 from tests.servers import free_port
 from tests.servers.mongodb import MongoServer, missing_programs, skip_reason
 
@@ -535,16 +535,10 @@ def test_missing_tools_are_a_system_check_error_and_a_failed_run(
 ) -> None:
     target = Target.objects.create(name="mongo-app", engine="mongodb", host="127.0.0.1", database="app")
     target.storages.add(local_storage)
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    assert get_engine("mongodb").missing_binaries() == ["mongodump", "mongorestore"]
-    errors = [e for e in run_checks() if e.id == "backups.E001"]
-    assert any("'mongodb' needs the program 'mongodump'" in e.msg for e in errors)
-    assert any("'mongodb' needs the program 'mongorestore'" in e.msg for e in errors)
-    backup = services.run_backup(target)
-    assert backup.status == BackupStatus.FAILED
-    assert backup.error_message == "required program(s) not installed: mongodump, mongorestore"
+    tools = ["mongodump", "mongorestore"]
+    failure = "required program(s) not installed: mongodump, mongorestore"
+    assert_missing_tools_fail(target, tools, failure, monkeypatch, tmp_path)
+    assert get_engine("mongodb").missing_binaries() == tools
     dump = ENGINE.dump(connection(host="127.0.0.1"), DumpOptions(scratch_dir=tmp_path / "scratch"))
     with pytest.raises(EngineError, match="mongodump is not installed"), dump:
         pass
@@ -936,17 +930,6 @@ def test_the_password_never_shows_in_argv_logs_or_messages(
     assert not any(mongo.password in text for text in texts)
 
 
-def _child(name: str) -> int | None:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError):
-                status = Path(f"/proc/{pid}/stat").read_text()
-                comm = status[status.index("(") + 1 : status.rindex(")")]
-                if comm == name and int(status[status.rindex(")") + 2 :].split()[1]) == os.getpid():
-                    return int(pid)
-    return None
-
-
 @needs_mongodb
 @pytest.mark.django_db
 def test_a_dump_killed_midway_fails_and_stores_nothing(
@@ -956,7 +939,7 @@ def test_a_dump_killed_midway_fails_and_stores_nothing(
     killed: list[int] = []
 
     def progress(raw: int, stored: int) -> None:
-        if not killed and raw > 1024 * 1024 and (pid := _child("mongodump")):
+        if not killed and raw > 1024 * 1024 and (pid := child_named("mongodump")):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
@@ -966,4 +949,4 @@ def test_a_dump_killed_midway_fails_and_stores_nothing(
     assert "mongodump was killed by SIGKILL" in backup.error_message
     assert [p for p in storage_dir.rglob("*") if p.is_file()] == []
     assert list((tmp_path / "scratch").glob("mongodb-*")) == []
-    assert _child("mongodump") is None
+    assert child_named("mongodump") is None

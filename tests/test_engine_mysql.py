@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.checks import run_checks
 
 from backups import services
 from backups.engines import get_engine
@@ -30,6 +29,7 @@ from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import unique_name
+from tests.engine_checks import assert_missing_tools_fail, child_named
 from tests.servers.mariadb import MariaDBServer, fill_sample, make_certificates, quote_name, table_rows
 
 pytestmark = pytest.mark.django_db
@@ -701,33 +701,14 @@ def test_a_missing_dump_tool_is_a_system_check_error_and_a_failed_run(
     mariadb_server: MariaDBServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     target = make_target(mariadb_server, "mariadb", "mysql", local_storage)
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    errors = [e for e in run_checks() if e.id == "backups.E001"]
-    assert any("'mariadb-dump'" in e.msg for e in errors) and any("'mariadb'" in e.msg for e in errors)
-    backup = services.run_backup(target)
-    assert backup.status == BackupStatus.FAILED
-    assert "not installed: mariadb-dump" in backup.error_message
+    assert_missing_tools_fail(
+        target, ["mariadb-dump", "mariadb"], "not installed: mariadb-dump", monkeypatch, tmp_path
+    )
     dump = get_engine("mariadb").dump(
         connection(mariadb_server, "mariadb", "mysql"), DumpOptions(scratch_dir=tmp_path)
     )
     with pytest.raises(EngineError, match="mariadb-dump is not installed"), dump:  # the engine says so too
         pass
-
-
-def _child(name: str) -> int | None:
-    """The pid of this process's child called ``name``, if one runs."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            if comm == name and ppid == os.getpid():
-                return int(pid)
-    return None
 
 
 def test_a_dump_killed_midway_fails_and_leaves_nothing_behind(
@@ -744,7 +725,7 @@ def test_a_dump_killed_midway_fails_and_leaves_nothing_behind(
 
     def progress(raw: int, stored: int) -> None:
         if not killed and raw > 1024 * 1024:
-            pid = _child("mariadb-dump")
+            pid = child_named("mariadb-dump")
             if pid:
                 option_files.extend(
                     f.stat().st_mode & 0o777 for f in (tmp_path / "scratch").glob("mysql-*/*")
@@ -761,7 +742,7 @@ def test_a_dump_killed_midway_fails_and_leaves_nothing_behind(
     assert [p for p in storage_dir.rglob("*") if p.is_file()] == []
     assert option_files == [0o600]  # while the tool ran: only the option file, private
     assert list((tmp_path / "scratch").glob("mysql-*")) == []  # and gone after the failure
-    assert _child("mariadb-dump") is None
+    assert child_named("mariadb-dump") is None
     # The engine's snapshot session is closed too, and the server saw the killed tool go. (One
     # watching connection: the helper's own short connections linger a moment after closing.)
     others = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER = %s"

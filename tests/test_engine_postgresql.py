@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.checks import run_checks
 
 from backups import services
 from backups.engines import get_engine
@@ -27,6 +26,7 @@ from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import PG_PASSWORD_ENV, REPO, pg_target, unique_name
+from tests.engine_checks import assert_missing_tools_fail, child_named, written
 from tests.servers import silent_listener
 from tests.servers.postgres import PostgresServer
 
@@ -445,14 +445,9 @@ def test_a_missing_dump_tool_is_a_system_check_error_and_a_failed_run(
     pg_server: PostgresServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     target = source_target(pg_server, local_storage, "postgres")
+    failure = "required program(s) not installed: pg_dump"
+    assert_missing_tools_fail(target, ["pg_dump", "pg_restore"], failure, monkeypatch, tmp_path)
     empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    errors = [e for e in run_checks() if e.id == "backups.E001"]
-    assert any("pg_dump" in e.msg for e in errors)
-    backup = services.run_backup(target)
-    assert backup.status == BackupStatus.FAILED
-    assert "required program(s) not installed: pg_dump" in backup.error_message
     monkeypatch.undo()
 
     # An explicit bin_dir without the tools is just as clear.
@@ -483,20 +478,6 @@ def test_the_passfile_escapes_colons_and_backslashes() -> None:
     assert pgpass_line("a:b\\c") == "*:*:*:*:a\\:b\\\\c\n"
 
 
-def _child_named(parent: int, name: bytes) -> int | None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        if argv0.endswith(name) and f"PPid:\t{parent}\n" in status:
-            return int(pid)
-    return None
-
-
 def test_a_dump_killed_midway_fails_and_leaves_nothing_in_storage(
     pg_server: PostgresServer, local_storage: Storage, storage_dir: Path
 ) -> None:
@@ -511,13 +492,12 @@ def test_a_dump_killed_midway_fails_and_leaves_nothing_in_storage(
     def kill_pg_dump() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            pid = _child_named(os.getpid(), b"pg_dump")
-            if pid is not None:
-                time.sleep(0.3)  # let it stream a while
+            pid = child_named("pg_dump")
+            if pid is not None and written(pid) > 1024 * 1024:  # midway: it has streamed a while
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
 
     killer = threading.Thread(target=kill_pg_dump)
     killer.start()
@@ -819,7 +799,7 @@ def test_a_restore_stopped_by_sigterm_is_logged_failed_and_rolled_back(
         cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 60
-    while _child_named(process.pid, b"pg_restore") is None and time.monotonic() < deadline:
+    while child_named("pg_restore", process.pid) is None and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         time.sleep(0.01)
     time.sleep(0.3)  # let it load some data inside its transaction
@@ -831,5 +811,5 @@ def test_a_restore_stopped_by_sigterm_is_logged_failed_and_rolled_back(
         status, message = catalog.execute("SELECT status, error_message FROM backup_restore_log").fetchone()
     assert status == "failed" and "terminated by SIGTERM" in message
     assert pg_server.execute(new_db_name, "SELECT * FROM big") == [(1, "precious")]  # rolled back
-    assert _child_named(process.pid, b"pg_restore") is None
+    assert child_named("pg_restore", process.pid) is None
     pg_server.drop_database(database)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.checks import run_checks
 
 from backups import services
 from backups.engines import get_engine
@@ -29,6 +28,7 @@ from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import unique_name
+from tests.engine_checks import assert_missing_tools_fail, child_named
 from tests.plugins.redis import FAST_SNAPSHOTS, redis_password
 from tests.servers import free_port, silent_listener
 from tests.servers.redis import (
@@ -376,16 +376,9 @@ def test_a_missing_tool_is_a_system_check_error_and_a_failed_run(
     redis_source: RedisServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     target = make_target(redis_source, SOURCE_ENV, local_storage)
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    assert get_engine("redis").missing_binaries() == ["redis-cli", "redis-server", "redis-check-rdb"]
-    messages = [e.msg for e in run_checks() if e.id == "backups.E001"]
-    for tool in ("redis-cli", "redis-server", "redis-check-rdb"):
-        assert f"engine 'redis' needs the program '{tool}', which is not on PATH" in messages
-    backup = services.run_backup(target)
-    assert backup.status == BackupStatus.FAILED
-    assert "not installed: redis-cli, redis-server, redis-check-rdb" in backup.error_message
+    tools = ["redis-cli", "redis-server", "redis-check-rdb"]
+    assert_missing_tools_fail(target, tools, "not installed: " + ", ".join(tools), monkeypatch, tmp_path)
+    assert get_engine("redis").missing_binaries() == tools
     with (
         pytest.raises(EngineError, match="redis-cli is not installed"),
         ENGINE.dump(connection(redis_source), DumpOptions(scratch_dir=tmp_path)),
@@ -394,17 +387,6 @@ def test_a_missing_tool_is_a_system_check_error_and_a_failed_run(
     with pytest.raises(EngineError, match="redis-server is not installed"):
         ENGINE.trial_restore(io.BytesIO(b"REDIS0010" + b"\0" * 100), RestoreOptions(scratch_dir=tmp_path))
     assert list(tmp_path.glob("redis-*")) == []
-
-
-def _child(name: str) -> int | None:
-    """The pid of this process's child called ``name``, if one runs."""
-    for pid in os.listdir("/proc"):
-        with contextlib.suppress(OSError, ValueError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-            if comm == name and int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid():
-                return int(pid)
-    return None
 
 
 def test_a_server_killed_midway_fails_the_dump_and_stores_nothing(
@@ -427,7 +409,7 @@ def test_a_server_killed_midway_fails_the_dump_and_stores_nothing(
     assert backup.status == BackupStatus.FAILED
     assert "redis-cli failed with exit status 1: the connection to 127.0.0.1" in backup.error_message
     assert [p for p in storage_dir.rglob("*") if p.is_file()] == []
-    assert _child("redis-cli") is None
+    assert child_named("redis-cli") is None
 
 
 def read_in_small_pieces(stream: GuardedSnapshot) -> bytes:

@@ -18,6 +18,7 @@ ENGINES: dict[str, str] = {
     "postgresql": "backups.engines.postgresql.PostgreSQLEngine",
     "redis": "backups.engines.redis.RedisEngine",
     "mongodb": "backups.engines.mongodb.MongoDBEngine",
+    "clickhouse": "backups.engines.clickhouse.ClickHouseEngine",
 }
 
 
@@ -31,6 +32,7 @@ LABELS: dict[str, str] = {
     "mariadb": "MariaDB",
     "redis": "Redis",
     "mongodb": "MongoDB",
+    "clickhouse": "ClickHouse",
 }
 
 
