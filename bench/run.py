@@ -341,7 +341,9 @@ def compile_app() -> None:
     PYTHONDONTWRITEBYTECODE set (as on this machine) or a read-only tree, every changed module
     would otherwise be compiled from source again in every timed run."""
     paths = [str(ROOT / path) for path in report.APP_PATHS]
-    result = subprocess.run([sys.executable, "-m", "compileall", "-q", *paths], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *paths], capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise BenchError(f"compileall failed: {result.stdout}{result.stderr}")
 
