@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
 from .base import Connection, EngineError
+from .options import Option, boolean, option_problems, pem_file, seconds, whole_number
 from .process import base_env, describe_exit, feed_process, secret_file
 
 CLIENT = "clickhouse-client"
@@ -36,15 +37,6 @@ DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
 MIN_PART_SIZE = 1024
 MAX_PART_SIZE = 1024 * 1024 * 1024
-OPTIONS = {
-    "secure": "true to speak TLS (the server's tcp_port_secure, usually 9440)",
-    "ca_certificate": "path of the CA certificate (PEM) that signed the server's; default: the system's CAs",
-    "connect_timeout": f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})",
-    "part_size": f"bytes of Native data per archive member, {MIN_PART_SIZE}-{MAX_PART_SIZE} "
-    f"(default {DEFAULT_PART_SIZE}); also the dump's memory use",
-    "replace_existing": "restore only: drop tables and views of the backup that already exist "
-    "in the destination database (default false: refuse)",
-}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _AUTH_CODES = (192, 193, 516)  # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED (20.x+)
 _UNREACHABLE_CODES = (102, 209, 210, 1000)
@@ -96,31 +88,33 @@ def validate(connection: Connection) -> list[tuple[str, str]]:
     return problems + _option_problems(connection.options)
 
 
+def _part_size(value: Any) -> str | None:
+    if whole_number(value) and MIN_PART_SIZE <= value <= MAX_PART_SIZE:
+        return None
+    return f"must be a number of bytes from {MIN_PART_SIZE} to {MAX_PART_SIZE}, got {value!r}"
+
+
+OPTIONS = {
+    "secure": Option("true to speak TLS (the server's tcp_port_secure, usually 9440)", boolean),
+    "ca_certificate": Option(
+        "path of the CA certificate (PEM) that signed the server's; default: the system's CAs", pem_file
+    ),
+    "connect_timeout": Option(f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})", seconds()),
+    "part_size": Option(
+        f"bytes of Native data per archive member, {MIN_PART_SIZE}-{MAX_PART_SIZE} "
+        f"(default {DEFAULT_PART_SIZE}); also the dump's memory use",
+        _part_size,
+    ),
+    "replace_existing": Option(
+        "restore only: drop tables and views of the backup that already exist in the destination "
+        "database (default false: refuse)",
+        boolean,
+    ),
+}
+
+
 def _option_problems(options: dict[str, Any]) -> list[tuple[str, str]]:
-    problems = []
-    for name, value in options.items():
-        where = f"options.{name}"
-        if name not in OPTIONS:
-            problems.append(
-                ("options", f"unknown option {name!r}; known options: {', '.join(sorted(OPTIONS))}")
-            )
-        elif name in ("secure", "replace_existing"):
-            if not isinstance(value, bool):
-                problems.append((where, f"must be true or false, got {value!r}"))
-        elif name == "ca_certificate":
-            if not isinstance(value, str) or not value or _CONTROL.search(value) or len(value) > 4096:
-                problems.append((where, "must be the path of a PEM file"))
-        elif name == "connect_timeout":
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
-                problems.append((where, f"must be a whole number of seconds from 1 to 3600, got {value!r}"))
-        elif name == "part_size" and (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or not MIN_PART_SIZE <= value <= MAX_PART_SIZE
-        ):
-            problems.append(
-                (where, f"must be a number of bytes from {MIN_PART_SIZE} to {MAX_PART_SIZE}, got {value!r}")
-            )
+    problems = option_problems(options, OPTIONS)
     if "ca_certificate" in options and not options.get("secure"):
         problems.append(("options.ca_certificate", "only used with secure = true"))
     return problems

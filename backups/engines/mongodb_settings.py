@@ -10,21 +10,12 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from .base import Connection, EngineError
+from .options import Option, boolean, one_of, option_problems, pem_file, seconds
 
 DEFAULT_PORT = 27017
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_AUTH_DATABASE = "admin"
 READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
-OPTIONS = {
-    "auth_database": f"the database that holds the user (default {DEFAULT_AUTH_DATABASE})",
-    "tls": "true to connect with TLS (implied by the tls_* files)",
-    "tls_ca_file": "path of the CA certificate (PEM)",
-    "tls_certificate_key_file": "path of the client certificate and key (PEM)",
-    "tls_certificate_key_file_password": "password of the client key (use a ${ENV} reference)",
-    "drop": "restores: drop each collection of the backup before restoring it (default true)",
-    "connect_timeout": f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})",
-    "read_preference": f"dumps: one of {', '.join(READ_PREFERENCES)} (default primary)",
-}
 MAX_VALUE = 1000
 #: Characters MongoDB refuses in database names on Linux (and "." would split a namespace).
 _DATABASE_FORBIDDEN = frozenset('/\\. "$\x00')
@@ -227,32 +218,37 @@ def _collection_problems(connection: Connection) -> list[tuple[str, str]]:
     return problems
 
 
+def _auth_database(value: Any) -> str | None:
+    problem = database_name_problem(value) if isinstance(value, str) else "must be a database name"
+    return f"{value!r} {problem}" if problem else None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and not _bad_text(value):
+        return None
+    return f"must be text of at most {MAX_VALUE} characters"
+
+
+OPTIONS = {
+    "auth_database": Option(
+        f"the database that holds the user (default {DEFAULT_AUTH_DATABASE})", _auth_database
+    ),
+    "tls": Option("true to connect with TLS (implied by the tls_* files)", boolean),
+    "tls_ca_file": Option("path of the CA certificate (PEM)", pem_file),
+    "tls_certificate_key_file": Option("path of the client certificate and key (PEM)", pem_file),
+    "tls_certificate_key_file_password": Option("password of the client key (use a ${ENV} reference)", _text),
+    "drop": Option(
+        "restores: drop each collection of the backup before restoring it (default true)", boolean
+    ),
+    "connect_timeout": Option(f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})", seconds()),
+    "read_preference": Option(
+        f"dumps: one of {', '.join(READ_PREFERENCES)} (default primary)", one_of(READ_PREFERENCES)
+    ),
+}
+
+
 def _option_problems(options: dict[str, Any]) -> list[tuple[str, str]]:
-    problems = []
-    for name, value in options.items():
-        where = f"options.{name}"
-        if name not in OPTIONS:
-            problems.append(
-                ("options", f"unknown option {name!r}; known options: {', '.join(sorted(OPTIONS))}")
-            )
-        elif name == "auth_database":
-            problem = database_name_problem(value) if isinstance(value, str) else "must be a database name"
-            if problem:
-                problems.append((where, f"{value!r} {problem}"))
-        elif name in ("tls", "drop"):
-            if not isinstance(value, bool):
-                problems.append((where, f"must be true or false, got {value!r}"))
-        elif name in ("tls_ca_file", "tls_certificate_key_file"):
-            if not isinstance(value, str) or not value or _bad_text(value):
-                problems.append((where, "must be the path of a PEM file"))
-        elif name == "tls_certificate_key_file_password":
-            if not isinstance(value, str) or _bad_text(value):
-                problems.append((where, f"must be text of at most {MAX_VALUE} characters"))
-        elif name == "connect_timeout":
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
-                problems.append((where, f"must be a whole number of seconds from 1 to 3600, got {value!r}"))
-        elif name == "read_preference" and value not in READ_PREFERENCES:
-            problems.append((where, f"must be one of {', '.join(READ_PREFERENCES)}, got {value!r}"))
+    problems = option_problems(options, OPTIONS)
     if options.get("tls") is False and (
         options.get("tls_ca_file") or options.get("tls_certificate_key_file")
     ):

@@ -49,6 +49,7 @@ import MySQLdb  # type: ignore[import-untyped]
 
 from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
 from .mysqldump_format import DumpScanner, GuardedDump, NotADump, read_head
+from .options import Option, one_of, option_problems, pem_file, seconds, whole_number
 from .process import base_env, dump_process, feed_process, run_tool, secret_file
 
 logger = logging.getLogger(__name__)
@@ -57,17 +58,37 @@ DEFAULT_PORT = 3306
 DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_CHARACTER_SET = "utf8mb4"
 SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
-OPTIONS = {
-    "ssl_mode": f"one of {', '.join(SSL_MODES)}",
-    "ssl_ca": "path of the CA certificate (PEM)",
-    "ssl_cert": "path of the client certificate (PEM)",
-    "ssl_key": "path of the client key (PEM)",
-    "connect_timeout": f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})",
-    "default_character_set": f"connection character set (default {DEFAULT_CHARACTER_SET})",
-    "max_allowed_packet": "largest statement or row, e.g. 67108864 or '64M' (default: the tool's)",
-}
 MAX_OPTION_VALUE = 1000  # option-file lines are read into a 4 KiB buffer; escaping can double
 _CHUNK = 1024 * 1024
+
+
+def _character_set(value: Any) -> str | None:
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_]{1,32}", value):
+        return None
+    return f"must be a character set name such as utf8mb4, got {value!r}"
+
+
+def _packet_size(value: Any) -> str | None:
+    if (whole_number(value) and value > 0) or (
+        isinstance(value, str) and re.fullmatch(r"[1-9][0-9]*[KMG]?", value)
+    ):
+        return None
+    return f"must be a number of bytes such as 67108864 or '64M', got {value!r}"
+
+
+OPTIONS = {
+    "ssl_mode": Option(f"one of {', '.join(SSL_MODES)}", one_of(SSL_MODES, fold_case=True)),
+    "ssl_ca": Option("path of the CA certificate (PEM)", pem_file),
+    "ssl_cert": Option("path of the client certificate (PEM)", pem_file),
+    "ssl_key": Option("path of the client key (PEM)", pem_file),
+    "connect_timeout": Option(f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})", seconds()),
+    "default_character_set": Option(
+        f"connection character set (default {DEFAULT_CHARACTER_SET})", _character_set
+    ),
+    "max_allowed_packet": Option(
+        "largest statement or row, e.g. 67108864 or '64M' (default: the tool's)", _packet_size
+    ),
+}
 _TABLE_TYPES = ("BASE TABLE", "SYSTEM VERSIONED")
 _ACCESS_DENIED = re.compile(r"Access denied for user .* \(using password")
 _UNREACHABLE = (
@@ -214,39 +235,7 @@ class MySQLEngine(Engine):
 
     @staticmethod
     def _option_problems(options: dict[str, Any]) -> list[tuple[str, str]]:
-        problems = []
-        for name, value in options.items():
-            where = f"options.{name}"
-            if name not in OPTIONS:
-                known = ", ".join(sorted(OPTIONS))
-                problems.append(("options", f"unknown option {name!r}; known options: {known}"))
-            elif name == "ssl_mode":
-                if not isinstance(value, str) or value.upper() not in SSL_MODES:
-                    problems.append((where, f"must be one of {', '.join(SSL_MODES)}, got {value!r}"))
-            elif name in ("ssl_ca", "ssl_cert", "ssl_key"):
-                if (
-                    not isinstance(value, str)
-                    or not value
-                    or "\x00" in value
-                    or len(value) > MAX_OPTION_VALUE
-                ):
-                    problems.append((where, "must be the path of a PEM file"))
-            elif name == "connect_timeout":
-                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
-                    problems.append(
-                        (where, f"must be a whole number of seconds from 1 to 3600, got {value!r}")
-                    )
-            elif name == "default_character_set":
-                if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,32}", value):
-                    problems.append((where, f"must be a character set name such as utf8mb4, got {value!r}"))
-            elif name == "max_allowed_packet" and not (
-                (isinstance(value, int) and not isinstance(value, bool) and value > 0)
-                or (isinstance(value, str) and re.fullmatch(r"[1-9][0-9]*[KMG]?", value))
-            ):
-                problems.append(
-                    (where, f"must be a number of bytes such as 67108864 or '64M', got {value!r}")
-                )
-        return problems
+        return option_problems(options, OPTIONS)
 
     def settings(self, connection: Connection) -> Settings:
         """The connection's settings with defaults; :class:`EngineError` lists static problems."""

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 import redis
 
 from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
+from .options import Option, boolean, option_problems, pem_file, seconds, whole_number
 from .process import base_env, dump_process
 from .redis_copy import Copier, redis_message, restored_counts, summary
 from .redis_rdb import GuardedSnapshot, announced_size
@@ -42,18 +43,37 @@ from .redis_scratch import COMMAND_TIMEOUT, MIN_DATABASES, loaded_snapshot, no_r
 DEFAULT_PORT = 6379
 DEFAULT_CONNECT_TIMEOUT = 10
 MAX_DATABASE = 1_000_000
-OPTIONS = {
-    "tls": "true to connect with TLS (default false)",
-    "tls_ca_file": "CA certificates to verify the server with (PEM; default: the system's)",
-    "tls_cert_file": "client certificate (PEM), with tls_key_file, for servers that ask for one",
-    "tls_key_file": "the client certificate's private key (PEM, not encrypted)",
-    "tls_insecure": "true to accept any server certificate (default false)",
-    "connect_timeout": f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})",
-    "replace": "restore: true to overwrite keys that exist in the destination (default false: refuse)",
-    "databases": "restore: the logical databases to restore, e.g. [0, 2] (default: every one in the backup)",
-}
-_BOOLEAN_OPTIONS = ("tls", "tls_insecure", "replace")
 _FILE_OPTIONS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def _databases(value: Any) -> str | None:
+    if (
+        isinstance(value, list)
+        and value
+        and all(whole_number(n) and 0 <= n < MAX_DATABASE for n in value)
+        and len(set(value)) == len(value)
+    ):
+        return None
+    return f"must be a list of distinct database numbers such as [0, 2], got {value!r}"
+
+
+OPTIONS = {
+    "tls": Option("true to connect with TLS (default false)", boolean),
+    "tls_ca_file": Option("CA certificates to verify the server with (PEM; default: the system's)", pem_file),
+    "tls_cert_file": Option(
+        "client certificate (PEM), with tls_key_file, for servers that ask for one", pem_file
+    ),
+    "tls_key_file": Option("the client certificate's private key (PEM, not encrypted)", pem_file),
+    "tls_insecure": Option("true to accept any server certificate (default false)", boolean),
+    "connect_timeout": Option(f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})", seconds()),
+    "replace": Option(
+        "restore: true to overwrite keys that exist in the destination (default false: refuse)", boolean
+    ),
+    "databases": Option(
+        "restore: the logical databases to restore, e.g. [0, 2] (default: every one in the backup)",
+        _databases,
+    ),
+}
 _CLI_NOISE = ("sending REPLCONF", "SYNC sent to master", "Transfer finished")
 
 
@@ -181,34 +201,7 @@ class RedisEngine(Engine):
 
     @staticmethod
     def _option_problems(options: dict[str, Any]) -> list[tuple[str, str]]:
-        problems = []
-        for name, value in options.items():
-            where = f"options.{name}"
-            if name not in OPTIONS:
-                known = ", ".join(sorted(OPTIONS))
-                problems.append(("options", f"unknown option {name!r}; known options: {known}"))
-            elif name in _BOOLEAN_OPTIONS:
-                if not isinstance(value, bool):
-                    problems.append((where, f"must be true or false, got {value!r}"))
-            elif name in _FILE_OPTIONS:
-                if not isinstance(value, str) or not value or "\x00" in value or value.startswith("-"):
-                    problems.append((where, "must be the path of a PEM file"))
-            elif name == "connect_timeout":
-                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
-                    problems.append(
-                        (where, f"must be a whole number of seconds from 1 to 3600, got {value!r}")
-                    )
-            elif name == "databases" and not (
-                isinstance(value, list)
-                and value
-                and all(
-                    isinstance(n, int) and not isinstance(n, bool) and 0 <= n < MAX_DATABASE for n in value
-                )
-                and len(set(value)) == len(value)
-            ):
-                problems.append(
-                    (where, f"must be a list of distinct database numbers such as [0, 2], got {value!r}")
-                )
+        problems = option_problems(options, OPTIONS)
         if not options.get("tls") and any(name in options for name in (*_FILE_OPTIONS, "tls_insecure")):
             problems.append(
                 (
