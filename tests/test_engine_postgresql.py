@@ -21,7 +21,8 @@ import pytest
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import Connection, EngineError
-from backups.engines.postgresql import Tool, choose_tool, installed_tools, pgpass_line
+from backups.engines.postgresql import pgpass_line
+from backups.engines.postgresql_tools import Tool, choose_tool, installed_tools
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
@@ -703,9 +704,9 @@ def test_it_validates_options_with_field_names() -> None:
     assert "required" in problems["database"]
     assert "65535" in problems["port"]
     assert "verify-full" in problems["options.sslmode"]
-    assert problems["options.connect_timeout"] == "must be a whole number"
-    assert "unknown option" in problems["options.colour"]
-    assert problems["options.restore_check"] == "must be one of presence, exact"
+    assert problems["options.connect_timeout"] == "must be a whole number of seconds from 1 to 600, got '10'"
+    assert problems["options"].startswith("unknown option 'colour'; known options: bin_dir, clean")
+    assert problems["options.restore_check"] == "must be one of presence, exact, got 'always'"
     assert "schema.table" in problems["include_tables"]
 
 

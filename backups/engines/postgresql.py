@@ -8,9 +8,8 @@ Credentials: host, port, user and database go to the tools through ``PG*`` envir
 variables, the password through a 0600 passfile (``PGPASSFILE``) that is removed afterwards.
 Nothing secret is ever in argv.
 
-Tool versions: ``pg_dump`` refuses servers newer than itself, so the engine picks, among the
-installed clients (``/usr/lib/postgresql/<major>/bin`` or the ``bin_dir`` option), the lowest
-major version that is at least the server's; ``pg_restore`` must also be able to read the archive.
+Tool versions: :mod:`.postgresql_tools` picks the client for the server and the archive;
+options and their defaults are in :mod:`.postgresql_settings`.
 
 Restores run in a single transaction with ``--exit-on-error`` by default: the first error rolls
 everything back and the destination is left as it was.
@@ -19,11 +18,7 @@ everything back and the destination is left as it was.
 from __future__ import annotations
 
 import contextlib
-import functools
-import glob
-import os
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,73 +29,11 @@ import psycopg
 from psycopg import sql
 
 from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
-from .process import base_env, dump_process, feed_process, run_tool, secret_file
+from .postgresql_settings import DEFAULT_PORT, Settings, qualified, settings_for, validate
+from .postgresql_tools import Tool, choose_tool, installed_tools, major
+from .process import base_env, dump_process, feed_process, secret_file
 
-DEFAULT_PORT = 5432
-OPTION_TYPES: dict[str, type] = {
-    "sslmode": str,
-    "sslrootcert": str,
-    "sslcert": str,
-    "sslkey": str,
-    "connect_timeout": int,
-    "schemas": list,
-    "no_owner": bool,
-    "no_privileges": bool,
-    "exit_on_error": bool,
-    "single_transaction": bool,
-    "clean": bool,
-    "maintenance_database": str,
-    "bin_dir": str,
-    "row_counts": bool,
-    "restore_check": str,
-}
-# After a restore: "presence" checks every table the backup counted exists and, if it had rows,
-# has rows (one cheap query per table); "exact" counts every table's rows, a full scan of the
-# restored data that costs about as much as reading it again.
-RESTORE_CHECKS = ("presence", "exact")
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _DATA_LINE = re.compile(r'processing data for table "(?P<table>.+)"$')
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A target's options, checked and with defaults applied."""
-
-    sslmode: str = ""
-    sslrootcert: str = ""
-    sslcert: str = ""
-    sslkey: str = ""
-    connect_timeout: int = 10
-    schemas: tuple[str, ...] = ()
-    no_owner: bool = True
-    no_privileges: bool = False
-    exit_on_error: bool = True
-    single_transaction: bool = True
-    clean: bool = True
-    maintenance_database: str = "postgres"
-    bin_dir: str = ""
-    row_counts: bool = True
-    restore_check: str = "presence"
-
-    @classmethod
-    def of(cls, connection: Connection) -> Settings:
-        values = dict(connection.options)
-        values["schemas"] = tuple(values.get("schemas", ()))
-        return cls(**{key: value for key, value in values.items() if key in OPTION_TYPES})
-
-
-@dataclass(frozen=True)
-class Tool:
-    path: str
-    major: int
-    version: str
-
-
-def qualified(name: str) -> tuple[str, str]:
-    """``schema.table`` -> (schema, table); a bare name means ``public``."""
-    schema, dot, table = name.partition(".")
-    return (schema, table) if dot else ("public", name)
 
 
 def pattern(name: str) -> str:
@@ -112,55 +45,6 @@ def pattern(name: str) -> str:
 def pgpass_line(password: str) -> str:
     """A passfile line that matches any host, port, database and user."""
     return "*:*:*:*:" + password.replace("\\", "\\\\").replace(":", "\\:") + "\n"
-
-
-@functools.cache
-def _tool_version(path: str, mtime: float) -> Tool | None:
-    try:
-        output = run_tool([path, "--version"], base_env({}), tool=Path(path).name, timeout=30)
-    except EngineError:
-        return None
-    match = _VERSION.search(output)
-    if match is None:
-        return None
-    major = int(match.group(1))
-    minor = match.group(2)
-    return Tool(path=path, major=major, version=f"{major}.{minor}" if minor else str(major))
-
-
-def installed_tools(name: str, bin_dir: str = "") -> list[Tool]:
-    """Every installed copy of ``name`` (pg_dump, pg_restore) with its major version."""
-    if bin_dir:
-        paths = [str(Path(bin_dir) / name)]
-    else:
-        paths = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-        on_path = shutil.which(name)
-        if not paths and on_path:
-            paths = [on_path]
-    tools = []
-    for path in paths:
-        if os.access(path, os.X_OK):
-            tool = _tool_version(path, os.path.getmtime(path))
-            if tool is not None:
-                tools.append(tool)
-    return tools
-
-
-def choose_tool(name: str, tools: list[Tool], needed_major: int, why: str) -> Tool:
-    """The installed tool with the lowest major version that is at least ``needed_major``."""
-    usable = sorted((t for t in tools if t.major >= needed_major), key=lambda t: t.major)
-    if usable:
-        return usable[0]
-    if not tools:
-        raise EngineError(
-            f"{name} is not installed; install postgresql-client-{needed_major} "
-            "(or set the target's bin_dir option)"
-        )
-    found = ", ".join(f"{t.major} ({t.path})" for t in sorted(tools, key=lambda t: t.major))
-    raise EngineError(
-        f"no {name} can handle {why} (needs version {needed_major} or newer; installed: {found}); "
-        f"install postgresql-client-{needed_major}"
-    )
 
 
 def explain(text: str, connection: Connection) -> str:
@@ -252,49 +136,10 @@ class PostgreSQLEngine(Engine):
     # -- settings --------------------------------------------------------------------------------
 
     def validate(self, connection: Connection) -> list[tuple[str, str]]:
-        problems: list[tuple[str, str]] = []
-        if not connection.database:
-            problems.append(("database", "required: the name of the database to back up"))
-        elif "\x00" in connection.database or "://" in connection.database or "=" in connection.database:
-            problems.append(("database", "must be a plain database name, not a connection string"))
-        if connection.port is not None and not 1 <= connection.port <= 65535:
-            problems.append(("port", f"must be between 1 and 65535, got {connection.port}"))
-        if "\n" in connection.password or "\r" in connection.password:
-            problems.append(("password", "must not contain a line break (a passfile cannot hold it)"))
-        for key, value in connection.options.items():
-            if key not in OPTION_TYPES:
-                problems.append(
-                    (f"options.{key}", f"unknown option; known: {', '.join(sorted(OPTION_TYPES))}")
-                )
-                continue
-            expected = OPTION_TYPES[key]
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                kind = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
-                problems.append((f"options.{key}", f"must be {kind.get(expected, expected.__name__)}"))
-        sslmode = connection.options.get("sslmode")
-        if isinstance(sslmode, str) and sslmode and sslmode not in SSL_MODES:
-            problems.append(("options.sslmode", f"must be one of {', '.join(SSL_MODES)}"))
-        timeout = connection.options.get("connect_timeout")
-        if isinstance(timeout, int) and not isinstance(timeout, bool) and not 1 <= timeout <= 600:
-            problems.append(("options.connect_timeout", "must be between 1 and 600 seconds"))
-        check = connection.options.get("restore_check")
-        if isinstance(check, str) and check not in RESTORE_CHECKS:
-            problems.append(("options.restore_check", f"must be one of {', '.join(RESTORE_CHECKS)}"))
-        schemas = connection.options.get("schemas", [])
-        if isinstance(schemas, list) and not all(isinstance(s, str) and s for s in schemas):
-            problems.append(("options.schemas", "must be a list of schema names"))
-        for field_name in ("include_tables", "exclude_tables"):
-            for name in getattr(connection, field_name):
-                schema, table = qualified(name)
-                if not schema or not table:
-                    problems.append((field_name, f"{name!r} must be written schema.table"))
-        return problems
+        return validate(connection)
 
     def _settings(self, connection: Connection) -> Settings:
-        problems = self.validate(connection)
-        if problems:
-            raise EngineError("; ".join(f"{name}: {message}" for name, message in problems))
-        return Settings.of(connection)
+        return settings_for(connection)
 
     def _env(
         self, connection: Connection, settings: Settings, passfile: Path | None, database: str
@@ -496,7 +341,7 @@ class PostgreSQLEngine(Engine):
         """Pick a pg_restore for the destination server and the archive, then create the
         database when it does not exist (only once a usable tool is known). Returns the tool and
         whether the database was created."""
-        archive_major = _major(str(info.get("tool_version", "")))
+        archive_major = major(str(info.get("tool_version", "")))
         with (
             contextlib.closing(self._connect(connection, settings, settings.maintenance_database)) as conn,
             conn.cursor() as cur,
@@ -695,11 +540,6 @@ class PostgreSQLEngine(Engine):
 
 def pattern_schema(name: str) -> str:
     return '"{}"'.format(name.replace('"', '""'))
-
-
-def _major(version: str) -> int:
-    head = version.split(".")[0]
-    return int(head) if head.isdigit() else 0
 
 
 def _restore_error(text: str) -> str:
