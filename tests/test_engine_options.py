@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backups.engines import clickhouse_client, mongodb_settings, mysql, postgresql_settings, redis
+from backups.engines import clickhouse_client, mongodb_settings, mysql_settings, postgresql_settings, redis
 from backups.engines.options import Option, boolean, one_of, option_problems, pem_file, seconds
 
 KNOWN = {
@@ -45,7 +45,9 @@ def test_good_values_pass() -> None:
     assert option_problems(good, KNOWN) == []
 
 
-@pytest.mark.parametrize("module", [clickhouse_client, mongodb_settings, mysql, postgresql_settings, redis])
+@pytest.mark.parametrize(
+    "module", [clickhouse_client, mongodb_settings, mysql_settings, postgresql_settings, redis]
+)
 def test_every_engine_option_has_help_and_a_check(module: object) -> None:
     options = module.OPTIONS  # type: ignore[attr-defined]
     assert options and all(isinstance(option, Option) and option.help for option in options.values())

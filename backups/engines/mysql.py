@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,91 +47,17 @@ from typing import Any, BinaryIO, ClassVar
 import MySQLdb  # type: ignore[import-untyped]
 
 from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
+from .mysql_catalog import RowCounter, count_rows, error_parts, innodb_lsn, list_objects, query, quote_name
+from .mysql_settings import Settings, describe_error, option_value, settings_for, tool_error_code, validate
 from .mysqldump_format import DumpScanner, GuardedDump, NotADump, read_head
-from .options import Option, one_of, option_problems, pem_file, seconds, whole_number
 from .process import base_env, dump_process, feed_process, run_tool, secret_file
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 3306
-DEFAULT_CONNECT_TIMEOUT = 10
-DEFAULT_CHARACTER_SET = "utf8mb4"
-SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
-MAX_OPTION_VALUE = 1000  # option-file lines are read into a 4 KiB buffer; escaping can double
 _CHUNK = 1024 * 1024
 
 
-def _character_set(value: Any) -> str | None:
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_]{1,32}", value):
-        return None
-    return f"must be a character set name such as utf8mb4, got {value!r}"
-
-
-def _packet_size(value: Any) -> str | None:
-    if (whole_number(value) and value > 0) or (
-        isinstance(value, str) and re.fullmatch(r"[1-9][0-9]*[KMG]?", value)
-    ):
-        return None
-    return f"must be a number of bytes such as 67108864 or '64M', got {value!r}"
-
-
-OPTIONS = {
-    "ssl_mode": Option(f"one of {', '.join(SSL_MODES)}", one_of(SSL_MODES, fold_case=True)),
-    "ssl_ca": Option("path of the CA certificate (PEM)", pem_file),
-    "ssl_cert": Option("path of the client certificate (PEM)", pem_file),
-    "ssl_key": Option("path of the client key (PEM)", pem_file),
-    "connect_timeout": Option(f"seconds, 1-3600 (default {DEFAULT_CONNECT_TIMEOUT})", seconds()),
-    "default_character_set": Option(
-        f"connection character set (default {DEFAULT_CHARACTER_SET})", _character_set
-    ),
-    "max_allowed_packet": Option(
-        "largest statement or row, e.g. 67108864 or '64M' (default: the tool's)", _packet_size
-    ),
-}
 _TABLE_TYPES = ("BASE TABLE", "SYSTEM VERSIONED")
-_ACCESS_DENIED = re.compile(r"Access denied for user .* \(using password")
-_UNREACHABLE = (
-    "Can't connect",
-    "Unknown MySQL server host",
-    "Unknown server host",
-    "Lost connection to server at 'handshake",
-    "Lost connection to MySQL server at 'reading initial",
-)
-
-
-def quote_name(name: str) -> str:
-    """A MySQL identifier in backticks (backticks doubled)."""
-    return "`" + name.replace("`", "``") + "`"
-
-
-def option_value(value: str) -> str:
-    """``value`` quoted for a MySQL option file (mysys and Connector/C parse it the same way).
-
-    Inside double quotes a '#' is not a comment and the escapes below are undone; without the
-    quotes, leading/trailing spaces would be stripped and a '#' would end the value.
-    """
-    escapes = {"\\": "\\\\", '"': '\\"', "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b"}
-    return '"' + "".join(escapes.get(char, char) for char in value) + '"'
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A validated connection with its defaults applied."""
-
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str
-    ssl_mode: str
-    ssl_files: dict[str, str]  # "ca" / "cert" / "key" -> path
-    connect_timeout: int
-    character_set: str
-    max_allowed_packet: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -162,29 +87,6 @@ def major_version(version: str) -> int:
     return int(match.group(0)) if match else 0
 
 
-def describe_error(code: int | None, text: str, settings: Settings) -> str:
-    """A human message for a server or client error; holds no secret."""
-    if code == 1045 or _ACCESS_DENIED.search(text):
-        user = settings.user or "(the default user)"
-        return f"authentication failed for user {user} on {settings.where} (check the password)"
-    if code == 1049 or "Unknown database" in text:
-        return f"database {settings.database} does not exist on {settings.where}"
-    if code == 1044:
-        return f"user {settings.user} may not use database {settings.database} on {settings.where}: {text}"
-    if code == 2026 or text.startswith("TLS/SSL error"):
-        return f"TLS with the server at {settings.where} failed: {text}"
-    if code in (2002, 2003, 2005, 2013) or any(marker in text for marker in _UNREACHABLE):
-        if code == 2013 or re.search(r"\(110\)|system error: 110", text):  # 110: ETIMEDOUT
-            text = f"no answer within {settings.connect_timeout} s ({text})"
-        return f"cannot reach the server at {settings.where}: {text}"
-    return text
-
-
-def _tool_error_code(text: str) -> int | None:
-    match = re.search(r"Got error: (\d+):", text) or re.search(r"ERROR (\d+) \(", text)
-    return int(match.group(1)) if match else None
-
-
 class MySQLEngine(Engine):
     key = "mysql"
     label = "MySQL"
@@ -200,64 +102,10 @@ class MySQLEngine(Engine):
     # -- settings ------------------------------------------------------------------------------
 
     def validate(self, connection: Connection) -> list[tuple[str, str]]:
-        problems: list[tuple[str, str]] = []
-        if not connection.host:
-            problems.append(
-                ("host", "required: the server's host name or IP address ('localhost': the socket)")
-            )
-        if connection.port is not None and not 1 <= connection.port <= 65535:
-            problems.append(("port", f"must be between 1 and 65535, got {connection.port}"))
-        if not connection.database:
-            problems.append(("database", "required: the name of the database to back up"))
-        problems += self._name_problems(connection)
-        for field_name, value in (("user", connection.user), ("password", connection.password)):
-            if "\x00" in value or len(value) > MAX_OPTION_VALUE:
-                problems.append(
-                    (field_name, f"must be at most {MAX_OPTION_VALUE} characters without NUL characters")
-                )
-        return problems + self._option_problems(connection.options)
-
-    @staticmethod
-    def _name_problems(connection: Connection) -> list[tuple[str, str]]:
-        problems = []
-        for field_name, names in (
-            ("database", [connection.database] if connection.database else []),
-            ("include_tables", list(connection.include_tables)),
-            ("exclude_tables", list(connection.exclude_tables)),
-        ):
-            for name in names:
-                if len(name) > 64 or "\x00" in name or name != name.rstrip(" "):
-                    problems.append((field_name, f"{name!r} is not a valid MySQL name"))
-        overlap = sorted(set(connection.include_tables) & set(connection.exclude_tables))
-        if overlap:
-            problems.append(("exclude_tables", f"also listed in include_tables: {', '.join(overlap)}"))
-        return problems
-
-    @staticmethod
-    def _option_problems(options: dict[str, Any]) -> list[tuple[str, str]]:
-        return option_problems(options, OPTIONS)
+        return validate(connection)
 
     def settings(self, connection: Connection) -> Settings:
-        """The connection's settings with defaults; :class:`EngineError` lists static problems."""
-        problems = self.validate(connection)
-        if problems:
-            raise EngineError("; ".join(f"{field}: {message}" for field, message in problems))
-        options = connection.options
-        ssl_files = {
-            kind: str(options[f"ssl_{kind}"]) for kind in ("ca", "cert", "key") if options.get(f"ssl_{kind}")
-        }
-        return Settings(
-            host=connection.host,
-            port=connection.port or DEFAULT_PORT,
-            database=connection.database,
-            user=connection.user,
-            password=connection.password,
-            ssl_mode=str(options.get("ssl_mode", "")).upper(),
-            ssl_files=ssl_files,
-            connect_timeout=int(options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
-            character_set=str(options.get("default_character_set", DEFAULT_CHARACTER_SET)),
-            max_allowed_packet=str(options.get("max_allowed_packet", "")),
-        )
+        return settings_for(connection)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -284,11 +132,11 @@ class MySQLEngine(Engine):
         try:
             session = MySQLdb.connect(**params)
         except MySQLdb.Error as exc:
-            code, text = _error_parts(exc)
+            code, text = error_parts(exc)
             raise EngineError(describe_error(code, text, settings)) from None
         if settings.ssl_mode in ("REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"):
             # MySQLdb on MariaDB's Connector/C does not enforce REQUIRED; check what was negotiated.
-            cipher = _query(session, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            cipher = query(session, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")
             if not cipher or not cipher[0][1]:
                 session.close()
                 raise EngineError(
@@ -302,7 +150,7 @@ class MySQLEngine(Engine):
         try:
             yield session
         except MySQLdb.Error as exc:
-            code, text = _error_parts(exc)
+            code, text = error_parts(exc)
             raise EngineError(f"{settings.where}: {describe_error(code, text, settings)}") from None
         finally:
             with contextlib.suppress(MySQLdb.Error):
@@ -349,7 +197,7 @@ class MySQLEngine(Engine):
             text = error_lines[-1] if error_lines else stderr
             if re.match(r"ERROR \d+ \(\w+\) at line \d+", text):
                 return text  # an SQL error in the dump itself, not a connection problem
-            return describe_error(_tool_error_code(text), text, settings)
+            return describe_error(tool_error_code(text), text, settings)
 
         return explain
 
@@ -410,16 +258,16 @@ class MySQLEngine(Engine):
             lsn = innodb_lsn(session)  # before the snapshot opens (see the module docstring)
             # The session idles between its counts and the end of a long dump; a short server
             # wait_timeout must not close it before it reads the LSN again.
-            _query(session, "SET SESSION wait_timeout = 86400")
-            _query(session, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            _query(session, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            query(session, "SET SESSION wait_timeout = 86400")
+            query(session, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            query(session, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             objects = list_objects(session, settings.database)
-            server_version = str(_query(session, "SELECT VERSION()")[0][0])
+            server_version = str(query(session, "SELECT VERSION()")[0][0])
             dumped = self._select(connection, objects)
         except BaseException as exc:
             session.close()
             if isinstance(exc, MySQLdb.Error):
-                code, text = _error_parts(exc)
+                code, text = error_parts(exc)
                 raise EngineError(describe_error(code, text, settings)) from None
             raise
         return Snapshot(session, lsn, objects, server_version, dumped)
@@ -497,8 +345,8 @@ class MySQLEngine(Engine):
             # Only when missing: CREATE DATABASE needs a privilege that restoring into an existing
             # database does not, even with IF NOT EXISTS.
             exists = "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s"
-            if not _query(session, exists, (settings.database,)):
-                _query(session, f"CREATE DATABASE {quote_name(settings.database)} CHARACTER SET utf8mb4")
+            if not query(session, exists, (settings.database,)):
+                query(session, f"CREATE DATABASE {quote_name(settings.database)} CHARACTER SET utf8mb4")
         with self.tool_files(options.scratch_dir, settings, tool) as (option_file, env):
             argv = [
                 tool.binary,
@@ -606,7 +454,7 @@ class MySQLEngine(Engine):
     def drop_database(self, connection: Connection) -> None:
         settings = self.settings(connection)
         with self.session(settings, None) as session:
-            _query(session, f"DROP DATABASE IF EXISTS {quote_name(settings.database)}")
+            query(session, f"DROP DATABASE IF EXISTS {quote_name(settings.database)}")
 
     def fingerprint(self, connection: Connection) -> str | None:
         """Always None: MySQL/MariaDB cannot say "nothing changed" both cheaply and for sure.
@@ -629,93 +477,3 @@ class MariaDBEngine(MySQLEngine):
 
 
 # -- queries --------------------------------------------------------------------------------------
-
-
-def _query(session: Any, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with session.cursor() as cursor:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall()) if cursor.description else []
-
-
-def _error_parts(exc: Exception) -> tuple[int | None, str]:
-    if len(exc.args) >= 2 and isinstance(exc.args[0], int):
-        return exc.args[0], str(exc.args[1])
-    return None, str(exc)
-
-
-def list_objects(session: Any, database: str) -> dict[str, tuple[str, str]]:
-    """Tables, views and sequences of ``database``: name -> (TABLE_TYPE, ENGINE), by name."""
-    rows = _query(
-        session,
-        "SELECT TABLE_NAME, TABLE_TYPE, COALESCE(ENGINE, '') FROM information_schema.TABLES "
-        "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE <> 'TEMPORARY' ORDER BY TABLE_NAME",
-        (database,),
-    )
-    return {str(name): (str(kind), str(engine)) for name, kind, engine in rows}
-
-
-def count_rows(session: Any, tables: list[str]) -> dict[str, int]:
-    return {name: count_table(session, name) for name in tables}
-
-
-def count_table(session: Any, name: str) -> int:
-    sql = f"SELECT COUNT(*) FROM {quote_name(name)}"  # noqa: S608  (a quoted identifier, no data)
-    return int(_query(session, sql)[0][0])
-
-
-def innodb_lsn(session: Any) -> int | None:
-    """InnoDB's current log sequence number (MariaDB; MySQL 8.0.30+), or None."""
-    rows = _query(
-        session,
-        "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_lsn_current', 'Innodb_redo_log_current_lsn')",
-    )
-    return int(rows[0][1]) if rows else None
-
-
-class RowCounter:
-    """Counts rows in the snapshot session while the dump runs, then reads the LSN again once the
-    dump has finished. From :meth:`start` on the thread owns the session and closes it, so a
-    failed dump can leave without waiting for a long ``COUNT(*)``."""
-
-    def __init__(self, session: Any, tables: list[str]) -> None:
-        self._session = session
-        self._tables = tables
-        self._stop = threading.Event()
-        self._dump_done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mysql-row-counts", daemon=True)
-        self.counts: dict[str, int] = {}
-        self.lsn_after: int | None = None
-        self.error = ""
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for name in self._tables:
-                if self._stop.is_set():
-                    return
-                self.counts[name] = count_table(self._session, name)
-        except MySQLdb.Error as exc:
-            self.error = f"row counts incomplete: {_error_parts(exc)[1]}"
-            logger.warning("row counts for the manifest failed: %s", self.error)
-        try:
-            self._dump_done.wait()
-            if not self._stop.is_set() and not self.error:
-                self.lsn_after = innodb_lsn(self._session)
-        except MySQLdb.Error as exc:
-            self.error = f"InnoDB's LSN could not be read after the dump: {_error_parts(exc)[1]}"
-        finally:
-            with contextlib.suppress(MySQLdb.Error):
-                self._session.close()
-
-    def finish(self) -> None:
-        self._dump_done.set()
-        self._thread.join()
-
-    def abandon(self) -> None:
-        self._stop.set()
-        self._dump_done.set()
-        if not self._thread.ident:
-            with contextlib.suppress(MySQLdb.Error):
-                self._session.close()
