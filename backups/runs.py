@@ -4,13 +4,10 @@ backup: the outcome is on the Backup row."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
 import logging
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +21,7 @@ from .copies import Destination, FanOut
 from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from .heartbeat import Heartbeat
 from .manifests import build_manifest
-from .models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
+from .models import Backup, BackupStatus, CopyStatus, Storage, Target
 from .notifications import notify_backup
 from .pipeline import ProgressCallback, StreamResult, stream_backup
 from .reaping import reap_lost_runs, this_worker
@@ -33,7 +30,14 @@ from .resources import (
     connection_for,
     engine_for,
     scratch_dir,
-    storage_for,
+)
+from .run_copies import (
+    close_all,
+    discard_all,
+    open_destinations,
+    raise_for_required,
+    retry_failed_copies,
+    upload_step,
 )
 from .steps import WorkerLost, describe_error, record_step
 from .storages import StorageError
@@ -156,7 +160,7 @@ def _execute(
         backup.fingerprint = _fingerprint(engine, connection, target, rows, backup)
         previous = _unchanged_since(backup, target) if target.skip_unchanged else None
         if previous is None:
-            destinations = _destinations(backup, rows)
+            destinations = open_destinations(backup, rows)
         else:
             step.message += f"; unchanged since backup {previous.pk}"
     if previous is not None:
@@ -177,10 +181,10 @@ def _execute(
         result, info = _stream(backup, engine, connection, fan, options, progress)
         _confirm_and_describe(backup, engine, destinations, result, info)
     except BaseException:
-        _discard(destinations)
+        discard_all(destinations)
         raise
     finally:
-        _close(destinations)
+        close_all(destinations)
 
     now = timezone.now()
     backup.status = BackupStatus.SUCCESS
@@ -304,49 +308,6 @@ def _skip_unchanged(backup: Backup, previous: Backup) -> None:
     )
 
 
-def _destinations(backup: Backup, rows: list[Storage]) -> list[Destination]:
-    """One Destination per storage. A required storage that cannot be written now is retried
-    after each configured delay, then fails the run before anything is dumped; an optional one
-    is carried along as failed, to be retried from a confirmed copy once the backup is stored."""
-    destinations: list[Destination] = []
-    try:
-        for row in rows:
-            destinations.append(_destination(backup, row))
-    except BaseException:
-        _close(destinations)
-        raise
-    return destinations
-
-
-def _destination(backup: Backup, row: Storage) -> Destination:
-    copy = BackupCopy.objects.create(backup=backup, storage=row, path="")
-    try:
-        storage = storage_for(row)
-    except (StorageError, secrets.SecretError) as exc:
-        raise StorageError(f"storage {row.name}: {describe_error(exc)}") from None
-    destination = Destination(row=row, storage=storage, copy=copy)
-    delays = [0.0, *settings.BACKUPSITE_COPY_RETRY_DELAYS] if row.required else [0.0]
-    for delay in delays:
-        time.sleep(delay)
-        try:
-            storage.check_writable()
-            destination.error = ""
-            break
-        except StorageError as exc:
-            destination.error = describe_error(exc)
-    if destination.error and row.required:
-        storage.close()
-        raise StorageError(destination.error)
-    return destination
-
-
-def _close(destinations: Iterable[Destination]) -> None:
-    """Release every storage's connection (SFTP and FTP sessions, HTTP pools)."""
-    for destination in destinations:
-        with contextlib.suppress(Exception):
-            destination.storage.close()
-
-
 def _object_path(backup: Backup, engine: Engine) -> str:
     extension = engine.file_extension + EXTENSIONS[backup.compression]
     sub = (
@@ -387,23 +348,8 @@ def _stream(
         step.bytes = result.size
         ratio = result.size / result.raw_size if result.raw_size else 0
         step.message = f"{backup.compression}: {result.size} bytes ({ratio:.1%} of the dump)"
-    fan.commit(lambda destination: _upload_step(backup, destination))
+    fan.commit(lambda destination: upload_step(backup, destination))
     return result, dict(dump.info)
-
-
-@contextlib.contextmanager
-def _upload_step(backup: Backup, destination: Destination, attempt: int = 0) -> Iterator[None]:
-    label = f"storage {destination.name}" + (f", retry {attempt}" if attempt else "")
-    with record_step(backup, "upload", label) as step:
-        yield
-        stored = destination.stored
-        assert stored is not None
-        step.bytes = stored.size
-        step.message = f"{label}: {destination.storage.location(backup.file_path)}"
-        destination.copy.size = stored.size
-        destination.copy.etag = stored.etag[:255]
-        destination.copy.version = stored.version[:255]
-        destination.copy.save(update_fields=["size", "etag", "version"])
 
 
 def _confirm_and_describe(
@@ -427,7 +373,7 @@ def _confirm_and_describe(
             f"{len(good)} cop{'y' if len(good) == 1 else 'ies'} re-read: size and sha256 match"
             + "".join(f"; failed: {d.failure}" for d in destinations if not d.confirmed)
         )
-    _retry_failed_copies(backup, destinations, good[0], result)
+    retry_failed_copies(backup, destinations, good[0], result)
     backup.file_size = result.size
     backup.raw_size = result.raw_size
     backup.progress = result.raw_size
@@ -445,7 +391,7 @@ def _confirm_and_describe(
                 destination.manifest_stored = True
             except Exception as exc:
                 destination.fail(exc)
-        _raise_for_required(destinations)
+        raise_for_required(destinations)
         step.message = f"{backup.file_path}{MANIFEST_SUFFIX}"
     optional = [d for d in destinations if not d.confirmed]
     for destination in destinations:
@@ -456,54 +402,6 @@ def _confirm_and_describe(
         backup.notes = "; ".join(
             [backup.notes] * bool(backup.notes) + [f"optional copy failed: {d.failure}" for d in optional]
         )
-
-
-def _retry_failed_copies(
-    backup: Backup, destinations: list[Destination], source: Destination, result: StreamResult
-) -> None:
-    """Retry each failed copy with backoff from a confirmed copy; each attempt is a step."""
-    for destination in destinations:
-        if destination.confirmed:
-            continue
-        logger.warning(
-            "backup %s: copy to %s failed (%s); retrying from %s",
-            backup.pk, destination.name, destination.error, source.name,
-        )  # fmt: skip
-        copies.replicate(
-            source,
-            destination,
-            backup.file_path,
-            result.size,
-            result.sha256,
-            settings.BACKUPSITE_COPY_RETRY_DELAYS,
-            functools.partial(record_attempt, backup),
-        )
-    _raise_for_required(destinations)
-
-
-def record_attempt(backup: Backup, destination: Destination, attempt: int, error: str) -> None:
-    with contextlib.suppress(StorageError), _upload_step(backup, destination, attempt):
-        if error:
-            raise StorageError(f"storage {destination.name}, retry {attempt}: {error}")
-
-
-def _raise_for_required(destinations: list[Destination]) -> None:
-    failed = [d for d in destinations if d.required and not d.confirmed]
-    if failed:
-        raise StorageError(
-            "required cop" + ("y" if len(failed) == 1 else "ies") + " failed: "
-            + "; ".join(f"{d.failure} (after {d.attempts} retr{'y' if d.attempts == 1 else 'ies'})" for d in failed)
-        )  # fmt: skip
-
-
-def _discard(destinations: Iterable[Destination]) -> None:
-    """Remove every trace of a failed run from storage: partial uploads, committed objects and
-    their manifests."""
-    for destination in destinations:
-        destination.discard()
-        destination.copy.status = CopyStatus.FAILED
-        destination.copy.error_message = destination.error or "the backup failed"
-        destination.copy.save(update_fields=["status", "error_message"])
 
 
 def _fail(backup: Backup, exc: BaseException) -> None:
