@@ -16,6 +16,7 @@ from django.utils import timezone
 from . import chains, retention, secrets
 from .models import Backup, BackupStatus, CopyStatus, Storage, Target
 from .resources import storage_for
+from .retention_policy import Policy, PolicyError
 from .steps import describe_error, record_step
 from .storages import STALE_AFTER, StorageError
 
@@ -54,7 +55,7 @@ PLAN_FIELDS = (
 )
 
 
-def policy_for(target: Target, schedule: Any = None) -> retention.Policy:
+def policy_for(target: Target, schedule: Any = None) -> Policy:
     """The policy for ``target``'s backups made by ``schedule`` (None: manual runs). A schedule
     with its own rules uses them, else the target's; the schedule's ``retention_days`` fills a
     policy that sets none. Periods use the target's timezone. Raises PolicyError."""
@@ -63,7 +64,7 @@ def policy_for(target: Target, schedule: Any = None) -> retention.Policy:
     )
     if schedule is not None and schedule.retention_days and "retention_days" not in mapping:
         mapping["retention_days"] = schedule.retention_days
-    return retention.Policy.from_mapping(mapping, timezone=target.timezone)
+    return Policy.from_mapping(mapping, timezone=target.timezone)
 
 
 def backup_info(backup: Backup) -> retention.BackupInfo:
@@ -76,7 +77,7 @@ class GroupPlan:
     """One schedule's backups of a target (``schedule`` None: the manual ones)."""
 
     schedule: Any
-    policy: retention.Policy | None
+    policy: Policy | None
     plan: retention.Plan | None
     error: str = ""
 
@@ -104,7 +105,7 @@ def plan_cleanup(
     target: Target,
     now: datetime | None = None,
     *,
-    policy: retention.Policy | None = None,
+    policy: Policy | None = None,
     schedule_ids: set[int | None] | None = None,
 ) -> CleanupPlan:
     """Plan retention for every group of ``target``'s live backups (per schedule, manual runs
@@ -132,7 +133,7 @@ def plan_cleanup(
         result.groups.append(group)
         try:
             group.policy = policy or policy_for(target, schedule)
-        except retention.PolicyError as exc:
+        except PolicyError as exc:
             group.error = f"{group.label}: retention.{exc}; nothing is deleted until it is fixed"
             result.errors.append(group.error)
             result.keep.extend((row, ("invalid retention policy: nothing is deleted",)) for row in members)

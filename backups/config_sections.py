@@ -13,7 +13,7 @@ from .engines import Connection, EngineError, engine_keys, get_engine
 from .engines.configuration import path_problems
 from .models import BackupType, Event, default_notifier_events
 from .notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
-from .retention import Policy, PolicyError
+from .retention_policy import Policy, PolicyError
 from .storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 
 SECRET_OPTION_WORDS = ("password", "secret", "token", "key", "passphrase", "credentials")

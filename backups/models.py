@@ -14,7 +14,7 @@ from . import secrets
 from .codecs import COMPRESSIONS
 from .engines import engine_choices
 from .notifiers import notifier_kind_choices
-from .retention import Policy, PolicyError
+from .retention_policy import Policy, PolicyError
 from .storages import STORAGE_KINDS
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .retention import COUNT_RULES
+from .retention_policy import COUNT_RULES
 
 WHOLE_NUMBERS = (*COUNT_RULES, "retention_days", "max_backups", "min_keep")
 LISTS = ("tiers", "rules")

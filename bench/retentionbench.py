@@ -293,7 +293,8 @@ def check(backups: list[Any], result: Any, policy: Any) -> list[str]:
 
 def child(size: int, runs: int, warmup: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from backups.retention import SUCCESS, Policy, plan
+    from backups.retention import SUCCESS, plan
+    from backups.retention_policy import Policy
 
     rss_start = _status_kib("VmRSS")
     clock = time.perf_counter()

@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backups.durations import Duration, parse_duration
-from backups.retention import BackupInfo, Plan, Policy, plan
+from backups.retention import BackupInfo, Plan, plan
+from backups.retention_policy import Policy
 
 PROPERTY = settings(max_examples=200, deadline=None, database=None)
 

@@ -14,7 +14,8 @@ from backups import services
 from backups.cli import dump_json, usage_error
 from backups.models import Target
 from backups.policy_spec import SpecError, parse_moment, parse_spec, parse_timestamps
-from backups.retention import BackupInfo, Policy, PolicyError, plan
+from backups.retention import BackupInfo, plan
+from backups.retention_policy import Policy, PolicyError
 
 
 class Command(BaseCommand):
