@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -55,22 +55,44 @@ def unique_name(prefix: str) -> str:
 _counter = itertools.count(1)
 
 
-def pg_target(
-    server: PostgresServer, name: str, database: str, storage: Storage | None = None, **fields: object
+def server_target(
+    engine: str,
+    server: Any,
+    password_env: str,
+    storage: Storage | None = None,
+    *,
+    name: str = "",
+    prefix: str = "",
+    **fields: Any,
 ) -> Target:
-    """A postgresql Target on ``server`` whose password is the reference ${TEST_PG_PASSWORD}."""
-    fields = {
-        "engine": "postgresql",
+    """A Target of ``engine`` on a test ``server`` (its host, port and user, if it has one) whose
+    password is the reference ``${password_env}``; named ``name``, or uniquely after ``prefix``
+    and the database."""
+    database = fields.get("database", "")
+    values: dict[str, Any] = {
+        "engine": engine,
         "host": server.host,
         "port": server.port,
-        "user": server.user,
-        "password": "${" + PG_PASSWORD_ENV + "}",
+        "user": getattr(server, "user", ""),
+        "password": "${" + password_env + "}",
         **fields,
     }
-    target = Target.objects.create(name=name, database=database, **fields)
+    if not name:
+        name = unique_name(f"{prefix or engine}-{database}" if database else prefix or engine)
+        name = name.replace("_", "-")[:100]
+    target = Target.objects.create(name=name, **values)
     if storage is not None:
         target.storages.add(storage)
     return target
+
+
+def pg_target(
+    server: PostgresServer, name: str, database: str, storage: Storage | None = None, **fields: Any
+) -> Target:
+    """A postgresql Target on ``server`` whose password is the reference ${TEST_PG_PASSWORD}."""
+    return server_target(
+        "postgresql", server, PG_PASSWORD_ENV, storage, name=name, database=database, **fields
+    )
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from backups.engines.clickhouse import ClickHouseEngine
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
-from tests.conftest import unique_name
+from tests.conftest import server_target, unique_name
 from tests.engine_checks import assert_missing_tools_fail, children_named
 from tests.servers import free_port, silent_listener
 from tests.servers.clickhouse import ClickHouseServer
@@ -45,20 +45,9 @@ def make_target(
     server: ClickHouseServer, database: str, storage: Storage | None = None, **fields: Any
 ) -> Target:
     """A Target on ``server`` whose password is the reference ${TEST_CLICKHOUSE_PASSWORD}."""
-    values: dict[str, Any] = {
-        "engine": "clickhouse",
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "password": "${" + PASSWORD_ENV + "}",
-        **fields,
-    }
-    target = Target.objects.create(
-        name=unique_name(f"ch-{database}").replace("_", "-")[:100], database=database, **values
+    return server_target(
+        "clickhouse", server, PASSWORD_ENV, storage, prefix="ch", database=database, **fields
     )
-    if storage is not None:
-        target.storages.add(storage)
-    return target
 
 
 def connection(server: ClickHouseServer, database: str, **fields: Any) -> Connection:

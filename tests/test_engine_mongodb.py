@@ -58,7 +58,7 @@ from backups.engines.mongodb_settings import (
 from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
-from tests.conftest import unique_name
+from tests.conftest import server_target, unique_name
 from tests.engine_checks import assert_missing_tools_fail, child_named
 from tests.servers import free_port
 from tests.servers.mongodb import MongoServer, missing_programs, skip_reason
@@ -556,20 +556,9 @@ def mongo(mongodb_server: MongoServer, monkeypatch: pytest.MonkeyPatch) -> Mongo
 
 
 def make_target(server: MongoServer, database: str, storage: Storage | None = None, **fields: Any) -> Target:
-    values: dict[str, Any] = {
-        "engine": "mongodb",
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "password": "${" + PASSWORD_ENV + "}",
-        **fields,
-    }
-    target = Target.objects.create(
-        name=unique_name(f"mongo-{database}").replace("_", "-")[:100], database=database, **values
+    return server_target(
+        "mongodb", server, PASSWORD_ENV, storage, prefix="mongo", database=database, **fields
     )
-    if storage is not None:
-        target.storages.add(storage)
-    return target
 
 
 def fill_sample(server: MongoServer, database: str, customers: int = 300) -> str:

@@ -29,7 +29,7 @@ from backups.engines.mysql_settings import option_value
 from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
-from tests.conftest import unique_name
+from tests.conftest import server_target, unique_name
 from tests.engine_checks import assert_missing_tools_fail, child_named
 from tests.servers.mariadb import MariaDBServer, fill_sample, make_certificates, quote_name, table_rows
 
@@ -48,20 +48,7 @@ def make_target(
     server: MariaDBServer, key: str, database: str, storage: Storage | None = None, **fields: Any
 ) -> Target:
     """A Target on ``server`` whose password is the reference ${TEST_MARIADB_PASSWORD}."""
-    values: dict[str, Any] = {
-        "engine": key,
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "password": "${" + PASSWORD_ENV + "}",
-        **fields,
-    }
-    target = Target.objects.create(
-        name=unique_name(f"{key}-{database}").replace("_", "-")[:100], database=database, **values
-    )
-    if storage is not None:
-        target.storages.add(storage)
-    return target
+    return server_target(key, server, PASSWORD_ENV, storage, database=database, **fields)
 
 
 def connection(server: MariaDBServer, key: str, database: str, **fields: Any) -> Connection:

@@ -27,7 +27,7 @@ from backups.engines.redis_rdb import EOF_MARK_SIZE, GuardedSnapshot
 from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
-from tests.conftest import unique_name
+from tests.conftest import server_target
 from tests.engine_checks import assert_missing_tools_fail, child_named
 from tests.plugins.redis import FAST_SNAPSHOTS, redis_password
 from tests.servers import free_port, silent_listener
@@ -52,17 +52,7 @@ def make_target(
     server: RedisServer, password_env: str, storage: Storage | None = None, **fields: Any
 ) -> Target:
     """A redis Target on ``server`` whose password is the reference ``${password_env}``."""
-    values: dict[str, Any] = {
-        "engine": "redis",
-        "host": server.host,
-        "port": server.port,
-        "password": "${" + password_env + "}",
-        **fields,
-    }
-    target = Target.objects.create(name=unique_name("redis").replace("_", "-"), **values)
-    if storage is not None:
-        target.storages.add(storage)
-    return target
+    return server_target("redis", server, password_env, storage, **fields)
 
 
 def connection(server: RedisServer, **fields: Any) -> Connection:
