@@ -19,6 +19,7 @@ from . import chains, copies, secrets
 from .codecs import EXTENSIONS
 from .copies import Destination, FanOut
 from .engines import Connection, DumpOptions, Engine, EngineError, get_engine
+from .engines.base import refuse_problems
 from .heartbeat import Heartbeat
 from .manifests import build_manifest
 from .models import Backup, BackupStatus, CopyStatus, Storage, Target
@@ -236,9 +237,7 @@ def _prepare(
         )
     except secrets.SecretError as exc:
         raise secrets.SecretError(f"target {target.name}: {exc}") from None
-    problems = engine.validate(connection)
-    if problems:
-        raise EngineError("; ".join(f"{name}: {message}" for name, message in problems))
+    refuse_problems(engine.validate(connection))
     engine.probe(connection)
     rows = list(storages) if storages is not None else list(target.storages.all())
     if not rows:

@@ -19,6 +19,37 @@ class EngineError(Exception):
     """A dump, restore or check failed. The message is meant for a human and holds no secret."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """What every server engine's validated settings begin with: where the server is and who
+    logs in. Each engine's ``Settings`` adds its own fields (built with :func:`login_fields`)."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def refuse_problems(problems: list[tuple[str, str]]) -> None:
+    """Raise :class:`EngineError` listing ``problems`` (``field: message; ...``), if there are any."""
+    if problems:
+        raise EngineError("; ".join(f"{field}: {message}" for field, message in problems))
+
+
+def login_fields(connection: Connection, default_port: int) -> dict[str, Any]:
+    """:class:`ServerSettings`' fields from ``connection``, with the engine's default port."""
+    return {
+        "host": connection.host,
+        "port": connection.port or default_port,
+        "user": connection.user,
+        "password": connection.password,
+    }
+
+
 @dataclass(frozen=True)
 class Connection:
     """Everything an engine needs to reach a source, with the password already resolved."""

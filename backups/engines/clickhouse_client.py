@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
-from .base import Connection, EngineError
+from .base import Connection, EngineError, ServerSettings, login_fields, refuse_problems
 from .options import Option, boolean, option_problems, pem_file, seconds, whole_number
 from .process import base_env, describe_exit, feed_process, secret_file
 
@@ -42,24 +42,16 @@ _AUTH_CODES = (192, 193, 516)  # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FA
 _UNREACHABLE_CODES = (102, 209, 210, 1000)
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, kw_only=True)
+class Settings(ServerSettings):
     """A validated connection with its defaults applied."""
 
-    host: str
-    port: int
     database: str
-    user: str
-    password: str
     secure: bool
     ca_certificate: str
     connect_timeout: int
     part_size: int
     replace_existing: bool
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 def validate(connection: Connection) -> list[tuple[str, str]]:
@@ -122,16 +114,11 @@ def _option_problems(options: dict[str, Any]) -> list[tuple[str, str]]:
 
 def settings_for(connection: Connection) -> Settings:
     """The connection's settings with defaults; :class:`EngineError` lists static problems."""
-    problems = validate(connection)
-    if problems:
-        raise EngineError("; ".join(f"{field}: {message}" for field, message in problems))
+    refuse_problems(validate(connection))
     options = connection.options
     return Settings(
-        host=connection.host,
-        port=connection.port or DEFAULT_PORT,
+        **login_fields(connection, DEFAULT_PORT),
         database=connection.database,
-        user=connection.user,
-        password=connection.password,
         secure=bool(options.get("secure", False)),
         ca_certificate=str(options.get("ca_certificate", "")),
         connect_timeout=int(options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .base import Connection, EngineError
+from .base import Connection, ServerSettings, login_fields, refuse_problems
 from .options import Option, boolean, one_of, option_problems, pem_file, seconds
 
 DEFAULT_PORT = 27017
@@ -33,15 +33,11 @@ _UNREACHABLE = (
 )
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, kw_only=True)
+class Settings(ServerSettings):
     """A validated connection with its defaults applied."""
 
-    host: str
-    port: int
     database: str
-    user: str
-    password: str
     auth_database: str
     tls: bool
     tls_ca_file: str
@@ -155,18 +151,13 @@ def validate(connection: Connection) -> list[tuple[str, str]]:
 
 def settings_for(connection: Connection) -> Settings:
     """The connection's settings with defaults; :class:`EngineError` lists static problems."""
-    problems = validate(connection)
-    if problems:
-        raise EngineError("; ".join(f"{field}: {message}" for field, message in problems))
+    refuse_problems(validate(connection))
     options = connection.options
     ca_file = str(options.get("tls_ca_file", ""))
     key_file = str(options.get("tls_certificate_key_file", ""))
     return Settings(
-        host=connection.host,
-        port=connection.port or DEFAULT_PORT,
+        **login_fields(connection, DEFAULT_PORT),
         database=connection.database,
-        user=connection.user,
-        password=connection.password,
         auth_database=str(options.get("auth_database", DEFAULT_AUTH_DATABASE)),
         tls=bool(options.get("tls", bool(ca_file or key_file))),
         tls_ca_file=ca_file,

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Connection, EngineError
+from .base import Connection, ServerSettings, login_fields, refuse_problems
 from .options import Option, one_of, option_problems, pem_file, seconds, whole_number
 
 DEFAULT_PORT = 3306
@@ -64,24 +64,16 @@ def option_value(value: str) -> str:
     return '"' + "".join(escapes.get(char, char) for char in value) + '"'
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, kw_only=True)
+class Settings(ServerSettings):
     """A validated connection with its defaults applied."""
 
-    host: str
-    port: int
     database: str
-    user: str
-    password: str
     ssl_mode: str
     ssl_files: dict[str, str]  # "ca" / "cert" / "key" -> path
     connect_timeout: int
     character_set: str
     max_allowed_packet: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 def describe_error(code: int | None, text: str, settings: Settings) -> str:
@@ -142,19 +134,14 @@ def _name_problems(connection: Connection) -> list[tuple[str, str]]:
 
 def settings_for(connection: Connection) -> Settings:
     """The connection's settings with defaults; :class:`EngineError` lists static problems."""
-    problems = validate(connection)
-    if problems:
-        raise EngineError("; ".join(f"{field}: {message}" for field, message in problems))
+    refuse_problems(validate(connection))
     options = connection.options
     ssl_files = {
         kind: str(options[f"ssl_{kind}"]) for kind in ("ca", "cert", "key") if options.get(f"ssl_{kind}")
     }
     return Settings(
-        host=connection.host,
-        port=connection.port or DEFAULT_PORT,
+        **login_fields(connection, DEFAULT_PORT),
         database=connection.database,
-        user=connection.user,
-        password=connection.password,
         ssl_mode=str(options.get("ssl_mode", "")).upper(),
         ssl_files=ssl_files,
         connect_timeout=int(options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Connection, EngineError
+from .base import Connection, refuse_problems
 from .options import Option, boolean, encodable, one_of, option_problems, seconds
 
 DEFAULT_PORT = 5432
@@ -110,7 +110,5 @@ def validate(connection: Connection) -> list[tuple[str, str]]:
 
 def settings_for(connection: Connection) -> Settings:
     """The connection's settings with defaults; :class:`EngineError` lists the problems."""
-    problems = validate(connection)
-    if problems:
-        raise EngineError("; ".join(f"{name}: {message}" for name, message in problems))
+    refuse_problems(validate(connection))
     return Settings.of(connection)

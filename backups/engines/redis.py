@@ -33,7 +33,18 @@ from typing import Any, BinaryIO
 
 import redis
 
-from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
+from .base import (
+    Connection,
+    Dump,
+    DumpOptions,
+    Engine,
+    EngineError,
+    RestoreOptions,
+    RestoreResult,
+    ServerSettings,
+    login_fields,
+    refuse_problems,
+)
 from .options import Option, boolean, option_problems, pem_file, seconds, whole_number
 from .process import base_env, dump_process
 from .redis_copy import Copier, redis_message, restored_counts, summary
@@ -77,24 +88,16 @@ OPTIONS = {
 _CLI_NOISE = ("sending REPLCONF", "SYNC sent to master", "Transfer finished")
 
 
-@dataclass(frozen=True)
-class Settings:
+@dataclass(frozen=True, kw_only=True)
+class Settings(ServerSettings):
     """A validated connection with its defaults applied."""
 
-    host: str
-    port: int
-    user: str
-    password: str
     tls: bool
     tls_files: dict[str, str]  # option name -> path
     tls_insecure: bool
     connect_timeout: int
     replace: bool
     databases: tuple[int, ...] | None
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
 
     @property
     def who(self) -> str:
@@ -215,16 +218,11 @@ class RedisEngine(Engine):
 
     def settings(self, connection: Connection) -> Settings:
         """The connection's settings with defaults; :class:`EngineError` lists static problems."""
-        problems = self.validate(connection)
-        if problems:
-            raise EngineError("; ".join(f"{field}: {message}" for field, message in problems))
+        refuse_problems(self.validate(connection))
         options = connection.options
         databases = options.get("databases")
         return Settings(
-            host=connection.host,
-            port=connection.port or DEFAULT_PORT,
-            user=connection.user,
-            password=connection.password,
+            **login_fields(connection, DEFAULT_PORT),
             tls=bool(options.get("tls")),
             tls_files={name: str(options[name]) for name in _FILE_OPTIONS if options.get(name)},
             tls_insecure=bool(options.get("tls_insecure")),
