@@ -1,9 +1,14 @@
-"""Checks shared by the engine tests: a missing program, and the dump tools a test started."""
+"""Checks shared by the engine tests: a missing program, the dump tools a test started, and
+what every process's command line shows while an engine works."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -58,3 +63,52 @@ def assert_missing_tools_fail(
     backup = services.run_backup(target)
     assert backup.status == BackupStatus.FAILED
     assert failure in backup.error_message
+
+
+def command_lines() -> list[bytes]:
+    """Every process's command line (NUL-separated arguments), as /proc shows it to anyone."""
+    lines = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as handle:
+                lines.append(handle.read())
+    return lines
+
+
+class ProcessWatch:
+    """While its block runs, samples every process's command line (and the permission bits of
+    credential files): the lines ``wanted`` picked, the lines that held a secret, the modes seen."""
+
+    def __init__(
+        self,
+        secrets: list[str],
+        wanted: Callable[[bytes], bool],
+        files: Callable[[], Iterable[Path]] = lambda: (),
+    ) -> None:
+        self._secrets = [secret.encode() for secret in secrets]
+        self._wanted, self._files = wanted, files
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="process-watch")
+        self.seen: list[bytes] = []
+        self.leaked: list[bytes] = []
+        self.modes: set[int] = set()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for line in command_lines():
+                if self._wanted(line):
+                    self.seen.append(line)
+                if any(secret in line for secret in self._secrets):
+                    self.leaked.append(line)
+            for path in self._files():
+                with contextlib.suppress(OSError):
+                    self.modes.add(stat.S_IMODE(path.stat().st_mode))
+            time.sleep(0.002)
+
+    def __enter__(self) -> ProcessWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import logging
-import os
 import subprocess
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +23,7 @@ from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import server_target, unique_name
-from tests.engine_checks import assert_missing_tools_fail, children_named
+from tests.engine_checks import ProcessWatch, assert_missing_tools_fail, children_named
 from tests.servers import free_port, silent_listener
 from tests.servers.clickhouse import ClickHouseServer
 from tests.servers.mariadb import make_certificates
@@ -495,15 +492,6 @@ def test_a_trial_restore_checks_the_archive_without_a_server(
 # -- secrets -------------------------------------------------------------------------------------------
 
 
-def _cmdlines() -> list[bytes]:
-    lines = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as handle:
-                lines.append(handle.read())
-    return lines
-
-
 @pytest.fixture(scope="module")
 def big_db(clickhouse_server: ClickHouseServer) -> Iterator[str]:
     """A few MiB of archive: more than the pipe between the archive writer and its reader holds."""
@@ -519,41 +507,22 @@ def test_the_password_never_shows_in_argv_logs_or_messages(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    secret = clickhouse_server.password.encode()
     scratch = tmp_path / "scratch"
-    seen: list[bytes] = []
-    leaked: list[bytes] = []
-    modes: set[int] = set()
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for line in _cmdlines():
-                if line.startswith(b"clickhouse-client\0"):
-                    seen.append(line)
-                if secret in line:
-                    leaked.append(line)
-            for path in scratch.glob("clickhouse-*/*.xml"):
-                with contextlib.suppress(OSError):
-                    modes.add(path.stat().st_mode & 0o777)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     caplog.set_level(logging.DEBUG)
-    try:
+    with ProcessWatch(
+        [clickhouse_server.password],
+        wanted=lambda line: line.startswith(b"clickhouse-client\0"),
+        files=lambda: scratch.glob("clickhouse-*/*.xml"),
+    ) as watch:
         backup = services.run_backup(
             make_target(clickhouse_server, big_db, local_storage, options={"part_size": 65536})
         )
-    finally:
-        stop.set()
-        sampler.join()
     assert backup.status == BackupStatus.SUCCESS, backup.error_message
-    dumps = [line.split(b"\0") for line in seen if b"FORMAT Native" in line]
+    dumps = [line.split(b"\0") for line in watch.seen if b"FORMAT Native" in line]
     assert dumps, "the sampler must have seen a clickhouse-client dumping a table"
     assert all(argv[1].startswith(b"--config-file=") for argv in dumps)
-    assert leaked == []
-    assert modes == {0o600}
+    assert watch.leaked == []
+    assert watch.modes == {0o600}
     assert list(scratch.glob("clickhouse-*")) == []  # the config files and their directory are gone
     texts = [caplog.text, backup.error_message, backup.notes, json.dumps(backup.engine_info)]
     texts += [step.message for step in backup.steps.all()]

@@ -18,7 +18,6 @@ Two kinds of tests live here.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -26,7 +25,6 @@ import os
 import random
 import signal
 import stat
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -59,7 +57,7 @@ from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import server_target, unique_name
-from tests.engine_checks import assert_missing_tools_fail, child_named
+from tests.engine_checks import ProcessWatch, assert_missing_tools_fail, child_named
 from tests.servers import free_port
 from tests.servers.mongodb import MongoServer, missing_programs, skip_reason
 
@@ -866,53 +864,25 @@ def big_db(mongodb_server: MongoServer) -> Iterator[str]:
     mongodb_server.drop_database(name)
 
 
-def _cmdlines() -> list[bytes]:
-    lines = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as handle:
-                lines.append(handle.read())
-    return lines
-
-
 @needs_mongodb
 @pytest.mark.django_db
 def test_the_password_never_shows_in_argv_logs_or_messages(
     mongo: MongoServer, big_db: str, local_storage: Storage, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    secret = mongo.password.encode()
     scratch = tmp_path / "scratch"
-    seen: list[bytes] = []
-    leaked: list[bytes] = []
-    modes: set[int] = set()
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for line in _cmdlines():
-                if line.startswith(b"mongodump\0") or b"/mongodump\0" in line:
-                    seen.append(line)
-                if secret in line:
-                    leaked.append(line)
-            for path in scratch.glob("mongodb-*/*.yaml"):
-                with contextlib.suppress(OSError):
-                    modes.add(stat.S_IMODE(path.stat().st_mode))
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     caplog.set_level(logging.DEBUG)
-    try:
+    with ProcessWatch(
+        [mongo.password],
+        wanted=lambda line: line.startswith(b"mongodump\0") or b"/mongodump\0" in line,
+        files=lambda: scratch.glob("mongodb-*/*.yaml"),
+    ) as watch:
         backup = services.run_backup(make_target(mongo, big_db, local_storage))
-    finally:
-        stop.set()
-        sampler.join()
     assert backup.status == BackupStatus.SUCCESS, backup.error_message
-    dumps = [line.split(b"\0") for line in seen if b"--archive" in line]
+    dumps = [line.split(b"\0") for line in watch.seen if b"--archive" in line]
     assert dumps, "the sampler must have seen mongodump dumping"
     assert all(argv[1].startswith(b"--config=") for argv in dumps)
-    assert leaked == []
-    assert modes == {0o600}
+    assert watch.leaked == []
+    assert watch.modes == {0o600}
     assert list(scratch.glob("mongodb-*")) == []
     texts = [caplog.text, backup.error_message, backup.notes, json.dumps(backup.engine_info)]
     texts += [step.message for step in backup.steps.all()]

@@ -30,7 +30,7 @@ from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import server_target, unique_name
-from tests.engine_checks import assert_missing_tools_fail, child_named
+from tests.engine_checks import ProcessWatch, assert_missing_tools_fail, child_named
 from tests.servers.mariadb import MariaDBServer, fill_sample, make_certificates, quote_name, table_rows
 
 pytestmark = pytest.mark.django_db
@@ -432,15 +432,6 @@ def big_db(mariadb_server: MariaDBServer) -> Iterator[str]:
     mariadb_server.drop_database(name)
 
 
-def _cmdlines() -> list[bytes]:
-    lines = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as handle:
-                lines.append(handle.read())
-    return lines
-
-
 def test_the_password_never_shows_in_argv_logs_or_messages(
     mariadb_server: MariaDBServer,
     big_db: str,
@@ -448,39 +439,20 @@ def test_the_password_never_shows_in_argv_logs_or_messages(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    secret = mariadb_server.password.encode()
     scratch = tmp_path / "scratch"
-    seen_dump: list[bytes] = []
-    leaked: list[bytes] = []
-    modes: set[int] = set()
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for line in _cmdlines():
-                if b"mariadb-dump" in line:
-                    seen_dump.append(line)
-                if secret in line:
-                    leaked.append(line)
-            for path in scratch.glob("mysql-*/*.cnf"):
-                with contextlib.suppress(OSError):
-                    modes.add(path.stat().st_mode & 0o777)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     caplog.set_level(logging.DEBUG)
-    try:
+    with ProcessWatch(
+        [mariadb_server.password],
+        wanted=lambda line: b"mariadb-dump" in line,
+        files=lambda: scratch.glob("mysql-*/*.cnf"),
+    ) as watch:
         backup = services.run_backup(make_target(mariadb_server, "mariadb", big_db, local_storage))
-    finally:
-        stop.set()
-        sampler.join()
     assert backup.status == BackupStatus.SUCCESS, backup.error_message
-    assert seen_dump, "the sampler must have seen mariadb-dump running"
-    dumps = [line.split(b"\0") for line in seen_dump if b"--single-transaction" in line]
+    assert watch.seen, "the sampler must have seen mariadb-dump running"
+    dumps = [line.split(b"\0") for line in watch.seen if b"--single-transaction" in line]
     assert dumps and all(argv[1].startswith(b"--defaults-extra-file=") for argv in dumps)
-    assert leaked == []
-    assert modes == {0o600}
+    assert watch.leaked == []
+    assert watch.modes == {0o600}
     assert list(scratch.glob("mysql-*")) == []  # the option file and its directory are gone
     texts = [caplog.text, backup.error_message, backup.notes, json.dumps(backup.engine_info)]
     texts += [step.message for step in backup.steps.all()]

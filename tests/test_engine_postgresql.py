@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import PG_PASSWORD_ENV, REPO, pg_target, unique_name
-from tests.engine_checks import assert_missing_tools_fail, child_named, written
+from tests.engine_checks import ProcessWatch, assert_missing_tools_fail, child_named, written
 from tests.servers import silent_listener
 from tests.servers.postgres import PostgresServer
 
@@ -313,18 +312,6 @@ def test_a_dump_taken_during_continuous_writes_restores_consistently(
     pg_server.drop_database(database)
 
 
-def _cmdlines() -> list[bytes]:
-    lines = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    lines.append(handle.read())
-            except OSError:
-                continue
-    return lines
-
-
 def test_the_password_never_shows_in_argv_logs_messages_or_output(
     pg_server: PostgresServer,
     local_storage: Storage,
@@ -337,37 +324,20 @@ def test_the_password_never_shows_in_argv_logs_messages_or_output(
         database,
         "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS pad FROM generate_series(1, 300000) g",
     )
-    secret = pg_server.password.encode()
-    seen_dump, leaked, passfile_modes = [], [], set()
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for passfile in (tmp_path / "scratch").glob("pgpass-*"):
-                with contextlib.suppress(FileNotFoundError):
-                    passfile_modes.add(passfile.stat().st_mode & 0o777)
-            for line in _cmdlines():
-                if b"pg_dump" in line:
-                    seen_dump.append(line)
-                if secret in line:
-                    leaked.append(line)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     caplog.set_level(logging.DEBUG)
-    try:
+    with ProcessWatch(
+        [pg_server.password],
+        wanted=lambda line: b"pg_dump" in line,
+        files=lambda: (tmp_path / "scratch").glob("pgpass-*"),
+    ) as watch:
         backup = services.run_backup(
             source_target(pg_server, local_storage, database, options={"row_counts": False}),
             compression="gzip",
         )
-    finally:
-        stop.set()
-        sampler.join()
     assert backup.status == BackupStatus.SUCCESS, backup.error_message
-    assert seen_dump, "the sampler must have seen pg_dump running"
-    assert leaked == []
-    assert passfile_modes == {0o600}  # seen while pg_dump ran, never readable by others
+    assert watch.seen, "the sampler must have seen pg_dump running"
+    assert watch.leaked == []
+    assert watch.modes == {0o600}  # seen while pg_dump ran, never readable by others
     texts = [caplog.text, backup.error_message, backup.notes, json.dumps(backup.engine_info)]
     texts += [step.message for step in backup.steps.all()]
     assert not any(pg_server.password in text for text in texts)

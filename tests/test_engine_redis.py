@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import server_target
-from tests.engine_checks import assert_missing_tools_fail, child_named
+from tests.engine_checks import ProcessWatch, assert_missing_tools_fail, child_named, command_lines
 from tests.plugins.redis import FAST_SNAPSHOTS, redis_password
 from tests.servers import free_port, silent_listener
 from tests.servers.redis import (
@@ -237,15 +236,6 @@ def test_it_speaks_tls(tmp_path_factory: pytest.TempPathFactory, destination: Re
 # -- secrets ----------------------------------------------------------------------------------------
 
 
-def _cmdlines() -> list[bytes]:
-    lines = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as handle:
-                lines.append(handle.read())
-    return lines
-
-
 def test_the_passwords_never_show_in_argv_logs_or_messages(
     destination: RedisServer,
     local_storage: Storage,
@@ -256,39 +246,25 @@ def test_the_passwords_never_show_in_argv_logs_or_messages(
     with big_server() as server:
         monkeypatch.setenv("BIG_REDIS_PASSWORD", server.password)
         secrets = [server.password, destination.password]
-        seen: list[bytes] = []
-        leaked: list[bytes] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                for line in _cmdlines():
-                    if line.startswith((b"redis-cli\0", b"redis-server\0", b"redis-check-rdb\0")):
-                        seen.append(line)
-                    if any(secret.encode() in line for secret in secrets):
-                        leaked.append(line)
-                time.sleep(0.002)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
         caplog.set_level(logging.DEBUG)
-        try:
+        with ProcessWatch(
+            secrets,
+            wanted=lambda line: line.startswith((b"redis-cli\0", b"redis-server\0", b"redis-check-rdb\0")),
+        ) as watch:
             backup = services.run_backup(make_target(server, "BIG_REDIS_PASSWORD", local_storage))
             outcome = services.verify_backup(backup, deep=True)
             log = restore_backup(backup, make_target(destination, DESTINATION_ENV))
-        finally:
-            stop.set()
-            sampler.join()
     assert backup.status == BackupStatus.SUCCESS, backup.error_message
     assert outcome.ok, outcome.messages
     assert log.status == RestoreStatus.SUCCESS, log.error_message
     assert log.notes.startswith("restored 640 key(s)")  # 64 KiB values: batches shrink to ~16 MiB
+    seen = watch.seen
     assert any(b"--rdb" in line for line in seen), "the sampler must have seen redis-cli running"
     scratch = str(tmp_path / "scratch").encode()
     assert any(line.startswith(b"redis-server") and scratch in line for line in seen), (
         "... and a scratch server"
     )
-    assert leaked == []
+    assert watch.leaked == []
     texts = [caplog.text, backup.error_message, backup.notes, json.dumps(backup.engine_info), log.notes]
     texts += [*outcome.messages, *(step.message for step in backup.steps.all())]
     assert not any(secret in text for text in texts for secret in secrets)
@@ -451,7 +427,7 @@ def test_a_trial_restore_refuses_damaged_snapshots(
         with pytest.raises(EngineError, match=message):
             ENGINE.trial_restore(io.BytesIO(damaged), options)
     assert list((tmp_path / "trial").iterdir()) == []
-    assert not [line for line in _cmdlines() if str(tmp_path).encode() in line]  # no scratch server left
+    assert not [line for line in command_lines() if str(tmp_path).encode() in line]  # no scratch server left
 
 
 def test_a_restore_of_a_damaged_or_newer_snapshot_fails_before_any_write(
