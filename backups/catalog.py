@@ -18,7 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import chains
+from backups.runs import chains
+
 from .models import RECORD_COLUMNS, Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from .services import MANIFEST_FORMAT, MANIFEST_SUFFIX, storage_for
 from .storages import BackupStorage, StorageError, StoredObject

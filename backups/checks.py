@@ -87,7 +87,7 @@ def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
 
 def retention_errors(owners: list[tuple[str, str, Any, str]]) -> list[CheckMessage]:
     """backups.E004 for each (kind, name, policy, timezone) whose policy the engine refuses."""
-    from .retention_policy import Policy, PolicyError
+    from backups.retention.policy import Policy, PolicyError
 
     errors: list[CheckMessage] = []
     for kind, name, policy, tz in owners:

@@ -1,6 +1,6 @@
 """Retention applied to stored backups (the service behind ``backup_cleanup`` and the scheduler),
 and the sweep of upload leftovers from every storage. The decisions are made by the pure engine
-in :mod:`backups.retention`; this module feeds it rows and carries out its plan."""
+in :mod:`backups.retention.planner`; this module feeds it rows and carries out its plan."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from . import chains, retention, secrets
+from backups import secrets
+from backups.retention import planner as retention
+from backups.retention.policy import Policy, PolicyError
+from backups.runs import chains
+from backups.runs.steps import describe_error, record_step
+
 from .models import Backup, BackupStatus, CopyStatus, Storage, Target
 from .resources import storage_for
-from .retention_policy import Policy, PolicyError
-from .steps import describe_error, record_step
 from .storages import STALE_AFTER, StorageError
 
 logger = logging.getLogger(__name__)

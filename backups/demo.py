@@ -10,7 +10,9 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from . import config, services
+from backups import services
+from backups.config import loader as config
+
 from .models import BackupStatus, Target
 
 DEMO_CONFIG = Path(settings.BASE_DIR) / "examples" / "demo.toml"

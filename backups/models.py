@@ -10,11 +10,12 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 
+from backups.retention.policy import Policy, PolicyError
+from backups.streaming.codecs import COMPRESSIONS
+
 from . import secrets
-from .codecs import COMPRESSIONS
 from .engines import engine_choices
 from .notifiers import notifier_kind_choices
-from .retention_policy import Policy, PolicyError
 from .storages import STORAGE_KINDS
 
 

@@ -5,6 +5,10 @@ done in ``runs`` (a backup run), ``verification`` (reading copies back), ``clean
 
 from __future__ import annotations
 
+from backups.runs.claims import reap_lost_runs, reap_stale_runs, this_worker
+from backups.runs.manifests import build_manifest
+from backups.runs.service import run_backup, supports_type, type_problem
+
 from .cleanup import (
     CleanupPlan,
     GroupPlan,
@@ -14,8 +18,6 @@ from .cleanup import (
     policy_for,
     sweep_storages,
 )
-from .manifests import build_manifest
-from .reaping import reap_lost_runs, reap_stale_runs, this_worker
 from .resources import (
     MANIFEST_FORMAT,
     MANIFEST_SUFFIX,
@@ -26,7 +28,6 @@ from .resources import (
     storage_for,
     stored_copies,
 )
-from .runs import run_backup, supports_type, type_problem
 from .verification import VerifyOutcome, check_copy_digest, check_sandbox, feed_copy, verify_backup
 
 __all__ = [

@@ -13,13 +13,15 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.utils import timezone
 
+from backups.runs.steps import describe_error, record_step
+from backups.streaming.codecs import DecompressingReader
+from backups.streaming.pipeline import HashingReader
+
 from . import secrets
-from .codecs import DecompressingReader
 from .engines import Engine, EngineError
 from .engines.base import RestoreOptions
 from .models import Backup, BackupCopy, BackupStatus, Target
 from .notifications import VERIFICATION_FAILED, notify_backup
-from .pipeline import HashingReader
 from .resources import (
     ServiceError,
     connection_for,
@@ -29,7 +31,6 @@ from .resources import (
     storage_for,
     stored_copies,
 )
-from .steps import describe_error, record_step
 from .storages import StorageError
 
 logger = logging.getLogger(__name__)

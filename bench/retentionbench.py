@@ -1,4 +1,4 @@
-"""Retention planning benchmark: ``backups.retention.plan`` on 10 000 to 1 000 000 backups.
+"""Retention planning benchmark: ``backups.retention.planner.plan`` on 10 000 to 1 000 000 backups.
 
     .venv/bin/python bench/run.py --engines retention [--retention-sizes 10000,100000,1000000]
         [--retention-runs 7] [--warmup 1]
@@ -182,7 +182,7 @@ def save(result: RetentionResult, path: Path) -> None:
 def build_backups(count: int) -> list[Any]:
     """``count`` backups, newest first (the catalog's order). The same seed for every size, so
     a smaller set is the newest part of a larger one (ids apart: id 1 is the oldest)."""
-    from backups.retention import BackupInfo
+    from backups.retention.planner import BackupInfo
 
     rng = random.Random(SEED)
     backups = []
@@ -249,7 +249,7 @@ def reason_kind(reason: str) -> str:
 
 def check(backups: list[Any], result: Any, policy: Any) -> list[str]:
     """The properties every plan must have; raise RetentionBenchError naming the first broken."""
-    from backups.retention import RUNNING, SUCCESS, plan
+    from backups.retention.planner import RUNNING, SUCCESS, plan
 
     def require(name: str, ok: bool) -> None:
         if not ok:
@@ -293,8 +293,8 @@ def check(backups: list[Any], result: Any, policy: Any) -> list[str]:
 
 def child(size: int, runs: int, warmup: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from backups.retention import SUCCESS, plan
-    from backups.retention_policy import Policy
+    from backups.retention.planner import SUCCESS, plan
+    from backups.retention.policy import Policy
 
     rss_start = _status_kib("VmRSS")
     clock = time.perf_counter()

@@ -12,7 +12,7 @@ ratio to ``gunzip -c file | client NEW``, and django-dbbackup's ``dbbackup -z`` 
 beside them. Storages (``storagebench.py``): upload throughput of a ``--storage-mib`` file to each
 kind's loopback test server, ours as a ratio to the kind's plain client, and one fan-out into
 local + s3 + sftp at once. Retention (``retentionbench.py``): in-process wall time and memory of
-``backups.retention.plan`` on ``--retention-sizes`` backups with a policy using every rule kind
+``backups.retention.planner.plan`` on ``--retention-sizes`` backups with a policy using every rule kind
 (median of ``--retention-runs`` calls). Schedules (``schedulebench.py``, opt-in only): 200
 schedules due in one minute run by 2 real Celery workers over Redis, checked for none twice or
 lost, with each worker's RSS sampled. Medians of ``--runs`` interleaved runs; peak RSS of every process.

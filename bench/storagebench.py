@@ -15,7 +15,7 @@ For each kind, one file of incompressible bytes (``--storage-mib``, made once un
   (timed apart: it re-reads the object).
 
 Then **fan-out**: one child streams the file once into local + s3 + sftp at the same time, a
-``backups.pipeline.BackgroundWriter`` per destination as ``backups.copies.FanOut`` does, commits
+``backups.streaming.pipeline.BackgroundWriter`` per destination as ``backups.runs.destinations.FanOut`` does, commits
 each, then confirms them in parallel as a backup does.
 
 Every child times itself (connect to commit, clock started after its imports) and reports its
@@ -605,8 +605,8 @@ def _child_ours(spec: dict[str, Any]) -> dict[str, Any]:
 def _child_fanout(spec: dict[str, Any]) -> dict[str, Any]:
     """What ``FanOut.open/write/commit`` and ``_confirm_and_describe`` do, without the catalog."""
     _django()
-    from backups.pipeline import BackgroundWriter
     from backups.storages import build_storage, storage_class
+    from backups.streaming.pipeline import BackgroundWriter
 
     kinds = list(spec["destinations"])
     for kind in kinds:

@@ -14,11 +14,13 @@ from typing import BinaryIO
 
 from django.utils import timezone
 
-from backups import chains, notifications, secrets
+from backups import notifications, secrets
 from backups.engines import Connection, Engine, EngineError, get_engine
 from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
 from backups.engines.configuration import ConfigurationEngine
 from backups.models import Backup, BackupCopy, BackupStatus, Target
+from backups.runs import chains
+from backups.runs.steps import describe_error
 from backups.services import (
     ServiceError,
     check_copy_digest,
@@ -28,7 +30,6 @@ from backups.services import (
     scratch_dir,
     stored_copies,
 )
-from backups.steps import describe_error
 
 from .models import RestoreLog, RestoreStatus
 

@@ -9,7 +9,7 @@ class SchedulesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from backups import config
+        from backups.config import loader as config
 
         from . import checks, services  # noqa: F401  (checks registers itself)
 

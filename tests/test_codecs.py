@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from backups.codecs import COMPRESSIONS, CodecError, DecompressingReader, compressor
+from backups.streaming.codecs import COMPRESSIONS, CodecError, DecompressingReader, compressor
 
 SAMPLE = b"".join(f"line {i}: {'abc' * (i % 7)} persön 🚀\n".encode() for i in range(20_000)) + os.urandom(
     50_000

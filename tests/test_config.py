@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from backups import config
+from backups.config import loader as config
 from backups.models import Storage, Target
 from schedules.models import BackupSchedule
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.checks import run_checks
 
-from backups import config
+from backups.config import loader as config
 from backups.models import Storage
 from tests.servers.s3 import S3Server
 

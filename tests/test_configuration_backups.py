@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from backups import config, services
+from backups import services
+from backups.config import loader as config
 from backups.models import BackupStatus, Target
 from restores.models import RestoreLog, RestoreStatus
 from restores.services import RestoreRefused, restore_backup, restore_to_directory

@@ -18,7 +18,7 @@ import pytest
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import Connection, DumpOptions, EngineError, RestoreOptions
-from backups.engines.clickhouse import ClickHouseEngine
+from backups.engines.clickhouse.engine import ClickHouseEngine
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
@@ -781,7 +781,7 @@ def test_odd_names_round_trip_into_another_database(
 
 
 def test_database_qualifiers_are_rewritten_outside_literals_only() -> None:
-    from backups.engines.clickhouse_sql import dependency_order, rewrite_database, tsv_field
+    from backups.engines.clickhouse.sql import dependency_order, rewrite_database, tsv_field
 
     sql = (
         "CREATE VIEW src.v AS SELECT src.t.x, 'src.t' AS s, `src`.`t2`.y FROM src.t JOIN other.src.z USING x"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from backups import services
-from backups.codecs import COMPRESSIONS, EXTENSIONS
 from backups.engines import EngineError, engine_choices, engine_keys, get_engine
 from backups.engines.base import Engine, RestoreOptions
 from backups.models import Backup, BackupStatus, Storage, Target
+from backups.streaming.codecs import COMPRESSIONS, EXTENSIONS
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import pg_target, sqlite_rows, unique_name

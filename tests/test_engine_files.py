@@ -17,7 +17,7 @@ import pytest
 
 from backups.engines import EngineError, get_engine
 from backups.engines.base import Connection, DumpOptions, RestoreOptions, RestoreResult
-from backups.engines.files import FilesEngine
+from backups.engines.files.engine import FilesEngine
 
 engine = FilesEngine()
 

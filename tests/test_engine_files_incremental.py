@@ -25,7 +25,7 @@ import pytest
 
 from backups.engines import EngineError
 from backups.engines.base import ChainLink, Connection, DumpOptions, RestoreOptions, RestoreResult
-from backups.engines.files import FilesEngine
+from backups.engines.files.engine import FilesEngine
 
 engine = FilesEngine()
 Entry = tuple[Any, ...]

@@ -43,16 +43,10 @@ from bson.raw_bson import RawBSONDocument
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import Connection, DumpOptions, EngineError, RestoreOptions
-from backups.engines.mongodb import MongoDBEngine
-from backups.engines.mongodb_archive import NotAnArchive, scan
-from backups.engines.mongodb_bson import parse_document
-from backups.engines.mongodb_settings import (
-    config_text,
-    human_error,
-    settings_for,
-    validate,
-    yaml_quoted,
-)
+from backups.engines.mongodb.archive import NotAnArchive, scan
+from backups.engines.mongodb.bson_walker import parse_document
+from backups.engines.mongodb.engine import MongoDBEngine
+from backups.engines.mongodb.settings import config_text, human_error, settings_for, validate, yaml_quoted
 from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup

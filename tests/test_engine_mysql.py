@@ -24,8 +24,8 @@ import pytest
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import Connection, DumpOptions, EngineError, RestoreOptions
-from backups.engines.mysql import MySQLEngine, NotADump
-from backups.engines.mysql_settings import option_value
+from backups.engines.mysql.engine import MySQLEngine, NotADump
+from backups.engines.mysql.settings import option_value
 from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup

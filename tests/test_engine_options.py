@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from backups.engines import clickhouse_client, mongodb_settings, mysql_settings, postgresql_settings, redis
+from backups.engines.clickhouse import client as clickhouse_client
+from backups.engines.mongodb import settings as mongodb_settings
+from backups.engines.mysql import settings as mysql_settings
 from backups.engines.options import Option, boolean, one_of, option_problems, pem_file, seconds
+from backups.engines.postgresql import settings as postgresql_settings
+from backups.engines.redis import engine as redis
 
 KNOWN = {
     "tls": Option("true for TLS", boolean),

@@ -20,8 +20,8 @@ import pytest
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import Connection, EngineError
-from backups.engines.postgresql import pgpass_line
-from backups.engines.postgresql_tools import Tool, choose_tool, installed_tools
+from backups.engines.postgresql.engine import pgpass_line
+from backups.engines.postgresql.tools import Tool, choose_tool, installed_tools
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup

@@ -21,8 +21,8 @@ import pytest
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import Connection, DumpOptions, EngineError, RestoreOptions
-from backups.engines.redis import RedisEngine, Settings, explain_cli
-from backups.engines.redis_rdb import EOF_MARK_SIZE, GuardedSnapshot
+from backups.engines.redis.engine import RedisEngine, Settings, explain_cli
+from backups.engines.redis.rdb import EOF_MARK_SIZE, GuardedSnapshot
 from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from backups import config, notifications, services
+from backups import notifications, services
+from backups.config import loader as config
 from backups.models import Backup, BackupStatus, Notification, Notifier, Target
 from restores.services import restore_backup
 from schedules.models import BackupSchedule

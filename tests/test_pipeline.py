@@ -11,8 +11,8 @@ import tracemalloc
 
 import pytest
 
-from backups.codecs import COMPRESSIONS, DecompressingReader
-from backups.pipeline import HashingReader, PipelineError, stream_backup
+from backups.streaming.codecs import COMPRESSIONS, DecompressingReader
+from backups.streaming.pipeline import HashingReader, PipelineError, stream_backup
 
 SOURCE = b"".join(f"row {i}, value {i * 7 % 1000}\n".encode() for i in range(100_000)) + os.urandom(100_000)
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from backups.heartbeat import Heartbeat
 from backups.models import Backup, BackupStatus, BackupStep, StepStatus
+from backups.runs.heartbeat import Heartbeat
 from schedules import services
 
 pytestmark = pytest.mark.django_db

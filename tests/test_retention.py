@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from backups.durations import Duration, DurationError, Period, parse_duration, parse_period
-from backups.retention import BackupInfo, Plan, plan
-from backups.retention_policy import Policy, PolicyError, SpacingRule, Tier
+from backups.retention.durations import Duration, DurationError, Period, parse_duration, parse_period
+from backups.retention.planner import BackupInfo, Plan, plan
+from backups.retention.policy import Policy, PolicyError, SpacingRule, Tier
 
 BERLIN = ZoneInfo("Europe/Berlin")
 KOLKATA = ZoneInfo("Asia/Kolkata")

@@ -1,4 +1,4 @@
-"""Property tests of the retention engine's contract (see the docstring of backups.retention).
+"""Property tests of the retention engine's contract (see the docstring of backups.retention.planner).
 
 Backup sets mix every status, verified flags and equal timestamps, around DST changes, ISO week 53,
 leap days and month ends; policies draw from every rule kind, tiers, caps and several timezones.
@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backups.durations import Duration, parse_duration
-from backups.retention import BackupInfo, Plan, plan
-from backups.retention_policy import Policy
+from backups.retention.durations import Duration, parse_duration
+from backups.retention.planner import BackupInfo, Plan, plan
+from backups.retention.policy import Policy
 
 PROPERTY = settings(max_examples=200, deadline=None, database=None)
 

@@ -214,7 +214,7 @@ def test_a_schedule_applies_retention_to_its_own_backups_after_success(sqlite_ta
 def apply_site(tmp_path: Path, source: Path, schedule_lines: str) -> None:
     """Apply a TOML file with one local storage, the SQLite target app-db and the schedule
     nightly (``cron = "0 3 * * *"`` plus ``schedule_lines``)."""
-    from backups import config
+    from backups.config import loader as config
 
     path = tmp_path / "site.toml"
     path.write_text(

@@ -12,13 +12,13 @@ from .base import Connection, DumpOptions, Engine, EngineError, RestoreOptions
 
 ENGINES: dict[str, str] = {
     "sqlite": "backups.engines.sqlite.SQLiteEngine",
-    "files": "backups.engines.files.FilesEngine",
-    "mysql": "backups.engines.mysql.MySQLEngine",
-    "mariadb": "backups.engines.mysql.MariaDBEngine",
-    "postgresql": "backups.engines.postgresql.PostgreSQLEngine",
-    "redis": "backups.engines.redis.RedisEngine",
-    "mongodb": "backups.engines.mongodb.MongoDBEngine",
-    "clickhouse": "backups.engines.clickhouse.ClickHouseEngine",
+    "files": "backups.engines.files.engine.FilesEngine",
+    "mysql": "backups.engines.mysql.engine.MySQLEngine",
+    "mariadb": "backups.engines.mysql.engine.MariaDBEngine",
+    "postgresql": "backups.engines.postgresql.engine.PostgreSQLEngine",
+    "redis": "backups.engines.redis.engine.RedisEngine",
+    "mongodb": "backups.engines.mongodb.engine.MongoDBEngine",
+    "clickhouse": "backups.engines.clickhouse.engine.ClickHouseEngine",
 }
 
 

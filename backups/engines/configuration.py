@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from backups.engines.files.extract import DAMAGED, check_member, read_archive, swap_in
+
 from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
-from .files_extract import DAMAGED, check_member, read_archive, swap_in
 
 _BUFFER = 1024 * 1024
 KEY = "configuration"

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from backups import config
 from backups.cli import dump_json, usage_error
+from backups.config import loader as config
 
 
 class Command(BaseCommand):

@@ -13,9 +13,9 @@ from django.utils import timezone
 from backups import services
 from backups.cli import dump_json, usage_error
 from backups.models import Target
-from backups.policy_spec import SpecError, parse_moment, parse_spec, parse_timestamps
-from backups.retention import BackupInfo, plan
-from backups.retention_policy import Policy, PolicyError
+from backups.retention.planner import BackupInfo, plan
+from backups.retention.policy import Policy, PolicyError
+from backups.retention.spec import SpecError, parse_moment, parse_spec, parse_timestamps
 
 
 class Command(BaseCommand):

@@ -1,0 +1,101 @@
+"""Notification channels and every delivery in the admin: channels are edited with their kind's
+own option rules (secrets only as references); deliveries are read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from backups.admin.common import option_problems
+from backups.models import Notification, NotificationStatus, Notifier
+from backups.notifiers import NotifierError, notifier_class
+
+STATUS_COLOURS: dict[str, str] = {
+    NotificationStatus.SENT: "#2e7d32",
+    NotificationStatus.FAILED: "#c62828",
+    NotificationStatus.PENDING: "#757575",
+}
+
+
+DELIVERY_FIELDS = (
+    "event", "channel", "kind", "notifier", "status", "attempts", "subject", "error_message",
+    "backup", "schedule", "target", "created_at", "sent_at",
+)  # fmt: skip
+
+
+class NotifierForm(forms.ModelForm):
+    class Meta:
+        model = Notifier
+        fields = ["name", "kind", "options", "events", "is_default", "is_active"]
+
+    def clean(self) -> dict[str, Any]:
+        """The kind's own option rules; secrets (webhook URLs) only as references."""
+        cleaned = super().clean() or {}
+        kind, options = cleaned.get("kind"), cleaned.get("options")
+        if options is not None and not isinstance(options, dict):
+            self.add_error("options", "must be a JSON object of option names to values")
+            return cleaned
+        if not kind or options is None:
+            return cleaned
+        try:
+            cls = notifier_class(kind)
+        except NotifierError as exc:
+            self.add_error("kind", str(exc))
+            return cleaned
+        for key, message in option_problems(cls, options):
+            self.add_error("options", f"{key}: {message}")
+        return cleaned
+
+
+@admin.register(Notifier)
+class NotifierAdmin(admin.ModelAdmin):
+    form = NotifierForm
+    list_display = ["name", "kind", "event_list", "is_default", "is_active", "updated_at"]
+    list_filter = ["kind", "is_default", "is_active"]
+    search_fields = ["name"]
+    readonly_fields = ["created_at", "updated_at"]
+
+    @admin.display(description="Events")
+    def event_list(self, obj: Notifier) -> str:
+        return ", ".join(obj.events) if isinstance(obj.events, list) else "-"
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "event", "channel", "status_label", "attempts", "subject", "backup_link"]
+    list_filter = ["status", "event", "channel", "kind"]
+    list_select_related = ["backup", "schedule"]
+    search_fields = ["subject", "channel", "error_message"]
+    date_hierarchy = "created_at"
+    fields = DELIVERY_FIELDS
+    readonly_fields = DELIVERY_FIELDS
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # deliveries are made by events, never typed in
+
+    def has_change_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
+        return False  # the record of who was told what, and when
+
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj: Notification) -> str:
+        return format_html(
+            '<strong style="color:{}">{}</strong>',
+            STATUS_COLOURS.get(obj.status, "inherit"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="Backup")
+    def backup_link(self, obj: Notification) -> str:
+        if obj.backup_id is None:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:backups_backup_change", args=[obj.backup_id]), obj.backup
+        )

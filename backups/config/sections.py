@@ -1,0 +1,329 @@
+"""The TOML loader's checks of whole tables (a storage, notifier, target or schedule), with
+the engines', storages' and notifiers' own validation and, when probing, their environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from backups import secrets
+from backups.config.checks import Validator, suggest
+from backups.engines import Connection, EngineError, engine_keys, get_engine
+from backups.engines.configuration import path_problems
+from backups.models import BackupType, Event, default_notifier_events
+from backups.notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
+from backups.retention.policy import Policy, PolicyError
+from backups.storages import STORAGE_KINDS, StorageError, build_storage, storage_class
+
+SECRET_OPTION_WORDS = ("password", "secret", "token", "key", "passphrase", "credentials")
+
+STORAGE_KEYS = {"kind", "prefix", "required"}  # plus the options of the storage's kind
+NOTIFIER_KEYS = {"kind", "events", "default", "is_active"}  # plus the options of the notifier's kind
+TARGET_KEYS = {
+    "engine", "host", "port", "database", "user", "password", "options", "include_tables",
+    "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
+    "skip_unchanged", "sandbox", "config_paths",
+}  # fmt: skip
+SCHEDULE_KEYS = {
+    "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "retention",
+    "retention_days", "notification_email", "storage_path", "include_tables", "exclude_tables",
+    "include_files", "is_active", "notify", "verify", "grace_minutes",
+}  # fmt: skip
+VERIFY_MODES = ("after-backup", "daily", "never")  # schedules.models.VerifyMode's values
+
+
+def sandbox_ref(check: Validator, name: str, table: dict[str, Any], known_targets: dict[str, str]) -> str:
+    path = f"targets.{name}.sandbox"
+    sandbox = check.string(table, "sandbox", f"targets.{name}")
+    if not sandbox:
+        return ""
+    engine_key = known_targets.get(name, "")
+    if sandbox not in known_targets:
+        check.error(path, f"no target named {sandbox!r}{suggest(sandbox, known_targets)}")
+    elif sandbox == name:
+        check.error(
+            path, "a target cannot be its own sandbox: scratch restores need a separate server or user"
+        )
+    elif known_targets[sandbox] != engine_key:
+        check.error(
+            path,
+            f"target {sandbox!r} uses the {known_targets[sandbox]} engine; the sandbox must be {engine_key}",
+        )
+    elif engine_key in engine_keys() and not get_engine(engine_key).has_scratch_databases:
+        check.error(path, f"the {engine_key} engine has no scratch databases; remove the sandbox")
+    return sandbox
+
+
+def storage_refs(check: Validator, table: dict[str, Any], path: str, known: set[str]) -> list[str]:
+    names = check.string_list(table, "storages", path)
+    for name in names:
+        if name not in known:
+            check.error(f"{path}.storages", f"no storage named {name!r}{suggest(name, known)}")
+    return names
+
+
+def validate_storage(check: Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """A ``[storages.NAME]`` table: ``kind``, ``prefix``, ``required`` and the kind's options."""
+    path = f"storages.{name}"
+    kind, cls = _plugin_class(check, table, path, "storage", STORAGE_KINDS, storage_class)
+    options = _plugin_options(check, table, path, cls, STORAGE_KEYS) if cls is not None else {}
+    prefix = check.string(table, "prefix", path)
+    if ".." in prefix.split("/"):
+        check.error(f"{path}.prefix", "must not contain '..'")
+    required = check.boolean(table, "required", path, True)
+    fields = {"kind": kind, "options": options, "prefix": prefix.strip("/"), "required": required}
+    if check.probe and cls is not None and not check.errors:
+        try:
+            with build_storage(name, kind, secrets.resolve_values(options), prefix.strip("/")) as storage:
+                storage.check_writable()
+        except (StorageError, secrets.SecretError) as exc:
+            check.error(path, str(exc).removeprefix(f"{name}: "))
+    return fields
+
+
+def _plugin_class(
+    check: Validator,
+    table: dict[str, Any],
+    path: str,
+    family: str,
+    kinds: Sequence[str],
+    load: Callable[[str], Any],
+) -> tuple[str, Any]:
+    """A storage or notifier table's ``kind`` and its class (None, with the error reported,
+    when it is missing, unknown or cannot be loaded)."""
+    kind = check.string(table, "kind", path)
+    if not kind:
+        check.error(f"{path}.kind", f"required: one of {', '.join(kinds)}")
+    elif kind not in kinds:
+        check.error(
+            f"{path}.kind",
+            f"unknown {family} kind {kind!r}{suggest(kind, kinds)}; use one of {', '.join(kinds)}",
+        )
+    else:
+        try:
+            return kind, load(kind)
+        except (StorageError, NotifierError, ImportError) as exc:
+            check.error(f"{path}.kind", f"{family} kind {kind!r} cannot be loaded: {exc}")
+    return kind, None
+
+
+def _plugin_options(
+    check: Validator, table: dict[str, Any], path: str, cls: Any, own_keys: set[str]
+) -> dict[str, Any]:
+    """The options of a storage or notifier table, checked against its kind's ``OPTIONS``:
+    secrets only as references, paths made absolute, every problem reported with its key."""
+    check.unknown_keys(table, own_keys | set(cls.OPTIONS), path)
+    options: dict[str, Any] = {}
+    for key, spec in cls.OPTIONS.items():
+        if key not in table:
+            continue
+        value = table[key]
+        if isinstance(value, str) and (spec.secret or secrets.references(value)):
+            check.reference(value, f"{path}.{key}", must_be_reference=spec.secret)
+        elif isinstance(value, str) and spec.path and value:
+            value = check.path_value(value)
+        options[key] = value
+    for key, message in cls.validate_options(options):
+        check.error(f"{path}.{key}", message)
+    return options
+
+
+def validate_notifier(check: Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """A ``[notifiers.NAME]`` table: ``kind``, ``events``, ``default``, ``is_active`` and the
+    kind's options (secrets, webhook URLs among them, only as references)."""
+    path = f"notifiers.{name}"
+    kind, cls = _plugin_class(check, table, path, "notifier", NOTIFIER_KINDS, notifier_class)
+    options = _plugin_options(check, table, path, cls, NOTIFIER_KEYS) if cls is not None else {}
+    events = check.string_list(table, "events", path) if "events" in table else default_notifier_events()
+    for event in events:
+        if event not in Event.values:
+            check.error(
+                f"{path}.events",
+                f"unknown event {event!r}{suggest(event, Event.values)}; events are {', '.join(Event.values)}",
+            )
+    fields = {
+        "kind": kind,
+        "options": options,
+        "events": events,
+        "is_default": check.boolean(table, "default", path, False),
+        "is_active": check.boolean(table, "is_active", path, True),
+    }
+    if check.probe and cls is not None and not check.errors:
+        try:
+            build_notifier(name, kind, secrets.resolve_values(options)).check()
+        except (NotifierError, secrets.SecretError) as exc:
+            check.error(path, str(exc).removeprefix(f"{name}: "))
+    return fields
+
+
+def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
+    path = f"targets.{name}"
+    check.unknown_keys(table, TARGET_KEYS, path)
+    engine_key = check.string(table, "engine", path)
+    available = engine_keys()
+    if not engine_key:
+        check.error(f"{path}.engine", f"required: one of {', '.join(available)}")
+    elif engine_key not in available:
+        check.error(
+            f"{path}.engine",
+            f"unknown engine {engine_key!r}{suggest(engine_key, available)}; available: {', '.join(available)}",
+        )
+    options = table.get("options", {})
+    if not isinstance(options, dict):
+        check.error(f"{path}.options", "must be a table")
+        options = {}
+    database = check.string(table, "database", path)
+    if engine_key == "sqlite" and database:
+        database = check.path_value(database)
+    fields: dict[str, Any] = {
+        "engine": engine_key,
+        "host": check.string(table, "host", path),
+        "port": check.whole_number(table, "port", path, 1, 65535),
+        "database": database,
+        "user": check.string(table, "user", path),
+        "password": check.string(table, "password", path),
+        "options": options,
+        "include_tables": check.string_list(table, "include_tables", path),
+        "exclude_tables": check.string_list(table, "exclude_tables", path),
+        "paths": [check.path_value(p) for p in check.string_list(table, "paths", path)],
+        "config_paths": _config_paths(check, table, path),
+        "timezone": check.timezone(table, path),
+        "compression": check.compression(table, path, "gzip"),
+        "retention": _validate_retention(check, table, path),
+        "is_active": check.boolean(table, "is_active", path, True),
+        "skip_unchanged": check.boolean(table, "skip_unchanged", path, False),
+    }
+    if fields["password"]:
+        check.reference(fields["password"], f"{path}.password", must_be_reference=True)
+    for key, value in options.items():
+        if isinstance(value, str) and secrets.references(value):
+            check.reference(value, f"{path}.options.{key}", any(word in key for word in SECRET_OPTION_WORDS))
+    if engine_key in available:
+        _check_engine(check, engine_key, name, fields, path)
+    return fields
+
+
+def _config_paths(check: Validator, table: dict[str, Any], path: str) -> list[str]:
+    paths = [check.path_value(p) for p in check.string_list(table, "config_paths", path)]
+    for message in path_problems(paths):
+        check.error(f"{path}.config_paths", message)
+    if check.probe and table.get("is_active", True):
+        for raw in paths:
+            if not os.path.lexists(raw):
+                check.error(f"{path}.config_paths", f"{raw} does not exist on this host")
+    return paths
+
+
+def _check_engine(check: Validator, engine_key: str, name: str, fields: dict[str, Any], path: str) -> None:
+    engine = get_engine(engine_key)
+    before = len(check.errors)
+    try:
+        password = secrets.resolve(fields["password"])
+        options = secrets.resolve_values(fields["options"])
+    except secrets.SecretError:
+        password, options = "", fields["options"]  # already reported with its key path; no probe
+        before = -1
+    connection = Connection(
+        name=name,
+        engine=engine_key,
+        host=fields["host"],
+        port=fields["port"],
+        database=fields["database"],
+        user=fields["user"],
+        password=password,
+        options=options,
+        include_tables=tuple(fields["include_tables"]),
+        exclude_tables=tuple(fields["exclude_tables"]),
+        paths=tuple(fields["paths"]),
+    )
+    for key, message in engine.validate(connection):
+        check.error(f"{path}.{key}", message)
+    if check.probe and len(check.errors) == before and fields["is_active"]:
+        try:
+            engine.probe(connection)
+        except EngineError as exc:
+            where = {"files": f"{path}.paths", "sqlite": f"{path}.database"}.get(engine_key, path)
+            check.error(where, str(exc))
+
+
+def _validate_retention(check: Validator, table: dict[str, Any], path: str) -> dict[str, Any]:
+    retention = table.get("retention", {})
+    try:
+        Policy.from_mapping(retention)  # the timezone is checked on its own key
+    except PolicyError as exc:
+        where = f"{path}.retention" if exc.field == "retention" else f"{path}.retention.{exc.field}"
+        check.error(where, exc.message)
+        return {}
+    return dict(retention)
+
+
+def validate_schedule(
+    check: Validator, name: str, table: dict[str, Any], targets: dict[str, str], with_config: set[str]
+) -> dict[str, Any]:
+    path = f"schedules.{name}"
+    check.unknown_keys(table, SCHEDULE_KEYS, path)
+    target = check.string(table, "target", path)
+    if not target:
+        check.error(f"{path}.target", "required: the name of a target")
+    elif target not in targets:
+        check.error(f"{path}.target", f"no target named {target!r}{suggest(target, targets)}")
+    backup_type = check.string(table, "backup_type", path, BackupType.FULL)
+    if backup_type not in BackupType.values:
+        check.error(f"{path}.backup_type", f"must be one of {', '.join(BackupType.values)}")
+    elif backup_type == BackupType.CONFIGURATION:
+        if target in targets and target not in with_config:
+            check.error(
+                f"{path}.backup_type",
+                f"target {target!r} lists no config_paths; add targets.{target}.config_paths "
+                "(the configuration files to back up)",
+            )
+    elif (
+        targets.get(target) in engine_keys()
+        and backup_type not in get_engine(targets[target]).supported_types
+    ):
+        engine = get_engine(targets[target])
+        check.error(
+            f"{path}.backup_type",
+            f"the {engine.key} engine makes {', '.join(engine.supported_types)} backups only"
+            + ("; incremental backups are made by the files engine" if backup_type == "incremental" else ""),
+        )
+    from backups.cron import cron_problem
+
+    cron = check.string(table, "cron", path)
+    if not cron:
+        check.error(f"{path}.cron", "required: five fields 'minute hour day-of-month month day-of-week'")
+    else:
+        problem = cron_problem(cron)
+        if problem:
+            check.error(f"{path}.cron", problem)
+    encryption = check.string(table, "encryption", path, "none")
+    if encryption != "none":
+        check.error(f"{path}.encryption", "encryption is not available in this version; use 'none'")
+    notify = check.string_list(table, "notify", path)
+    return {
+        "target": target,
+        "backup_type": backup_type,
+        "cron_expression": cron,
+        "timezone": check.timezone(table, path),
+        "compression": check.compression(table, path, "gzip"),
+        "encryption": encryption,
+        "retention": _validate_retention(check, table, path),
+        "retention_days": check.whole_number(table, "retention_days", path, 1, 100000),
+        "notification_email": check.string(table, "notification_email", path),
+        "storage_path": check.string(table, "storage_path", path).strip("/"),
+        "include_tables": check.string_list(table, "include_tables", path),
+        "exclude_tables": check.string_list(table, "exclude_tables", path),
+        "include_files": check.string_list(table, "include_files", path),
+        "notify_channels": notify,
+        "is_active": check.boolean(table, "is_active", path, True),
+        "verify": _verify_mode(check, table, path),
+        "grace_minutes": check.whole_number(table, "grace_minutes", path, 1, 525600),
+    }
+
+
+def _verify_mode(check: Validator, table: dict[str, Any], path: str) -> str:
+    mode = check.string(table, "verify", path, "never")
+    if mode not in VERIFY_MODES:
+        check.error(f"{path}.verify", f"must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
+    return mode

@@ -1,0 +1,101 @@
+"""Runs whose worker died: recognised on this host by the process being gone, on any host by a
+heartbeat gone silent; marked FAILED "worker lost" and their partial uploads swept."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from backups import secrets
+from backups.models import Backup, BackupStatus, BackupStep, CopyStatus, StepStatus, Target
+from backups.notifications import notify_backup
+from backups.resources import storage_for
+from backups.storages import StorageError
+
+logger = logging.getLogger(__name__)
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(worker: str) -> bool:
+    """True when ``worker`` (host:pid) is a process of this host that no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's process: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _silent_since(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.BACKUPSITE_HEARTBEAT_STALE_SECONDS)
+
+
+def reap_lost_runs(target: Target, now: datetime | None = None) -> list[Backup]:
+    """Reap ``target``'s RUNNING backups whose process is gone or whose heartbeat is stale."""
+    return _reap(Backup.objects.filter(target=target), now or timezone.now())
+
+
+def reap_stale_runs(now: datetime | None = None) -> list[Backup]:
+    """Reap lost runs of every target (the periodic watch)."""
+    return _reap(Backup.objects.all(), now or timezone.now())
+
+
+def _reap(backups: QuerySet[Backup], now: datetime) -> list[Backup]:
+    running = backups.filter(status=BackupStatus.RUNNING).select_related("target")
+    stale = Q(beat__lt=_silent_since(now))
+    silent = set(
+        running.annotate(beat=Coalesce("heartbeat_at", "started_at", "created_at"))
+        .filter(stale)
+        .values_list("pk", flat=True)
+    )
+    lost = []
+    for backup in running:
+        if backup.pk in silent:
+            last = backup.heartbeat_at or backup.started_at or backup.created_at
+            reason = f"worker lost: no heartbeat from {backup.worker or 'its worker'} since {last:%Y-%m-%d %H:%M:%S %Z}"
+        elif backup.worker and _process_gone(backup.worker):
+            reason = f"worker lost: process {backup.worker} ended without finishing the backup"
+        else:
+            continue
+        if _lose(backup, reason, now):
+            lost.append(backup)
+    return lost
+
+
+def _lose(backup: Backup, reason: str, now: datetime) -> bool:
+    """Mark ``backup`` FAILED with ``reason`` unless it finished meanwhile; sweep its partials."""
+    duration = (now - (backup.started_at or now)).total_seconds()
+    if not Backup.objects.filter(pk=backup.pk, status=BackupStatus.RUNNING).update(
+        status=BackupStatus.FAILED, error_message=reason, completed_at=now, duration_seconds=duration
+    ):
+        return False
+    backup.refresh_from_db()
+    logger.warning("backup %s of target %s: %s", backup.pk, backup.target.name, reason)
+    BackupStep.objects.filter(backup=backup, status=StepStatus.RUNNING).update(
+        status=StepStatus.FAILED, message=reason, completed_at=now
+    )
+    for copy in backup.copies.select_related("storage"):
+        try:
+            with storage_for(copy.storage) as storage:
+                storage.sweep_partials(copy.path)
+        except (StorageError, secrets.SecretError) as exc:
+            logger.warning("could not sweep partial files of lost backup %s: %s", backup.pk, exc)
+        if copy.status != CopyStatus.DELETED:
+            copy.status = CopyStatus.FAILED
+            copy.save(update_fields=["status"])
+    notify_backup(backup)
+    return True

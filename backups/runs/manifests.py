@@ -1,0 +1,78 @@
+"""The manifest beside every stored copy: everything to rebuild the catalog row and restore by hand."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+
+from backups.engines import Engine
+from backups.models import Backup
+from backups.resources import MANIFEST_FORMAT
+
+logger = logging.getLogger(__name__)
+
+
+def build_manifest(backup: Backup, engine: Engine, info: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to rebuild the catalog entry and restore by hand."""
+    from backupsite import __version__
+
+    return {
+        "format": MANIFEST_FORMAT,
+        "backupsite_version": __version__,
+        "host": platform.node(),
+        "backup": backup.as_record(),
+        "target": {"name": backup.target.name, "engine": engine.key},
+        "file": Path(backup.file_path).name,
+        "content_type": engine.content_type,
+        "engine_info": info,
+        "restore_by_hand": _restore_hint(backup, engine),
+    }
+
+
+def _restore_hint(backup: Backup, engine: Engine) -> str:
+    name = Path(backup.file_path).name
+    decompress = {"gzip": f"gunzip -c {name}", "zstd": f"zstd -dc {name}", "none": f"cat {name}"}[
+        backup.compression
+    ]
+    if engine.key == "sqlite":
+        return f"{decompress} > restored.sqlite3 && sqlite3 restored.sqlite3 'PRAGMA integrity_check'"
+    if engine.key == "configuration":
+        return f"{decompress} | tar -xf - -C /restore/dir   (or -C / to put every file back in place)"
+    if engine.key == "files" and backup.backup_type == "incremental":
+        return (
+            "restore the chain's full backup first, then each incremental in order "
+            "(record.base_file_path names the previous link); for each, delete the paths it lists "
+            "as deleted BEFORE extracting it: "
+            f"(cd /restore/dir && jq -r '.engine_info.deleted[]?' {name}.manifest.json | "
+            "xargs -r -d '\\n' rm -rf --) && "
+            f"{decompress} | tar -xf - -C /restore/dir"
+        )
+    if engine.key == "files":
+        return f"{decompress} | tar -xf - -C /restore/dir"
+    if engine.key == "postgresql":
+        return (
+            f"createdb -T template0 NEWDB && {decompress} | "
+            "pg_restore --no-owner --exit-on-error --single-transaction -d NEWDB"
+        )
+    if engine.key in ("mysql", "mariadb"):
+        client = "mysql" if engine.key == "mysql" else "mariadb"
+        login = "--defaults-extra-file=client.cnf"  # a 0600 [client] file with host, user, password
+        return (
+            f"{client} {login} -e 'CREATE DATABASE NEWDB CHARACTER SET utf8mb4' && "
+            f"{decompress} | {client} {login} --binary-mode NEWDB"
+        )
+    if engine.key == "redis":
+        return (
+            f"{decompress} > dump.rdb && redis-check-rdb dump.rdb && "
+            "redis-server --port 6390 --dir . --dbfilename dump.rdb --save '' --appendonly no"
+        )
+    if engine.key == "clickhouse":
+        return (
+            f"mkdir restore && {decompress} | tar -xf - -C restore; then in restore/: run each "
+            "schema/NNN-*.sql of a table with clickhouse-client --multiquery, feed each table's "
+            "data/NAME/*.native to clickhouse-client --query 'INSERT INTO DB.NAME FORMAT Native', "
+            "then the views' schema files (archive.json lists the order and kinds)"
+        )
+    return decompress

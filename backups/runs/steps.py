@@ -1,0 +1,52 @@
+"""Recording the steps of a run as BackupStep rows, so the admin can show a timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.utils import timezone
+
+from backups.models import Backup, BackupStep, StepStatus
+from backups.secrets import redact
+
+
+class WorkerLost(Exception):
+    """The process running a backup died without recording an outcome."""
+
+
+@contextmanager
+def record_step(backup: Backup, name: str, message: str = "") -> Iterator[BackupStep]:
+    """Create a RUNNING step; mark it SUCCESS on exit or FAILED with the error, then re-raise."""
+    step = BackupStep.objects.create(backup=backup, name=name, started_at=timezone.now(), message=message)
+    try:
+        yield step
+    except BaseException as exc:
+        step.status = StepStatus.FAILED
+        step.message = redact(describe_error(exc))
+        step.completed_at = timezone.now()
+        step.save(update_fields=["status", "message", "completed_at"])
+        raise
+    step.status = StepStatus.SUCCESS
+    step.completed_at = timezone.now()
+    step.save(update_fields=["status", "message", "completed_at", "bytes"])
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line human message for an exception; known families carry their own wording."""
+    from backups.engines import EngineError
+    from backups.secrets import SecretError
+    from backups.storages import StorageError
+    from backups.streaming.codecs import CodecError
+    from backups.streaming.pipeline import PipelineError
+
+    if isinstance(exc, EngineError | StorageError | PipelineError | CodecError | SecretError | WorkerLost):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by the user (Ctrl-C)"
+    if isinstance(exc, SystemExit):
+        return f"stopped: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"unexpected error: {type(exc).__name__}: {exc}"
