@@ -21,7 +21,7 @@ from django.utils.dateparse import parse_datetime
 from backups.runs import chains
 
 from .models import RECORD_COLUMNS, Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
-from .services import MANIFEST_FORMAT, MANIFEST_SUFFIX, storage_for
+from .resources import MANIFEST_FORMAT, MANIFEST_SUFFIX, storage_for
 from .storages import BackupStorage, StorageError, StoredObject
 
 logger = logging.getLogger(__name__)

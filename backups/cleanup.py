@@ -20,6 +20,7 @@ from backups.runs import chains
 from backups.runs.steps import describe_error, record_step
 
 from .models import Backup, BackupStatus, CopyStatus, Storage, Target
+from .requests import ScheduleInfo, schedule_info
 from .resources import storage_for
 from .storages import STALE_AFTER, StorageError
 
@@ -58,7 +59,7 @@ PLAN_FIELDS = (
 )
 
 
-def policy_for(target: Target, schedule: Any = None) -> Policy:
+def policy_for(target: Target, schedule: ScheduleInfo | None = None) -> Policy:
     """The policy for ``target``'s backups made by ``schedule`` (None: manual runs). A schedule
     with its own rules uses them, else the target's; the schedule's ``retention_days`` fills a
     policy that sets none. Periods use the target's timezone. Raises PolicyError."""
@@ -79,7 +80,7 @@ def backup_info(backup: Backup) -> retention.BackupInfo:
 class GroupPlan:
     """One schedule's backups of a target (``schedule`` None: the manual ones)."""
 
-    schedule: Any
+    schedule: ScheduleInfo | None
     policy: Policy | None
     plan: retention.Plan | None
     error: str = ""
@@ -131,7 +132,7 @@ def plan_cleanup(
     by_id = {row.pk: row for row in rows}
     for schedule_id in sorted(groups, key=lambda key: (key is not None, key or 0)):
         members = groups[schedule_id]
-        schedule = members[0].schedule
+        schedule = schedule_info(schedule_id)
         group = GroupPlan(schedule=schedule, policy=None, plan=None)
         result.groups.append(group)
         try:

@@ -11,7 +11,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from backups import services
-from backups.config import loader as config
 
 from .models import BackupStatus, Target
 
@@ -63,7 +62,7 @@ def bootstrap_demo() -> DemoReport:
         report.skipped_reason = "BACKUPSITE_HOME or DATABASE_URL is customised; the demo config expects ./var"
         return report
     _demo_files(home / "demo-files")
-    config.apply(config.load(DEMO_CONFIG))
+    services.apply_config(services.load_config(DEMO_CONFIG))
     report.config_applied = True
     for target in Target.objects.filter(name__in=["backupsite-db", "demo-files"]):
         if not target.backups.filter(status=BackupStatus.SUCCESS).exists():

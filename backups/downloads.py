@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 
 from .models import Backup, BackupDownload, BackupStatus, DownloadMethod
-from .services import ServiceError, storage_for, stored_copies
+from .resources import ServiceError, storage_for, stored_copies
 from .storages import BackupStorage
 
 logger = logging.getLogger(__name__)

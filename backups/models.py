@@ -3,12 +3,14 @@ with its steps and stored copies. ``Backup`` is the ``backup_history`` table."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone as django_timezone
 
 from backups.retention.policy import Policy, PolicyError
 from backups.streaming.codecs import COMPRESSIONS
@@ -234,6 +236,26 @@ class Backup(models.Model):
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+    def closing_fields(self, status: str, now: datetime) -> dict[str, Any]:
+        """The fields that end a run as ``status`` at ``now``: completed_at, the duration since it
+        started (None if it never started) and, for a success kept ``retention_days``, its expiry.
+        The one place a run's end is computed; :meth:`finish` applies it."""
+        fields: dict[str, Any] = {
+            "status": status,
+            "completed_at": now,
+            "duration_seconds": (now - self.started_at).total_seconds() if self.started_at else None,
+        }
+        if status == BackupStatus.SUCCESS and self.retention_days:
+            fields["expires_at"] = (self.started_at or now) + timedelta(days=self.retention_days)
+        return fields
+
+    def finish(self, status: str, now: datetime | None = None) -> list[str]:
+        """End the run as ``status`` (not saved); returns the names of the fields it set."""
+        fields = self.closing_fields(status, now or django_timezone.now())
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return list(fields)
 
     def as_record(self) -> dict[str, Any]:
         """The row as plain JSON-ready values, keyed by ``backup_history`` column names."""

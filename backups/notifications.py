@@ -32,6 +32,7 @@ from .models import (
 )
 from .notifiers import Message, NotifierError, build_notifier
 from .notifiers.email import parse_addresses
+from .requests import ScheduleInfo, schedule_info
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def notify(
     text: str,
     fields: dict[str, str] | None = None,
     backup: Backup | None = None,
-    schedule: Any = None,
+    schedule: ScheduleInfo | None = None,
     target: Target | None = None,
 ) -> list[Notification]:
     """Deliver one event through every channel that wants it; return a Notification per delivery.
@@ -90,8 +91,8 @@ def notify(
     if event not in EVENTS:
         raise ValueError(f"unknown notification event {event!r}; events are {', '.join(EVENTS)}")
     if backup is not None:
-        if schedule is None and backup.schedule_id is not None:
-            schedule = backup.schedule
+        if schedule is None:
+            schedule = schedule_info(backup.schedule_id)
         if target is None:
             target = backup.target
     values = {str(name): secrets.redact(str(value)) for name, value in (fields or {}).items()}
@@ -115,12 +116,11 @@ def notify(
     return deliveries
 
 
-def channels_for(event: str, schedule: Any = None) -> list[Channel]:
+def channels_for(event: str, schedule: ScheduleInfo | None = None) -> list[Channel]:
     """The channels that get ``event`` for ``schedule`` (None: a run without a schedule)."""
     channels: list[Channel] = []
-    names = (getattr(schedule, "notify_channels", None) or []) if schedule is not None else []
-    names = [names] if isinstance(names, str) else list(names)
-    if names:
+    names = list(schedule.notify_channels) if schedule is not None else []
+    if schedule is not None and names:
         rows = {row.name: row for row in Notifier.objects.filter(name__in=names)}
         for name in names:
             row = rows.get(name)
@@ -134,14 +134,19 @@ def channels_for(event: str, schedule: Any = None) -> list[Channel]:
         for row in Notifier.objects.filter(is_default=True, is_active=True):
             if event in row.events:
                 channels.append(Channel(name=row.name, kind=row.kind, options=row.options, row=row))
-    addresses = parse_addresses(getattr(schedule, "notification_email", "") or "") if schedule else []
+    addresses = parse_addresses(schedule.notification_email) if schedule is not None else []
     if addresses and event in settings.BACKUPSITE_NOTIFICATION_EMAIL_EVENTS:
         channels.append(Channel(name=SCHEDULE_EMAIL_CHANNEL, kind="email", options={"to": addresses}))
     return channels
 
 
 def _deliver(
-    channel: Channel, message: Message, *, backup: Backup | None, schedule: Any, target: Target | None
+    channel: Channel,
+    message: Message,
+    *,
+    backup: Backup | None,
+    schedule: ScheduleInfo | None,
+    target: Target | None,
 ) -> Notification:
     delivery = Notification.objects.create(
         notifier=channel.row,
@@ -150,7 +155,7 @@ def _deliver(
         event=message.event,
         subject=message.subject[:255],
         backup=backup,
-        schedule=schedule,
+        schedule_id=schedule.pk if schedule is not None else None,
         target=target,
     )
     notifier = None
@@ -219,7 +224,8 @@ class Summary(NamedTuple):
 def describe_backup(backup: Backup, event: str | None = None) -> Summary:
     """The standard subject, text and fields for a message about ``backup``."""
     target = backup.target.name
-    schedule = backup.schedule.name if backup.schedule_id is not None and backup.schedule else ""
+    info = schedule_info(backup.schedule_id)
+    schedule = info.name if info is not None else ""
     via = f" ({schedule})" if schedule else ""
     run = f"Backup {backup.pk} ({backup.backup_name}) of {target}"
     if event == VERIFICATION_FAILED:

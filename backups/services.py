@@ -1,15 +1,17 @@
-"""Business logic of backups: the entry points every caller (commands, tasks, admin, views) uses.
-Each records what it did on the catalog rows; callers only present the outcome. The work is
-done in ``runs`` (a backup run), ``verification`` (reading copies back), ``cleanup`` and
-``resources`` (what they all resolve right before use)."""
+"""The public door of the backups app: every caller outside the core (commands, tasks, admin,
+views, and the schedules and restores apps) enters here, never through the internal packages.
+
+Each entry point records what it did on the catalog rows; callers only present the outcome. The
+work is done in ``runs`` (a backup run), ``verification`` (reading copies back), ``cleanup``
+(retention carried out), ``catalog`` (rebuilding rows from storage), ``config`` (the TOML file),
+``notifications`` and ``resources`` (what they all resolve right before use).
+"""
 
 from __future__ import annotations
 
-from backups.runs.claims import reap_lost_runs, reap_stale_runs, this_worker
-from backups.runs.manifests import build_manifest
-from backups.runs.service import run_backup, supports_type, type_problem
-
-from .cleanup import (
+from backups.catalog import ReconcileReport, ReindexReport, reconcile, reindex_storage
+from backups.checks import retention_errors
+from backups.cleanup import (
     CleanupPlan,
     GroupPlan,
     backup_info,
@@ -18,44 +20,126 @@ from .cleanup import (
     policy_for,
     sweep_storages,
 )
-from .resources import (
+from backups.config.checks import Validator, suggest
+from backups.config.loader import ApplyReport, Config, ConfigInvalid
+from backups.config.loader import apply as apply_config
+from backups.config.loader import load as load_config
+from backups.config.loader import validate as validate_config
+from backups.config.registry import ConfigSection, Known, Written, register_section, set_storages, upsert
+from backups.config.sections import retention_rules, storage_refs
+from backups.downloads import Download, NoSuchBackup, start_download
+from backups.engines import Connection, Engine, EngineError, engine_keys, get_engine
+from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
+from backups.engines.configuration import ConfigurationEngine
+from backups.notifications import RESTORE_FINISHED, notify, notify_backup
+from backups.notifiers import NotifierError, notifier_class
+from backups.requests import ScheduleInfo, register_schedule_lookup
+from backups.resources import (
     MANIFEST_FORMAT,
     MANIFEST_SUFFIX,
     ServiceError,
     connection_for,
+    engine_for,
     restore_manifest,
     scratch_dir,
     storage_for,
     stored_copies,
 )
-from .verification import VerifyOutcome, check_copy_digest, check_sandbox, feed_copy, verify_backup
+from backups.retention.planner import BackupInfo
+from backups.retention.planner import plan as plan_retention
+from backups.retention.policy import Policy, PolicyError
+from backups.retention.spec import SpecError, parse_moment, parse_spec, parse_timestamps
+from backups.runs.chains import chain_of, load_manifest
+from backups.runs.claims import reap_lost_runs, reap_stale_runs, this_worker
+from backups.runs.manifests import build_manifest
+from backups.runs.service import run_backup, supports_type, type_problem
+from backups.runs.steps import describe_error
+from backups.secrets import SecretError, redact
+from backups.storages import StorageError, storage_class
+from backups.verification import VerifyOutcome, check_copy_digest, check_sandbox, feed_copy, verify_backup
 
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_SUFFIX",
+    "RESTORE_FINISHED",
+    "ApplyReport",
+    "BackupInfo",
+    "ChainLink",
     "CleanupPlan",
+    "Config",
+    "ConfigInvalid",
+    "ConfigSection",
+    "ConfigurationEngine",
+    "Connection",
+    "Download",
+    "Engine",
+    "EngineError",
     "GroupPlan",
+    "Known",
+    "NoSuchBackup",
+    "NotifierError",
+    "Policy",
+    "PolicyError",
+    "ReconcileReport",
+    "ReindexReport",
+    "RestoreOptions",
+    "RestoreResult",
+    "ScheduleInfo",
+    "SecretError",
     "ServiceError",
+    "SpecError",
+    "StorageError",
+    "Validator",
     "VerifyOutcome",
+    "Written",
+    "apply_config",
     "backup_info",
     "build_manifest",
+    "chain_of",
     "check_copy_digest",
     "check_sandbox",
     "cleanup_target",
     "connection_for",
+    "describe_error",
+    "engine_for",
+    "engine_keys",
     "feed_copy",
+    "get_engine",
+    "load_config",
+    "load_manifest",
+    "notifier_class",
+    "notify",
+    "notify_backup",
+    "parse_moment",
+    "parse_spec",
+    "parse_timestamps",
     "plan_cleanup",
+    "plan_retention",
     "policy_for",
     "reap_lost_runs",
     "reap_stale_runs",
+    "reconcile",
+    "redact",
+    "register_schedule_lookup",
+    "register_section",
+    "reindex_storage",
     "restore_manifest",
+    "retention_errors",
+    "retention_rules",
     "run_backup",
     "scratch_dir",
+    "set_storages",
+    "start_download",
+    "storage_class",
     "storage_for",
+    "storage_refs",
     "stored_copies",
+    "suggest",
     "supports_type",
     "sweep_storages",
     "this_worker",
     "type_problem",
+    "upsert",
+    "validate_config",
     "verify_backup",
 ]

@@ -6,8 +6,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 
-from .downloads import NoSuchBackup, start_download
-from .storages import StorageError
+from .services import NoSuchBackup, StorageError, start_download
 
 STREAM_BLOCK = 1024 * 1024
 

@@ -14,18 +14,24 @@ from typing import BinaryIO
 
 from django.utils import timezone
 
-from backups import notifications, secrets
-from backups.engines import Connection, Engine, EngineError, get_engine
-from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
-from backups.engines.configuration import ConfigurationEngine
+from backups import services as backup_services
 from backups.models import Backup, BackupCopy, BackupStatus, Target
-from backups.runs import chains
-from backups.runs.steps import describe_error
 from backups.services import (
+    ChainLink,
+    ConfigurationEngine,
+    Connection,
+    Engine,
+    EngineError,
+    RestoreOptions,
+    RestoreResult,
+    SecretError,
     ServiceError,
     check_copy_digest,
     connection_for,
+    describe_error,
     feed_copy,
+    get_engine,
+    redact,
     restore_manifest,
     scratch_dir,
     stored_copies,
@@ -56,7 +62,7 @@ def _check_usable(backup: Backup) -> None:
             "(backup_reindex), then restore again."
         )
     try:
-        chain = chains.chain_of(backup)
+        chain = backup_services.chain_of(backup)
     except ServiceError as exc:
         raise RestoreRefused(str(exc)) from None
     for link in chain:
@@ -81,7 +87,7 @@ def check_restorable(backup: Backup, destination: Target) -> None:
         )
     try:
         get_engine(destination.engine).check_restore_destination(connection_for(destination))
-    except (EngineError, secrets.SecretError) as exc:
+    except (EngineError, SecretError) as exc:
         raise RestoreRefused(f"target {destination.name}: {exc}") from None
 
 
@@ -153,7 +159,7 @@ def _run(log: RestoreLog, work: Callable[[], RestoreResult], into: str) -> Resto
         result = work()
     except BaseException as exc:
         log.status = RestoreStatus.FAILED
-        log.error_message = secrets.redact(describe_error(exc))
+        log.error_message = redact(describe_error(exc))
         logger.warning("restore %s of backup %s failed: %s", log.pk, backup.pk, log.error_message)
         if not isinstance(exc, Exception):
             raise  # Ctrl-C or SIGTERM: recorded (below), then the process stops
@@ -185,8 +191,8 @@ def _notify_finished(log: RestoreLog, into: str) -> None:
         "confirmed by": log.confirmed_by,
     }
     try:
-        notifications.notify(
-            notifications.RESTORE_FINISHED,
+        backup_services.notify(
+            backup_services.RESTORE_FINISHED,
             subject=f"Restore {outcome}: backup {backup.pk} of {backup.target.name} into {into}",
             text=f"Restore {log.pk} of backup {backup.pk} into {into} {outcome}: "
             + (log.error_message or log.notes or "done"),
@@ -205,7 +211,7 @@ def _intact_copy(backup: Backup, progress: Callable[[int], None] | None) -> Back
         try:
             check_copy_digest(backup, candidate, progress)
         except Exception as exc:
-            problems.append(secrets.redact(describe_error(exc)))
+            problems.append(redact(describe_error(exc)))
             continue
         return candidate
     raise ServiceError(
@@ -240,11 +246,11 @@ def _restore_chain(
 ) -> RestoreResult:
     """Apply the chain from its full backup to ``backup``: every link's bytes are checked first,
     then the engine stages them all and swaps the result in only when the last one applied."""
-    chain = chains.chain_of(backup)
+    chain = backup_services.chain_of(backup)
     links: list[ChainLink] = []
     for link in chain:
         copy = _intact_copy(link, progress)
-        manifest = chains.load_manifest(link)
+        manifest = backup_services.load_manifest(link)
         links.append(ChainLink(manifest=manifest, feed=functools.partial(feed_copy, link, copy)))
     options = RestoreOptions(scratch_dir=scratch_dir(), manifest=links[-1].manifest)
     result = engine.restore_chain(connection, links, options)

@@ -9,9 +9,17 @@ class SchedulesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from backups.config import loader as config
+        from backups import services as backup_services
 
-        from . import checks, services  # noqa: F401  (checks registers itself)
+        from . import checks, config, requests, services  # noqa: F401  (checks registers itself)
 
-        if services.sync_all_periodic_tasks not in config.AFTER_APPLY:
-            config.AFTER_APPLY.append(services.sync_all_periodic_tasks)
+        backup_services.register_schedule_lookup(requests.info_by_id)
+        backup_services.register_section(
+            backup_services.ConfigSection(
+                name="schedules",
+                position=30,
+                validate=config.validate_schedule,
+                apply=config.apply_schedule,
+                after_apply=services.sync_all_periodic_tasks,
+            )
+        )

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.checks import CheckMessage, register
 from django.db import DatabaseError
 
-from backups.checks import retention_errors
+from backups.services import retention_errors
 
 
 @register()

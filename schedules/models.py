@@ -79,7 +79,7 @@ class BackupSchedule(models.Model):
             raise ValidationError({"cron_expression": problem})
         validate_retention(self.retention, self.timezone)
         if self.target_id is not None:
-            from backups.runs.service import type_problem
+            from backups.services import type_problem
 
             problem = type_problem(self.target, self.backup_type)
             if problem:

@@ -12,11 +12,13 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.utils import timezone
 
+from backups import services as backup_services
 from backups.cli import human_bytes
 from backups.cron import CronError, parse_cron
 from backups.models import Backup, BackupStatus, BackupStep, StepStatus
 
 from .models import BackupSchedule
+from .requests import info_for
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +27,7 @@ def _notify(event: str, **kwargs: Any) -> None:
     """Alert through the notification service; an alert that cannot go out is logged, never
     raised: the watch must go on for every other schedule."""
     try:
-        from backups import notifications
-
-        notifications.notify(event, **kwargs)
+        backup_services.notify(event, **kwargs)
     except Exception:
         logger.exception("could not send the %s notification", event)
 
@@ -105,7 +105,7 @@ def _mark_missed(schedule: BackupSchedule, slot: datetime) -> bool:
         subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
         text=text,
         fields={"schedule": schedule.name, "target": schedule.target.name, "due": local.isoformat()},
-        schedule=schedule,
+        schedule=info_for(schedule),
         target=schedule.target,
     )
     return True
@@ -126,7 +126,7 @@ def note_recovery(schedule: BackupSchedule, backup: Backup | None = None) -> int
         f"it had missed its run due at {missed_since:%Y-%m-%d %H:%M %Z}.",
         fields={"schedule": schedule.name, "target": schedule.target.name},
         backup=backup,
-        schedule=schedule,
+        schedule=info_for(schedule),
         target=schedule.target,
     )
     return 1
@@ -178,7 +178,6 @@ def check_shrinkage(backup: Backup) -> bool:
             "previous": str(previous.raw_size),
         },
         backup=backup,
-        schedule=backup.schedule,
         target=backup.target,
     )
     return True

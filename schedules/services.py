@@ -20,6 +20,7 @@ from backups.models import Backup, BackupStatus, Target
 
 from . import monitoring
 from .models import BackupSchedule, VerifyMode
+from .requests import info_for
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def run_schedule(schedule_id: int, now: datetime | None = None) -> Backup | None
         backup_type=schedule.backup_type,
         storages=storages,
         compression=schedule.compression,
-        schedule=schedule,
+        schedule=info_for(schedule),
         retention_days=schedule.retention_days,
         initiated_by=f"schedule:{schedule.name}",
     )

@@ -15,6 +15,7 @@ from backups import services
 from backups.models import Backup, BackupStatus, BackupStep, CopyStatus, Storage, Target
 from restores.models import RestoreLog
 from schedules.models import BackupSchedule
+from schedules.requests import info_for
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +37,8 @@ def failing(*args: str) -> tuple[int, str]:
 
 def daily_backups(target: Target, count: int, schedule: BackupSchedule | None = None) -> list[Backup]:
     """``count`` real backups, re-dated one day apart (oldest first), the newest yesterday."""
-    backups = [services.run_backup(target, schedule=schedule) for _ in range(count)]
+    info = info_for(schedule) if schedule is not None else None
+    backups = [services.run_backup(target, schedule=info) for _ in range(count)]
     assert all(b.status == BackupStatus.SUCCESS for b in backups), [b.error_message for b in backups]
     newest = backups[-1].started_at
     assert newest is not None
@@ -149,7 +151,7 @@ def test_a_schedule_retention_days_fills_a_policy_without_one(sqlite_target):
         name="nightly", target=sqlite_target, cron_expression="0 3 * * *", retention_days=2
     )
     backups = daily_backups(sqlite_target, 4, schedule=schedule)
-    policy = services.policy_for(sqlite_target, schedule)
+    policy = services.policy_for(sqlite_target, info_for(schedule))
     assert policy.retention_days == 2
     services.cleanup_target(sqlite_target)
     assert live(backups) == [False, False, True, True]  # 3 and 2 days older than the newest go

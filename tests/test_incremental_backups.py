@@ -18,6 +18,7 @@ from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import RestoreRefused, restore_backup
 from schedules.models import BackupSchedule
+from schedules.requests import info_for
 from tests.test_engine_contract import tree
 
 pytestmark = pytest.mark.django_db
@@ -51,6 +52,8 @@ def destination(local_storage: Storage, path: Path) -> Target:
 
 
 def backup(target: Target, backup_type: str, **kwargs: object) -> Backup:
+    if isinstance(kwargs.get("schedule"), BackupSchedule):
+        kwargs["schedule"] = info_for(kwargs["schedule"])  # type: ignore[arg-type]
     made = services.run_backup(target, backup_type=backup_type, **kwargs)  # type: ignore[arg-type]
     assert made.status == BackupStatus.SUCCESS, made.error_message
     return made

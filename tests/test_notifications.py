@@ -18,6 +18,7 @@ from backups.config import loader as config
 from backups.models import Backup, BackupStatus, Notification, Notifier, Target
 from restores.services import restore_backup
 from schedules.models import BackupSchedule
+from schedules.requests import info_for
 from tests.servers import free_port
 from tests.servers.http_receiver import HTTPReceiver
 from tests.servers.smtp import SMTPServer
@@ -43,6 +44,8 @@ def schedule_for(target: Target, **fields: Any) -> BackupSchedule:
 
 
 def send(event: str = "backup_failed", **kwargs: Any) -> list[Notification]:
+    if isinstance(kwargs.get("schedule"), BackupSchedule):
+        kwargs["schedule"] = info_for(kwargs["schedule"])
     return notifications.notify(event, subject="Something happened", text="details", **kwargs)
 
 
@@ -156,7 +159,7 @@ def test_an_unknown_event_is_a_programming_error():
 def test_a_real_failed_backup_is_mailed_and_recorded(sqlite_target, sqlite_source, smtp_server: SMTPServer):
     schedule = schedule_for(sqlite_target, notification_email="dba@example.net")
     sqlite_source.unlink()
-    backup = services.run_backup(sqlite_target, schedule=schedule, initiated_by="schedule:nightly")
+    backup = services.run_backup(sqlite_target, schedule=info_for(schedule), initiated_by="schedule:nightly")
 
     assert backup.status == BackupStatus.FAILED
     [row] = Notification.objects.all()

@@ -13,7 +13,7 @@ from django.utils.html import format_html
 
 from backups.admin.common import option_problems
 from backups.models import Notification, NotificationStatus, Notifier
-from backups.notifiers import NotifierError, notifier_class
+from backups.services import NotifierError, notifier_class
 
 STATUS_COLOURS: dict[str, str] = {
     NotificationStatus.SENT: "#2e7d32",

@@ -7,8 +7,8 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from backups.cleanup import backup_info, plan_cleanup
 from backups.models import Target
+from backups.services import backup_info, plan_cleanup
 
 PREVIEW_ROWS = 60
 

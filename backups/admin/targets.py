@@ -10,7 +10,7 @@ from django.contrib import admin
 from backups.admin.common import option_problems, status_badge
 from backups.admin.retention import retention_preview
 from backups.models import BackupStatus, Storage, Target
-from backups.storages import StorageError, storage_class
+from backups.services import StorageError, storage_class
 
 
 class StorageForm(forms.ModelForm):

@@ -8,20 +8,26 @@ they are checked for resolvability but only ever stored as written.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Model
 
-from backups.config.checks import SECTIONS, Validator, suggest
+from backups.config.checks import Validator, suggest
+from backups.config.registry import (
+    ApplyReport,
+    Known,
+    Written,
+    extra_sections,
+    section_names,
+    set_storages,
+    upsert,
+)
 from backups.config.sections import (
     sandbox_ref,
     storage_refs,
     validate_notifier,
-    validate_schedule,
     validate_storage,
     validate_target,
 )
@@ -44,16 +50,6 @@ class Config:
         return self.source.parent
 
 
-@dataclass
-class ApplyReport:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, list[str]]:
-        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged}
-
-
 def load(path: str | Path) -> Config:
     """Read and parse a TOML file; raise :class:`ConfigInvalid` on unreadable or invalid TOML."""
     source = Path(path).resolve()
@@ -70,16 +66,17 @@ def load(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigInvalid([f"{path}: invalid TOML: {exc}"]) from None
     errors: list[str] = []
+    sections = section_names()
     for key, value in data.items():
-        if key not in SECTIONS:
+        if key not in sections:
             errors.append(
-                f"{key}: unknown section{suggest(key, SECTIONS)}; sections are {', '.join(SECTIONS)}"
+                f"{key}: unknown section{suggest(key, sections)}; sections are {', '.join(sections)}"
             )
         elif not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             errors.append(f"{key}: must be tables written [{key}.NAME]")
     if errors:
         raise ConfigInvalid(errors)
-    return Config(source=source, data={section: data.get(section, {}) for section in SECTIONS})
+    return Config(source=source, data={section: data.get(section, {}) for section in sections})
 
 
 @dataclass
@@ -89,10 +86,9 @@ class Plan:
     storages: dict[str, dict[str, Any]] = field(default_factory=dict)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_storages: dict[str, list[str]] = field(default_factory=dict)
-    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
-    schedule_storages: dict[str, list[str]] = field(default_factory=dict)
     target_sandboxes: dict[str, str] = field(default_factory=dict)
     notifiers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # registered section -> name -> plan
 
 
 def validate(config: Config, *, probe: bool = True) -> Plan:
@@ -101,8 +97,8 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
     With ``probe``, also check the environment: sources readable, storages writable.
     """
     check = Validator(config, probe)
-    for section in SECTIONS:
-        check.names(section)
+    for name in config.data:
+        check.names(name)
     plan = Plan()
     for name, table in config.data["storages"].items():
         plan.storages[name] = validate_storage(check, name, table)
@@ -124,16 +120,17 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
             plan.target_sandboxes[name] = sandbox
     for name, table in config.data["notifiers"].items():
         plan.notifiers[name] = validate_notifier(check, name, table)
-    known_notifiers = set(plan.notifiers) | set(Notifier.objects.values_list("name", flat=True))
-    for name, table in config.data["schedules"].items():
-        plan.schedules[name] = validate_schedule(check, name, table, known_targets, with_config)
-        plan.schedule_storages[name] = storage_refs(check, table, f"schedules.{name}", known_storages)
-        for channel in plan.schedules[name]["notify_channels"]:
-            if channel not in known_notifiers:
-                check.error(
-                    f"schedules.{name}.notify",
-                    f"no notifier named {channel!r}{suggest(channel, known_notifiers)}",
-                )
+    known = Known(
+        storages=known_storages,
+        targets=known_targets,
+        targets_with_config=with_config,
+        notifiers=set(plan.notifiers) | set(Notifier.objects.values_list("name", flat=True)),
+    )
+    for section in extra_sections():
+        plan.extra[section.name] = {
+            name: section.validate(check, name, table, known)
+            for name, table in config.data[section.name].items()
+        }
     if check.errors:
         raise ConfigInvalid(check.errors)
     return plan
@@ -143,28 +140,20 @@ def apply(config: Config, *, probe: bool = True) -> ApplyReport:
     """Validate, then create or update every declared object in one transaction.
 
     Objects not named in the file are left alone. Applying the same file twice changes nothing.
-    Afterwards every hook in :data:`AFTER_APPLY` runs (the schedules app syncs Celery beat).
+    Registered sections are written after the core ones, in the same transaction; afterwards
+    each section's ``after_apply`` runs (the schedules app syncs Celery beat).
     """
-    from django.apps import apps
-
-    BackupSchedule = apps.get_model("schedules", "BackupSchedule")
     plan = validate(config, probe=probe)
     report = ApplyReport()
     with transaction.atomic():
         storages = {
-            name: _upsert(Storage, name, fields, report, "storage") for name, fields in plan.storages.items()
+            name: upsert(Storage, name, fields, report, "storage") for name, fields in plan.storages.items()
         }
         storages.update({s.name: s for s in Storage.objects.exclude(name__in=storages)})
         targets: dict[str, Target] = {}
         for name, fields in plan.targets.items():
-            target = _upsert(Target, name, fields, report, "target")
-            _set_m2m(
-                target,
-                "storages",
-                [storages[s] for s in plan.target_storages[name]],
-                report,
-                f"target {name}",
-            )
+            target = upsert(Target, name, fields, report, "target")
+            set_storages(target, [storages[s] for s in plan.target_storages[name]], report, f"target {name}")
             targets[name] = target
         for name, target in targets.items():
             sandbox_name = plan.target_sandboxes.get(name)
@@ -177,53 +166,12 @@ def apply(config: Config, *, probe: bool = True) -> ApplyReport:
                 if f"target {name}" not in report.created:
                     report.updated.append(f"target {name} (sandbox)")
         for name, fields in plan.notifiers.items():
-            _upsert(Notifier, name, fields, report, "notifier")
-        for name, fields in plan.schedules.items():
-            fields = {
-                **fields,
-                "target": targets.get(fields["target"]) or Target.objects.get(name=fields["target"]),
-            }
-            schedule = _upsert(BackupSchedule, name, fields, report, "schedule")
-            _set_m2m(
-                schedule,
-                "storages",
-                [storages[s] for s in plan.schedule_storages[name]],
-                report,
-                f"schedule {name}",
-            )
-    for hook in AFTER_APPLY:
-        hook()
+            upsert(Notifier, name, fields, report, "notifier")
+        written = Written(storages=storages, targets=targets, report=report)
+        for section in extra_sections():
+            for name, section_plan in plan.extra.get(section.name, {}).items():
+                section.apply(name, section_plan, written)
+    for section in extra_sections():
+        if section.after_apply is not None:
+            section.after_apply()
     return report
-
-
-# Run after a successful apply; apps that project configuration elsewhere register here (the
-# schedules app keeps Celery beat's tasks in step). backups never imports those apps.
-AFTER_APPLY: list[Callable[[], object]] = []
-
-
-def _upsert(model: type[Model], name: str, fields: dict[str, Any], report: ApplyReport, label: str) -> Any:
-    obj = model._default_manager.filter(name=name).first()
-    if obj is None:
-        obj = model._default_manager.create(name=name, **fields)
-        report.created.append(f"{label} {name}")
-        return obj
-    changed = [key for key, value in fields.items() if getattr(obj, key) != value]
-    if changed:
-        for key in changed:
-            setattr(obj, key, fields[key])
-        obj.save()
-        report.updated.append(f"{label} {name} ({', '.join(changed)})")
-    else:
-        report.unchanged.append(f"{label} {name}")
-    return obj
-
-
-def _set_m2m(obj: Any, attribute: str, wanted: list[Any], report: ApplyReport, label: str) -> None:
-    manager = getattr(obj, attribute)
-    current = {item.pk for item in manager.all()}
-    if current != {item.pk for item in wanted}:
-        manager.set(wanted)
-        entry = f"{label} (storages)"
-        if not any(line.startswith(label) for line in report.created + report.updated):
-            report.unchanged = [line for line in report.unchanged if line != label]
-            report.updated.append(entry)

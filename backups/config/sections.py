@@ -1,4 +1,4 @@
-"""The TOML loader's checks of whole tables (a storage, notifier, target or schedule), with
+"""The TOML loader's checks of whole tables (a storage, notifier or target), with
 the engines', storages' and notifiers' own validation and, when probing, their environment."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from backups import secrets
 from backups.config.checks import Validator, suggest
 from backups.engines import Connection, EngineError, engine_keys, get_engine
 from backups.engines.configuration import path_problems
-from backups.models import BackupType, Event, default_notifier_events
+from backups.models import Event, default_notifier_events
 from backups.notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
 from backups.retention.policy import Policy, PolicyError
 from backups.storages import STORAGE_KINDS, StorageError, build_storage, storage_class
@@ -25,12 +25,6 @@ TARGET_KEYS = {
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
     "skip_unchanged", "sandbox", "config_paths",
 }  # fmt: skip
-SCHEDULE_KEYS = {
-    "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "retention",
-    "retention_days", "notification_email", "storage_path", "include_tables", "exclude_tables",
-    "include_files", "is_active", "notify", "verify", "grace_minutes",
-}  # fmt: skip
-VERIFY_MODES = ("after-backup", "daily", "never")  # schedules.models.VerifyMode's values
 
 
 def sandbox_ref(check: Validator, name: str, table: dict[str, Any], known_targets: dict[str, str]) -> str:
@@ -190,7 +184,7 @@ def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[
         "config_paths": _config_paths(check, table, path),
         "timezone": check.timezone(table, path),
         "compression": check.compression(table, path, "gzip"),
-        "retention": _validate_retention(check, table, path),
+        "retention": retention_rules(check, table, path),
         "is_active": check.boolean(table, "is_active", path, True),
         "skip_unchanged": check.boolean(table, "skip_unchanged", path, False),
     }
@@ -247,7 +241,7 @@ def _check_engine(check: Validator, engine_key: str, name: str, fields: dict[str
             check.error(where, str(exc))
 
 
-def _validate_retention(check: Validator, table: dict[str, Any], path: str) -> dict[str, Any]:
+def retention_rules(check: Validator, table: dict[str, Any], path: str) -> dict[str, Any]:
     retention = table.get("retention", {})
     try:
         Policy.from_mapping(retention)  # the timezone is checked on its own key
@@ -256,74 +250,3 @@ def _validate_retention(check: Validator, table: dict[str, Any], path: str) -> d
         check.error(where, exc.message)
         return {}
     return dict(retention)
-
-
-def validate_schedule(
-    check: Validator, name: str, table: dict[str, Any], targets: dict[str, str], with_config: set[str]
-) -> dict[str, Any]:
-    path = f"schedules.{name}"
-    check.unknown_keys(table, SCHEDULE_KEYS, path)
-    target = check.string(table, "target", path)
-    if not target:
-        check.error(f"{path}.target", "required: the name of a target")
-    elif target not in targets:
-        check.error(f"{path}.target", f"no target named {target!r}{suggest(target, targets)}")
-    backup_type = check.string(table, "backup_type", path, BackupType.FULL)
-    if backup_type not in BackupType.values:
-        check.error(f"{path}.backup_type", f"must be one of {', '.join(BackupType.values)}")
-    elif backup_type == BackupType.CONFIGURATION:
-        if target in targets and target not in with_config:
-            check.error(
-                f"{path}.backup_type",
-                f"target {target!r} lists no config_paths; add targets.{target}.config_paths "
-                "(the configuration files to back up)",
-            )
-    elif (
-        targets.get(target) in engine_keys()
-        and backup_type not in get_engine(targets[target]).supported_types
-    ):
-        engine = get_engine(targets[target])
-        check.error(
-            f"{path}.backup_type",
-            f"the {engine.key} engine makes {', '.join(engine.supported_types)} backups only"
-            + ("; incremental backups are made by the files engine" if backup_type == "incremental" else ""),
-        )
-    from backups.cron import cron_problem
-
-    cron = check.string(table, "cron", path)
-    if not cron:
-        check.error(f"{path}.cron", "required: five fields 'minute hour day-of-month month day-of-week'")
-    else:
-        problem = cron_problem(cron)
-        if problem:
-            check.error(f"{path}.cron", problem)
-    encryption = check.string(table, "encryption", path, "none")
-    if encryption != "none":
-        check.error(f"{path}.encryption", "encryption is not available in this version; use 'none'")
-    notify = check.string_list(table, "notify", path)
-    return {
-        "target": target,
-        "backup_type": backup_type,
-        "cron_expression": cron,
-        "timezone": check.timezone(table, path),
-        "compression": check.compression(table, path, "gzip"),
-        "encryption": encryption,
-        "retention": _validate_retention(check, table, path),
-        "retention_days": check.whole_number(table, "retention_days", path, 1, 100000),
-        "notification_email": check.string(table, "notification_email", path),
-        "storage_path": check.string(table, "storage_path", path).strip("/"),
-        "include_tables": check.string_list(table, "include_tables", path),
-        "exclude_tables": check.string_list(table, "exclude_tables", path),
-        "include_files": check.string_list(table, "include_files", path),
-        "notify_channels": notify,
-        "is_active": check.boolean(table, "is_active", path, True),
-        "verify": _verify_mode(check, table, path),
-        "grace_minutes": check.whole_number(table, "grace_minutes", path, 1, 525600),
-    }
-
-
-def _verify_mode(check: Validator, table: dict[str, Any], path: str) -> str:
-    mode = check.string(table, "verify", path, "never")
-    if mode not in VERIFY_MODES:
-        check.error(f"{path}.verify", f"must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
-    return mode

@@ -16,7 +16,7 @@ from typing import Any
 from backups import secrets
 from backups.models import Backup, BackupStatus, CopyStatus
 from backups.resources import MANIFEST_SUFFIX, ServiceError, storage_for, stored_copies
-from backups.runs.steps import describe_error
+from backups.runs.steps import describe_error, record_step
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +120,25 @@ def dependents(ids: set[int]) -> set[int]:
             & ids
         ) - protected
     return protected
+
+
+def link_to_previous(backup: Backup) -> dict[str, Any] | None:
+    """Set ``backup.base`` to the link an incremental builds on and return that link's engine
+    info (with its file index, from its manifest). With nothing to build on, the run becomes a
+    full backup, and says so. Recorded as the run's ``chain`` step."""
+    with record_step(backup, "chain") as step:
+        base = previous_link(backup)
+        if base is None:
+            backup.backup_type = "full"
+            backup.backup_name = backup.backup_name.replace("-incremental-", "-full-", 1)
+            backup.notes = "made a full backup: no earlier full or incremental backup to build on"
+            step.message = backup.notes
+            return None
+        manifest = load_manifest(base)
+        info = manifest.get("engine_info")
+        if not isinstance(info, dict):
+            raise ServiceError(f"the manifest of backup {base.pk} has no engine_info to build on")
+        backup.base = base
+        depth = len(chain_of(base))
+        step.message = f"built on backup {base.pk} ({base.backup_type}); link {depth + 1} of its chain"
+        return info

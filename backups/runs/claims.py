@@ -1,5 +1,7 @@
-"""Runs whose worker died: recognised on this host by the process being gone, on any host by a
-heartbeat gone silent; marked FAILED "worker lost" and their partial uploads swept."""
+"""Who runs a backup: a run is claimed (PENDING -> RUNNING) with a conditional update, so one
+target never has two backups running; runs whose worker died are recognised on this host by
+the process being gone, on any host by a heartbeat gone silent, marked FAILED "worker lost" and
+their partial uploads swept."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import socket
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -24,6 +27,35 @@ logger = logging.getLogger(__name__)
 
 def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(backup: Backup) -> bool:
+    """PENDING -> RUNNING, or SKIPPED when the target already has a running backup (after
+    reaping a run of it whose worker is gone)."""
+    claimed = _try_claim(backup) or (bool(reap_lost_runs(backup.target)) and _try_claim(backup))
+    if not claimed:
+        Backup.objects.filter(pk=backup.pk).update(
+            status=BackupStatus.SKIPPED,
+            completed_at=timezone.now(),
+            notes="skipped: another backup of this target is already running",
+        )
+    backup.refresh_from_db()
+    return claimed
+
+
+def _try_claim(backup: Backup) -> bool:
+    try:
+        with transaction.atomic():
+            return bool(
+                Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(
+                    status=BackupStatus.RUNNING,
+                    started_at=timezone.now(),
+                    heartbeat_at=timezone.now(),
+                    worker=this_worker(),
+                )
+            )
+    except IntegrityError:
+        return False
 
 
 def _process_gone(worker: str) -> bool:
@@ -78,9 +110,8 @@ def _reap(backups: QuerySet[Backup], now: datetime) -> list[Backup]:
 
 def _lose(backup: Backup, reason: str, now: datetime) -> bool:
     """Mark ``backup`` FAILED with ``reason`` unless it finished meanwhile; sweep its partials."""
-    duration = (now - (backup.started_at or now)).total_seconds()
     if not Backup.objects.filter(pk=backup.pk, status=BackupStatus.RUNNING).update(
-        status=BackupStatus.FAILED, error_message=reason, completed_at=now, duration_seconds=duration
+        error_message=reason, **backup.closing_fields(BackupStatus.FAILED, now)
     ):
         return False
     backup.refresh_from_db()

@@ -1,12 +1,12 @@
-"""Copies of one backup in several storages: fan-out while streaming, commit, confirm, retry.
+"""Where a backup run writes, and the one writer of its BackupCopy rows.
 
-The dump streams once. Every destination receives the chunks through its own thread (so a slow
-remote storage and a fast local disk proceed at once, memory bounded by a few chunks each). A
-destination that fails mid-stream is dropped, its partial upload aborted, while the others go
-on; the stream itself fails only when every destination has failed. After the stream every
-copy is committed and confirmed (size and SHA-256); each copy that failed anywhere is then
-retried with backoff by re-reading a confirmed copy. The caller decides what a failed copy
-means (a required storage fails the run). No ORM here beyond saving the copy rows it is given.
+One destination per storage, checked writable first (a required one retried). The dump streams
+once: every destination receives the chunks through its own thread (so a slow remote storage
+and a fast local disk proceed at once, memory bounded by a few chunks each). A destination that
+fails mid-stream is dropped, its partial upload aborted, while the others go on; the stream
+fails only when every destination has failed. After the stream every copy is committed (each an
+``upload`` step) and confirmed (size and SHA-256); each copy that failed anywhere is retried
+with backoff by re-reading a confirmed copy. A failed run leaves no trace in any storage.
 """
 
 from __future__ import annotations
@@ -14,14 +14,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from backups.models import BackupCopy, Storage
-from backups.runs.steps import describe_error
+from django.conf import settings
+
+from backups import secrets
+from backups.models import Backup, BackupCopy, CopyStatus, Storage
+from backups.resources import storage_for
+from backups.runs.steps import describe_error, record_step
 from backups.storages import BackupStorage, ObjectWriter, StorageError, StoredObject
-from backups.streaming.pipeline import BackgroundWriter
+from backups.streaming.pipeline import BackgroundWriter, StreamResult
 
 logger = logging.getLogger(__name__)
 READ_CHUNK = 1024 * 1024
@@ -67,8 +71,9 @@ class Destination:
         if self.background is not None:
             self.background.cancel(JOIN_TIMEOUT)
         self.writer = self.background = None
-        objects = [self.copy.path] * (self.stored is not None)
-        objects += [self.copy.manifest_path] * self.manifest_stored
+        objects = [self.copy.path] if self.stored is not None else []
+        if self.manifest_stored:
+            objects.append(self.copy.manifest_path)
         for path in objects:
             try:
                 self.storage.delete(path)
@@ -78,10 +83,70 @@ class Destination:
         self.confirmed = self.manifest_stored = False
 
 
+# -- opening and closing -------------------------------------------------------------------------
+
+
+def open_destinations(backup: Backup, rows: list[Storage]) -> list[Destination]:
+    """One Destination per storage. A required storage that cannot be written now is retried
+    after each configured delay, then fails the run before anything is dumped; an optional one
+    is carried along as failed, to be retried from a confirmed copy once the backup is stored."""
+    destinations: list[Destination] = []
+    try:
+        for row in rows:
+            destinations.append(_destination(backup, row))
+    except BaseException:
+        close_all(destinations)
+        raise
+    return destinations
+
+
+def _destination(backup: Backup, row: Storage) -> Destination:
+    copy = BackupCopy.objects.create(backup=backup, storage=row, path="")
+    try:
+        storage = storage_for(row)
+    except (StorageError, secrets.SecretError) as exc:
+        raise StorageError(f"storage {row.name}: {describe_error(exc)}") from None
+    destination = Destination(row=row, storage=storage, copy=copy)
+    delays = [0.0, *settings.BACKUPSITE_COPY_RETRY_DELAYS] if row.required else [0.0]
+    for delay in delays:
+        time.sleep(delay)
+        try:
+            storage.check_writable()
+            destination.error = ""
+            break
+        except StorageError as exc:
+            destination.error = describe_error(exc)
+    if destination.error and row.required:
+        storage.close()
+        raise StorageError(destination.error)
+    return destination
+
+
+def close_all(destinations: Iterable[Destination]) -> None:
+    """Release every storage's connection (SFTP and FTP sessions, HTTP pools)."""
+    for destination in destinations:
+        with contextlib.suppress(Exception):
+            destination.storage.close()
+
+
+def discard_all(destinations: Iterable[Destination]) -> None:
+    """Remove every trace of a failed run from storage: partial uploads, committed objects and
+    their manifests."""
+    for destination in destinations:
+        destination.discard()
+        destination.copy.status = CopyStatus.FAILED
+        destination.copy.error_message = destination.error or "the backup failed"
+        destination.copy.save(update_fields=["status", "error_message"])
+
+
+# -- streaming into every destination ------------------------------------------------------------
+
+
 class FanOut:
     """The single sink the pipeline writes to: hands each chunk to every live destination."""
 
-    def __init__(self, destinations: Sequence[Destination]) -> None:
+    def __init__(self, backup: Backup, destinations: Sequence[Destination]) -> None:
+        self.backup = backup
         self.destinations = destinations
 
     def open(self, path: str) -> None:
@@ -114,21 +179,35 @@ class FanOut:
         if not self.live():
             raise StorageError("every copy failed: " + "; ".join(d.failure for d in self.destinations))
 
-    def commit(self, record: Callable[[Destination], contextlib.AbstractContextManager[object]]) -> None:
-        """Finish and commit every live copy, each inside ``record(destination)`` (a step)."""
+    def commit(self) -> None:
+        """Finish and commit every live copy, each recorded as an ``upload`` step."""
         for destination in self.live():
             assert destination.background is not None and destination.writer is not None
             try:
-                with record(destination):
+                with _upload_step(self.backup, destination):
                     destination.background.finish()
                     destination.stored = destination.writer.commit()
                     destination.writer = destination.background = None
             except Exception as exc:
                 destination.fail(exc)
 
-    def discard(self) -> None:
-        for destination in self.destinations:
-            destination.discard()
+
+@contextlib.contextmanager
+def _upload_step(backup: Backup, destination: Destination, attempt: int = 0) -> Iterator[None]:
+    label = f"storage {destination.name}" + (f", retry {attempt}" if attempt else "")
+    with record_step(backup, "upload", label) as step:
+        yield
+        stored = destination.stored
+        assert stored is not None
+        step.bytes = stored.size
+        step.message = f"{label}: {destination.storage.location(backup.file_path)}"
+        destination.copy.size = stored.size
+        destination.copy.etag = stored.etag[:255]
+        destination.copy.version = stored.version[:255]
+        destination.copy.save(update_fields=["size", "etag", "version"])
+
+
+# -- confirming, retrying, recording -------------------------------------------------------------
 
 
 def confirm(destination: Destination, path: str, size: int, sha256: str) -> None:
@@ -141,39 +220,53 @@ def confirm(destination: Destination, path: str, size: int, sha256: str) -> None
 
 
 def confirm_all(destinations: Sequence[Destination], path: str, size: int, sha256: str) -> None:
-    """Confirm several copies at once, each re-read in its own thread (no ORM in there)."""
-    if len(destinations) <= 1:
-        for destination in destinations:
+    """Confirm the committed copies at once, each re-read in its own thread (no ORM in there)."""
+    committed = [d for d in destinations if d.stored is not None]
+    if len(committed) <= 1:
+        for destination in committed:
             confirm(destination, path, size, sha256)
         return
-    with ThreadPoolExecutor(max_workers=len(destinations), thread_name_prefix="confirm") as pool:
-        list(pool.map(lambda destination: confirm(destination, path, size, sha256), destinations))
+    with ThreadPoolExecutor(max_workers=len(committed), thread_name_prefix="confirm") as pool:
+        list(pool.map(lambda destination: confirm(destination, path, size, sha256), committed))
 
 
-def replicate(
+def retry_failed_copies(
+    backup: Backup, destinations: list[Destination], source: Destination, result: StreamResult
+) -> None:
+    """Retry each failed copy with backoff from a confirmed copy; each attempt is a step."""
+    for destination in destinations:
+        if destination.confirmed:
+            continue
+        logger.warning(
+            "backup %s: copy to %s failed (%s); retrying from %s",
+            backup.pk, destination.name, destination.error, source.name,
+        )  # fmt: skip
+        _replicate(backup, source, destination, result, settings.BACKUPSITE_COPY_RETRY_DELAYS)
+    raise_for_required(destinations)
+
+
+def _replicate(
+    backup: Backup,
     source: Destination,
     destination: Destination,
-    path: str,
-    size: int,
-    sha256: str,
+    result: StreamResult,
     delays: Iterable[float],
-    on_attempt: Callable[[Destination, int, str], None],
 ) -> bool:
-    """Copy ``path`` from a confirmed copy into ``destination``, retrying after each delay.
-    Calls ``on_attempt(destination, attempt, error_or_empty)`` after every attempt."""
+    """Copy the backup from a confirmed copy into ``destination``, retrying after each delay;
+    every attempt is an ``upload`` step."""
     for attempt, delay in enumerate(delays, start=1):
         time.sleep(delay)
         destination.attempts += 1
         destination.error = ""
         try:
-            _copy_once(source.storage, destination, path)
-            destination.storage.confirm(path, size, sha256)
+            _copy_once(source.storage, destination, backup.file_path)
+            destination.storage.confirm(backup.file_path, result.size, result.sha256)
         except Exception as exc:
             destination.fail(exc)
-            on_attempt(destination, attempt, destination.error)
+            _record_attempt(backup, destination, attempt)
             continue
         destination.confirmed = True
-        on_attempt(destination, attempt, "")
+        _record_attempt(backup, destination, attempt)
         return True
     return False
 
@@ -191,3 +284,40 @@ def _copy_once(source: BackupStorage, destination: Destination, path: str) -> No
         destination.writer = None
         if destination.stored is None:
             writer.abort()
+
+
+def _record_attempt(backup: Backup, destination: Destination, attempt: int) -> None:
+    with contextlib.suppress(StorageError), _upload_step(backup, destination, attempt):
+        if destination.error:
+            raise StorageError(f"storage {destination.name}, retry {attempt}: {destination.error}")
+
+
+def raise_for_required(destinations: list[Destination]) -> None:
+    failed = [d for d in destinations if d.required and not d.confirmed]
+    if failed:
+        raise StorageError(
+            "required cop" + ("y" if len(failed) == 1 else "ies") + " failed: "
+            + "; ".join(f"{d.failure} (after {d.attempts} retr{'y' if d.attempts == 1 else 'ies'})" for d in failed)
+        )  # fmt: skip
+
+
+def store_manifests(destinations: list[Destination], path: str, manifest: bytes) -> None:
+    """Write the manifest beside every confirmed copy; a required copy without one fails the run."""
+    for destination in destinations:
+        if not destination.confirmed:
+            continue
+        try:
+            destination.storage.put_bytes(path, manifest)
+            destination.manifest_stored = True
+        except Exception as exc:
+            destination.fail(exc)
+    raise_for_required(destinations)
+
+
+def record_outcomes(destinations: list[Destination]) -> list[str]:
+    """Save every copy's final status; return the failures of the optional copies."""
+    for destination in destinations:
+        destination.copy.status = CopyStatus.STORED if destination.confirmed else CopyStatus.FAILED
+        destination.copy.error_message = destination.error
+        destination.copy.save(update_fields=["status", "error_message"])
+    return [d.failure for d in destinations if not d.confirmed]

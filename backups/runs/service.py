@@ -4,46 +4,32 @@ backup: the outcome is on the Backup row."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups import secrets
 from backups.engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from backups.engines.base import refuse_problems
-from backups.models import Backup, BackupStatus, CopyStatus, Storage, Target
+from backups.models import Backup, BackupStatus, Storage, Target
 from backups.notifications import notify_backup
+from backups.requests import ScheduleInfo
 from backups.resources import MANIFEST_SUFFIX, connection_for, engine_for, scratch_dir
-from backups.runs import chains
-from backups.runs import destinations as copies
-from backups.runs.claims import reap_lost_runs, this_worker
+from backups.runs import chains, destinations, unchanged
+from backups.runs.claims import claim
 from backups.runs.destinations import Destination, FanOut
 from backups.runs.heartbeat import Heartbeat
 from backups.runs.manifests import build_manifest
 from backups.runs.steps import WorkerLost, describe_error, record_step
-from backups.runs.uploads import (
-    close_all,
-    discard_all,
-    open_destinations,
-    raise_for_required,
-    retry_failed_copies,
-    upload_step,
-)
 from backups.storages import StorageError
 from backups.streaming.codecs import EXTENSIONS
 from backups.streaming.pipeline import ProgressCallback, StreamResult, stream_backup
 
 logger = logging.getLogger(__name__)
-
-
-# -- running a backup ----------------------------------------------------------------------------
 
 
 def supports_type(target: Target, backup_type: str) -> bool:
@@ -79,7 +65,7 @@ def run_backup(
     backup_type: str = "full",
     storages: Sequence[Storage] | None = None,
     compression: str | None = None,
-    schedule: Any = None,
+    schedule: ScheduleInfo | None = None,
     retention_days: int | None = None,
     initiated_by: str = "",
     progress: ProgressCallback | None = None,
@@ -93,23 +79,21 @@ def run_backup(
     compression = compression or target.compression
     if retention_days is None:
         retention_days = target.retention.get("retention_days")
-    started = timezone.now()
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     backup = Backup.objects.create(
         target=target,
-        schedule=schedule,
+        schedule_id=schedule.pk if schedule is not None else None,
         backup_type=backup_type,
-        backup_name=f"{target.name}-{backup_type}-{stamp}",
+        backup_name=_backup_name(target, backup_type),
         compression=compression,
         retention_days=retention_days,
         initiated_by=initiated_by,
     )
-    if not _claim(backup):
+    if not claim(backup):
         return backup
     logger.info("backup %s of target %s started", backup.pk, target.name)
     try:
         with Heartbeat(backup.pk):
-            _execute(backup, target, storages, progress)
+            _execute(backup, target, storages, schedule, progress)
     except BaseException as exc:
         _fail(backup, exc)
         if not isinstance(exc, Exception):
@@ -119,54 +103,32 @@ def run_backup(
     return backup
 
 
-def _try_claim(backup: Backup) -> bool:
-    try:
-        with transaction.atomic():
-            return bool(
-                Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(
-                    status=BackupStatus.RUNNING,
-                    started_at=timezone.now(),
-                    heartbeat_at=timezone.now(),
-                    worker=this_worker(),
-                )
-            )
-    except IntegrityError:
-        return False
-
-
-def _claim(backup: Backup) -> bool:
-    """PENDING -> RUNNING, or SKIPPED when the target already has a running backup."""
-    claimed = _try_claim(backup) or (bool(reap_lost_runs(backup.target)) and _try_claim(backup))
-    if not claimed:
-        Backup.objects.filter(pk=backup.pk).update(
-            status=BackupStatus.SKIPPED,
-            completed_at=timezone.now(),
-            notes="skipped: another backup of this target is already running",
-        )
-        backup.refresh_from_db()
-        return False
-    backup.refresh_from_db()
-    return True
+def _backup_name(target: Target, backup_type: str) -> str:
+    return f"{target.name}-{backup_type}-{timezone.now():%Y%m%dT%H%M%SZ}"
 
 
 def _execute(
-    backup: Backup, target: Target, storages: Sequence[Storage] | None, progress: ProgressCallback | None
+    backup: Backup,
+    target: Target,
+    storages: Sequence[Storage] | None,
+    schedule: ScheduleInfo | None,
+    progress: ProgressCallback | None,
 ) -> None:
     with record_step(backup, "validate") as step:
         engine, connection, rows = _prepare(backup, target, storages)
         step.message = f"engine {engine.key}; storages: {', '.join(row.name for row in rows)}"
-        backup.fingerprint = _fingerprint(engine, connection, target, rows, backup)
-        previous = _unchanged_since(backup, target) if target.skip_unchanged else None
+        backup.fingerprint = unchanged.fingerprint(engine, connection, target, rows, backup)
+        previous = unchanged.unchanged_since(backup, target) if target.skip_unchanged else None
         if previous is None:
-            destinations = open_destinations(backup, rows)
+            opened = destinations.open_destinations(backup, rows)
         else:
             step.message += f"; unchanged since backup {previous.pk}"
     if previous is not None:
-        _skip_unchanged(backup, previous)
+        unchanged.skip_unchanged(backup, previous)
         return
 
-    base_info = _link_to_previous(backup) if backup.backup_type == "incremental" else None
-    backup.file_path = _object_path(backup, engine)
+    base_info = chains.link_to_previous(backup) if backup.backup_type == "incremental" else None
+    backup.file_path = _object_path(backup, engine, schedule)
     backup.save(update_fields=["file_path", "fingerprint", "base", "backup_type", "backup_name"])
     options = DumpOptions(
         backup_type=backup.backup_type,
@@ -174,46 +136,18 @@ def _execute(
         scratch_dir=scratch_dir(),
         previous=base_info,
     )
-    fan = FanOut(destinations)
     try:
-        result, info = _stream(backup, engine, connection, fan, options, progress)
-        _confirm_and_describe(backup, engine, destinations, result, info)
+        result, info = _stream(backup, engine, connection, FanOut(backup, opened), options, progress)
+        _confirm_and_describe(backup, engine, opened, result, info)
     except BaseException:
-        discard_all(destinations)
+        destinations.discard_all(opened)
         raise
     finally:
-        close_all(destinations)
+        destinations.close_all(opened)
 
-    now = timezone.now()
-    backup.status = BackupStatus.SUCCESS
-    backup.completed_at = now
-    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
-    if backup.retention_days:
-        backup.expires_at = (backup.started_at or now) + timedelta(days=backup.retention_days)
+    backup.finish(BackupStatus.SUCCESS)
     backup.save()
     logger.info("backup %s of target %s succeeded: %s bytes", backup.pk, target.name, backup.file_size)
-
-
-def _link_to_previous(backup: Backup) -> dict[str, Any] | None:
-    """Set ``backup.base`` to the link an incremental builds on and return that link's engine
-    info (with its file index, from its manifest). With nothing to build on, the run becomes a
-    full backup, and says so."""
-    with record_step(backup, "chain") as step:
-        base = chains.previous_link(backup)
-        if base is None:
-            backup.backup_type = "full"
-            backup.backup_name = backup.backup_name.replace("-incremental-", "-full-", 1)
-            backup.notes = "made a full backup: no earlier full or incremental backup to build on"
-            step.message = backup.notes
-            return None
-        manifest = chains.load_manifest(base)
-        info = manifest.get("engine_info")
-        if not isinstance(info, dict):
-            raise chains.ServiceError(f"the manifest of backup {base.pk} has no engine_info to build on")
-        backup.base = base
-        depth = len(chains.chain_of(base))
-        step.message = f"built on backup {base.pk} ({base.backup_type}); link {depth + 1} of its chain"
-        return info
 
 
 def _prepare(
@@ -242,75 +176,9 @@ def _prepare(
     return engine, connection, rows
 
 
-def _fingerprint(
-    engine: Engine, connection: Connection, target: Target, rows: list[Storage], backup: Backup
-) -> str:
-    """The source's change token joined with everything that shapes the backup, so a changed
-    table filter, option, compression or storage list never matches an older backup."""
-    try:
-        token = engine.fingerprint(connection)
-    except EngineError as exc:
-        logger.warning("backup %s: no fingerprint for target %s: %s", backup.pk, target.name, exc)
-        return ""
-    if not token:
-        return ""
-    shape = json.dumps(
-        [
-            backup.backup_type,
-            backup.compression,
-            target.options,
-            target.include_tables,
-            target.exclude_tables,
-            sorted(row.name for row in rows),
-        ],
-        sort_keys=True,
-        default=str,
-    )
-    return f"{token}|{hashlib.sha256(shape.encode()).hexdigest()[:16]}"
-
-
-def _unchanged_since(backup: Backup, target: Target) -> Backup | None:
-    """The newest intact backup with the same fingerprint, if any."""
-    if not backup.fingerprint:
-        return None
-    previous = (
-        Backup.objects.filter(
-            target=target,
-            status=BackupStatus.SUCCESS,
-            deleted_at__isnull=True,
-            fingerprint=backup.fingerprint,
-        )
-        .exclude(pk=backup.pk)
-        .order_by("-started_at", "-id")
-        .first()
-    )
-    if previous is None or previous.copies.exclude(status=CopyStatus.STORED).exists():
-        return None
-    return previous
-
-
-def _skip_unchanged(backup: Backup, previous: Backup) -> None:
-    now = timezone.now()
-    backup.status = BackupStatus.SKIPPED
-    backup.completed_at = now
-    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
-    backup.notes = (
-        f"skipped: nothing changed since backup {previous.pk} of {previous.started_at:%Y-%m-%d %H:%M} "
-        "(same fingerprint)"
-    )
-    backup.save()
-    logger.info(
-        "backup %s of target %s skipped: unchanged since %s", backup.pk, backup.target.name, previous.pk
-    )
-
-
-def _object_path(backup: Backup, engine: Engine) -> str:
+def _object_path(backup: Backup, engine: Engine, schedule: ScheduleInfo | None) -> str:
     extension = engine.file_extension + EXTENSIONS[backup.compression]
-    sub = (
-        backup.schedule.storage_path.strip("/") + "/"
-        if backup.schedule and backup.schedule.storage_path
-        else ""
-    )
+    sub = schedule.storage_path.strip("/") + "/" if schedule is not None and schedule.storage_path else ""
     return f"{sub}{backup.target.name}/{backup.backup_name}-{backup.pk}{extension}"
 
 
@@ -344,32 +212,28 @@ def _stream(
         step.bytes = result.size
         ratio = result.size / result.raw_size if result.raw_size else 0
         step.message = f"{backup.compression}: {result.size} bytes ({ratio:.1%} of the dump)"
-    fan.commit(lambda destination: upload_step(backup, destination))
+    fan.commit()
     return result, dict(dump.info)
 
 
 def _confirm_and_describe(
     backup: Backup,
     engine: Engine,
-    destinations: list[Destination],
+    opened: list[Destination],
     result: StreamResult,
     info: dict[str, Any],
 ) -> None:
     with record_step(backup, "verify") as step:
-        copies.confirm_all(
-            [d for d in destinations if d.stored is not None], backup.file_path, result.size, result.sha256
-        )
-        good = [d for d in destinations if d.confirmed]
+        destinations.confirm_all(opened, backup.file_path, result.size, result.sha256)
+        good = [d for d in opened if d.confirmed]
         if not good:
-            raise StorageError(
-                "no copy was stored and confirmed: " + "; ".join(d.failure for d in destinations)
-            )
+            raise StorageError("no copy was stored and confirmed: " + "; ".join(d.failure for d in opened))
         step.bytes = result.size
         step.message = (
             f"{len(good)} cop{'y' if len(good) == 1 else 'ies'} re-read: size and sha256 match"
-            + "".join(f"; failed: {d.failure}" for d in destinations if not d.confirmed)
+            + "".join(f"; failed: {d.failure}" for d in opened if not d.confirmed)
         )
-    retry_failed_copies(backup, destinations, good[0], result)
+    destinations.retry_failed_copies(backup, opened, good[0], result)
     backup.file_size = result.size
     backup.raw_size = result.raw_size
     backup.progress = result.raw_size
@@ -379,24 +243,13 @@ def _confirm_and_describe(
     backup.files_included = list(info.get("roots", {}).values()) or list(info.get("config_paths", []))
     with record_step(backup, "manifest") as step:
         manifest = json.dumps(build_manifest(backup, engine, info), indent=2, sort_keys=True).encode()
-        for destination in destinations:
-            if not destination.confirmed:
-                continue
-            try:
-                destination.storage.put_bytes(backup.file_path + MANIFEST_SUFFIX, manifest)
-                destination.manifest_stored = True
-            except Exception as exc:
-                destination.fail(exc)
-        raise_for_required(destinations)
+        destinations.store_manifests(opened, backup.file_path + MANIFEST_SUFFIX, manifest)
         step.message = f"{backup.file_path}{MANIFEST_SUFFIX}"
-    optional = [d for d in destinations if not d.confirmed]
-    for destination in destinations:
-        destination.copy.status = CopyStatus.STORED if destination.confirmed else CopyStatus.FAILED
-        destination.copy.error_message = destination.error
-        destination.copy.save(update_fields=["status", "error_message"])
-    if optional:
+    optional_failures = destinations.record_outcomes(opened)
+    if optional_failures:
+        notes = [backup.notes] if backup.notes else []
         backup.notes = "; ".join(
-            [backup.notes] * bool(backup.notes) + [f"optional copy failed: {d.failure}" for d in optional]
+            notes + [f"optional copy failed: {failure}" for failure in optional_failures]
         )
 
 
@@ -408,9 +261,5 @@ def _fail(backup: Backup, exc: BaseException) -> None:
         )
     else:
         logger.warning("backup %s of target %s failed: %s", backup.pk, backup.target.name, message)
-    now = timezone.now()
-    backup.status = BackupStatus.FAILED
     backup.error_message = message
-    backup.completed_at = now
-    backup.duration_seconds = (now - (backup.started_at or now)).total_seconds()
-    backup.save(update_fields=["status", "error_message", "completed_at", "duration_seconds"])
+    backup.save(update_fields=[*backup.finish(BackupStatus.FAILED), "error_message"])

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from backups import services
 from backups.cli import dump_json, usage_error
-from backups.config import loader as config
 
 
 class Command(BaseCommand):
@@ -26,13 +26,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         probe = not options["skip_probes"]
         try:
-            cfg = config.load(options["file"])
+            cfg = services.load_config(options["file"])
             if options["action"] == "check":
-                config.validate(cfg, probe=probe)
+                services.validate_config(cfg, probe=probe)
                 report = None
             else:
-                report = config.apply(cfg, probe=probe)
-        except config.ConfigInvalid as exc:
+                report = services.apply_config(cfg, probe=probe)
+        except services.ConfigInvalid as exc:
             if options["json"]:
                 dump_json(self.stdout, {"ok": False, "errors": exc.errors})
             raise usage_error(

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from backups import catalog
+from backups import services
 from backups.cli import dump_json, failed, usage_error
 from backups.models import Storage
 
@@ -28,7 +28,7 @@ class Command(BaseCommand):
             rows = rows.filter(name=options["storage"])
             if not rows.exists():
                 raise usage_error(f"--storage: no storage named {options['storage']!r}")
-        reports = [catalog.reconcile(row) for row in rows]
+        reports = [services.reconcile(row) for row in rows]
         if options["json"]:
             dump_json(self.stdout, [{**r.__dict__, "clean": r.clean} for r in reports])
         else:

@@ -6,10 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from backups import catalog
+from backups import services
 from backups.cli import dump_json, failed, usage_error
 from backups.models import Storage
-from backups.storages import StorageError
 
 
 class Command(BaseCommand):
@@ -32,8 +31,8 @@ class Command(BaseCommand):
             names = ", ".join(Storage.objects.values_list("name", flat=True)) or "none"
             raise usage_error(f"--storage: no storage named {options['storage']!r} (known: {names})")
         try:
-            report = catalog.reindex_storage(row, dry_run=options["dry_run"])
-        except StorageError as exc:
+            report = services.reindex_storage(row, dry_run=options["dry_run"])
+        except services.StorageError as exc:
             raise failed(f"cannot read storage {row.name}: {exc}") from None
         if options["json"]:
             dump_json(self.stdout, report.__dict__)

@@ -13,9 +13,16 @@ from django.utils import timezone
 from backups import services
 from backups.cli import dump_json, usage_error
 from backups.models import Target
-from backups.retention.planner import BackupInfo, plan
-from backups.retention.policy import Policy, PolicyError
-from backups.retention.spec import SpecError, parse_moment, parse_spec, parse_timestamps
+from backups.services import (
+    BackupInfo,
+    Policy,
+    PolicyError,
+    SpecError,
+    parse_moment,
+    parse_spec,
+    parse_timestamps,
+)
+from backups.services import plan_retention as plan
 
 
 class Command(BaseCommand):

@@ -9,8 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from backups.cli import ProgressLine, dump_json, failed, stop_cleanly_on_sigterm, usage_error, who
-from backups.engines import get_engine
 from backups.models import Backup, Target
+from backups.services import get_engine
 from restores.models import RestoreLog, RestoreStatus
 from restores.services import (
     RestoreRefused,

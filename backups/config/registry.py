@@ -1,0 +1,112 @@
+"""Sections other apps add to the TOML file, and the writing helpers they share with the core.
+
+The core validates and applies ``[storages.*]``, ``[targets.*]`` and ``[notifiers.*]``; an app
+that owns more configuration (the schedules app: ``[schedules.*]``) registers a
+:class:`ConfigSection` from its ``ready``. The loader never imports those apps: it calls what
+they registered, in ``position`` order, with what they may refer to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Model
+
+from backups.config.checks import Validator
+from backups.models import Storage, Target
+
+CORE_SECTIONS = {"storages": 10, "targets": 20, "notifiers": 40}
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged}
+
+
+@dataclass(frozen=True)
+class Known:
+    """What a section's tables may refer to: declared in the file or already in the catalog."""
+
+    storages: set[str]
+    targets: dict[str, str]  # name -> engine key
+    targets_with_config: set[str]  # targets that list config_paths
+    notifiers: set[str]
+
+
+@dataclass
+class Written:
+    """The rows the apply wrote so far (and the existing ones), for sections that refer to them."""
+
+    storages: dict[str, Storage]
+    targets: dict[str, Target]
+    report: ApplyReport
+
+    def target(self, name: str) -> Target:
+        return self.targets.get(name) or Target.objects.get(name=name)
+
+
+@dataclass(frozen=True)
+class ConfigSection:
+    """One ``[name.*]`` section: ``validate`` checks one table (reporting through the Validator)
+    and returns its plan; ``apply`` writes one plan inside the apply's transaction;
+    ``after_apply`` runs once after a successful apply (e.g. to sync Celery beat)."""
+
+    name: str
+    position: int
+    validate: Callable[[Validator, str, dict[str, Any], Known], Any]
+    apply: Callable[[str, Any, Written], None]
+    after_apply: Callable[[], object] | None = None
+
+
+_SECTIONS: dict[str, ConfigSection] = {}
+
+
+def register_section(section: ConfigSection) -> None:
+    _SECTIONS[section.name] = section
+
+
+def extra_sections() -> list[ConfigSection]:
+    return sorted(_SECTIONS.values(), key=lambda section: section.position)
+
+
+def section_names() -> tuple[str, ...]:
+    """Every section the file may hold, in the order messages list them."""
+    positions = {**CORE_SECTIONS, **{s.name: s.position for s in _SECTIONS.values()}}
+    return tuple(sorted(positions, key=positions.__getitem__))
+
+
+def upsert(model: type[Model], name: str, fields: dict[str, Any], report: ApplyReport, label: str) -> Any:
+    """Create or update the row named ``name``; report what changed."""
+    obj = model._default_manager.filter(name=name).first()
+    if obj is None:
+        obj = model._default_manager.create(name=name, **fields)
+        report.created.append(f"{label} {name}")
+        return obj
+    changed = [key for key, value in fields.items() if getattr(obj, key) != value]
+    if changed:
+        for key in changed:
+            setattr(obj, key, fields[key])
+        obj.save()
+        report.updated.append(f"{label} {name} ({', '.join(changed)})")
+    else:
+        report.unchanged.append(f"{label} {name}")
+    return obj
+
+
+def set_storages(obj: Any, wanted: list[Storage], report: ApplyReport, label: str) -> None:
+    """Make ``obj.storages`` exactly ``wanted``; report it when that changed anything."""
+    manager = obj.storages
+    current = {item.pk for item in manager.all()}
+    if current != {item.pk for item in wanted}:
+        manager.set(wanted)
+        entry = f"{label} (storages)"
+        if not any(line.startswith(label) for line in report.created + report.updated):
+            report.unchanged = [line for line in report.unchanged if line != label]
+            report.updated.append(entry)
