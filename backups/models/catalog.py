@@ -1,0 +1,149 @@
+"""What to back up (Target) and where to (Storage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models.functions import Lower
+
+from backups import secrets
+from backups.engines import engine_choices
+from backups.retention.policy import Policy, PolicyError
+from backups.storages import STORAGE_KINDS
+from backups.streaming.codecs import COMPRESSIONS
+
+
+def storage_kind_choices() -> list[tuple[str, str]]:
+    return [(kind, kind.upper() if len(kind) <= 3 else kind.capitalize()) for kind in STORAGE_KINDS]
+
+
+def validate_secret_reference(value: str) -> None:
+    if not secrets.is_reference_only(value):
+        raise ValidationError(
+            "Write secrets as ${ENV_VAR} or ${file:/path/to/file}; plaintext secrets are never stored."
+        )
+
+
+COMPRESSION_CHOICES = [(name, name) for name in COMPRESSIONS]
+
+
+class BackupType(models.TextChoices):
+    FULL = "full", "Full"
+    DATABASE = "database", "Database"
+    FILES = "files", "Files"
+    INCREMENTAL = "incremental", "Incremental"
+    CONFIGURATION = "configuration", "Configuration"
+
+
+class Storage(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=32, choices=storage_kind_choices)
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Kind-specific settings; secrets as ${ENV_VAR} references."
+    )
+    prefix = models.CharField(max_length=255, blank=True, help_text="Path prefix inside the storage.")
+    required = models.BooleanField(
+        default=True,
+        help_text="A backup succeeds only when its copy here is stored and confirmed. An optional "
+        "storage that fails is retried, then noted, and the backup still succeeds.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="storage_name_ci_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def validate_retention(policy: Any, timezone: str) -> None:
+    """Raise a ValidationError on the ``retention`` field (or ``timezone``) naming the bad rule."""
+    try:
+        Policy.from_mapping(policy, timezone=timezone)
+    except PolicyError as exc:
+        field = "timezone" if exc.field == "timezone" else "retention"
+        raise ValidationError({field: str(exc) if field == "retention" else exc.message}) from None
+
+
+class Target(models.Model):
+    name = models.SlugField(max_length=100, unique=True)
+    engine = models.CharField(max_length=32, choices=engine_choices)
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    database = models.CharField(max_length=1024, blank=True, help_text="Database name; for SQLite, its path.")
+    user = models.CharField(max_length=255, blank=True)
+    password = models.CharField(
+        max_length=512,
+        blank=True,
+        validators=[validate_secret_reference],
+        help_text="A reference, resolved only at run time: ${ENV_VAR} or ${file:/path}.",
+    )
+    options = models.JSONField(default=dict, blank=True)
+    include_tables = models.JSONField(default=list, blank=True)
+    exclude_tables = models.JSONField(default=list, blank=True)
+    paths = models.JSONField(default=list, blank=True, help_text="Directories (files engine).")
+    config_paths = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Configuration files and directories (absolute paths) saved by backups of type "
+        '"configuration", e.g. ["/etc/postgresql/15/main/postgresql.conf", "/etc/backupsite.toml"].',
+    )
+    timezone = models.CharField(max_length=64, default="UTC")
+    compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
+    retention = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='e.g. {"keep_daily": 7, "keep_weekly": 4, "tiers": ["1h:72h"], "retention_days": 90}; '
+        "see the README's Retention section. Empty: nothing is ever deleted.",
+    )
+    is_active = models.BooleanField(default=True)
+    skip_unchanged = models.BooleanField(
+        default=False,
+        help_text="Record a run SKIPPED when the engine can tell for sure that nothing changed since "
+        "the last successful backup (PostgreSQL: same WAL position).",
+    )
+    sandbox = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="sandbox_for",
+        help_text="A server of the same engine where backup_verify --deep restores into a scratch "
+        "database, compares row counts with the manifest and drops it.",
+    )
+    storages = models.ManyToManyField(Storage, related_name="targets", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="target_name_ci_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        validate_retention(self.retention, self.timezone)
+        from backups.engines.configuration import path_problems
+
+        if not isinstance(self.config_paths, list):
+            raise ValidationError({"config_paths": 'a list of absolute paths, e.g. ["/etc/my.cnf"]'})
+        problems = path_problems(self.config_paths)
+        if problems:
+            raise ValidationError({"config_paths": problems})
+        if self.sandbox_id is None:
+            return
+        if self.pk is not None and self.sandbox_id == self.pk:
+            raise ValidationError(
+                {"sandbox": "a target cannot be its own sandbox; pick another server or user"}
+            )
+        if self.sandbox is not None and self.sandbox.engine != self.engine:
+            raise ValidationError(
+                {
+                    "sandbox": f"{self.sandbox.name} uses the {self.sandbox.engine} engine; pick a {self.engine} target"
+                }
+            )
