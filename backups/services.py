@@ -26,7 +26,7 @@ from backups.config.loader import apply as apply_config
 from backups.config.loader import load as load_config
 from backups.config.loader import validate as validate_config
 from backups.config.registry import ConfigSection, Known, Written, register_section, set_storages, upsert
-from backups.config.sections import retention_rules, storage_refs
+from backups.config.sections import option_problems, retention_rules, storage_refs
 from backups.downloads import Download, NoSuchBackup, start_download
 from backups.engines import Connection, Engine, EngineError, engine_keys, get_engine
 from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
@@ -110,6 +110,7 @@ __all__ = [
     "notifier_class",
     "notify",
     "notify_backup",
+    "option_problems",
     "parse_moment",
     "parse_spec",
     "parse_timestamps",

@@ -7,9 +7,10 @@ import pytest
 from backups.engines.clickhouse import client as clickhouse_client
 from backups.engines.mongodb import settings as mongodb_settings
 from backups.engines.mysql import settings as mysql_settings
-from backups.engines.options import Option, boolean, one_of, option_problems, pem_file, seconds
+from backups.engines.options import boolean, one_of, option_problems, pem_file, seconds
 from backups.engines.postgresql import settings as postgresql_settings
 from backups.engines.redis import engine as redis
+from backups.plugins import Option
 
 KNOWN = {
     "tls": Option("true for TLS", boolean),
@@ -54,4 +55,6 @@ def test_good_values_pass() -> None:
 )
 def test_every_engine_option_has_help_and_a_check(module: object) -> None:
     options = module.OPTIONS  # type: ignore[attr-defined]
-    assert options and all(isinstance(option, Option) and option.help for option in options.values())
+    assert options and all(
+        isinstance(option, Option) and option.help and option.check for option in options.values()
+    )

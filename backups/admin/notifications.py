@@ -11,9 +11,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from backups.admin.common import option_problems
 from backups.models import Notification, NotificationStatus, Notifier
-from backups.services import NotifierError, notifier_class
+from backups.services import NotifierError, notifier_class, option_problems
 
 STATUS_COLOURS: dict[str, str] = {
     NotificationStatus.SENT: "#2e7d32",

@@ -7,10 +7,10 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 
-from backups.admin.common import option_problems, status_badge
+from backups.admin.common import status_badge
 from backups.admin.retention import retention_preview
 from backups.models import BackupStatus, Storage, Target
-from backups.services import StorageError, storage_class
+from backups.services import StorageError, option_problems, storage_class
 
 
 class StorageForm(forms.ModelForm):

@@ -4,7 +4,7 @@ the engines', storages' and notifiers' own validation and, when probing, their e
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from backups import secrets
@@ -13,6 +13,7 @@ from backups.engines import Connection, EngineError, engine_keys, get_engine
 from backups.engines.configuration import path_problems
 from backups.models import Event, default_notifier_events
 from backups.notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
+from backups.plugins import Option
 from backups.retention.policy import Policy, PolicyError
 from backups.storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 
@@ -250,3 +251,15 @@ def retention_rules(check: Validator, table: dict[str, Any], path: str) -> dict[
         check.error(where, exc.message)
         return {}
     return dict(retention)
+
+
+def option_problems(cls: Any, options: dict[str, Any]) -> list[tuple[str, str]]:
+    """A storage or notifier kind's own option rules (:func:`backups.plugins.validate_options`
+    and the kind's ``check_options``), plus: secrets only as references."""
+    problems: list[tuple[str, str]] = cls.validate_options(options)
+    known: Mapping[str, Option] = cls.OPTIONS
+    for key, spec in known.items():
+        value = options.get(key)
+        if spec.secret and isinstance(value, str) and not secrets.is_reference_only(value):
+            problems.append((key, "write secrets as ${ENV_VAR} or ${file:/path}; plaintext is refused"))
+    return problems

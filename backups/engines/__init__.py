@@ -4,9 +4,11 @@ listed in ``ENGINES`` (or in the ``BACKUPSITE_ENGINES`` setting) plus its tests.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from django.conf import settings
-from django.utils.module_loading import import_string
+
+from backups.plugins import Registry
 
 from .base import Connection, DumpOptions, Engine, EngineError, RestoreOptions
 
@@ -36,26 +38,37 @@ LABELS: dict[str, str] = {
 }
 
 
+def _configured() -> dict[str, Any]:
+    """Engines added by the ``BACKUPSITE_ENGINES`` setting (read at every look-up)."""
+    return getattr(settings, "BACKUPSITE_ENGINES", {})
+
+
+REGISTRY: Registry[Engine] = Registry(
+    "engine",
+    ENGINES,
+    labels=LABELS,
+    error=EngineError,
+    unknown="unknown {family} {key!r}; available: {keys}",
+    extra=_configured,
+    sort=True,
+)
+
+
 def engine_paths() -> dict[str, str]:
-    return {**ENGINES, **getattr(settings, "BACKUPSITE_ENGINES", {})}
+    return REGISTRY.paths()
 
 
 def engine_keys() -> list[str]:
-    return sorted(engine_paths())
+    return REGISTRY.keys()
 
 
 def engine_choices() -> list[tuple[str, str]]:
-    return [(key, LABELS.get(key) or get_engine(key).label) for key in engine_keys()]
+    return REGISTRY.choices()
 
 
 @cache
 def get_engine(key: str) -> Engine:
-    try:
-        path = engine_paths()[key]
-    except KeyError:
-        raise EngineError(f"unknown engine {key!r}; available: {', '.join(engine_keys())}") from None
-    engine_class = import_string(path)
-    engine: Engine = engine_class()
+    engine: Engine = REGISTRY.load(key)()
     return engine
 
 

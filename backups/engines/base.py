@@ -2,7 +2,8 @@
 
 An engine gets plain values (a :class:`Connection` with secrets already resolved, option
 dataclasses, byte streams) and returns plain values or raises :class:`EngineError`. It never
-touches models, services or tasks, so it can be tested and reused on its own.
+touches models, services or tasks, so it can be tested and reused on its own: an engine imports
+:mod:`backups.plugins`, the engines' own modules, the standard library and its client library.
 """
 
 from __future__ import annotations

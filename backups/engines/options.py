@@ -1,41 +1,26 @@
-"""Checking a target's ``options`` table: one check per known option, the same words everywhere.
+"""The checks of engines' ``options`` tables: one check per known option, the same words everywhere.
 
-An engine declares ``OPTIONS = {name: Option(help, check)}``; :func:`option_problems` refuses
-unknown names (listing the known ones) and reports each bad value as ``("options.NAME",
-message)``, the field names the TOML loader and the admin show. A check returns ``None`` for a
-good value, else the message.
+An engine declares ``OPTIONS = {name: Option(help, check)}`` (:class:`backups.plugins.Option`);
+:func:`option_problems` refuses unknown names (listing the known ones) and reports each bad value
+as ``("options.NAME", message)``, the field names the TOML loader and the admin show. A check
+returns ``None`` for a good value, else the message.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 from typing import Any
 
-Check = Callable[[Any], "str | None"]
-
-
-@dataclass(frozen=True)
-class Option:
-    help: str
-    check: Check
-
+from backups.plugins import Check, Option, validate_options
 
 MAX_PATH = 1000  # a file path in an option (some tools read option-file lines into 4 KiB)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def option_problems(options: Mapping[str, Any], known: Mapping[str, Option]) -> list[tuple[str, str]]:
-    problems = []
-    for name, value in options.items():
-        option = known.get(name)
-        if option is None:
-            names = ", ".join(sorted(known))
-            problems.append(("options", f"unknown option {name!r}; known options: {names}"))
-        elif (message := option.check(value)) is not None:
-            problems.append((f"options.{name}", message))
-    return problems
+    """:func:`backups.plugins.validate_options` for a target's ``options`` table."""
+    return validate_options(options, known, table="options")
 
 
 def boolean(value: Any) -> str | None:

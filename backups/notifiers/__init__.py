@@ -7,26 +7,33 @@ Notification rows are the service's (:mod:`backups.notifications`).
 
 from __future__ import annotations
 
-import importlib
+from functools import partial
 from typing import Any
 
-from .base import Message, Notifier, NotifierError, Option
+from backups.plugins import Option, Registry
 
-NOTIFIER_KINDS = ("email", "webhook", "slack", "teams", "audit")
-_CLASSES: dict[str, str] = {
-    "email": "backups.notifiers.email.EmailNotifier",
-    "webhook": "backups.notifiers.webhook.WebhookNotifier",
-    "slack": "backups.notifiers.slack.SlackNotifier",
-    "teams": "backups.notifiers.teams.TeamsNotifier",
-    "audit": "backups.notifiers.audit.AuditNotifier",
-}
-LABELS = {
-    "email": "Email",
-    "webhook": "Webhook",
-    "slack": "Slack",
-    "teams": "Microsoft Teams",
-    "audit": "Audit file",
-}
+from .base import Message, Notifier, NotifierError
+
+REGISTRY: Registry[Notifier] = Registry(
+    "notifier kind",
+    {
+        "email": "backups.notifiers.email.EmailNotifier",
+        "webhook": "backups.notifiers.webhook.WebhookNotifier",
+        "slack": "backups.notifiers.slack.SlackNotifier",
+        "teams": "backups.notifiers.teams.TeamsNotifier",
+        "audit": "backups.notifiers.audit.AuditNotifier",
+    },
+    labels={
+        "email": "Email",
+        "webhook": "Webhook",
+        "slack": "Slack",
+        "teams": "Microsoft Teams",
+        "audit": "Audit file",
+    },
+    error=partial(NotifierError, retryable=False),
+)
+NOTIFIER_KINDS = tuple(REGISTRY.keys())
+LABELS = REGISTRY.labels
 
 __all__ = [
     "NOTIFIER_KINDS",
@@ -41,17 +48,11 @@ __all__ = [
 
 
 def notifier_class(kind: str) -> type[Notifier]:
-    if kind not in NOTIFIER_KINDS:
-        raise NotifierError(
-            f"unknown notifier kind {kind!r}; use one of {', '.join(NOTIFIER_KINDS)}", retryable=False
-        )
-    module, _, name = _CLASSES[kind].rpartition(".")
-    cls: type[Notifier] = getattr(importlib.import_module(module), name)
-    return cls
+    return REGISTRY.load(kind)
 
 
 def notifier_kind_choices() -> list[tuple[str, str]]:
-    return [(kind, LABELS[kind]) for kind in NOTIFIER_KINDS]
+    return REGISTRY.choices()
 
 
 def build_notifier(name: str, kind: str, options: dict[str, Any]) -> Notifier:

@@ -12,7 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import Message, Notifier, NotifierError, Option
+from backups.plugins import Option
+
+from .base import Message, Notifier, NotifierError
 
 
 class AuditNotifier(Notifier):

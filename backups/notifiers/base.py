@@ -4,7 +4,9 @@
 A notifier gets plain values (its name and options with secrets already resolved) and a
 :class:`Message`; :meth:`Notifier.send` makes one attempt and raises :class:`NotifierError`,
 whose message never holds a secret: channels whose address is a secret (webhook URLs carry
-their token) name only the host. :meth:`Notifier.deliver` adds the retries with backoff.
+their token) name only the host. :meth:`Notifier.deliver` adds the retries with backoff. A
+kind imports :mod:`backups.plugins` (its ``Option`` spec), this module, the standard library
+and its client library.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from backups.plugins import Option, matches, validate_options
+
 logger = logging.getLogger(__name__)
 
 SEVERITIES = ("info", "warning", "error")
@@ -40,28 +44,6 @@ class NotifierError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after  # seconds the receiver asked for (HTTP Retry-After)
-
-
-@dataclass(frozen=True)
-class Option:
-    """One kind-specific option: its type, whether it is required, secret or a local path."""
-
-    type: type
-    help: str
-    required: bool = False
-    secret: bool = False  # must be a ${ENV}/${file:} reference in configuration
-    path: bool = False  # a local file; relative paths in TOML are relative to the TOML file
-    choices: tuple[str, ...] = ()
-    default: Any = None
-
-
-_TYPE_WORDS = {
-    str: "a string",
-    int: "a whole number",
-    float: "a number",
-    bool: "true or false",
-    list: "a list",
-}
 
 
 @dataclass(frozen=True)
@@ -87,14 +69,6 @@ class Message:
         return "\n".join(lines)
 
 
-def _matches(value: Any, expected: type) -> bool:
-    if isinstance(value, bool):
-        return expected is bool
-    if expected is float:
-        return isinstance(value, int | float)
-    return isinstance(value, expected)
-
-
 class Notifier(ABC):
     kind: ClassVar[str]
     label: ClassVar[str]
@@ -115,25 +89,8 @@ class Notifier(ABC):
     @classmethod
     def validate_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
         """(option, message) for every problem; empty when the options are usable."""
-        problems: list[tuple[str, str]] = []
-        for key, value in options.items():
-            spec = cls.OPTIONS.get(key)
-            if spec is None:
-                known = ", ".join(sorted(cls.OPTIONS)) or "none"
-                problems.append((key, f"unknown option for the {cls.kind} notifier kind; known: {known}"))
-                continue
-            if value is None:
-                continue
-            if not _matches(value, spec.type):
-                problems.append((key, f"must be {_TYPE_WORDS.get(spec.type, spec.type.__name__)}"))
-            elif spec.choices and value not in spec.choices:
-                problems.append((key, f"must be one of {', '.join(spec.choices)}, got {value!r}"))
-        for key, spec in cls.OPTIONS.items():
-            if spec.required and options.get(key) in (None, "", []):
-                problems.append((key, f"required: {spec.help}"))
-        if not problems:
-            problems += cls.check_options(options)
-        return problems
+        problems = validate_options(options, cls.OPTIONS, family=f"{cls.kind} notifier")
+        return problems or cls.check_options(options)
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
@@ -249,7 +206,7 @@ class HTTPNotifier(Notifier):
             problems.append(("timeout", "must be more than 0 and at most 300 seconds"))
         delays = options.get("retry_delays")
         if delays is not None and (
-            len(delays) > 10 or not all(_matches(d, float) and 0 <= d <= 3600 for d in delays)
+            len(delays) > 10 or not all(matches(d, float) and 0 <= d <= 3600 for d in delays)
         ):
             problems.append(("retry_delays", "must be at most 10 numbers of seconds, each 0-3600"))
         return problems

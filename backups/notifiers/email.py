@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 
 from django.core.mail import EmailMessage, get_connection
 
-from .base import Message, Notifier, NotifierError, Option
+from backups.plugins import Option
+
+from .base import Message, Notifier, NotifierError
 
 SEVERITY_TAGS = {"error": "[FAILED] ", "warning": "[WARNING] ", "info": ""}
 

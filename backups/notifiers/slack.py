@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import HTTP_OPTIONS, HTTPNotifier, Message, Option
+from backups.plugins import Option
+
+from .base import HTTP_OPTIONS, HTTPNotifier, Message
 
 ICONS = {"error": ":red_circle:", "warning": ":warning:", "info": ":large_green_circle:"}
 FIELDS_PER_SECTION = 10  # Slack's limit for a section's fields

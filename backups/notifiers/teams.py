@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import HTTP_OPTIONS, HTTPNotifier, Message, Option
+from backups.plugins import Option
+
+from .base import HTTP_OPTIONS, HTTPNotifier, Message
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_VERSION = "1.4"  # what Teams renders everywhere (desktop, web, mobile)

@@ -11,7 +11,9 @@ import hashlib
 import hmac
 from typing import Any, ClassVar
 
-from .base import HTTP_OPTIONS, HTTPNotifier, Message, Option
+from backups.plugins import Option
+
+from .base import HTTP_OPTIONS, HTTPNotifier, Message
 
 SIGNATURE_HEADER = "X-Backupsite-Signature"
 EVENT_HEADER = "X-Backupsite-Event"

@@ -9,28 +9,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils.module_loading import import_string
+from backups.plugins import Option, Registry
 
 from .base import (
     PARTIAL_MARKER,
     STALE_AFTER,
     BackupStorage,
     ObjectWriter,
-    Option,
     StorageError,
     StoredObject,
 )
 from .local import LocalStorage
 
-STORAGE_KINDS = ("local", "s3", "sftp", "ftp", "gcs", "azure")
-_CLASSES: dict[str, str] = {
-    "local": "backups.storages.local.LocalStorage",
-    "s3": "backups.storages.s3.S3Storage",
-    "sftp": "backups.storages.sftp.SFTPStorage",
-    "ftp": "backups.storages.ftp.FTPStorage",
-    "gcs": "backups.storages.gcs.GCSStorage",
-    "azure": "backups.storages.azure.AzureStorage",
-}
+REGISTRY: Registry[BackupStorage] = Registry(
+    "storage kind",
+    {
+        "local": "backups.storages.local.LocalStorage",
+        "s3": "backups.storages.s3.S3Storage",
+        "sftp": "backups.storages.sftp.SFTPStorage",
+        "ftp": "backups.storages.ftp.FTPStorage",
+        "gcs": "backups.storages.gcs.GCSStorage",
+        "azure": "backups.storages.azure.AzureStorage",
+    },
+    # The labels of Storage.kind's choices (in its migrations): short kinds upper-cased.
+    labels={"local": "Local", "s3": "S3", "sftp": "Sftp", "ftp": "FTP", "gcs": "GCS", "azure": "Azure"},
+    error=StorageError,
+)
+STORAGE_KINDS = tuple(REGISTRY.keys())
 AVAILABLE_KINDS = STORAGE_KINDS
 
 __all__ = [
@@ -46,14 +51,16 @@ __all__ = [
     "StoredObject",
     "build_storage",
     "storage_class",
+    "storage_kind_choices",
 ]
 
 
 def storage_class(kind: str) -> type[BackupStorage]:
-    if kind not in STORAGE_KINDS:
-        raise StorageError(f"unknown storage kind {kind!r}; use one of {', '.join(STORAGE_KINDS)}")
-    cls: type[BackupStorage] = import_string(_CLASSES[kind])
-    return cls
+    return REGISTRY.load(kind)
+
+
+def storage_kind_choices() -> list[tuple[str, str]]:
+    return REGISTRY.choices()
 
 
 def build_storage(name: str, kind: str, options: dict[str, Any], prefix: str = "") -> BackupStorage:

@@ -33,12 +33,13 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient, LinearRetry
 from storages.backends.azure_storage import AzureStorage as DjangoAzureStorage
 
+from backups.plugins import Option
+
 from .base import (
     STALE_AFTER,
     BackupStorage,
     ObjectReader,
     ObjectWriter,
-    Option,
     StorageError,
     StoredObject,
     is_probe,

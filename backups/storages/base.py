@@ -2,7 +2,9 @@
 
 Every storage kind is one class in its own module, registered in ``backups.storages``. It gets
 plain values (options with secrets already resolved) and raises :class:`StorageError` with a
-message that names the storage and the object, never a secret.
+message that names the storage and the object, never a secret. A kind imports
+:mod:`backups.plugins` (its ``Option`` spec), this module, the standard library and its client
+library.
 
 Atomicity: bytes written through :meth:`BackupStorage.open_writer` are invisible under the
 final name until :meth:`ObjectWriter.commit` (a temporary name renamed, a multipart upload
@@ -22,6 +24,8 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, ClassVar
 
+from backups.plugins import Option, validate_options
+
 PARTIAL_MARKER = ".partial-"
 PROBE_PREFIX = ".backupsite-write-test-"  # check_writable's short-lived test objects
 STALE_AFTER = timedelta(days=1)  # leftovers of a dead writer older than this are swept
@@ -39,21 +43,6 @@ class StoredObject:
     etag: str = ""
     version: str = ""
     modified: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Option:
-    """One kind-specific option: its type, whether it is required, secret or a local path."""
-
-    type: type
-    help: str
-    required: bool = False
-    secret: bool = False  # must be a ${ENV}/${file:} reference in configuration
-    path: bool = False  # a local file; relative paths in TOML are relative to the TOML file
-    choices: tuple[str, ...] = ()
-
-
-_TYPE_WORDS = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
 
 
 def partial_name(final_name: str, token: str) -> str:
@@ -119,25 +108,9 @@ class BackupStorage(ABC):
     @classmethod
     def validate_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
         """(option, message) for every problem; empty when the options are usable."""
-        problems: list[tuple[str, str]] = []
-        for key, value in options.items():
-            spec = cls.OPTIONS.get(key)
-            if spec is None:
-                known = ", ".join(sorted(cls.OPTIONS)) or "none"
-                problems.append((key, f"unknown option for the {cls.kind} storage kind; known: {known}"))
-                continue
-            if value is None:
-                continue  # absent: the required check below speaks for it
-            if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
-                problems.append((key, f"must be {_TYPE_WORDS.get(spec.type, spec.type.__name__)}"))
-            elif spec.choices and value not in spec.choices:
-                problems.append((key, f"must be one of {', '.join(spec.choices)}, got {value!r}"))
-        for key, spec in cls.OPTIONS.items():
-            if spec.required and options.get(key) in (None, ""):
-                problems.append((key, f"required: {spec.help}"))
-        if not problems:
-            problems += cls.check_options(options)
-        return problems
+        # A list where a string belongs is reported once, as the wrong type (not also as missing).
+        problems = validate_options(options, cls.OPTIONS, family=f"{cls.kind} storage", empty=(None, ""))
+        return problems or cls.check_options(options)
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:

@@ -25,6 +25,8 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
+from backups.plugins import Option
+
 from .base import (
     PARTIAL_MARKER,
     READ_CHUNK,
@@ -32,7 +34,6 @@ from .base import (
     BackupStorage,
     ObjectReader,
     ObjectWriter,
-    Option,
     StorageError,
     StoredObject,
     is_partial,

@@ -32,12 +32,13 @@ from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-unty
 from google.oauth2 import service_account
 from storages.backends.gcloud import GoogleCloudStorage
 
+from backups.plugins import Option
+
 from .base import (
     STALE_AFTER,
     BackupStorage,
     ObjectReader,
     ObjectWriter,
-    Option,
     StorageError,
     StoredObject,
     is_probe,

@@ -18,12 +18,13 @@ from typing import Any, BinaryIO
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage
 
+from backups.plugins import Option
+
 from .base import (
     PARTIAL_MARKER,
     STALE_AFTER,
     BackupStorage,
     ObjectWriter,
-    Option,
     StorageError,
     StoredObject,
     is_partial,

@@ -30,12 +30,13 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 )
 from storages.backends.s3 import S3Storage as DjangoS3Storage
 
+from backups.plugins import Option
+
 from .base import (
     STALE_AFTER,
     BackupStorage,
     ObjectReader,
     ObjectWriter,
-    Option,
     StorageError,
     StoredObject,
     is_probe,

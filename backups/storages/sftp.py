@@ -32,13 +32,14 @@ from urllib.parse import quote
 import paramiko
 from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
 
+from backups.plugins import Option
+
 from .base import (
     PARTIAL_MARKER,
     STALE_AFTER,
     BackupStorage,
     ObjectReader,
     ObjectWriter,
-    Option,
     StorageError,
     StoredObject,
     is_partial,

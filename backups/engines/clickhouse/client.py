@@ -28,8 +28,9 @@ from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
 from backups.engines.base import Connection, EngineError, ServerSettings, login_fields, refuse_problems
-from backups.engines.options import Option, boolean, option_problems, pem_file, seconds, whole_number
+from backups.engines.options import boolean, option_problems, pem_file, seconds, whole_number
 from backups.engines.process import base_env, describe_exit, feed_process, secret_file
+from backups.plugins import Option
 
 CLIENT = "clickhouse-client"
 DEFAULT_PORT = 9000

@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from backups.engines.base import Connection, ServerSettings, login_fields, refuse_problems
-from backups.engines.options import Option, boolean, one_of, option_problems, pem_file, seconds
+from backups.engines.options import boolean, one_of, option_problems, pem_file, seconds
+from backups.plugins import Option
 
 DEFAULT_PORT = 27017
 DEFAULT_CONNECT_TIMEOUT = 10

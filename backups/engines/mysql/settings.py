@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from backups.engines.base import Connection, ServerSettings, login_fields, refuse_problems
-from backups.engines.options import Option, one_of, option_problems, pem_file, seconds, whole_number
+from backups.engines.options import one_of, option_problems, pem_file, seconds, whole_number
+from backups.plugins import Option
 
 DEFAULT_PORT = 3306
 DEFAULT_CONNECT_TIMEOUT = 10

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from backups.engines.base import Connection, refuse_problems
-from backups.engines.options import Option, boolean, encodable, one_of, option_problems, seconds
+from backups.engines.options import boolean, encodable, one_of, option_problems, seconds
+from backups.plugins import Option
 
 DEFAULT_PORT = 5432
 # After a restore: "presence" checks every table the backup counted exists and, if it had rows,

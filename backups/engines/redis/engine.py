@@ -45,11 +45,12 @@ from backups.engines.base import (
     login_fields,
     refuse_problems,
 )
-from backups.engines.options import Option, boolean, option_problems, pem_file, seconds, whole_number
+from backups.engines.options import boolean, option_problems, pem_file, seconds, whole_number
 from backups.engines.process import base_env, dump_process
 from backups.engines.redis.copy import Copier, redis_message, restored_counts, summary
 from backups.engines.redis.rdb import GuardedSnapshot, announced_size
 from backups.engines.redis.scratch import COMMAND_TIMEOUT, MIN_DATABASES, loaded_snapshot, no_retry
+from backups.plugins import Option
 
 DEFAULT_PORT = 6379
 DEFAULT_CONNECT_TIMEOUT = 10
