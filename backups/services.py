@@ -9,7 +9,9 @@ work is done in ``runs`` (a backup run), ``verification`` (reading copies back),
 
 from __future__ import annotations
 
-from backups.catalog import ReconcileReport, ReindexReport, reconcile, reindex_storage
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from backups.checks import retention_errors
 from backups.cleanup import (
     CleanupPlan,
@@ -27,7 +29,6 @@ from backups.config.loader import load as load_config
 from backups.config.loader import validate as validate_config
 from backups.config.registry import ConfigSection, Known, Written, register_section, set_storages, upsert
 from backups.config.sections import option_problems, retention_rules, storage_refs
-from backups.downloads import Download, NoSuchBackup, start_download
 from backups.engines import Connection, Engine, EngineError, engine_keys, get_engine
 from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
 from backups.engines.configuration import ConfigurationEngine
@@ -48,7 +49,6 @@ from backups.resources import (
 from backups.retention.planner import BackupInfo
 from backups.retention.planner import plan as plan_retention
 from backups.retention.policy import Policy, PolicyError
-from backups.retention.spec import SpecError, parse_moment, parse_spec, parse_timestamps
 from backups.runs.chains import chain_of, load_manifest
 from backups.runs.claims import reap_lost_runs, reap_stale_runs, this_worker
 from backups.runs.manifests import build_manifest
@@ -57,6 +57,37 @@ from backups.runs.steps import describe_error
 from backups.secrets import SecretError, redact
 from backups.storages import StorageError, storage_class
 from backups.verification import VerifyOutcome, check_copy_digest, check_sandbox, feed_copy, verify_backup
+
+if TYPE_CHECKING:
+    from backups.catalog import ReconcileReport, ReindexReport, reconcile, reindex_storage
+    from backups.downloads import Download, NoSuchBackup, start_download
+    from backups.retention.spec import SpecError, parse_moment, parse_spec, parse_timestamps
+
+# Entry points only some commands and views need, imported on first use so that every process
+# (and every short command) does not load them at start-up.
+_ON_FIRST_USE = {
+    "ReconcileReport": "backups.catalog",
+    "ReindexReport": "backups.catalog",
+    "reconcile": "backups.catalog",
+    "reindex_storage": "backups.catalog",
+    "Download": "backups.downloads",
+    "NoSuchBackup": "backups.downloads",
+    "start_download": "backups.downloads",
+    "SpecError": "backups.retention.spec",
+    "parse_moment": "backups.retention.spec",
+    "parse_spec": "backups.retention.spec",
+    "parse_timestamps": "backups.retention.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MANIFEST_FORMAT",
