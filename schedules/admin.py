@@ -8,9 +8,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html_join
 
-from backups.cron import CronError, next_runs
-
 from . import services
+from .cron import CronError, next_runs
 from .models import BackupSchedule
 
 

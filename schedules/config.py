@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from backups import services as backup_services
-from backups.cron import cron_problem  # moves to schedules.cron
 from backups.models import BackupType
 from backups.services import Known, Validator, Written, suggest
 
+from .cron import cron_problem
 from .models import BackupSchedule, VerifyMode
 
 SCHEDULE_KEYS = {

@@ -72,7 +72,7 @@ class BackupSchedule(models.Model):
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 
-        from backups.cron import cron_problem
+        from .cron import cron_problem
 
         problem = cron_problem(self.cron_expression)
         if problem:

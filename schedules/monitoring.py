@@ -14,9 +14,9 @@ from django.utils import timezone
 
 from backups import services as backup_services
 from backups.cli import human_bytes
-from backups.cron import CronError, parse_cron
 from backups.models import Backup, BackupStatus, BackupStep, StepStatus
 
+from .cron import CronError, parse_cron
 from .models import BackupSchedule
 from .requests import info_for
 

@@ -15,10 +15,10 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from backups import services as backup_services
-from backups.cron import next_runs, parse_cron
 from backups.models import Backup, BackupStatus, Target
 
 from . import monitoring
+from .cron import next_runs, parse_cron
 from .models import BackupSchedule, VerifyMode
 from .requests import info_for
 

@@ -12,9 +12,9 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from backups import services as backup_services
-from backups.cron import CronError, cron_problem, next_runs, parse_cron
 from backups.models import Backup, BackupStatus, Target
 from schedules import services
+from schedules.cron import CronError, cron_problem, next_runs, parse_cron
 from schedules.models import BackupSchedule
 from schedules.tasks import run_schedule
 
