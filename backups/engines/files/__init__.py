@@ -1,0 +1,1 @@
+"""The files engine (engine): tar archives written (archive) and extracted safely (extract)."""

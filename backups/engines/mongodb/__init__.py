@@ -1,0 +1,1 @@
+"""The MongoDB engine (engine) with its settings, the mongodump archive reader and BSON checks."""

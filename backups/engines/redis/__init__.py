@@ -1,0 +1,2 @@
+"""The Redis engine (engine): RDB snapshots (rdb), copying keys (copy) and a private scratch server
+(scratch)."""
