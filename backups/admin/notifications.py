@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from backups.admin.common import PluginOptionsForm
 from backups.models import Notification, NotificationStatus, Notifier
-from backups.services import NotifierError, notifier_class, option_problems
+from backups.services import notifier_class
 
 STATUS_COLOURS: dict[str, str] = {
     NotificationStatus.SENT: "#2e7d32",
@@ -27,28 +27,13 @@ DELIVERY_FIELDS = (
 )  # fmt: skip
 
 
-class NotifierForm(forms.ModelForm):
+class NotifierForm(PluginOptionsForm):
     class Meta:
         model = Notifier
         fields = ["name", "kind", "options", "events", "is_default", "is_active"]
 
-    def clean(self) -> dict[str, Any]:
-        """The kind's own option rules; secrets (webhook URLs) only as references."""
-        cleaned = super().clean() or {}
-        kind, options = cleaned.get("kind"), cleaned.get("options")
-        if options is not None and not isinstance(options, dict):
-            self.add_error("options", "must be a JSON object of option names to values")
-            return cleaned
-        if not kind or options is None:
-            return cleaned
-        try:
-            cls = notifier_class(kind)
-        except NotifierError as exc:
-            self.add_error("kind", str(exc))
-            return cleaned
-        for key, message in option_problems(cls, options):
-            self.add_error("options", f"{key}: {message}")
-        return cleaned
+    def plugin_class(self, kind: str) -> Any:
+        return notifier_class(kind)
 
 
 @admin.register(Notifier)

@@ -4,36 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import admin
 
-from backups.admin.common import status_badge
+from backups.admin.common import PluginOptionsForm, status_badge
 from backups.admin.retention import retention_preview
 from backups.models import BackupStatus, Storage, Target
-from backups.services import StorageError, option_problems, storage_class
+from backups.services import storage_class
 
 
-class StorageForm(forms.ModelForm):
+class StorageForm(PluginOptionsForm):
     class Meta:
         model = Storage
         fields = ["name", "kind", "options", "prefix", "required"]
 
-    def clean(self) -> dict[str, Any]:
-        """The kind's own option rules; secrets only as references. Nothing is saved otherwise."""
-        cleaned = super().clean() or {}
-        kind, options = cleaned.get("kind"), cleaned.get("options")
-        if not kind or not isinstance(options, dict):
-            if options is not None and not isinstance(options, dict):
-                self.add_error("options", "must be a JSON object of option names to values")
-            return cleaned
-        try:
-            cls = storage_class(kind)
-        except (StorageError, ImportError) as exc:
-            self.add_error("kind", str(exc))
-            return cleaned
-        for key, message in option_problems(cls, options):
-            self.add_error("options", f"{key}: {message}")
-        return cleaned
+    def plugin_class(self, kind: str) -> Any:
+        return storage_class(kind)
 
 
 @admin.register(Storage)
