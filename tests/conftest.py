@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from backups.models import Storage, Target
+from tests.config_builder import Sections, write_config
 
 if TYPE_CHECKING:
     from tests.servers.mariadb import MariaDBServer
@@ -157,6 +158,17 @@ def files_tree(tmp_path: Path) -> Path:
 @pytest.fixture
 def storage_dir(tmp_path: Path) -> Path:
     return tmp_path / "backups"
+
+
+@pytest.fixture
+def toml_config(tmp_path: Path, storage_dir: Path) -> Callable[..., Path]:
+    """``toml_config(targets={...}, schedules={...})`` writes tmp_path / "c.toml" (or ``name``)
+    with the storage ``local`` at ``storage_dir`` first (tests/config_builder.py's write_config)."""
+
+    def write(name: str = "c.toml", **sections: Sections) -> Path:
+        return write_config(tmp_path / name, storage_dir=storage_dir, **sections)
+
+    return write
 
 
 @pytest.fixture

@@ -38,24 +38,24 @@ def test_it_lists_targets_with_their_last_backup(admin_client, sqlite_target, sq
     assert "app-db" in page and "Failed" in page
 
 
-def test_failed_runs_show_their_message(admin_client, sqlite_target, sqlite_source):
+def test_it_shows_the_message_of_a_failed_run(admin_client, sqlite_target, sqlite_source):
     sqlite_source.unlink()
     backup = services.run_backup(sqlite_target)
     page = admin_client.get(f"/admin/backups/backup/{backup.pk}/change/").content.decode()
     assert "does not exist" in page
 
 
-def test_other_models_are_registered(admin_client, sqlite_target):
+def test_it_registers_the_other_models(admin_client, sqlite_target):
     for url in ("/admin/backups/storage/", "/admin/schedules/backupschedule/", "/admin/restores/restorelog/"):
         assert admin_client.get(url).status_code == 200
 
 
-def test_backups_cannot_be_deleted_from_the_admin(admin_client, sqlite_target):
+def test_it_never_lets_the_admin_delete_a_backup(admin_client, sqlite_target):
     backup = services.run_backup(sqlite_target)
     assert admin_client.get(f"/admin/backups/backup/{backup.pk}/delete/").status_code == 403
     assert 'value="delete_selected"' not in admin_client.get("/admin/backups/backup/").content.decode()
 
 
-def test_the_admin_requires_login(client):
+def test_it_requires_a_login_for_the_admin(client):
     response = client.get("/admin/backups/backup/")
     assert response.status_code == 302 and "/login/" in response["Location"]

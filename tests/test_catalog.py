@@ -98,12 +98,12 @@ def test_it_reports_manifests_it_cannot_trust_and_indexes_nothing_for_them(
     assert not Backup.objects.exists()
 
 
-def test_reindex_names_an_unknown_storage(db):
+def test_it_names_an_unknown_storage_when_reindexing(db):
     code, output = run("backup_reindex", "--storage", "nowhere")
     assert code == 2 and "no storage named 'nowhere'" in output
 
 
-def test_reconcile_reports_gone_changed_and_unknown_files_and_deletes_nothing(
+def test_it_reconciles_by_reporting_gone_changed_and_unknown_files_and_deleting_nothing(
     sqlite_target, local_storage, storage_dir: Path
 ):
     gone, changed, fine = (services.run_backup(sqlite_target) for _ in range(3))
@@ -132,7 +132,7 @@ def test_reconcile_reports_gone_changed_and_unknown_files_and_deletes_nothing(
     }
 
 
-def test_reconcile_reports_files_of_deleted_backups_that_are_still_there(
+def test_it_reconciles_by_reporting_files_of_deleted_backups_that_are_still_there(
     sqlite_target, local_storage, storage_dir: Path
 ):
     backup = services.run_backup(sqlite_target)

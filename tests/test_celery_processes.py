@@ -25,6 +25,7 @@ from typing import NamedTuple, TypeVar
 
 import pytest
 
+from tests.config_builder import write_config
 from tests.conftest import REPO, fill_sqlite
 from tests.servers import free_port, wait_for
 from tests.servers.redis import RedisServer
@@ -214,37 +215,28 @@ def make_site(root: Path, broker_url: str, *, slow: bool) -> Site:
     for the lock, as a dump waits on a busy database) until the lock is released."""
     site = Site(home=root, broker_url=broker_url)
     site.manage("migrate", "--noinput", "-v0")
-    toml = f"""
-[storages.local]
-kind = "local"
-path = "{root / "backups"}"
-
-[notifiers.audit]
-kind = "audit"
-path = "{root / "alerts.jsonl"}"
-default = true
-
-[targets.quick]
-engine = "sqlite"
-database = "{fill_sqlite(root / "quick.sqlite3", rows=50)}"
-storages = ["local"]
-
-[schedules.quick]
-target = "quick"
-cron = "* * * * *"
-"""
+    targets = {
+        "quick": {
+            "engine": "sqlite",
+            "database": fill_sqlite(root / "quick.sqlite3", rows=50),
+            "storages": ["local"],
+        }
+    }
+    schedules = {"quick": {"target": "quick", "cron": "* * * * *"}}
     if slow:
-        toml += f"""
-[targets.slow]
-engine = "sqlite"
-database = "{fill_sqlite(root / "slow.sqlite3", rows=50)}"
-storages = ["local"]
-
-[schedules.slow]
-target = "slow"
-cron = "* * * * *"
-"""
-    (root / "site.toml").write_text(toml)
+        targets["slow"] = {
+            "engine": "sqlite",
+            "database": fill_sqlite(root / "slow.sqlite3", rows=50),
+            "storages": ["local"],
+        }
+        schedules["slow"] = {"target": "slow", "cron": "* * * * *"}
+    write_config(
+        root / "site.toml",
+        storage_dir=root / "backups",
+        notifiers={"audit": {"kind": "audit", "path": root / "alerts.jsonl", "default": True}},
+        targets=targets,
+        schedules=schedules,
+    )
     site.manage("backup_config", "apply", str(root / "site.toml"))
     if slow:
         site.lock = sqlite3.connect(root / "slow.sqlite3", isolation_level=None)
@@ -318,7 +310,7 @@ def killed_mid_backup(sites: dict[str, Site]) -> dict[str, tuple[Row, datetime]]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", BROKERS)
-def test_a_worker_killed_mid_backup_is_reaped_as_worker_lost_and_the_next_run_succeeds(
+def test_it_reaps_a_worker_killed_mid_backup_as_worker_lost_and_the_next_run_succeeds(
     sites, killed_mid_backup, broker
 ):
     site = sites[broker]
@@ -390,7 +382,7 @@ def test_it_backs_up_every_minute_once_per_slot_though_two_beats_fire(sites, bro
 
 
 @pytest.mark.slow
-def test_backupsite_run_serves_the_admin_and_runs_the_schedules(sites):
+def test_it_serves_the_admin_and_runs_the_schedules_under_backupsite_run(sites):
     site = sites["supervised"]
     first = wait_until(
         partial(first_success, site, "quick"), "a backup under backupsite_run", FIRST_RUN_SECONDS
@@ -432,7 +424,7 @@ def wait_until_up(site: Site) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_backupsite_run_and_all_its_children(bare_site):
+def test_it_stops_backupsite_run_and_all_its_children_on_ctrl_c(bare_site):
     supervisor = bare_site.backupsite_run("--no-web")
     children = wait_until_up(bare_site)
     assert set(children) == {"worker", "beat"}
@@ -447,7 +439,7 @@ def test_ctrl_c_stops_backupsite_run_and_all_its_children(bare_site):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bare_site", ["redis"], indirect=True)
-def test_backupsite_run_stops_everything_and_fails_when_a_child_dies(bare_site):
+def test_it_stops_everything_and_fails_backupsite_run_when_a_child_dies(bare_site):
     supervisor = bare_site.backupsite_run("--no-web")
     children = wait_until_up(bare_site)
     _kill_group(children["worker"])
@@ -459,20 +451,11 @@ def test_backupsite_run_stops_everything_and_fails_when_a_child_dies(bare_site):
     ), log
 
 
-def test_backup_create_runs_inline_with_no_broker_at_all(manage, sqlite_source, tmp_path):
+def test_it_runs_backup_create_inline_with_no_broker_at_all(manage, sqlite_source, toml_config):
     nowhere = {"CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}  # nothing listens there
-    config = tmp_path / "site.toml"
-    config.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "backups"}"
-
-[targets.app-db]
-engine = "sqlite"
-database = "{sqlite_source}"
-storages = ["local"]
-"""
+    config = toml_config(
+        "site.toml",
+        targets={"app-db": {"engine": "sqlite", "database": sqlite_source, "storages": ["local"]}},
     )
     assert manage("backup_config", "apply", str(config), extra_env=nowhere).returncode == 0
     started = time.monotonic()

@@ -9,6 +9,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,9 @@ def test_it_backs_up_every_active_target_and_reports_json(sqlite_target, files_t
     assert backup.checksum and backup.file_size and backup.raw_size
 
 
-def test_one_failing_target_does_not_stop_the_others(sqlite_target, files_target, sqlite_source, storage_dir):
+def test_it_keeps_backing_up_the_other_targets_when_one_fails(
+    sqlite_target, files_target, sqlite_source, storage_dir
+):
     sqlite_source.unlink()
     with pytest.raises(CommandError) as caught:
         run("backup_create")
@@ -74,12 +77,12 @@ def test_it_rejects_unknown_targets_and_types(sqlite_target):
     assert Backup.objects.count() == 0
 
 
-def test_verify_and_restore_reject_unknown_ids(sqlite_target):
+def test_it_rejects_unknown_ids_in_verify_and_restore(sqlite_target):
     assert exit_code("backup_verify", "--id", "999") == 2
     assert exit_code("backup_restore", "--id", "999", "--yes") == 2
 
 
-def test_restore_refuses_another_engine(sqlite_target, files_target):
+def test_it_refuses_to_restore_into_another_engine(sqlite_target, files_target):
     backup = services.run_backup(sqlite_target)
     with pytest.raises(CommandError) as caught:
         run("backup_restore", "--id", str(backup.pk), "--to", "media", "--yes")
@@ -88,7 +91,7 @@ def test_restore_refuses_another_engine(sqlite_target, files_target):
     assert RestoreLog.objects.count() == 0
 
 
-def test_restore_refuses_a_directory_as_database_path(sqlite_target, tmp_path, local_storage):
+def test_it_refuses_to_restore_into_a_directory_as_database_path(sqlite_target, tmp_path, local_storage):
     backup = services.run_backup(sqlite_target)
     directory = tmp_path / "a-directory"
     directory.mkdir()
@@ -100,7 +103,7 @@ def test_restore_refuses_a_directory_as_database_path(sqlite_target, tmp_path, l
     assert list(directory.iterdir()) == [] and RestoreLog.objects.count() == 0
 
 
-def test_restore_needs_yes_when_not_on_a_terminal(sqlite_target, monkeypatch):
+def test_it_needs_yes_to_restore_when_not_on_a_terminal(sqlite_target, monkeypatch):
     backup = services.run_backup(sqlite_target)
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # noqa: SIM115
     with pytest.raises(CommandError) as caught:
@@ -109,7 +112,7 @@ def test_restore_needs_yes_when_not_on_a_terminal(sqlite_target, monkeypatch):
     assert "--yes" in str(caught.value)
 
 
-def test_restore_into_the_source_replaces_its_data(sqlite_target, sqlite_source):
+def test_it_replaces_the_sources_data_when_restoring_into_it(sqlite_target, sqlite_source):
     before = sqlite_rows(sqlite_source)
     backup = services.run_backup(sqlite_target)
     fill_sqlite(sqlite_source, rows=10)  # changes after the backup
@@ -121,7 +124,7 @@ def test_restore_into_the_source_replaces_its_data(sqlite_target, sqlite_source)
     assert log.tables_restored == ["audit", "people"] and log.confirmed_by.endswith("(--yes)")
 
 
-def test_verify_of_a_missing_file_marks_the_backup_corrupt(sqlite_target, storage_dir):
+def test_it_marks_a_backup_corrupt_when_verify_finds_its_file_missing(sqlite_target, storage_dir):
     backup = services.run_backup(sqlite_target)
     (storage_dir / backup.file_path).unlink()
     assert exit_code("backup_verify", "--id", str(backup.pk)) == 1
@@ -129,7 +132,7 @@ def test_verify_of_a_missing_file_marks_the_backup_corrupt(sqlite_target, storag
     assert backup.status == BackupStatus.CORRUPT and "does not exist" in backup.error_message
 
 
-def test_list_filters_and_rejects_bad_status(sqlite_target):
+def test_it_filters_the_list_and_rejects_a_bad_status(sqlite_target):
     services.run_backup(sqlite_target)
     assert len(json.loads(run("backup_list", "--status", "SUCCESS", "--json"))) == 1
     assert json.loads(run("backup_list", "--status", "failed", "--json")) == []
@@ -137,7 +140,7 @@ def test_list_filters_and_rejects_bad_status(sqlite_target):
     assert "app-db" in run("backup_list")
 
 
-def test_cleanup_keeps_max_backups_and_the_newest(sqlite_target, storage_dir):
+def test_it_keeps_max_backups_and_the_newest_on_cleanup(sqlite_target, storage_dir):
     sqlite_target.retention = {"max_backups": 2}
     sqlite_target.save()
     backups = [services.run_backup(sqlite_target) for _ in range(4)]
@@ -154,7 +157,7 @@ def test_cleanup_keeps_max_backups_and_the_newest(sqlite_target, storage_dir):
     assert backups[0].copies.get().status == CopyStatus.DELETED
 
 
-def test_cleanup_never_deletes_the_newest_success(sqlite_target):
+def test_it_never_deletes_the_newest_success_on_cleanup(sqlite_target):
     from datetime import timedelta
 
     sqlite_target.retention = {"retention_days": 1}
@@ -166,7 +169,7 @@ def test_cleanup_never_deletes_the_newest_success(sqlite_target):
     assert [Backup.objects.get(pk=b.pk).deleted_at is None for b in backups] == [False, True]
 
 
-def test_a_second_run_of_the_same_target_is_skipped_while_one_runs(sqlite_target):
+def test_it_skips_a_second_run_of_the_same_target_while_one_runs(sqlite_target):
     running = Backup.objects.create(target=sqlite_target, backup_name="running", status=BackupStatus.RUNNING)
     skipped = services.run_backup(sqlite_target)
     assert skipped.status == BackupStatus.SKIPPED
@@ -175,7 +178,7 @@ def test_a_second_run_of_the_same_target_is_skipped_while_one_runs(sqlite_target
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs to fill up needs root")
-def test_a_full_disk_fails_the_run_and_leaves_no_partial_file(local_storage, tmp_path, storage_dir):
+def test_it_fails_the_run_on_a_full_disk_and_leaves_no_partial_file(local_storage, tmp_path, storage_dir):
     storage_dir.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(storage_dir)])
     if mounted.returncode != 0:
@@ -227,25 +230,17 @@ def _pty_run(
 
 
 @pytest.fixture
-def cli_env(manage, tmp_path: Path, sqlite_source: Path) -> dict[str, str]:
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "backups"}"
-
-[targets.app-db]
-engine = "sqlite"
-database = "{sqlite_source}"
-storages = ["local"]
-
-[targets.copy]
-engine = "sqlite"
-database = "{tmp_path / "copy.sqlite3"}"
-storages = ["local"]
-is_active = false
-"""
+def cli_env(manage, tmp_path: Path, sqlite_source: Path, toml_config: Callable[..., Path]) -> dict[str, str]:
+    config = toml_config(
+        targets={
+            "app-db": {"engine": "sqlite", "database": sqlite_source, "storages": ["local"]},
+            "copy": {
+                "engine": "sqlite",
+                "database": tmp_path / "copy.sqlite3",
+                "storages": ["local"],
+                "is_active": False,
+            },
+        }
     )
     assert manage("backup_config", "apply", str(config)).returncode == 0
     return {
@@ -270,7 +265,7 @@ def test_it_shows_progress_on_a_terminal_and_asks_before_restoring(cli_env, tmp_
     assert sqlite_rows(tmp_path / "copy.sqlite3") == sqlite_rows(sqlite_source)
 
 
-def test_json_output_stays_machine_clean_on_a_terminal(cli_env):
+def test_it_keeps_json_output_machine_clean_on_a_terminal(cli_env):
     code, output = _pty_run(["backup_create", "--json"], cli_env)
     assert code == 0
     assert "\x1b" not in output

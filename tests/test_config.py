@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -10,6 +11,7 @@ from django.core.management import CommandError, call_command
 from backups.config import loader as config
 from backups.models import Storage, Target
 from schedules.models import BackupSchedule
+from tests.config_builder import toml_text, write_config
 
 pytestmark = pytest.mark.django_db
 
@@ -21,32 +23,35 @@ def toml(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
 
 
 @pytest.fixture
-def valid(tmp_path: Path, sqlite_source: Path, files_tree: Path) -> str:
-    return f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "backups"}"
-
-[targets.app-db]
-engine = "sqlite"
-database = "{sqlite_source}"
-storages = ["local"]
-retention = {{ retention_days = 30, max_backups = 5 }}
-
-[targets.media]
-engine = "files"
-paths = ["{files_tree}"]
-storages = ["local"]
-options = {{ exclude = ["*.tmp"] }}
-
-[schedules.nightly]
-target = "app-db"
-cron = "0 3 * * *"
-timezone = "Europe/Berlin"
-storages = ["local"]
-compression = "zstd"
-retention = {{ keep_last = 3, keep_daily = 7 }}
-"""
+def valid(storage_dir: Path, sqlite_source: Path, files_tree: Path) -> str:
+    """A valid file's text; each test below edits it as text."""
+    return toml_text(
+        storage_dir=storage_dir,
+        targets={
+            "app-db": {
+                "engine": "sqlite",
+                "database": sqlite_source,
+                "storages": ["local"],
+                "retention": {"retention_days": 30, "max_backups": 5},
+            },
+            "media": {
+                "engine": "files",
+                "paths": [files_tree],
+                "storages": ["local"],
+                "options": {"exclude": ["*.tmp"]},
+            },
+        },
+        schedules={
+            "nightly": {
+                "target": "app-db",
+                "cron": "0 3 * * *",
+                "timezone": "Europe/Berlin",
+                "storages": ["local"],
+                "compression": "zstd",
+                "retention": {"keep_last": 3, "keep_daily": 7},
+            }
+        },
+    )
 
 
 def errors_of(tmp_path: Path, text: str) -> list[str]:
@@ -82,17 +87,12 @@ def test_it_reports_what_an_edit_changes(tmp_path, valid):
 
 def test_it_resolves_relative_paths_against_the_config_file(tmp_path, sqlite_source):
     (tmp_path / "conf").mkdir()
-    text = f"""
-[storages.local]
-kind = "local"
-path = "../stored"
-
-[targets.db]
-engine = "sqlite"
-database = "../{sqlite_source.name}"
-storages = ["local"]
-"""
-    config.apply(config.load(toml(tmp_path / "conf", text)))
+    path = write_config(
+        tmp_path / "conf" / "c.toml",
+        storage_dir="../stored",
+        targets={"db": {"engine": "sqlite", "database": f"../{sqlite_source.name}", "storages": ["local"]}},
+    )
+    config.apply(config.load(path))
     assert Storage.objects.get().options["path"] == str(tmp_path / "stored")
     assert Target.objects.get().database == str(sqlite_source)
 
@@ -226,7 +226,7 @@ def test_it_lists_every_problem_at_once(tmp_path, valid):
     assert len(errors_of(tmp_path, text)) == 2
 
 
-def test_the_command_exits_2_and_prints_every_problem(tmp_path, valid):
+def test_it_exits_2_from_the_command_and_prints_every_problem(tmp_path, valid):
     path = toml(tmp_path, valid.replace('kind = "local"', 'kind = "dropbox"'))
     with pytest.raises(CommandError) as caught:
         call_command("backup_config", "apply", str(path))
@@ -236,40 +236,40 @@ def test_the_command_exits_2_and_prints_every_problem(tmp_path, valid):
     assert counts() == (0, 0, 0)
 
 
-def test_the_command_checks_without_applying(tmp_path, valid, capsys):
+def test_it_checks_without_applying_from_the_command(tmp_path, valid, capsys):
     call_command("backup_config", "check", str(toml(tmp_path, valid)))
     assert counts() == (0, 0, 0)
 
 
-def test_the_example_configs_are_valid(settings):
+def test_it_accepts_the_example_configs(settings):
     repo = Path(settings.BASE_DIR)
     for name in ("demo.toml", "production.toml"):
         config.validate(config.load(repo / "examples" / name), probe=False)
 
 
-def pg_tables(pg_server, names: list[str], extra: dict[str, dict[str, str]] | None = None) -> str:
-    blocks = []
-    for name in names:
-        lines = [
-            f"[targets.{name}]",
-            'engine = "postgresql"',
-            f'host = "{pg_server.host}"',
-            f"port = {pg_server.port}",
-            f'user = "{pg_server.user}"',
-            'password = "${TEST_PG_PASSWORD}"',
-            'database = "postgres"',
-            'storages = ["local"]',
-        ]
-        lines += [f"{key} = {value}" for key, value in (extra or {}).get(name, {}).items()]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+def pg_tables(pg_server, names: list[str], extra: dict[str, dict[str, Any]] | None = None) -> str:
+    extras = extra or {}
+    targets = {
+        name: {
+            "engine": "postgresql",
+            "host": pg_server.host,
+            "port": pg_server.port,
+            "user": pg_server.user,
+            "password": "${TEST_PG_PASSWORD}",
+            "database": "postgres",
+            "storages": ["local"],
+            **extras.get(name, {}),
+        }
+        for name in names
+    }
+    return toml_text(targets=targets)
 
 
 def test_it_links_a_sandbox_and_skip_unchanged(tmp_path, valid, pg_server):
     text = valid + pg_tables(
         pg_server,
         ["pg-main", "pg-sandbox"],
-        {"pg-main": {"sandbox": '"pg-sandbox"', "skip_unchanged": "true"}},
+        {"pg-main": {"sandbox": "pg-sandbox", "skip_unchanged": True}},
     )
     config.apply(config.load(toml(tmp_path, text)))
     main = Target.objects.get(name="pg-main")
@@ -284,10 +284,10 @@ def test_it_links_a_sandbox_and_skip_unchanged(tmp_path, valid, pg_server):
 @pytest.mark.parametrize(
     ("sandbox", "expected"),
     [
-        ('"nowhere"', "targets.pg-main.sandbox: no target named 'nowhere'"),
-        ('"pg-main"', "targets.pg-main.sandbox: a target cannot be its own sandbox"),
+        ("nowhere", "targets.pg-main.sandbox: no target named 'nowhere'"),
+        ("pg-main", "targets.pg-main.sandbox: a target cannot be its own sandbox"),
         (
-            '"app-db"',
+            "app-db",
             "targets.pg-main.sandbox: target 'app-db' uses the sqlite engine; the sandbox must be postgresql",
         ),
     ],
@@ -299,7 +299,7 @@ def test_it_rejects_a_bad_sandbox(tmp_path, valid, pg_server, sandbox, expected)
     assert counts() == before
 
 
-def test_a_sandbox_of_another_engine_is_rejected_in_the_admin_form_too(sqlite_target):
+def test_it_rejects_a_sandbox_of_another_engine_in_the_admin_form_too(sqlite_target):
     from django.core.exceptions import ValidationError
 
     other = Target.objects.create(name="pg", engine="postgresql", database="x", sandbox=sqlite_target)
@@ -310,24 +310,26 @@ def test_a_sandbox_of_another_engine_is_rejected_in_the_admin_form_too(sqlite_ta
         other.full_clean()
 
 
-def test_clickhouse_targets_are_checked_by_the_engine_with_field_names(tmp_path, valid):
+def test_it_has_the_engine_check_clickhouse_targets_with_field_names(tmp_path, valid):
     before = counts()
     errors = errors_of(
         tmp_path,
         valid
-        + """
-[targets.analytics]
-engine = "clickhouse"
-host = "127.0.0.1"
-database = "analytics"
-storages = ["local"]
-options = { part_size = 10, colour = "red" }
-
-[schedules.ch-incremental]
-target = "analytics"
-cron = "0 * * * *"
-backup_type = "incremental"
-""",
+        + "\n"
+        + toml_text(
+            targets={
+                "analytics": {
+                    "engine": "clickhouse",
+                    "host": "127.0.0.1",
+                    "database": "analytics",
+                    "storages": ["local"],
+                    "options": {"part_size": 10, "colour": "red"},
+                }
+            },
+            schedules={
+                "ch-incremental": {"target": "analytics", "cron": "0 * * * *", "backup_type": "incremental"}
+            },
+        ),
     )
     text = "\n".join(errors)
     assert "targets.analytics.options.part_size: must be a number of bytes" in text

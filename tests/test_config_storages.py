@@ -11,6 +11,7 @@ from django.core.checks import run_checks
 
 from backups.config import loader as config
 from backups.models import Storage
+from tests.config_builder import toml_text
 from tests.servers.s3 import S3Server
 
 pytestmark = pytest.mark.django_db
@@ -28,19 +29,19 @@ def errors(tmp_path: Path, text: str, probe: bool = True) -> list[str]:
     return caught.value.errors
 
 
-def s3_table(server: S3Server, bucket: str, **extra: str) -> str:
-    lines = [
-        "[storages.offsite]",
-        'kind = "s3"',
-        f'bucket = "{bucket}"',
-        f'endpoint_url = "{server.endpoint_url}"',
-        f'region = "{server.region}"',
-        'addressing_style = "path"',
-        'access_key = "${TEST_S3_ACCESS_KEY}"',
-        'secret_key = "${TEST_S3_SECRET_KEY}"',
-        *(f"{key} = {value}" for key, value in extra.items()),
-    ]
-    return "\n".join(lines) + "\n"
+def s3_table(server: S3Server, bucket: str, **extra: Any) -> str:
+    """The storage offsite on ``server``: its keys as references, ``extra`` added or replacing."""
+    offsite = {
+        "kind": "s3",
+        "bucket": bucket,
+        "endpoint_url": server.endpoint_url,
+        "region": server.region,
+        "addressing_style": "path",
+        "access_key": "${TEST_S3_ACCESS_KEY}",
+        "secret_key": "${TEST_S3_SECRET_KEY}",
+        **extra,
+    }
+    return toml_text(storages={"offsite": offsite})
 
 
 @pytest.fixture
@@ -49,18 +50,18 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_S3_SECRET_KEY", s3_server.secret_key)
 
 
-def test_an_s3_storage_is_checked_against_the_server_and_applied(
+def test_it_checks_an_s3_storage_against_the_server_and_applies_it(
     tmp_path: Path, s3_server: S3Server, s3_bucket: Any, s3_env: None
 ) -> None:
     bucket = s3_bucket()
-    apply(tmp_path, s3_table(s3_server, bucket, required="false", prefix='"site"'))
+    apply(tmp_path, s3_table(s3_server, bucket, required=False, prefix="site"))
     row = Storage.objects.get(name="offsite")
     assert (row.kind, row.prefix, row.required) == ("s3", "site", False)
     assert row.options["secret_key"] == "${TEST_S3_SECRET_KEY}"  # the reference, never the value
     assert s3_server.secret_key not in str(row.options)
 
 
-def test_a_missing_bucket_is_a_probe_error_naming_the_storage(
+def test_it_reports_a_missing_bucket_as_a_probe_error_naming_the_storage(
     tmp_path: Path, s3_server: S3Server, s3_env: None
 ) -> None:
     found = errors(tmp_path, s3_table(s3_server, "no-such-bucket"))
@@ -74,34 +75,30 @@ def test_a_missing_bucket_is_a_probe_error_naming_the_storage(
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ({"secret_key": '"plain-text-secret"'}, "storages.offsite.secret_key: write secrets as ${ENV_VAR}"),
-        ({"colour": '"blue"'}, "storages.offsite.colour: unknown key"),
-        ({"part_size_mib": '"8"'}, "storages.offsite.part_size_mib: must be a whole number"),
+        ({"secret_key": "plain-text-secret"}, "storages.offsite.secret_key: write secrets as ${ENV_VAR}"),
+        ({"colour": "blue"}, "storages.offsite.colour: unknown key"),
+        ({"part_size_mib": "8"}, "storages.offsite.part_size_mib: must be a whole number"),
         (
-            {"server_side_encryption": '"rot13"'},
+            {"server_side_encryption": "rot13"},
             "storages.offsite.server_side_encryption: must be one of AES256",
         ),
-        ({"object_lock_mode": '"COMPLIANCE"'}, "storages.offsite.object_lock_days"),
-        ({"required": '"no"'}, "storages.offsite.required: must be true or false"),
+        ({"object_lock_mode": "COMPLIANCE"}, "storages.offsite.object_lock_days"),
+        ({"required": "no"}, "storages.offsite.required: must be true or false"),
     ],
 )
-def test_bad_s3_options_are_rejected_by_name_and_nothing_changes(
+def test_it_rejects_bad_s3_options_by_name_and_changes_nothing(
     tmp_path: Path, s3_server: S3Server, extra: dict[str, str], expected: str
 ) -> None:
-    text = s3_table(s3_server, "b")
-    for key, value in extra.items():
-        text = "\n".join(line for line in text.splitlines() if not line.startswith(f"{key} ")) + "\n"
-        text += f"{key} = {value}\n"
-    found = errors(tmp_path, text, probe=False)
+    found = errors(tmp_path, s3_table(s3_server, "b", **extra), probe=False)
     assert any(message.startswith(expected) for message in found), found
     assert "plain-text-secret" not in " ".join(found)
     assert not Storage.objects.exists()
 
 
-def test_an_sftp_storage_needs_a_host_key_source_and_a_credential(tmp_path: Path) -> None:
+def test_it_needs_a_host_key_source_and_a_credential_for_an_sftp_storage(tmp_path: Path) -> None:
     found = errors(
         tmp_path,
-        '[storages.box]\nkind = "sftp"\nhost = "backup.example.net"\nuser = "backup"\n',
+        toml_text(storages={"box": {"kind": "sftp", "host": "backup.example.net", "user": "backup"}}),
         probe=False,
     )
     text = " ".join(found)
@@ -109,11 +106,20 @@ def test_an_sftp_storage_needs_a_host_key_source_and_a_credential(tmp_path: Path
     assert "password" in text and "private_key" in text
 
 
-def test_relative_key_files_are_relative_to_the_toml_file(tmp_path: Path) -> None:
+def test_it_resolves_relative_key_files_against_the_toml_file(tmp_path: Path) -> None:
     apply(
         tmp_path,
-        '[storages.box]\nkind = "sftp"\nhost = "h"\nuser = "u"\nprivate_key = "keys/id_ed25519"\n'
-        'known_hosts = "keys/known_hosts"\n',
+        toml_text(
+            storages={
+                "box": {
+                    "kind": "sftp",
+                    "host": "h",
+                    "user": "u",
+                    "private_key": "keys/id_ed25519",
+                    "known_hosts": "keys/known_hosts",
+                }
+            }
+        ),
         probe=False,
     )
     options = Storage.objects.get(name="box").options
@@ -121,14 +127,16 @@ def test_relative_key_files_are_relative_to_the_toml_file(tmp_path: Path) -> Non
     assert options["known_hosts"] == str(tmp_path / "keys" / "known_hosts")
 
 
-def test_plain_ftp_needs_allow_plaintext(tmp_path: Path) -> None:
-    base = '[storages.ftp]\nkind = "ftp"\nhost = "h"\nuser = "u"\npassword = "${FTP_PASSWORD}"\ntls = false\n'
-    found = errors(tmp_path, base, probe=False)
+def test_it_needs_allow_plaintext_for_plain_ftp(tmp_path: Path) -> None:
+    ftp = {"kind": "ftp", "host": "h", "user": "u", "password": "${FTP_PASSWORD}", "tls": False}
+    found = errors(tmp_path, toml_text(storages={"ftp": ftp}), probe=False)
     assert any("allow_plaintext" in message for message in found), found
-    apply(tmp_path, base + "allow_plaintext = true\n", probe=False)
+    apply(tmp_path, toml_text(storages={"ftp": {**ftp, "allow_plaintext": True}}), probe=False)
 
 
-def test_the_system_check_reports_a_storage_that_cannot_be_built(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_it_reports_a_storage_that_cannot_be_built_in_the_system_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     Storage.objects.create(name="broken", kind="s3", options={"region": "eu-central-1"})
     Storage.objects.create(
         name="unresolved",
@@ -142,7 +150,7 @@ def test_the_system_check_reports_a_storage_that_cannot_be_built(monkeypatch: py
     assert "NOT_SET_HERE" in by_id["backups.W001"].msg
 
 
-def test_the_admin_form_applies_the_kinds_rules(admin_client: Any) -> None:
+def test_it_applies_the_kinds_rules_in_the_admin_form(admin_client: Any) -> None:
     form = {"name": "offsite", "kind": "s3", "prefix": "", "required": "on"}
     response = admin_client.post(
         "/admin/backups/storage/add/", {**form, "options": '{"bucket": "b", "secret_key": "plaintext!"}'}

@@ -17,6 +17,7 @@ from backups.models import BackupStatus, Target
 from restores.models import RestoreLog, RestoreStatus
 from restores.services import RestoreRefused, restore_backup, restore_to_directory
 from tests import test_config
+from tests.config_builder import toml_text
 from tests.test_config import errors_of, toml
 
 valid = test_config.valid  # the TOML fixture of the config tests
@@ -70,7 +71,7 @@ def test_it_backs_up_the_declared_files_and_restores_them_under_a_directory(conf
 
 
 @pytest.mark.django_db
-def test_the_archive_restores_by_hand_with_tar(configured, etc, tmp_path, storage_dir):
+def test_it_makes_an_archive_that_restores_by_hand_with_tar(configured, etc, tmp_path, storage_dir):
     backup = services.run_backup(configured, backup_type="configuration", compression="gzip")
     assert backup.status == BackupStatus.SUCCESS, backup.error_message
     into = tmp_path / "by-hand"
@@ -84,7 +85,7 @@ def test_the_archive_restores_by_hand_with_tar(configured, etc, tmp_path, storag
 
 
 @pytest.mark.django_db
-def test_a_second_restore_keeps_what_was_there_aside(configured, etc, tmp_path):
+def test_it_keeps_what_was_there_aside_on_a_second_restore(configured, etc, tmp_path):
     backup = services.run_backup(configured, backup_type="configuration")
     into = tmp_path / "restored"
     into.mkdir()
@@ -97,7 +98,7 @@ def test_a_second_restore_keeps_what_was_there_aside(configured, etc, tmp_path):
 
 
 @pytest.mark.django_db
-def test_a_missing_config_file_fails_the_backup_naming_it(configured, etc):
+def test_it_fails_the_backup_naming_a_missing_config_file(configured, etc):
     (etc / "secret.conf").unlink()
     backup = services.run_backup(configured, backup_type="configuration")
     assert backup.status == BackupStatus.FAILED
@@ -107,7 +108,9 @@ def test_a_missing_config_file_fails_the_backup_naming_it(configured, etc):
 
 
 @pytest.mark.django_db
-def test_a_listed_path_that_is_no_file_fails_the_backup_and_leaves_no_object(configured, etc, storage_dir):
+def test_it_fails_the_backup_on_a_listed_path_that_is_no_file_and_leaves_no_object(
+    configured, etc, storage_dir
+):
     fifo = etc / "app.fifo"
     os.mkfifo(fifo)
     configured.config_paths = [*configured.config_paths, str(fifo)]
@@ -119,7 +122,7 @@ def test_a_listed_path_that_is_no_file_fails_the_backup_and_leaves_no_object(con
 
 
 @pytest.mark.django_db
-def test_a_target_without_config_paths_cannot_make_one(sqlite_target):
+def test_it_cannot_be_made_for_a_target_without_config_paths(sqlite_target):
     assert not services.supports_type(sqlite_target, "configuration")
     assert "lists no config_paths" in services.type_problem(sqlite_target, "configuration")
     backup = services.run_backup(sqlite_target, backup_type="configuration")
@@ -128,7 +131,7 @@ def test_a_target_without_config_paths_cannot_make_one(sqlite_target):
 
 
 @pytest.mark.django_db
-def test_database_engines_refuse_incremental_backups_clearly(sqlite_target):
+def test_it_has_database_engines_refuse_incremental_backups_clearly(sqlite_target):
     problem = services.type_problem(sqlite_target, "incremental")
     assert problem == (
         "the sqlite engine does not make incremental backups (only the files engine does); "
@@ -139,7 +142,7 @@ def test_database_engines_refuse_incremental_backups_clearly(sqlite_target):
 
 
 @pytest.mark.django_db
-def test_restoring_a_configuration_backup_into_a_target_is_refused(configured, tmp_path):
+def test_it_refuses_to_restore_a_configuration_backup_into_a_target(configured, tmp_path):
     backup = services.run_backup(configured, backup_type="configuration")
     with pytest.raises(RestoreRefused, match="restore it into a directory"):
         restore_backup(backup, configured)
@@ -149,7 +152,7 @@ def test_restoring_a_configuration_backup_into_a_target_is_refused(configured, t
 
 
 @pytest.mark.django_db
-def test_restore_to_dir_refuses_other_backups_and_bad_directories(configured, sqlite_target, tmp_path):
+def test_it_refuses_other_backups_and_bad_directories_in_restore_to_dir(configured, sqlite_target, tmp_path):
     full = services.run_backup(sqlite_target)
     with pytest.raises(RestoreRefused, match="only configuration backups are restored into a directory"):
         restore_to_directory(full, tmp_path / "x")
@@ -164,7 +167,7 @@ def test_restore_to_dir_refuses_other_backups_and_bad_directories(configured, sq
 
 
 @pytest.mark.django_db
-def test_the_commands_make_and_restore_a_configuration_backup(configured, etc, tmp_path):
+def test_it_makes_and_restores_a_configuration_backup_with_the_commands(configured, etc, tmp_path):
     out = io.StringIO()
     call_command("backup_create", "--target", "app-db", "--type", "configuration", stdout=out)
     assert "succeeded" in out.getvalue()
@@ -182,7 +185,7 @@ def test_the_commands_make_and_restore_a_configuration_backup(configured, etc, t
 
 
 @pytest.mark.django_db
-def test_every_step_and_the_manifest_describe_it(configured, storage_dir):
+def test_it_is_described_by_every_step_and_the_manifest(configured, storage_dir):
     backup = services.run_backup(configured, backup_type="configuration")
     names = list(backup.steps.values_list("name", flat=True))
     assert names[:2] == ["validate", "dump"] and "manifest" in names
@@ -196,13 +199,18 @@ def test_every_step_and_the_manifest_describe_it(configured, storage_dir):
 
 
 @pytest.mark.django_db
-def test_toml_takes_config_paths_and_configuration_schedules(tmp_path, valid, etc):
+def test_it_takes_config_paths_and_configuration_schedules_in_toml(tmp_path, valid, etc):
     text = (
         valid.replace(
             "retention = { retention_days = 30, max_backups = 5 }",
             f'retention = {{ retention_days = 30, max_backups = 5 }}\nconfig_paths = ["{etc / "app"}", "{etc / "my.cnf"}"]',
         )
-        + '\n[schedules.app-config]\ntarget = "app-db"\nbackup_type = "configuration"\ncron = "0 4 * * 0"\n'
+        + "\n"
+        + toml_text(
+            schedules={
+                "app-config": {"target": "app-db", "backup_type": "configuration", "cron": "0 4 * * 0"}
+            }
+        )
     )
     config.apply(config.load(toml(tmp_path, text)))
     assert Target.objects.get(name="app-db").config_paths == [str(etc / "app"), str(etc / "my.cnf")]
@@ -217,7 +225,7 @@ def test_toml_takes_config_paths_and_configuration_schedules(tmp_path, valid, et
         ('["/no/such/file.conf"]', "/no/such/file.conf does not exist on this host"),
     ],
 )
-def test_toml_rejects_bad_config_paths_naming_the_key(tmp_path, valid, paths, expected):
+def test_it_rejects_bad_config_paths_in_toml_naming_the_key(tmp_path, valid, paths, expected):
     text = valid.replace('engine = "sqlite"', f'engine = "sqlite"\nconfig_paths = {paths}')
     errors = errors_of(tmp_path, text)
     assert any(e.startswith("targets.app-db.config_paths: ") and expected in e for e in errors), errors
@@ -225,7 +233,7 @@ def test_toml_rejects_bad_config_paths_naming_the_key(tmp_path, valid, paths, ex
 
 
 @pytest.mark.django_db
-def test_toml_rejects_a_configuration_schedule_for_a_target_without_config_paths(tmp_path, valid):
+def test_it_rejects_a_configuration_schedule_in_toml_for_a_target_without_config_paths(tmp_path, valid):
     text = valid.replace('target = "app-db"', 'target = "app-db"\nbackup_type = "configuration"')
     assert errors_of(tmp_path, text) == [
         "schedules.nightly.backup_type: target 'app-db' lists no config_paths; add "
@@ -234,7 +242,7 @@ def test_toml_rejects_a_configuration_schedule_for_a_target_without_config_paths
 
 
 @pytest.mark.django_db
-def test_toml_explains_incremental_for_a_database_engine(tmp_path, valid):
+def test_it_explains_incremental_in_toml_for_a_database_engine(tmp_path, valid):
     text = valid.replace('target = "app-db"', 'target = "app-db"\nbackup_type = "incremental"')
     assert errors_of(tmp_path, text) == [
         "schedules.nightly.backup_type: the sqlite engine makes full, database backups only; "
@@ -243,7 +251,7 @@ def test_toml_explains_incremental_for_a_database_engine(tmp_path, valid):
 
 
 @pytest.mark.django_db
-def test_the_model_rejects_bad_config_paths(sqlite_target):
+def test_it_rejects_bad_config_paths_in_the_model(sqlite_target):
     from django.core.exceptions import ValidationError
 
     sqlite_target.config_paths = ["relative.conf"]

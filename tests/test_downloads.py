@@ -49,7 +49,7 @@ def test_it_streams_a_backup_to_a_user_with_the_permission(admin_client, sqlite_
     assert log.storage is not None and log.storage.name == "local"
 
 
-def test_a_user_without_the_download_permission_gets_403(client, viewer, sqlite_target):
+def test_it_gives_403_to_a_user_without_the_download_permission(client, viewer, sqlite_target):
     backup = services.run_backup(sqlite_target)
     assert client.get(f"/admin/backups/backup/{backup.pk}/change/").status_code == 200
     response = client.get(f"/backups/{backup.pk}/download/")
@@ -62,7 +62,7 @@ def test_a_user_without_the_download_permission_gets_403(client, viewer, sqlite_
     assert client.get(f"/backups/{backup.pk}/download/").status_code == 200
 
 
-def test_an_anonymous_visitor_is_sent_to_the_login_page(client, sqlite_target):
+def test_it_sends_an_anonymous_visitor_to_the_login_page(client, sqlite_target):
     backup = services.run_backup(sqlite_target)
     response = client.get(f"/backups/{backup.pk}/download/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
@@ -76,13 +76,13 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page(client, sqlite_target):
         "/backups/1.5/download/",
     ],
 )
-def test_a_path_like_id_is_not_found(admin_client, sqlite_target, path):
+def test_it_does_not_find_a_path_like_id(admin_client, sqlite_target, path):
     services.run_backup(sqlite_target)
     assert admin_client.get(path).status_code == 404
     assert not BackupDownload.objects.exists()
 
 
-def test_unknown_failed_or_deleted_backups_are_not_found(admin_client, sqlite_target, sqlite_source):
+def test_it_does_not_find_unknown_failed_or_deleted_backups(admin_client, sqlite_target, sqlite_source):
     assert admin_client.get("/backups/999/download/").status_code == 404
     good = services.run_backup(sqlite_target)
     sqlite_source.unlink()
@@ -93,7 +93,7 @@ def test_unknown_failed_or_deleted_backups_are_not_found(admin_client, sqlite_ta
     assert admin_client.get(f"/backups/{good.pk}/download/").status_code == 404
 
 
-def test_the_admin_shows_a_download_link_only_with_the_permission(
+def test_it_shows_a_download_link_in_the_admin_only_with_the_permission(
     admin_client, client, viewer, sqlite_target
 ):
     backup = services.run_backup(sqlite_target)
@@ -104,7 +104,9 @@ def test_the_admin_shows_a_download_link_only_with_the_permission(
     assert admin_client.get("/admin/backups/backupdownload/").status_code == 200
 
 
-def test_the_admin_action_downloads_exactly_one_selected_backup(admin_client, client, viewer, sqlite_target):
+def test_it_downloads_exactly_one_selected_backup_from_the_admin_action(
+    admin_client, client, viewer, sqlite_target
+):
     first = services.run_backup(sqlite_target)
     second = services.run_backup(sqlite_target)
     url = "/admin/backups/backup/"
@@ -119,7 +121,7 @@ def test_the_admin_action_downloads_exactly_one_selected_backup(admin_client, cl
     assert "download_selected" in admin_client.get(url).content.decode()
 
 
-def test_a_streamed_download_closes_the_storage_when_the_response_closes(
+def test_it_closes_the_storage_of_a_streamed_download_when_the_response_closes(
     admin_client, sqlite_target, monkeypatch
 ):
     """SFTP and FTP storages hold a session per storage object; it must not outlive the download."""

@@ -8,36 +8,25 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from tests import config_builder
 from tests.conftest import fill_sqlite, sqlite_rows
 
 
 def write_config(tmp_path: Path, source: Path, media: Path) -> Path:
-    config = tmp_path / "backupsite.toml"
-    config.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "backups"}"
-
-[targets.app-db]
-engine = "sqlite"
-database = "{source}"
-storages = ["local"]
-
-[targets.app-db-restore]
-engine = "sqlite"
-database = "{tmp_path / "restored" / "app.sqlite3"}"
-storages = ["local"]
-is_active = false
-
-[targets.media]
-engine = "files"
-paths = ["{media}"]
-storages = ["local"]
-compression = "zstd"
-"""
+    return config_builder.write_config(
+        tmp_path / "backupsite.toml",
+        storage_dir=tmp_path / "backups",
+        targets={
+            "app-db": {"engine": "sqlite", "database": source, "storages": ["local"]},
+            "app-db-restore": {
+                "engine": "sqlite",
+                "database": tmp_path / "restored" / "app.sqlite3",
+                "storages": ["local"],
+                "is_active": False,
+            },
+            "media": {"engine": "files", "paths": [media], "storages": ["local"], "compression": "zstd"},
+        },
     )
-    return config
 
 
 def test_it_backs_up_verifies_detects_corruption_and_restores(manage, tmp_path, files_tree):
@@ -110,25 +99,18 @@ def test_it_backs_up_verifies_detects_corruption_and_restores(manage, tmp_path, 
     assert sqlite_rows(tmp_path / "restored" / "app.sqlite3") == sqlite_rows(source)
 
 
-def test_it_restores_files_into_another_directory(manage, tmp_path, files_tree):
-    config = tmp_path / "files.toml"
-    config.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "backups"}"
-
-[targets.media]
-engine = "files"
-paths = ["{files_tree}"]
-storages = ["local"]
-
-[targets.media-copy]
-engine = "files"
-paths = ["{tmp_path / "copy"}"]
-storages = ["local"]
-is_active = false
-"""
+def test_it_restores_files_into_another_directory(manage, tmp_path, files_tree, toml_config):
+    config = toml_config(
+        "files.toml",
+        targets={
+            "media": {"engine": "files", "paths": [files_tree], "storages": ["local"]},
+            "media-copy": {
+                "engine": "files",
+                "paths": [tmp_path / "copy"],
+                "storages": ["local"],
+                "is_active": False,
+            },
+        },
     )
     assert manage("backup_config", "apply", str(config)).returncode == 0
     backup = json.loads(manage("backup_create", "--target", "media", "--json").stdout)[0]
@@ -143,21 +125,11 @@ is_active = false
     assert (copy / "empty-dir").is_dir()
 
 
-def test_it_keeps_the_app_database_usable_while_backing_it_up(manage, tmp_path):
+def test_it_keeps_the_app_database_usable_while_backing_it_up(manage, tmp_path, toml_config):
     """The demo backs up Backupsite's own database while it records the run in it."""
     home_db = tmp_path / "home" / "backupsite.sqlite3"
-    config = tmp_path / "self.toml"
-    config.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "backups"}"
-
-[targets.self]
-engine = "sqlite"
-database = "{home_db}"
-storages = ["local"]
-"""
+    config = toml_config(
+        "self.toml", targets={"self": {"engine": "sqlite", "database": home_db, "storages": ["local"]}}
     )
     assert manage("backup_config", "apply", str(config)).returncode == 0
     result = manage("backup_create", "--json")

@@ -228,7 +228,7 @@ def test_it_backs_up_verifies_and_restores_into_a_new_database(
         clickhouse_server.drop_database(destination_db)
 
 
-def test_big_tables_are_split_into_parts_that_restore_by_hand(
+def test_it_splits_big_tables_into_parts_that_restore_by_hand(
     clickhouse_server: ClickHouseServer, local_storage: Storage, storage_dir: Path, tmp_path: Path
 ) -> None:
     database = fill_sample(clickhouse_server, unique_name("parts"), rows=3000)
@@ -294,7 +294,7 @@ def test_big_tables_are_split_into_parts_that_restore_by_hand(
         clickhouse_server.drop_database(database)
 
 
-def test_deep_verify_restores_into_a_scratch_database_on_the_sandbox(
+def test_it_deep_verifies_by_restoring_into_a_scratch_database_on_the_sandbox(
     clickhouse_server: ClickHouseServer, sample_db: str, local_storage: Storage
 ) -> None:
     backup = services.run_backup(make_target(clickhouse_server, sample_db, local_storage))
@@ -330,7 +330,7 @@ def test_it_backs_up_only_the_tables_asked_for(
     assert f"table(s) not found in database {sample_db}: nope" in unknown.error_message
 
 
-def test_row_counts_are_approximate_for_tables_without_parts(
+def test_it_counts_rows_approximately_for_tables_without_parts(
     clickhouse_server: ClickHouseServer, tmp_path: Path
 ) -> None:
     database = fill_sample(clickhouse_server, unique_name("log"), rows=50)
@@ -355,7 +355,7 @@ def test_row_counts_are_approximate_for_tables_without_parts(
 # -- restores that must not happen, or fail -----------------------------------------------------------
 
 
-def test_a_restore_onto_existing_tables_refuses_and_changes_nothing(
+def test_it_refuses_to_restore_onto_existing_tables_and_changes_nothing(
     clickhouse_server: ClickHouseServer, sample_db: str, local_storage: Storage
 ) -> None:
     backup = services.run_backup(make_target(clickhouse_server, sample_db, local_storage))
@@ -395,7 +395,7 @@ def test_it_restores_over_its_own_source_when_told_to_replace(
     assert table_rows(clickhouse_server, sample_db) == original
 
 
-def test_a_restore_that_the_server_rejects_fails_with_its_message(
+def test_it_fails_a_restore_that_the_server_rejects_with_its_message(
     clickhouse_server: ClickHouseServer, sample_db: str, local_storage: Storage, storage_dir: Path
 ) -> None:
     backup = services.run_backup(make_target(clickhouse_server, sample_db, local_storage), compression="none")
@@ -423,7 +423,7 @@ def test_a_restore_that_the_server_rejects_fails_with_its_message(
         clickhouse_server.drop_database(destination_db)
 
 
-def test_a_restore_compares_exact_row_counts(
+def test_it_compares_exact_row_counts_on_restore(
     clickhouse_server: ClickHouseServer, sample_db: str, tmp_path: Path
 ) -> None:
     data, _ = dump_bytes(clickhouse_server, sample_db, tmp_path)
@@ -446,7 +446,7 @@ def test_a_restore_compares_exact_row_counts(
 # -- trial restores ------------------------------------------------------------------------------------
 
 
-def test_a_trial_restore_checks_the_archive_without_a_server(
+def test_it_checks_the_archive_in_a_trial_restore_without_a_server(
     clickhouse_server: ClickHouseServer, sample_db: str, tmp_path: Path
 ) -> None:
     engine = get_engine("clickhouse")
@@ -500,7 +500,7 @@ def big_db(clickhouse_server: ClickHouseServer) -> Iterator[str]:
     clickhouse_server.drop_database(name)
 
 
-def test_the_password_never_shows_in_argv_logs_or_messages(
+def test_it_never_shows_the_password_in_argv_logs_or_messages(
     clickhouse_server: ClickHouseServer,
     big_db: str,
     local_storage: Storage,
@@ -529,7 +529,7 @@ def test_the_password_never_shows_in_argv_logs_or_messages(
     assert not any(clickhouse_server.password in text for text in texts)
 
 
-def test_the_client_config_carries_any_password(clickhouse_server: ClickHouseServer) -> None:
+def test_it_carries_any_password_in_the_client_config(clickhouse_server: ClickHouseServer) -> None:
     # The server's password has XML's special characters and spaces at both ends.
     assert clickhouse_server.password != clickhouse_server.password.strip()
     get_engine("clickhouse").probe(connection(clickhouse_server, "default"))
@@ -538,7 +538,7 @@ def test_the_client_config_carries_any_password(clickhouse_server: ClickHouseSer
 # -- failures ------------------------------------------------------------------------------------------
 
 
-def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
+def test_it_fails_a_wrong_password_with_authentication_failed_and_no_secret(
     clickhouse_server: ClickHouseServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WRONG_CH_PASSWORD", "not-the-Right-one-42")
@@ -557,7 +557,7 @@ def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
         engine.probe(connection(clickhouse_server, "default", user="nobody"))
 
 
-def test_a_server_that_is_down_fails_saying_so(local_storage: Storage) -> None:
+def test_it_fails_saying_so_when_the_server_is_down(local_storage: Storage) -> None:
     port = free_port()  # nothing listens there
     target = Target.objects.create(
         name="ch-down", engine="clickhouse", host="127.0.0.1", port=port, database="x", user="u"
@@ -568,7 +568,7 @@ def test_a_server_that_is_down_fails_saying_so(local_storage: Storage) -> None:
     assert backup.error_message == f"cannot reach the server at 127.0.0.1:{port}: connection refused"
 
 
-def test_a_server_that_never_answers_fails_within_the_connect_timeout(local_storage: Storage) -> None:
+def test_it_fails_within_the_connect_timeout_when_the_server_never_answers(local_storage: Storage) -> None:
     with silent_listener() as port:
         target = Target.objects.create(
             name="ch-silent",
@@ -587,7 +587,7 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(local_stor
     assert f"cannot reach the server at 127.0.0.1:{port}: no answer within 2 s" in backup.error_message
 
 
-def test_a_missing_database_fails_naming_it(
+def test_it_fails_naming_a_missing_database(
     clickhouse_server: ClickHouseServer, local_storage: Storage
 ) -> None:
     backup = services.run_backup(make_target(clickhouse_server, "nope_not_here", local_storage))
@@ -596,7 +596,7 @@ def test_a_missing_database_fails_naming_it(
     assert backup.error_message == f"database nope_not_here does not exist on {where}"
 
 
-def test_a_missing_client_is_a_system_check_error_and_a_failed_run(
+def test_it_reports_a_missing_client_as_a_system_check_error_and_a_failed_run(
     clickhouse_server: ClickHouseServer,
     local_storage: Storage,
     monkeypatch: pytest.MonkeyPatch,
@@ -617,7 +617,7 @@ def test_a_missing_client_is_a_system_check_error_and_a_failed_run(
         pass
 
 
-def test_a_dump_abandoned_midway_fails_and_leaves_no_client_running(
+def test_it_fails_a_dump_abandoned_midway_and_leaves_no_client_running(
     clickhouse_server: ClickHouseServer, big_db: str, tmp_path: Path
 ) -> None:
     engine = get_engine("clickhouse")
@@ -663,7 +663,7 @@ def test_it_speaks_tls_and_verifies_the_certificate(
 # -- change detection ------------------------------------------------------------------------------------
 
 
-def test_the_fingerprint_changes_with_every_change_and_only_then(
+def test_it_changes_the_fingerprint_with_every_change_and_only_then(
     clickhouse_server: ClickHouseServer, sample_db: str
 ) -> None:
     engine = get_engine("clickhouse")
@@ -695,55 +695,10 @@ def test_the_fingerprint_changes_with_every_change_and_only_then(
         seen.add(token)
 
 
-# -- settings ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("fields", "problem"),
-    [
-        ({"host": ""}, ("host", "required")),
-        ({"database": ""}, ("database", "required")),
-        ({"port": 0}, ("port", "between 1 and 65535")),
-        (
-            {"options": {"sslmode": "require"}},
-            ("options", "unknown option 'sslmode'; known options: ca_certificate"),
-        ),
-        ({"options": {"secure": "yes"}}, ("options.secure", "true or false")),
-        ({"options": {"connect_timeout": "10"}}, ("options.connect_timeout", "whole number of seconds")),
-        ({"options": {"part_size": 10}}, ("options.part_size", "number of bytes from 1024")),
-        ({"options": {"replace_existing": 1}}, ("options.replace_existing", "true or false")),
-        (
-            {"options": {"ca_certificate": "/ca.pem"}},
-            ("options.ca_certificate", "only used with secure = true"),
-        ),
-        (
-            {"include_tables": ("a",), "exclude_tables": ("a",)},
-            ("exclude_tables", "also listed in include_tables"),
-        ),
-        ({"password": "x\x01y"}, ("password", "control characters")),
-    ],
-)
-def test_it_validates_settings_with_field_names(fields: dict[str, Any], problem: tuple[str, str]) -> None:
-    values: dict[str, Any] = {"host": "ch", "database": "app", **fields}
-    problems = ClickHouseEngine().validate(Connection(name="t", engine="clickhouse", **values))
-    assert any(field == problem[0] and problem[1] in message for field, message in problems), problems
-
-
-def test_good_settings_have_no_problems() -> None:
-    options = {
-        "secure": True,
-        "ca_certificate": "/etc/ssl/ca.pem",
-        "connect_timeout": 5,
-        "part_size": 1 << 20,
-    }
-    good = Connection(name="t", engine="clickhouse", host="ch", database="app", options=options)
-    assert ClickHouseEngine().validate(good) == []
-
-
 # -- names and statements ------------------------------------------------------------------------------
 
 
-def test_odd_names_round_trip_into_another_database(
+def test_it_round_trips_odd_names_into_another_database(
     clickhouse_server: ClickHouseServer, tmp_path: Path
 ) -> None:
     source_db, destination_db = f"odd src ü {unique_name('x')}", f"odd dst `{unique_name('y')}`"
@@ -780,7 +735,7 @@ def test_odd_names_round_trip_into_another_database(
         engine.drop_database(connection(clickhouse_server, source_db))
 
 
-def test_database_qualifiers_are_rewritten_outside_literals_only() -> None:
+def test_it_rewrites_database_qualifiers_outside_literals_only() -> None:
     from backups.engines.clickhouse.sql import dependency_order, rewrite_database, tsv_field
 
     sql = (

@@ -211,7 +211,7 @@ def test_it_fails_with_advice_for_an_engine_without_a_case(
         contract_case("not-an-engine", request, tmp_path)
 
 
-def test_listing_engines_does_not_load_every_database_driver() -> None:
+def test_it_lists_engines_without_loading_every_database_driver() -> None:
     import subprocess
     import sys
 

@@ -241,18 +241,6 @@ def test_it_validates_roots_that_share_a_name(tmp_path: Path) -> None:
     assert "share the name 'media'" in message
 
 
-def test_it_validates_paths_and_globs() -> None:
-    assert engine.validate(connection("/srv/media", "/srv/static", include=["*.jpg"])) == []
-    assert engine.validate(connection()) == [("paths", "required: a list of absolute directory paths")]
-    assert engine.validate(connection("relative/dir")) == [
-        ("paths", "'relative/dir' must be an absolute path")
-    ]
-    assert engine.validate(connection("/"))[0][1].endswith("cannot be backed up as a whole")
-    assert engine.validate(connection("/srv/media", exclude="*.tmp")) == [
-        ("options.exclude", "must be a list of glob patterns")
-    ]
-
-
 def test_it_keeps_the_old_contents_of_a_non_empty_destination_aside(files_tree: Path, tmp_path: Path) -> None:
     data, info = dump_tar(files_tree)
     area = tmp_path / "area"

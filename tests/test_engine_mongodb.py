@@ -46,7 +46,7 @@ from backups.engines.base import Connection, DumpOptions, EngineError, RestoreOp
 from backups.engines.mongodb.archive import NotAnArchive, scan
 from backups.engines.mongodb.bson_walker import parse_document
 from backups.engines.mongodb.engine import MongoDBEngine
-from backups.engines.mongodb.settings import config_text, human_error, settings_for, validate, yaml_quoted
+from backups.engines.mongodb.settings import config_text, human_error, settings_for, yaml_quoted
 from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
@@ -177,7 +177,7 @@ def test_it_follows_an_archive_built_from_the_documented_format(check_documents:
     )
 
 
-def test_time_series_data_counts_for_its_collection() -> None:
+def test_it_counts_time_series_data_for_its_collection() -> None:
     """Servers before 8.3 keep a time series' data in system.buckets.NAME, and so does the archive."""
     data = build_archive(
         [("system.buckets.weather", [{"_id": 1, "meta": "x"}])],
@@ -190,7 +190,7 @@ def test_time_series_data_counts_for_its_collection() -> None:
 
 
 @pytest.mark.parametrize("check_documents", [True, False])
-def test_every_cut_of_an_archive_is_refused(check_documents: bool) -> None:
+def test_it_refuses_every_cut_of_an_archive(check_documents: bool) -> None:
     data = build_archive([("a", [{"_id": 1, "x": "y" * 20}]), ("b", [{"_id": 2}])])
     for end in range(len(data)):
         with pytest.raises(EngineError):
@@ -252,7 +252,7 @@ def test_it_names_what_is_wrong_with_a_damaged_archive() -> None:
         scan(io.BytesIO(b""), check_documents=False)
 
 
-def test_only_a_trial_restore_walks_each_document() -> None:
+def test_it_walks_each_document_only_in_a_trial_restore() -> None:
     document = bson.encode({"_id": 1, "x": "text"})
     broken = document.replace(b"\x02x\x00", b"\x42x\x00")  # a type byte that BSON does not have
     data = _replace(build_archive([("a", [{"_id": 1, "x": "text"}])]), document, broken)
@@ -261,7 +261,7 @@ def test_only_a_trial_restore_walks_each_document() -> None:
         ENGINE.trial_restore(io.BytesIO(data), RestoreOptions())
 
 
-def test_the_bson_walker_reads_every_type_pymongo_writes() -> None:
+def test_it_reads_every_type_pymongo_writes_with_the_bson_walker() -> None:
     fields = parse_document(bson.encode(RICH_DOCUMENT))
     assert list(fields) == list(RICH_DOCUMENT)
     assert (fields["name"], fields["big"], fields["code"]) == (RICH_DOCUMENT["name"], 2**62, None)
@@ -272,7 +272,7 @@ def test_the_bson_walker_reads_every_type_pymongo_writes() -> None:
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\x00\x17not a dump of any kind\xff" * 2000, b"PGDMP\x01\x0e"])
-def test_garbage_is_never_a_good_archive(garbage: bytes, tmp_path: Path) -> None:
+def test_it_never_takes_garbage_for_a_good_archive(garbage: bytes, tmp_path: Path) -> None:
     with pytest.raises(EngineError):
         ENGINE.trial_restore(io.BytesIO(garbage), RestoreOptions(scratch_dir=tmp_path))
     with pytest.raises(NotAnArchive):
@@ -283,7 +283,7 @@ def test_garbage_is_never_a_good_archive(garbage: bytes, tmp_path: Path) -> None
     assert list(tmp_path.glob("mongodb-*")) == []
 
 
-def test_a_restore_refuses_an_archive_of_several_databases(tmp_path: Path) -> None:
+def test_it_refuses_to_restore_an_archive_of_several_databases(tmp_path: Path) -> None:
     one = build_archive([("bar", [{"_id": 1}])], database="test")
     other = build_archive([("system.version", [{"_id": "x"}])], database="admin")
     # Both databases' prelude entries, then both segments: what mongodump writes for a whole server.
@@ -301,7 +301,7 @@ def test_a_restore_refuses_an_archive_of_several_databases(tmp_path: Path) -> No
 # -- the --config file, argv, settings ------------------------------------------------------------
 
 
-def test_the_password_is_only_in_the_private_config_file(tmp_path: Path) -> None:
+def test_it_puts_the_password_only_in_the_private_config_file(tmp_path: Path) -> None:
     secret = "s3cret pw ü #:'\"\\"
     target = connection(user="backup er", password=secret, include_tables=("orders",))
     settings = settings_for(target)
@@ -330,7 +330,7 @@ def test_the_password_is_only_in_the_private_config_file(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []  # whatever happens
 
 
-def test_the_uri_carries_everything_but_secrets() -> None:
+def test_it_carries_everything_but_secrets_in_the_uri() -> None:
     options = {
         "auth_database": "users",
         "tls_ca_file": "/etc/ssl/my ca.pem",
@@ -367,7 +367,7 @@ def test_the_uri_carries_everything_but_secrets() -> None:
     assert yaml.safe_load(config_text(anonymous, for_dump=True)) == {"uri": anonymous.uri(for_dump=True)}
 
 
-def test_a_restore_renames_the_archive_database_and_may_keep_collections(tmp_path: Path) -> None:
+def test_it_renames_the_archive_database_on_restore_and_may_keep_collections(tmp_path: Path) -> None:
     settings = settings_for(connection(database="restored*", options={"drop": False}))
     assert ENGINE.restore_argv(tmp_path / "c.yaml", settings, "sh*op") == [
         "mongorestore",
@@ -396,69 +396,12 @@ def test_a_restore_renames_the_archive_database_and_may_keep_collections(tmp_pat
         "",
     ],
 )
-def test_yaml_quoting_survives_a_yaml_parser(value: str) -> None:
+def test_it_quotes_yaml_so_that_it_survives_a_yaml_parser(value: str) -> None:
     """PyYAML, a YAML 1.1 parser like the tools' Go yaml.v2, reads every value back unchanged."""
     assert yaml.safe_load(f"password: {yaml_quoted(value)}\n") == {"password": value}
 
 
-@pytest.mark.parametrize(
-    ("fields", "problem"),
-    [
-        ({"host": ""}, ("host", "required")),
-        ({"host": "a.example,b.example"}, ("host", "one host name or IP address")),
-        ({"host": "mongodb://db"}, ("host", "one host name or IP address")),
-        ({"database": ""}, ("database", "required")),
-        ({"database": "my.db"}, ("database", "must not contain '.'")),
-        ({"database": "x" * 64}, ("database", "shorter than 64 bytes")),
-        ({"port": 0}, ("port", "between 1 and 65535")),
-        ({"user": "u"}, ("password", "required when user is set")),
-        ({"password": "p"}, ("password", "set the user name too")),
-        ({"user": "u", "password": "x\x00y"}, ("password", "without NUL")),
-        ({"include_tables": ("a", "b")}, ("include_tables", "list one collection")),
-        ({"include_tables": ("a",), "exclude_tables": ("b",)}, ("exclude_tables", "not both")),
-        ({"exclude_tables": ("",)}, ("exclude_tables", "not a valid collection name")),
-        ({"include_tables": ("system.buckets.w",)}, ("include_tables", "time series collection itself")),
-        (
-            {"options": {"authSource": "admin"}},
-            ("options", "unknown option 'authSource'; known options: auth_database"),
-        ),
-        ({"options": {"auth_database": "a b"}}, ("options.auth_database", "must not contain ' '")),
-        ({"options": {"tls": "yes"}}, ("options.tls", "true or false")),
-        ({"options": {"drop": 1}}, ("options.drop", "true or false")),
-        ({"options": {"tls": False, "tls_ca_file": "/ca.pem"}}, ("options.tls", "TLS files are set")),
-        ({"options": {"tls_ca_file": ""}}, ("options.tls_ca_file", "path of a PEM file")),
-        ({"options": {"connect_timeout": "10"}}, ("options.connect_timeout", "whole number of seconds")),
-        ({"options": {"connect_timeout": True}}, ("options.connect_timeout", "whole number of seconds")),
-        (
-            {"options": {"read_preference": "secondary_preferred"}},
-            ("options.read_preference", "must be one of primary"),
-        ),
-    ],
-)
-def test_it_validates_settings_with_field_names(fields: dict[str, Any], problem: tuple[str, str]) -> None:
-    problems = validate(connection(**fields))
-    assert any(field == problem[0] and problem[1] in message for field, message in problems), problems
-    with pytest.raises(EngineError, match=problem[0]):
-        settings_for(connection(**fields))
-
-
-def test_good_settings_have_no_problems() -> None:
-    options = {
-        "auth_database": "admin",
-        "tls": True,
-        "tls_ca_file": "/etc/ssl/ca.pem",
-        "tls_certificate_key_file": "/etc/ssl/client.pem",
-        "tls_certificate_key_file_password": "k",
-        "drop": False,
-        "connect_timeout": 5,
-        "read_preference": "nearest",
-    }
-    for host in ("localhost", "127.0.0.1", "::1", "mongo-0.mongo.svc.cluster.local", "db_1"):
-        good = connection(host=host, user="backup", password="pw", exclude_tables=("logs",), options=options)
-        assert ENGINE.validate(good) == []
-
-
-def test_a_missing_tls_file_is_named_before_any_tool_runs(tmp_path: Path) -> None:
+def test_it_names_a_missing_tls_file_before_any_tool_runs(tmp_path: Path) -> None:
     settings = settings_for(connection(options={"tls_ca_file": str(tmp_path / "nope.pem")}))
     with (
         pytest.raises(EngineError, match=r"tls_ca_file .*nope\.pem does not exist"),
@@ -488,7 +431,7 @@ DUPLICATE = (
 )
 
 
-def test_the_tools_errors_read_as_human_messages() -> None:
+def test_it_reads_the_tools_errors_as_human_messages() -> None:
     settings = settings_for(
         connection(host="127.0.0.1", user="backupsite", password="pw", options={"connect_timeout": 2})
     )
@@ -522,7 +465,7 @@ def test_it_checks_mongorestores_own_tally() -> None:
 
 
 @pytest.mark.django_db
-def test_missing_tools_are_a_system_check_error_and_a_failed_run(
+def test_it_reports_missing_tools_as_a_system_check_error_and_a_failed_run(
     local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     target = Target.objects.create(name="mongo-app", engine="mongodb", host="127.0.0.1", database="app")
@@ -718,7 +661,7 @@ def test_it_restores_over_its_own_source(mongo: MongoServer, local_storage: Stor
 
 @needs_mongodb
 @pytest.mark.django_db
-def test_a_restore_error_stops_the_restore_with_the_tools_message(
+def test_it_stops_the_restore_at_a_restore_error_with_the_tools_message(
     mongo: MongoServer, local_storage: Storage
 ) -> None:
     source_db = fill_sample(mongo, unique_name("conflict"), customers=50)
@@ -744,7 +687,7 @@ def test_a_restore_error_stops_the_restore_with_the_tools_message(
 
 @needs_mongodb
 @pytest.mark.django_db
-def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
+def test_it_fails_a_wrong_password_with_authentication_failed_and_no_secret(
     mongo: MongoServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WRONG_MONGODB_PASSWORD", "not-the-Right-one-42")
@@ -764,7 +707,7 @@ def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
 
 @needs_mongodb
 @pytest.mark.django_db
-def test_a_server_that_is_down_fails_within_the_connect_timeout(
+def test_it_fails_within_the_connect_timeout_when_the_server_is_down(
     mongo: MongoServer, local_storage: Storage
 ) -> None:
     port = free_port()  # nothing listens there
@@ -808,7 +751,9 @@ def test_it_backs_up_only_the_collections_asked_for(mongo: MongoServer, local_st
 
 
 @needs_mongodb
-def test_a_trial_restore_reads_a_real_dump_and_refuses_a_cut_one(mongo: MongoServer, tmp_path: Path) -> None:
+def test_it_reads_a_real_dump_in_a_trial_restore_and_refuses_a_cut_one(
+    mongo: MongoServer, tmp_path: Path
+) -> None:
     database = fill_sample(mongo, unique_name("trial"), customers=30)
     target = connection(
         host=mongo.host, port=mongo.port, user=mongo.user, password=mongo.password, database=database
@@ -829,7 +774,9 @@ def test_a_trial_restore_reads_a_real_dump_and_refuses_a_cut_one(mongo: MongoSer
 @needs_mongodb
 # SCRAM-SHA-256 passwords go through SASLprep, which forbids control characters: none here.
 @pytest.mark.parametrize("password", ["end\\", " spaces ", "#hash: x {y}", "'\"", "ünï %41@:/?&="])
-def test_the_config_file_carries_any_password(mongo: MongoServer, password: str, tmp_path: Path) -> None:
+def test_it_carries_any_password_in_the_config_file(
+    mongo: MongoServer, password: str, tmp_path: Path
+) -> None:
     user = unique_name("u")
     database = unique_name("quoting")
     mongo.create_user(user, password, ["backup"])
@@ -860,7 +807,7 @@ def big_db(mongodb_server: MongoServer) -> Iterator[str]:
 
 @needs_mongodb
 @pytest.mark.django_db
-def test_the_password_never_shows_in_argv_logs_or_messages(
+def test_it_never_shows_the_password_in_argv_logs_or_messages(
     mongo: MongoServer, big_db: str, local_storage: Storage, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     scratch = tmp_path / "scratch"
@@ -885,7 +832,7 @@ def test_the_password_never_shows_in_argv_logs_or_messages(
 
 @needs_mongodb
 @pytest.mark.django_db
-def test_a_dump_killed_midway_fails_and_stores_nothing(
+def test_it_fails_a_dump_killed_midway_and_stores_nothing(
     mongo: MongoServer, big_db: str, local_storage: Storage, storage_dir: Path, settings: Any, tmp_path: Path
 ) -> None:
     settings.BACKUPSITE_PROGRESS_INTERVAL = 0

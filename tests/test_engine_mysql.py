@@ -24,11 +24,12 @@ import pytest
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import Connection, DumpOptions, EngineError, RestoreOptions
-from backups.engines.mysql.engine import MySQLEngine, NotADump
+from backups.engines.mysql.engine import NotADump
 from backups.engines.mysql.settings import option_value
 from backups.models import BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
+from tests.config_builder import write_config
 from tests.conftest import server_target, unique_name
 from tests.engine_checks import ProcessWatch, assert_missing_tools_fail, child_named
 from tests.servers.mariadb import MariaDBServer, fill_sample, make_certificates, quote_name, table_rows
@@ -257,7 +258,7 @@ def _wait_until_innodb_is_quiet(server: MariaDBServer, quiet: float = 1.0, timeo
             last, since = current, time.monotonic()
 
 
-def test_a_restore_compares_exact_row_counts_with_the_manifest(
+def test_it_compares_exact_row_counts_with_the_manifest_on_restore(
     mariadb_server: MariaDBServer, tmp_path: Path
 ) -> None:
     engine = get_engine("mariadb")
@@ -297,7 +298,7 @@ def test_a_restore_compares_exact_row_counts_with_the_manifest(
     assert not mariadb_server.database_exists(destination.database)
 
 
-def test_row_counts_are_not_exact_when_a_table_is_not_innodb(
+def test_it_does_not_count_rows_exactly_when_a_table_is_not_innodb(
     mariadb_server: MariaDBServer, tmp_path: Path
 ) -> None:
     database = fill_sample(mariadb_server, unique_name("aria"))
@@ -389,7 +390,7 @@ class Bank:
         return int(rows // 2)
 
 
-def test_a_dump_taken_during_continuous_writes_restores_consistently(
+def test_it_takes_a_dump_during_continuous_writes_that_restores_consistently(
     mariadb_server: MariaDBServer, local_storage: Storage
 ) -> None:
     database = unique_name("bank")
@@ -432,7 +433,7 @@ def big_db(mariadb_server: MariaDBServer) -> Iterator[str]:
     mariadb_server.drop_database(name)
 
 
-def test_the_password_never_shows_in_argv_logs_or_messages(
+def test_it_never_shows_the_password_in_argv_logs_or_messages(
     mariadb_server: MariaDBServer,
     big_db: str,
     local_storage: Storage,
@@ -459,26 +460,24 @@ def test_the_password_never_shows_in_argv_logs_or_messages(
     assert not any(mariadb_server.password in text for text in texts)
 
 
-def test_the_password_stays_out_of_command_output(
+def test_it_keeps_the_password_out_of_command_output(
     mariadb_server: MariaDBServer, manage: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
     database = fill_sample(mariadb_server, unique_name("cli"))
-    config = tmp_path / "shop.toml"
-    targets = "".join(
-        f"""
-[targets.{name}]
-engine = "mariadb"
-host = "{mariadb_server.host}"
-port = {mariadb_server.port}
-user = "{mariadb_server.user}"
-password = "${{SHOP_DB_PASSWORD}}"
-database = "{db}"
-options = {{ connect_timeout = 5 }}
-storages = ["local"]
-"""
+    targets = {
+        name: {
+            "engine": "mariadb",
+            "host": mariadb_server.host,
+            "port": mariadb_server.port,
+            "user": mariadb_server.user,
+            "password": "${SHOP_DB_PASSWORD}",
+            "database": db,
+            "options": {"connect_timeout": 5},
+            "storages": ["local"],
+        }
         for name, db in (("shop", database), ("shop-missing", "no_such_db"))
-    )
-    config.write_text(f'[storages.local]\nkind = "local"\npath = "{tmp_path / "cli-backups"}"\n{targets}')
+    }
+    config = write_config(tmp_path / "shop.toml", storage_dir=tmp_path / "cli-backups", targets=targets)
     try:
         env = {"SHOP_DB_PASSWORD": mariadb_server.password, "LOG_LEVEL": "DEBUG"}
         probed = manage("backup_config", "apply", str(config), extra_env=env)  # the probe fails
@@ -555,7 +554,7 @@ def test_it_speaks_tls_as_configured(key: str, mariadb_server: MariaDBServer, tm
         "ünï 🚀;=[client]",
     ],
 )
-def test_the_option_file_carries_any_password(
+def test_it_carries_any_password_in_the_option_file(
     mariadb_server: MariaDBServer, password: str, tmp_path: Path
 ) -> None:
     user = unique_name("u")[:32]
@@ -574,7 +573,7 @@ def test_the_option_file_carries_any_password(
         mariadb_server.drop_database(database)
 
 
-def test_option_values_are_quoted_and_escaped() -> None:
+def test_it_quotes_and_escapes_option_values() -> None:
     assert option_value("a\"b'c\\d#e f") == '"a\\"b\\\'c\\\\d#e f"'
     assert option_value("x\ny") == '"x\\ny"'
 
@@ -582,7 +581,7 @@ def test_option_values_are_quoted_and_escaped() -> None:
 # -- failures ----------------------------------------------------------------------------------------
 
 
-def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
+def test_it_fails_a_wrong_password_with_authentication_failed_and_no_secret(
     mariadb_server: MariaDBServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WRONG_MARIADB_PASSWORD", "not-the-Right-one-42")
@@ -605,7 +604,7 @@ def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
 @pytest.mark.parametrize(
     ("host", "port"), [("127.0.0.1", 1), ("10.255.255.1", 3306), ("no-such-host.invalid", 3306)]
 )
-def test_an_unreachable_server_fails_within_the_connect_timeout(
+def test_it_fails_within_the_connect_timeout_when_the_server_is_unreachable(
     host: str, port: int, local_storage: Storage
 ) -> None:
     target = Target.objects.create(
@@ -627,7 +626,7 @@ def test_an_unreachable_server_fails_within_the_connect_timeout(
     )
 
 
-def test_a_server_that_never_answers_fails_within_the_connect_timeout(local_storage: Storage) -> None:
+def test_it_fails_within_the_connect_timeout_when_the_server_never_answers(local_storage: Storage) -> None:
     from tests.servers import silent_listener
 
     with silent_listener() as port:
@@ -648,7 +647,7 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(local_stor
     assert f"cannot reach the server at 127.0.0.1:{port}: no answer within 2 s" in backup.error_message
 
 
-def test_a_missing_database_fails_naming_it(mariadb_server: MariaDBServer, local_storage: Storage) -> None:
+def test_it_fails_naming_a_missing_database(mariadb_server: MariaDBServer, local_storage: Storage) -> None:
     backup = services.run_backup(make_target(mariadb_server, "mysql", "nope_not_here", local_storage))
     assert backup.status == BackupStatus.FAILED
     assert (
@@ -657,7 +656,7 @@ def test_a_missing_database_fails_naming_it(mariadb_server: MariaDBServer, local
     )
 
 
-def test_a_missing_dump_tool_is_a_system_check_error_and_a_failed_run(
+def test_it_reports_a_missing_dump_tool_as_a_system_check_error_and_a_failed_run(
     mariadb_server: MariaDBServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     target = make_target(mariadb_server, "mariadb", "mysql", local_storage)
@@ -671,7 +670,7 @@ def test_a_missing_dump_tool_is_a_system_check_error_and_a_failed_run(
         pass
 
 
-def test_a_dump_killed_midway_fails_and_leaves_nothing_behind(
+def test_it_fails_a_dump_killed_midway_and_leaves_nothing_behind(
     mariadb_server: MariaDBServer,
     big_db: str,
     local_storage: Storage,
@@ -718,7 +717,7 @@ def test_a_dump_killed_midway_fails_and_leaves_nothing_behind(
             time.sleep(0.05)
 
 
-def test_a_restore_that_hits_an_sql_error_fails_with_the_server_message(
+def test_it_fails_a_restore_that_hits_an_sql_error_with_the_server_message(
     mariadb_server: MariaDBServer, local_storage: Storage
 ) -> None:
     source_db = fill_sample(mariadb_server, unique_name("conflict"))
@@ -765,9 +764,7 @@ INSERT INTO good VALUES (4);
 """
 
 
-def test_a_hand_made_dump_with_an_sql_error_stops_at_it(
-    mariadb_server: MariaDBServer, tmp_path: Path
-) -> None:
+def test_it_stops_a_hand_made_dump_at_its_sql_error(mariadb_server: MariaDBServer, tmp_path: Path) -> None:
     destination = connection(mariadb_server, "mariadb", unique_name("hand_made"))
     engine = get_engine("mariadb")
     try:
@@ -787,7 +784,7 @@ def test_a_hand_made_dump_with_an_sql_error_stops_at_it(
         (b"CREATE TABLE x (id INT);\n", "not a mysqldump/mariadb-dump file"),
     ],
 )
-def test_a_restore_of_nothing_or_garbage_is_never_a_success(
+def test_it_never_calls_a_restore_of_nothing_or_garbage_a_success(
     mariadb_server: MariaDBServer, stream: bytes, message: str, tmp_path: Path
 ) -> None:
     destination = connection(mariadb_server, "mariadb", unique_name("nothing"))
@@ -796,7 +793,7 @@ def test_a_restore_of_nothing_or_garbage_is_never_a_success(
     assert not mariadb_server.database_exists(destination.database)  # refused before touching it
 
 
-def test_a_truncated_dump_fails_the_restore(mariadb_server: MariaDBServer, tmp_path: Path) -> None:
+def test_it_fails_the_restore_of_a_truncated_dump(mariadb_server: MariaDBServer, tmp_path: Path) -> None:
     truncated = HAND_MADE.replace(b"INSERT INTO good VALUES (3) ORDER BY nonsense garbage;\n", b"").rsplit(
         b"--", 1
     )[0]
@@ -810,7 +807,7 @@ def test_a_truncated_dump_fails_the_restore(mariadb_server: MariaDBServer, tmp_p
         mariadb_server.drop_database(destination.database)
 
 
-# -- filters, trial restores, scratch databases, validation -----------------------------------
+# -- filters, trial restores, scratch databases -----------------------------------------------
 
 
 def test_it_backs_up_only_the_tables_asked_for(mariadb_server: MariaDBServer, local_storage: Storage) -> None:
@@ -845,7 +842,7 @@ def test_it_backs_up_only_the_tables_asked_for(mariadb_server: MariaDBServer, lo
         mariadb_server.drop_database(database)
 
 
-def test_a_trial_restore_checks_header_trailer_and_text(
+def test_it_checks_header_trailer_and_text_in_a_trial_restore(
     mariadb_server: MariaDBServer, tmp_path: Path
 ) -> None:
     database = fill_sample(mariadb_server, unique_name("trial"))
@@ -876,7 +873,7 @@ def test_a_trial_restore_checks_header_trailer_and_text(
         engine.trial_restore(io.BytesIO(data[:at] + b"\x00" + data[at + 1 :]), options)
 
 
-def test_deep_verify_restores_into_a_scratch_database_on_the_sandbox(
+def test_it_deep_verifies_by_restoring_into_a_scratch_database_on_the_sandbox(
     mariadb_server: MariaDBServer, local_storage: Storage
 ) -> None:
     database = fill_sample(mariadb_server, unique_name("sandboxed"))
@@ -896,43 +893,3 @@ def test_deep_verify_restores_into_a_scratch_database_on_the_sandbox(
 
 def test_it_never_claims_to_know_that_nothing_changed(mariadb_server: MariaDBServer) -> None:
     assert get_engine("mysql").fingerprint(connection(mariadb_server, "mysql", "mysql")) is None
-
-
-@pytest.mark.parametrize(
-    ("fields", "problem"),
-    [
-        ({"host": ""}, ("host", "required")),
-        ({"database": ""}, ("database", "required")),
-        ({"port": 70000}, ("port", "between 1 and 65535")),
-        ({"options": {"sslmode": "require"}}, ("options", "unknown option 'sslmode'")),
-        ({"options": {"ssl_mode": "sometimes"}}, ("options.ssl_mode", "must be one of DISABLED")),
-        ({"options": {"connect_timeout": "10"}}, ("options.connect_timeout", "whole number of seconds")),
-        ({"options": {"connect_timeout": True}}, ("options.connect_timeout", "whole number of seconds")),
-        ({"options": {"max_allowed_packet": "lots"}}, ("options.max_allowed_packet", "number of bytes")),
-        (
-            {"options": {"default_character_set": "utf8; DROP"}},
-            ("options.default_character_set", "character set"),
-        ),
-        (
-            {"include_tables": ("a",), "exclude_tables": ("a",)},
-            ("exclude_tables", "also listed in include_tables"),
-        ),
-        ({"password": "x\x00y"}, ("password", "without NUL")),
-    ],
-)
-def test_it_validates_settings_with_field_names(fields: dict[str, Any], problem: tuple[str, str]) -> None:
-    values: dict[str, Any] = {"host": "db", "database": "app", **fields}
-    problems = MySQLEngine().validate(Connection(name="t", engine="mysql", **values))
-    assert any(field == problem[0] and problem[1] in message for field, message in problems), problems
-
-
-def test_good_settings_have_no_problems() -> None:
-    options = {
-        "ssl_mode": "verify_identity",
-        "ssl_ca": "/etc/ssl/ca.pem",
-        "connect_timeout": 5,
-        "default_character_set": "utf8mb4",
-        "max_allowed_packet": "64M",
-    }
-    good = Connection(name="t", engine="mysql", host="localhost", database="app", options=options)
-    assert MySQLEngine().validate(good) == []

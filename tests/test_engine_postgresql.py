@@ -19,12 +19,13 @@ import pytest
 
 from backups import services
 from backups.engines import get_engine
-from backups.engines.base import Connection, EngineError
+from backups.engines.base import EngineError
 from backups.engines.postgresql.engine import pgpass_line
 from backups.engines.postgresql.tools import Tool, choose_tool, installed_tools
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
 from restores.services import restore_backup
+from tests.config_builder import write_config
 from tests.conftest import PG_PASSWORD_ENV, REPO, pg_target, unique_name
 from tests.engine_checks import ProcessWatch, assert_missing_tools_fail, child_named, written
 from tests.servers import silent_listener
@@ -153,21 +154,20 @@ def write_pg_config(
 ) -> Path:
     """A TOML file with a local storage and one postgresql target per ``databases`` entry
     (target name -> database), the password as the reference ${TEST_PG_PASSWORD}."""
-    blocks = [f'[storages.local]\nkind = "local"\npath = "{storage_dir}"']
+    targets: dict[str, dict[str, Any]] = {}
     for name, database in databases.items():
-        blocks.append(
-            f"""[targets.{name}]
-engine = "postgresql"
-host = "{server.host}"
-port = {server.port}
-user = "{server.user}"
-password = "${{{PG_PASSWORD_ENV}}}"
-database = "{database}"
-storages = ["local"]"""
-            + ("\nis_active = false" if name in inactive else "")
-        )
-    path.write_text("\n\n".join(blocks) + "\n")
-    return path
+        targets[name] = {
+            "engine": "postgresql",
+            "host": server.host,
+            "port": server.port,
+            "user": server.user,
+            "password": "${" + PG_PASSWORD_ENV + "}",
+            "database": database,
+            "storages": ["local"],
+        }
+        if name in inactive:
+            targets[name]["is_active"] = False
+    return write_config(path, storage_dir=storage_dir, targets=targets)
 
 
 def test_it_round_trips_a_varied_schema_and_pgbench_data(
@@ -216,7 +216,7 @@ def test_it_records_versions_tables_and_exact_row_counts_in_the_manifest(
     assert "pg_restore" in manifest["restore_by_hand"]
 
 
-def test_a_stream_of_our_backup_is_a_standard_custom_format_archive(
+def test_it_streams_a_standard_custom_format_archive(
     pg_server: PostgresServer, local_storage: Storage, variety_db: str, storage_dir: Path
 ) -> None:
     backup = services.run_backup(source_target(pg_server, local_storage, variety_db), compression="gzip")
@@ -265,7 +265,7 @@ def test_it_backs_up_only_the_tables_and_schemas_asked_for(
     assert "table(s) not found" in backup.error_message and "public.nope" in backup.error_message
 
 
-def test_a_dump_taken_during_continuous_writes_restores_consistently(
+def test_it_takes_a_dump_during_continuous_writes_that_restores_consistently(
     pg_server: PostgresServer, local_storage: Storage, new_db_name: str
 ) -> None:
     database = pg_server.create_database(unique_name("busy"))
@@ -312,7 +312,7 @@ def test_a_dump_taken_during_continuous_writes_restores_consistently(
     pg_server.drop_database(database)
 
 
-def test_the_password_never_shows_in_argv_logs_messages_or_output(
+def test_it_never_shows_the_password_in_argv_logs_messages_or_output(
     pg_server: PostgresServer,
     local_storage: Storage,
     manage: Callable[..., subprocess.CompletedProcess[str]],
@@ -364,7 +364,7 @@ def test_the_password_never_shows_in_argv_logs_messages_or_output(
     pg_server.drop_database(database)
 
 
-def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
+def test_it_fails_a_wrong_password_with_authentication_failed_and_no_secret(
     pg_server: PostgresServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WRONG_PG_PASSWORD", "not-the-Right-one-42")
@@ -376,7 +376,7 @@ def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
     assert not any("not-the-Right-one-42" in s.message for s in backup.steps.all())
 
 
-def test_an_unreachable_server_fails_within_the_connect_timeout(local_storage: Storage) -> None:
+def test_it_fails_within_the_connect_timeout_when_the_server_is_unreachable(local_storage: Storage) -> None:
     closed = Target.objects.create(
         name="closed-port", engine="postgresql", host="127.0.0.1", port=1, database="x", user="u"
     )
@@ -406,13 +406,13 @@ def test_an_unreachable_server_fails_within_the_connect_timeout(local_storage: S
     assert f"cannot reach the PostgreSQL server at 127.0.0.1:{blackhole.port}" in backup.error_message
 
 
-def test_a_missing_database_fails_naming_it(pg_server: PostgresServer, local_storage: Storage) -> None:
+def test_it_fails_naming_a_missing_database(pg_server: PostgresServer, local_storage: Storage) -> None:
     backup = services.run_backup(source_target(pg_server, local_storage, "nope_not_here"))
     assert backup.status == BackupStatus.FAILED
     assert "database nope_not_here does not exist" in backup.error_message
 
 
-def test_a_missing_dump_tool_is_a_system_check_error_and_a_failed_run(
+def test_it_reports_a_missing_dump_tool_as_a_system_check_error_and_a_failed_run(
     pg_server: PostgresServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     target = source_target(pg_server, local_storage, "postgres")
@@ -445,11 +445,11 @@ def test_it_picks_the_oldest_client_that_is_at_least_the_server_version() -> Non
     assert [t.major for t in installed_tools("pg_dump")] == [15]  # what this machine really has
 
 
-def test_the_passfile_escapes_colons_and_backslashes() -> None:
+def test_it_escapes_colons_and_backslashes_in_the_passfile() -> None:
     assert pgpass_line("a:b\\c") == "*:*:*:*:a\\:b\\\\c\n"
 
 
-def test_a_dump_killed_midway_fails_and_leaves_nothing_in_storage(
+def test_it_fails_a_dump_killed_midway_and_leaves_nothing_in_storage(
     pg_server: PostgresServer, local_storage: Storage, storage_dir: Path
 ) -> None:
     database = pg_server.create_database(unique_name("killed"))
@@ -481,7 +481,7 @@ def test_a_dump_killed_midway_fails_and_leaves_nothing_in_storage(
     pg_server.drop_database(database)
 
 
-def test_a_restore_that_hits_an_sql_error_fails_with_the_server_message_and_changes_nothing(
+def test_it_fails_a_restore_that_hits_an_sql_error_with_the_server_message_and_changes_nothing(
     pg_server: PostgresServer, local_storage: Storage, new_db_name: str
 ) -> None:
     database = pg_server.create_database(unique_name("items"))
@@ -556,7 +556,7 @@ def test_it_skips_an_unchanged_database_and_backs_up_a_changed_one(
     pg_server.drop_database(database)
 
 
-def test_deep_verify_restores_into_a_scratch_database_on_the_sandbox_and_drops_it(
+def test_it_deep_verifies_by_restoring_into_a_scratch_database_on_the_sandbox_and_dropping_it(
     pg_server: PostgresServer, local_storage: Storage, variety_db: str
 ) -> None:
     sandbox = pg_target(pg_server, "sandbox", "postgres")
@@ -594,7 +594,7 @@ def test_deep_verify_restores_into_a_scratch_database_on_the_sandbox_and_drops_i
     )
 
 
-def test_deep_verify_without_a_sandbox_reads_the_whole_archive_with_pg_restore(
+def test_it_deep_verifies_without_a_sandbox_by_reading_the_whole_archive_with_pg_restore(
     pg_server: PostgresServer, local_storage: Storage, variety_db: str
 ) -> None:
     backup = services.run_backup(source_target(pg_server, local_storage, variety_db))
@@ -603,7 +603,7 @@ def test_deep_verify_without_a_sandbox_reads_the_whole_archive_with_pg_restore(
     assert "pg_restore 15." in outcome.messages[0] and "with data" in outcome.messages[0]
 
 
-def test_a_restore_that_restored_nothing_is_never_a_success(
+def test_it_never_calls_a_restore_that_restored_nothing_a_success(
     pg_server: PostgresServer, local_storage: Storage, new_db_name: str
 ) -> None:
     """By default ("presence") every counted table must exist and have rows if it had any."""
@@ -631,7 +631,7 @@ def test_a_restore_that_restored_nothing_is_never_a_success(
     pg_server.drop_database(database)
 
 
-def test_an_exact_restore_check_compares_every_row_count(
+def test_it_compares_every_row_count_in_an_exact_restore_check(
     pg_server: PostgresServer, local_storage: Storage, new_db_name: str
 ) -> None:
     database = pg_server.create_database(unique_name("counted"))
@@ -652,35 +652,7 @@ def test_an_exact_restore_check_compares_every_row_count(
     pg_server.drop_database(database)
 
 
-def test_it_validates_options_with_field_names() -> None:
-    engine = get_engine("postgresql")
-    problems = dict(
-        engine.validate(
-            Connection(
-                name="x",
-                engine="postgresql",
-                database="",
-                port=70000,
-                options={
-                    "sslmode": "sometimes",
-                    "connect_timeout": "10",
-                    "colour": "blue",
-                    "restore_check": "always",
-                },
-                include_tables=[".t"],  # type: ignore[arg-type]
-            )
-        )
-    )
-    assert "required" in problems["database"]
-    assert "65535" in problems["port"]
-    assert "verify-full" in problems["options.sslmode"]
-    assert problems["options.connect_timeout"] == "must be a whole number of seconds from 1 to 600, got '10'"
-    assert problems["options"].startswith("unknown option 'colour'; known options: bin_dir, clean")
-    assert problems["options.restore_check"] == "must be one of presence, exact, got 'always'"
-    assert "schema.table" in problems["include_tables"]
-
-
-def test_a_restore_asks_for_the_destination_database_name_and_creates_it(
+def test_it_asks_for_the_destination_database_name_on_restore_and_creates_it(
     pg_server: PostgresServer,
     manage: Callable[..., subprocess.CompletedProcess[str]],
     tmp_path: Path,
@@ -732,7 +704,7 @@ def test_it_refuses_to_restore_into_another_engine(
     pg_server.drop_database(database)
 
 
-def test_a_restore_stopped_by_sigterm_is_logged_failed_and_rolled_back(
+def test_it_logs_a_restore_stopped_by_sigterm_as_failed_and_rolls_it_back(
     pg_server: PostgresServer,
     manage: Callable[..., subprocess.CompletedProcess[str]],
     tmp_path: Path,

@@ -144,7 +144,7 @@ def test_it_backs_up_verifies_and_restores_through_the_services(
     assert_same_data(redis_source, destination)
 
 
-def test_the_dump_is_a_standard_rdb_that_redis_server_loads_by_hand(
+def test_it_dumps_a_standard_rdb_that_redis_server_loads_by_hand(
     redis_source: RedisServer, sample_dump: tuple[bytes, dict[str, Any]], tmp_path: Path
 ) -> None:
     data, info = sample_dump
@@ -162,7 +162,7 @@ def test_the_dump_is_a_standard_rdb_that_redis_server_loads_by_hand(
         assert_same_data(redis_source, server)
 
 
-def test_a_disk_based_transfer_is_whole_too(redis_source: RedisServer, tmp_path: Path) -> None:
+def test_it_transfers_the_whole_snapshot_from_disk_too(redis_source: RedisServer, tmp_path: Path) -> None:
     with contextlib.closing(redis_source.client()) as client:
         client.config_set("repl-diskless-sync", "no")
         try:
@@ -175,7 +175,7 @@ def test_a_disk_based_transfer_is_whole_too(redis_source: RedisServer, tmp_path:
     assert "redis-check-rdb found it sound" in summary
 
 
-def test_only_the_databases_asked_for_are_restored(
+def test_it_restores_only_the_databases_asked_for(
     redis_source: RedisServer,
     destination: RedisServer,
     sample_dump: tuple[bytes, dict[str, Any]],
@@ -188,9 +188,7 @@ def test_only_the_databases_asked_for_are_restored(
     assert functions(destination) == []  # server-wide: restored only with every database
 
 
-def test_keys_expired_since_the_backup_are_counted_and_skipped(
-    destination: RedisServer, tmp_path: Path
-) -> None:
+def test_it_counts_and_skips_keys_expired_since_the_backup(destination: RedisServer, tmp_path: Path) -> None:
     with contextlib.closing(destination.client(3)) as client:
         client.set("stays", "here")
         client.set("goes", "soon", px=300)
@@ -236,7 +234,7 @@ def test_it_speaks_tls(tmp_path_factory: pytest.TempPathFactory, destination: Re
 # -- secrets ----------------------------------------------------------------------------------------
 
 
-def test_the_passwords_never_show_in_argv_logs_or_messages(
+def test_it_never_shows_the_passwords_in_argv_logs_or_messages(
     destination: RedisServer,
     local_storage: Storage,
     monkeypatch: pytest.MonkeyPatch,
@@ -271,7 +269,7 @@ def test_the_passwords_never_show_in_argv_logs_or_messages(
     assert list((tmp_path / "scratch").glob("redis-*")) == []
 
 
-def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
+def test_it_fails_a_wrong_password_with_authentication_failed_and_no_secret(
     redis_source: RedisServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     wrong = "not-the-Right-one-42"
@@ -295,7 +293,7 @@ def test_a_wrong_password_fails_with_authentication_failed_and_no_secret(
     assert wrong not in str(raised.value)
 
 
-def test_redis_cli_messages_are_explained_without_the_secret() -> None:
+def test_it_explains_redis_cli_messages_without_the_secret() -> None:
     settings = ENGINE.settings(connection(RedisServer(Path("/"), 6390, password="s3cret")))
     cases = {
         "AUTH failed: WRONGPASS invalid username-password pair or user is disabled.": "authentication failed for user default",
@@ -313,7 +311,7 @@ def test_redis_cli_messages_are_explained_without_the_secret() -> None:
 # -- failures ---------------------------------------------------------------------------------------
 
 
-def test_a_server_that_is_down_fails_with_connection_refused(local_storage: Storage) -> None:
+def test_it_fails_with_connection_refused_when_the_server_is_down(local_storage: Storage) -> None:
     port = free_port()  # nothing listens there
     target = Target.objects.create(name="redis-down", engine="redis", host="127.0.0.1", port=port)
     target.storages.add(local_storage)
@@ -324,7 +322,7 @@ def test_a_server_that_is_down_fails_with_connection_refused(local_storage: Stor
     assert backup.error_message == f"cannot connect to the server at 127.0.0.1:{port}: connection refused"
 
 
-def test_a_server_that_never_answers_fails_within_the_connect_timeout(local_storage: Storage) -> None:
+def test_it_fails_within_the_connect_timeout_when_the_server_never_answers(local_storage: Storage) -> None:
     with silent_listener() as port:
         target = Target.objects.create(
             name="redis-silent", engine="redis", host="127.0.0.1", port=port, options={"connect_timeout": 2}
@@ -338,7 +336,7 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout(local_stor
     assert backup.error_message == f"cannot connect to the server at 127.0.0.1:{port}: no answer within 2 s"
 
 
-def test_a_missing_tool_is_a_system_check_error_and_a_failed_run(
+def test_it_reports_a_missing_tool_as_a_system_check_error_and_a_failed_run(
     redis_source: RedisServer, local_storage: Storage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     target = make_target(redis_source, SOURCE_ENV, local_storage)
@@ -355,7 +353,7 @@ def test_a_missing_tool_is_a_system_check_error_and_a_failed_run(
     assert list(tmp_path.glob("redis-*")) == []
 
 
-def test_a_server_killed_midway_fails_the_dump_and_stores_nothing(
+def test_it_fails_the_dump_when_the_server_is_killed_midway_and_stores_nothing(
     local_storage: Storage, storage_dir: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.BACKUPSITE_PROGRESS_INTERVAL = 0
@@ -385,7 +383,7 @@ def read_in_small_pieces(stream: GuardedSnapshot) -> bytes:
     return b"".join(pieces)
 
 
-def test_a_truncated_or_foreign_stream_is_never_a_dump() -> None:
+def test_it_never_takes_a_truncated_or_foreign_stream_for_a_dump() -> None:
     rdb = b"REDIS0010" + b"\xfa\x09redis-ver\x067.0.15" + b"\xff" + b"\x01" * 8
     mark = b"0123456789abcdef" * 2 + b"01234567"
     for data, problem in (
@@ -407,7 +405,7 @@ def test_a_truncated_or_foreign_stream_is_never_a_dump() -> None:
                 guarded.check(5)
 
 
-def test_a_trial_restore_refuses_damaged_snapshots(
+def test_it_refuses_damaged_snapshots_in_a_trial_restore(
     sample_dump: tuple[bytes, dict[str, Any]], tmp_path: Path
 ) -> None:
     data = sample_dump[0]
@@ -430,7 +428,7 @@ def test_a_trial_restore_refuses_damaged_snapshots(
     assert not [line for line in command_lines() if str(tmp_path).encode() in line]  # no scratch server left
 
 
-def test_a_restore_of_a_damaged_or_newer_snapshot_fails_before_any_write(
+def test_it_fails_the_restore_of_a_damaged_or_newer_snapshot_before_any_write(
     destination: RedisServer, sample_dump: tuple[bytes, dict[str, Any]], tmp_path: Path
 ) -> None:
     data = sample_dump[0]
@@ -452,7 +450,7 @@ def test_a_restore_of_a_damaged_or_newer_snapshot_fails_before_any_write(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_restore_refuses_existing_keys_without_replace_and_changes_nothing(
+def test_it_refuses_to_restore_over_existing_keys_without_replace_and_changes_nothing(
     destination: RedisServer, sample_dump: tuple[bytes, dict[str, Any]], tmp_path: Path
 ) -> None:
     from tests.servers.redis import SAMPLE_LIBRARY
@@ -484,7 +482,7 @@ def test_a_restore_refuses_existing_keys_without_replace_and_changes_nothing(
         assert client.get("k:7") != b"mine"
 
 
-def test_a_restore_error_fails_with_the_server_message(
+def test_it_fails_a_restore_error_with_the_server_message(
     destination: RedisServer,
     redis_source: RedisServer,
     local_storage: Storage,
@@ -510,7 +508,7 @@ def test_a_restore_error_fails_with_the_server_message(
             client.acl_deluser("norestore")
 
 
-def test_a_destination_with_too_few_databases_is_refused_before_any_write(
+def test_it_refuses_a_destination_with_too_few_databases_before_any_write(
     sample_dump: tuple[bytes, dict[str, Any]], tmp_path: Path
 ) -> None:
     with running_redis(redis_password(), extra_args=("--databases", "4")) as small:
@@ -523,7 +521,7 @@ def test_a_destination_with_too_few_databases_is_refused_before_any_write(
         assert contents(small, range(4)) == {}
 
 
-def test_a_user_who_may_not_sync_gets_a_clear_message(destination: RedisServer, tmp_path: Path) -> None:
+def test_it_gives_a_user_who_may_not_sync_a_clear_message(destination: RedisServer, tmp_path: Path) -> None:
     with contextlib.closing(destination.client()) as client:
         client.acl_setuser(
             "nosync",
@@ -546,7 +544,9 @@ def test_a_user_who_may_not_sync_gets_a_clear_message(destination: RedisServer, 
             client.acl_deluser("nosync")
 
 
-def test_the_documented_minimal_acl_permissions_suffice(destination: RedisServer, tmp_path: Path) -> None:
+def test_it_works_with_the_documented_minimal_acl_permissions(
+    destination: RedisServer, tmp_path: Path
+) -> None:
     from tests.servers.redis import SAMPLE_LIBRARY
 
     users = {
@@ -583,7 +583,7 @@ def test_the_documented_minimal_acl_permissions_suffice(destination: RedisServer
             client.acl_deluser(*users)
 
 
-def test_a_scratch_directory_too_deep_for_a_unix_socket_is_explained(
+def test_it_explains_a_scratch_directory_too_deep_for_a_unix_socket(
     sample_dump: tuple[bytes, dict[str, Any]], tmp_path: Path
 ) -> None:
     deep = tmp_path / ("d" * 100)
@@ -597,63 +597,8 @@ def test_a_scratch_directory_too_deep_for_a_unix_socket_is_explained(
 # -- settings ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fields", "problem"),
-    [
-        ({"host": ""}, ("host", "required: the server's host name or IP address")),
-        (
-            {"host": "/run/redis.sock"},
-            ("host", "must be a host name or IP address (Unix sockets are not supported)"),
-        ),
-        ({"port": 70000}, ("port", "must be between 1 and 65535, got 70000")),
-        (
-            {"database": "0"},
-            (
-                "database",
-                "leave empty: a snapshot holds every logical database (options.databases chooses the ones a restore writes)",
-            ),
-        ),
-        ({"user": "two words"}, ("user", "must be an ACL user name without spaces or control characters")),
-        (
-            {"include_tables": ("x",)},
-            ("include_tables", "not used by the redis engine: a snapshot holds the whole server"),
-        ),
-        ({"options": {"tls": "yes"}}, ("options.tls", "must be true or false, got 'yes'")),
-        (
-            {"options": {"ssl": True}},
-            (
-                "options",
-                "unknown option 'ssl'; known options: connect_timeout, databases, replace, tls, tls_ca_file, tls_cert_file, tls_insecure, tls_key_file",
-            ),
-        ),
-        (
-            {"options": {"tls_ca_file": "/ca.pem"}},
-            (
-                "options.tls",
-                "must be true when tls_ca_file, tls_cert_file, tls_key_file or tls_insecure is set",
-            ),
-        ),
-        (
-            {"options": {"tls": True, "tls_cert_file": "/c.pem"}},
-            ("options.tls_key_file", "tls_cert_file and tls_key_file go together"),
-        ),
-        (
-            {"options": {"connect_timeout": 0}},
-            ("options.connect_timeout", "must be a whole number of seconds from 1 to 3600, got 0"),
-        ),
-        (
-            {"options": {"databases": [0, 0]}},
-            ("options.databases", "must be a list of distinct database numbers such as [0, 2], got [0, 0]"),
-        ),
-        ({"options": {"replace": 1}}, ("options.replace", "must be true or false, got 1")),
-    ],
-)
-def test_it_validates_settings_with_field_names(fields: dict[str, Any], problem: tuple[str, str]) -> None:
-    values: dict[str, Any] = {"host": "redis.internal", **fields}
-    assert problem in ENGINE.validate(Connection(name="t", engine="redis", **values))
-
-
-def test_good_settings_have_no_problems() -> None:
+def test_it_reads_tls_databases_and_replace_from_good_settings() -> None:
+    """The validation table is tests/test_engine_validation.py; these settings are its redis case."""
     options = {
         "tls": True, "tls_ca_file": "/ca.pem", "tls_cert_file": "/c.pem", "tls_key_file": "/k.pem",
         "connect_timeout": 5, "replace": True, "databases": [0, 3],
@@ -661,7 +606,6 @@ def test_good_settings_have_no_problems() -> None:
     good = Connection(
         name="t", engine="redis", host="10.0.0.5", port=6380, user="backup", password="x", options=options
     )
-    assert ENGINE.validate(good) == []
     settings = ENGINE.settings(good)
     assert isinstance(settings, Settings) and settings.databases == (0, 3) and settings.replace
 

@@ -178,13 +178,6 @@ def test_it_probes_a_readable_database(sqlite_source: Path) -> None:
     engine.probe(connection(sqlite_source))
 
 
-def test_it_validates_the_database_path() -> None:
-    assert engine.validate(connection(Path("/srv/app.sqlite3"))) == []
-    assert engine.validate(Connection(name="db", engine="sqlite"))[0][0] == "database"
-    (problem,) = engine.validate(Connection(name="db", engine="sqlite", database="relative.db"))
-    assert problem == ("database", "must be an absolute path, got 'relative.db'")
-
-
 def test_it_takes_a_consistent_snapshot_while_another_connection_writes(
     tmp_path: Path, scratch: Path
 ) -> None:

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,26 +18,14 @@ from tests.conftest import REPO
 
 
 @pytest.fixture
-def slow_target(manage, tmp_path: Path) -> dict[str, object]:
+def slow_target(manage, tmp_path: Path, toml_config: Callable[..., Path]) -> dict[str, object]:
     """A files target big enough (random, so gzip is slow) to be killed mid-stream."""
     source = tmp_path / "bulk"
     source.mkdir()
     with (source / "random.bin").open("wb") as out:
         for _ in range(48):
             out.write(os.urandom(4 * 1024 * 1024))
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "backups"}"
-
-[targets.bulk]
-engine = "files"
-paths = ["{source}"]
-storages = ["local"]
-"""
-    )
+    config = toml_config(targets={"bulk": {"engine": "files", "paths": [source], "storages": ["local"]}})
     assert manage("backup_config", "apply", str(config)).returncode == 0
     env = {
         **os.environ,
@@ -76,7 +65,7 @@ def files_in(storage: Path) -> list[str]:
     return sorted(str(p.relative_to(storage)) for p in storage.rglob("*") if p.is_file())
 
 
-def test_sigterm_fails_the_run_and_removes_the_partial_file(slow_target, manage):
+def test_it_fails_the_run_on_sigterm_and_removes_the_partial_file(slow_target, manage):
     process = start_backup(slow_target["env"])
     wait_for_progress(slow_target["catalog"], process)
     process.send_signal(signal.SIGTERM)
@@ -86,7 +75,7 @@ def test_sigterm_fails_the_run_and_removes_the_partial_file(slow_target, manage)
     assert files_in(slow_target["storage"]) == []
 
 
-def test_a_killed_run_is_reaped_as_worker_lost_and_the_next_run_succeeds(slow_target, manage):
+def test_it_reaps_a_killed_run_as_worker_lost_and_the_next_run_succeeds(slow_target, manage):
     process = start_backup(slow_target["env"])
     wait_for_progress(slow_target["catalog"], process)
     process.kill()

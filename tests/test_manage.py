@@ -18,25 +18,25 @@ def shell(manage: Manage, code: str) -> subprocess.CompletedProcess[str]:
     return manage("shell", "--no-imports", "-c", code)
 
 
-def test_output_through_a_pipe_is_complete_and_the_status_is_zero(manage: Manage) -> None:
+def test_it_writes_complete_output_through_a_pipe_with_status_zero(manage: Manage) -> None:
     result = shell(manage, "import sys; sys.stdout.write('x' * 300_000); sys.stderr.write('e' * 70_000)")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "x" * 300_000
     assert result.stderr == "e" * 70_000
 
 
-def test_a_numeric_exit_status_is_kept(manage: Manage) -> None:
+def test_it_keeps_a_numeric_exit_status(manage: Manage) -> None:
     result = shell(manage, "print('before'); import sys; sys.exit(3)")
     assert (result.returncode, result.stdout) == (3, "before\n")
 
 
-def test_a_message_given_to_exit_is_printed_with_status_one(manage: Manage) -> None:
+def test_it_prints_a_message_given_to_exit_with_status_one(manage: Manage) -> None:
     result = shell(manage, "import sys; sys.exit('cannot go on: reason')")
     assert result.returncode == 1
     assert "cannot go on: reason" in result.stderr
 
 
-def test_exit_handlers_run(manage: Manage, tmp_path: Path) -> None:
+def test_it_runs_exit_handlers(manage: Manage, tmp_path: Path) -> None:
     marker = tmp_path / "atexit"
     result = shell(
         manage,
@@ -51,7 +51,7 @@ def test_exit_handlers_run(manage: Manage, tmp_path: Path) -> None:
     assert (tmp_path / "log").read_text() == "last words\n"
 
 
-def test_a_thread_still_working_is_waited_for(manage: Manage, tmp_path: Path) -> None:
+def test_it_waits_for_a_thread_still_working(manage: Manage, tmp_path: Path) -> None:
     marker = tmp_path / "thread"
     result = shell(
         manage,
@@ -65,7 +65,7 @@ def test_a_thread_still_working_is_waited_for(manage: Manage, tmp_path: Path) ->
     assert marker.read_text() == "done"
 
 
-def test_command_errors_and_unknown_commands_are_reported_as_django_does(manage: Manage) -> None:
+def test_it_reports_command_errors_and_unknown_commands_as_django_does(manage: Manage) -> None:
     failed = manage("backup_restore", "--id", "424242", "--to", "nowhere", "--yes")
     assert failed.returncode != 0
     assert "no backup with id 424242" in failed.stderr
@@ -74,7 +74,7 @@ def test_command_errors_and_unknown_commands_are_reported_as_django_does(manage:
     assert "Unknown command: 'no_such_command'" in unknown.stderr
 
 
-def test_broken_settings_are_reported_by_django(tmp_path: Path) -> None:
+def test_it_lets_django_report_broken_settings(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "manage.py"), "help"],
         cwd=REPO,
@@ -89,7 +89,7 @@ def test_broken_settings_are_reported_by_django(tmp_path: Path) -> None:
     )
 
 
-def test_a_profiler_still_gets_its_report(tmp_path: Path) -> None:
+def test_it_still_gives_a_profiler_its_report(tmp_path: Path) -> None:
     stats = tmp_path / "profile.out"
     result = subprocess.run(
         [sys.executable, "-m", "cProfile", "-o", str(stats), str(REPO / "manage.py"), "version"],
@@ -103,6 +103,6 @@ def test_a_profiler_still_gets_its_report(tmp_path: Path) -> None:
     assert stats.stat().st_size > 0
 
 
-def test_the_collector_runs_again_after_start_up_with_start_ups_objects_frozen(manage: Manage) -> None:
+def test_it_runs_the_collector_again_after_start_up_with_start_ups_objects_frozen(manage: Manage) -> None:
     result = shell(manage, "import gc; print(gc.isenabled(), gc.get_freeze_count() > 10_000)")
     assert result.stdout == "True True\n", result.stderr

@@ -46,7 +46,7 @@ def test_it_registers_one_class_per_kind():
         build_notifier("x", "pager", {})
 
 
-def test_the_webhook_posts_the_message_signed_with_hmac_sha256(receiver: HTTPReceiver):
+def test_it_posts_the_webhook_message_signed_with_hmac_sha256(receiver: HTTPReceiver):
     secret = "shared-hmac-key-123"
     sent = message()
     assert webhook(receiver.url(), secret=secret).deliver(sent) == 1
@@ -66,12 +66,12 @@ def test_the_webhook_posts_the_message_signed_with_hmac_sha256(receiver: HTTPRec
     assert body["id"] == sent.id and body["created_at"] == sent.created_at
 
 
-def test_a_webhook_without_a_secret_is_not_signed(receiver: HTTPReceiver):
+def test_it_does_not_sign_a_webhook_without_a_secret(receiver: HTTPReceiver):
     webhook(receiver.url()).deliver(message())
     assert "X-Backupsite-Signature" not in receiver.requests[0].headers
 
 
-def test_the_webhook_retries_with_backoff_then_succeeds(receiver: HTTPReceiver):
+def test_it_retries_the_webhook_with_backoff_then_succeeds(receiver: HTTPReceiver):
     receiver.fail_next(2, status=503)
     notifier = webhook(receiver.url(), secret="k3y-k3y", retry_delays=[0.1, 0.2])
     started = time.monotonic()
@@ -83,7 +83,7 @@ def test_the_webhook_retries_with_backoff_then_succeeds(receiver: HTTPReceiver):
     assert len({r.headers["X-Backupsite-Signature"] for r in receiver.requests}) == 1
 
 
-def test_the_webhook_gives_up_after_the_last_retry(receiver: HTTPReceiver):
+def test_it_gives_up_the_webhook_after_the_last_retry(receiver: HTTPReceiver):
     receiver.fail_next(5, status=500)
     notifier = webhook(receiver.url())
     with pytest.raises(NotifierError, match=r"HTTP 500 receiver failure \(after 3 attempts\)"):
@@ -91,7 +91,7 @@ def test_the_webhook_gives_up_after_the_last_retry(receiver: HTTPReceiver):
     assert notifier.attempts == 3 and len(receiver.requests) == 3
 
 
-def test_a_client_error_is_not_retried(receiver: HTTPReceiver):
+def test_it_does_not_retry_a_client_error(receiver: HTTPReceiver):
     receiver.answer(404, b"no_service")
     notifier = webhook(receiver.url())
     with pytest.raises(NotifierError, match="HTTP 404 no_service") as caught:
@@ -99,12 +99,12 @@ def test_a_client_error_is_not_retried(receiver: HTTPReceiver):
     assert not caught.value.retryable and notifier.attempts == 1 and len(receiver.requests) == 1
 
 
-def test_a_rate_limit_is_retried(receiver: HTTPReceiver):
+def test_it_retries_a_rate_limit(receiver: HTTPReceiver):
     receiver.fail_next(1, status=429)
     assert webhook(receiver.url()).deliver(message()) == 2
 
 
-def test_a_hung_receiver_times_out_and_the_retry_gets_through(receiver: HTTPReceiver):
+def test_it_times_out_a_hung_receiver_and_the_retry_gets_through(receiver: HTTPReceiver):
     receiver.hang_next(1, seconds=5)
     notifier = webhook(receiver.url(), timeout=0.3)
     started = time.monotonic()
@@ -113,20 +113,20 @@ def test_a_hung_receiver_times_out_and_the_retry_gets_through(receiver: HTTPRece
     assert len(receiver.requests) == 2
 
 
-def test_a_receiver_that_never_answers_fails_with_the_timeout(receiver: HTTPReceiver):
+def test_it_fails_with_the_timeout_when_a_receiver_never_answers(receiver: HTTPReceiver):
     receiver.hang_next(3, seconds=5)
     with pytest.raises(NotifierError, match=r"no answer within 0.3s \(after 3 attempts\)"):
         webhook(receiver.url(), timeout=0.3).deliver(message())
 
 
-def test_redirects_are_refused_not_followed(receiver: HTTPReceiver):
+def test_it_refuses_redirects_instead_of_following_them(receiver: HTTPReceiver):
     receiver.answer(302, headers={"Location": receiver.url("/elsewhere")})
     with pytest.raises(NotifierError, match="redirect"):
         webhook(receiver.url()).deliver(message())
     assert [r.path for r in receiver.requests] == ["/hook"]
 
 
-def test_errors_never_show_the_url():
+def test_it_never_shows_the_url_in_errors():
     token = "T0KEN-abc123-secret"
     url = f"http://user:pa55word@127.0.0.1:{free_port()}/services/{token}?sig={token}"
     with pytest.raises(NotifierError) as caught:
@@ -156,7 +156,7 @@ def test_it_rejects_bad_options_naming_them(options, expected):
         build_notifier("hook", "webhook", options)
 
 
-def test_slack_gets_text_and_blocks(receiver: HTTPReceiver):
+def test_it_gives_slack_text_and_blocks(receiver: HTTPReceiver):
     fields = {f"field {i}": f"value {i}" for i in range(12)}
     build_notifier("chat", "slack", {"url": receiver.url("/services/T/B/x"), "retry_delays": []}).deliver(
         message(fields=fields)
@@ -174,7 +174,7 @@ def test_slack_gets_text_and_blocks(receiver: HTTPReceiver):
     assert context["type"] == "context" and "backup_failed" in context["elements"][0]["text"]
 
 
-def test_teams_gets_an_adaptive_card(receiver: HTTPReceiver):
+def test_it_gives_teams_an_adaptive_card(receiver: HTTPReceiver):
     build_notifier("teams", "teams", {"url": receiver.url("/workflows/x"), "retry_delays": []}).deliver(
         message()
     )
@@ -193,7 +193,7 @@ def test_teams_gets_an_adaptive_card(receiver: HTTPReceiver):
     assert footer["isSubtle"] is True
 
 
-def test_the_audit_file_gets_one_json_line_per_message_and_is_private(tmp_path: Path):
+def test_it_writes_one_json_line_per_message_to_a_private_audit_file(tmp_path: Path):
     path = tmp_path / "logs" / "audit.jsonl"
     notifier = build_notifier("audit", "audit", {"path": str(path)})
     notifier.check()
@@ -206,7 +206,7 @@ def test_the_audit_file_gets_one_json_line_per_message_and_is_private(tmp_path: 
     assert json.loads(lines[0]) == first.as_dict()
 
 
-def test_an_unwritable_audit_file_fails_plainly(tmp_path: Path):
+def test_it_fails_plainly_on_an_unwritable_audit_file(tmp_path: Path):
     if os.geteuid() == 0:
         blocker = tmp_path / "file"
         blocker.write_text("")
@@ -222,7 +222,7 @@ def test_an_unwritable_audit_file_fails_plainly(tmp_path: Path):
         build_notifier("audit", "audit", {"path": "relative.jsonl"})
 
 
-def test_email_goes_through_a_real_smtp_server(smtp_server: SMTPServer):
+def test_it_sends_email_through_a_real_smtp_server(smtp_server: SMTPServer):
     sent = message()
     notifier = build_notifier("ops", "email", {"to": ["ops@example.net", "dba@example.net"]})
     assert notifier.deliver(sent) == 1
@@ -235,7 +235,7 @@ def test_email_goes_through_a_real_smtp_server(smtp_server: SMTPServer):
     assert "target: app-db" in received.body and "error: disk full" in received.body
 
 
-def test_email_retries_a_temporary_refusal_and_reports_a_permanent_one(smtp_server: SMTPServer):
+def test_it_retries_email_after_a_temporary_refusal_and_reports_a_permanent_one(smtp_server: SMTPServer):
     smtp_server.reject_next(1, "451 4.3.0 try again later")
     notifier = build_notifier("ops", "email", {"to": ["ops@example.net"], "retry_delays": FAST})
     assert notifier.deliver(message()) == 2 and len(smtp_server.messages) == 1
@@ -246,7 +246,7 @@ def test_email_retries_a_temporary_refusal_and_reports_a_permanent_one(smtp_serv
     assert not caught.value.retryable and notifier.attempts == 1
 
 
-def test_email_to_an_unreachable_server_fails_naming_it(settings):
+def test_it_fails_email_to_an_unreachable_server_naming_it(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()
     notifier = build_notifier("ops", "email", {"to": ["ops@example.net"]})
@@ -256,12 +256,12 @@ def test_email_to_an_unreachable_server_fails_naming_it(settings):
         notifier.deliver(message())
 
 
-def test_email_addresses_are_checked():
+def test_it_checks_email_addresses():
     with pytest.raises(NotifierError, match="to: not an email address: nobody"):
         build_notifier("ops", "email", {"to": ["ops@example.net", "nobody"]})
 
 
-def test_credentials_in_the_url_become_basic_auth(receiver: HTTPReceiver):
+def test_it_turns_credentials_in_the_url_into_basic_auth(receiver: HTTPReceiver):
     webhook(f"http://hook%40user:p%3Ass@127.0.0.1:{receiver.port}/hook").deliver(message())
     [request] = receiver.requests
     assert request.path == "/hook"

@@ -24,6 +24,7 @@ from django.core.management import call_command
 
 from backups import services
 from backups.models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
+from tests.config_builder import write_config
 from tests.conftest import REPO, fill_sqlite
 from tests.servers.proxy import CuttableProxy, cuttable_proxy
 from tests.servers.s3 import S3Server
@@ -98,7 +99,7 @@ def make_target(source: Path, *storages: Storage) -> Target:
     return target
 
 
-def test_a_backup_is_stored_and_confirmed_in_s3_and_on_disk(
+def test_it_stores_and_confirms_a_backup_in_s3_and_on_disk(
     s3_server: S3Server, s3_storage: Any, source: Path, local_storage: Storage, storage_dir: Path
 ) -> None:
     row, bucket = s3_storage()
@@ -116,7 +117,7 @@ def test_a_backup_is_stored_and_confirmed_in_s3_and_on_disk(
     assert files_in(storage_dir) == [backup.file_path, backup.file_path + ".manifest.json"]
 
 
-def test_a_link_cut_mid_upload_to_a_required_s3_fails_the_run_and_leaves_nothing(
+def test_it_fails_the_run_when_the_link_to_a_required_s3_is_cut_mid_upload_and_leaves_nothing(
     s3_server: S3Server, s3_storage: Any, proxy: CuttableProxy, source: Path, local_storage: Storage,
     storage_dir: Path,
 ) -> None:  # fmt: skip
@@ -141,7 +142,7 @@ def test_a_link_cut_mid_upload_to_a_required_s3_fails_the_run_and_leaves_nothing
     assert services.verify_backup(Backup.objects.get(pk=earlier.pk)).ok
 
 
-def test_a_link_cut_mid_upload_to_an_optional_s3_leaves_the_local_copy(
+def test_it_keeps_the_local_copy_when_the_link_to_an_optional_s3_is_cut_mid_upload(
     s3_server: S3Server, s3_storage: Any, proxy: CuttableProxy, source: Path, local_storage: Storage,
     storage_dir: Path,
 ) -> None:  # fmt: skip
@@ -157,7 +158,7 @@ def test_a_link_cut_mid_upload_to_an_optional_s3_leaves_the_local_copy(
     assert services.stored_copies(backup) == [backup.copies.get(storage=local_storage)]
 
 
-def test_a_copy_that_failed_is_retried_from_the_local_copy_once_the_link_is_back(
+def test_it_retries_a_failed_copy_from_the_local_copy_once_the_link_is_back(
     s3_server: S3Server, s3_storage: Any, proxy: CuttableProxy, source: Path, local_storage: Storage,
     storage_dir: Path, settings: Any,
 ) -> None:  # fmt: skip
@@ -191,30 +192,26 @@ def test_a_copy_that_failed_is_retried_from_the_local_copy_once_the_link_is_back
     assert services.verify_backup(backup).ok
 
 
-def test_a_worker_killed_mid_upload_leaves_only_an_upload_the_next_run_sweeps(
+def test_it_leaves_only_an_upload_the_next_run_sweeps_when_a_worker_is_killed_mid_upload(
     s3_server: S3Server, s3_bucket: Callable[..., str], source: Path, tmp_path: Path
 ) -> None:
     """SIGKILL during the upload: no object appears; the next run of the target sees the dead
     worker, records its run as "worker lost" and aborts the multipart upload it left."""
     bucket = s3_bucket()
-    config = tmp_path / "backupsite.toml"
-    config.write_text(
-        f"""
-[storages.offsite]
-kind = "s3"
-bucket = "{bucket}"
-endpoint_url = "{s3_server.endpoint_url}"
-region = "{s3_server.region}"
-addressing_style = "path"
-access_key = "${{TEST_S3_ACCESS_KEY}}"
-secret_key = "${{TEST_S3_SECRET_KEY}}"
-part_size_mib = 5
-
-[targets.app-db]
-engine = "sqlite"
-database = "{source}"
-storages = ["offsite"]
-"""
+    offsite = {
+        "kind": "s3",
+        "bucket": bucket,
+        "endpoint_url": s3_server.endpoint_url,
+        "region": s3_server.region,
+        "addressing_style": "path",
+        "access_key": "${TEST_S3_ACCESS_KEY}",
+        "secret_key": "${TEST_S3_SECRET_KEY}",
+        "part_size_mib": 5,
+    }
+    config = write_config(
+        tmp_path / "backupsite.toml",
+        storages={"offsite": offsite},
+        targets={"app-db": {"engine": "sqlite", "database": source, "storages": ["offsite"]}},
     )
     env = {
         **os.environ,
@@ -265,7 +262,7 @@ storages = ["offsite"]
     assert len(objects(s3_server, bucket)) == 2  # the new backup and its manifest
 
 
-def test_a_download_from_s3_redirects_to_a_short_lived_signed_url(
+def test_it_redirects_a_download_from_s3_to_a_short_lived_signed_url(
     s3_storage: Any, source: Path, admin_client: Any
 ) -> None:
     row, _ = s3_storage()
@@ -280,7 +277,7 @@ def test_a_download_from_s3_redirects_to_a_short_lived_signed_url(
     assert (log.method, log.storage) == ("signed_url", row)
 
 
-def test_verify_checks_every_copy_and_names_the_bad_one(
+def test_it_verifies_every_copy_and_names_the_bad_one(
     s3_server: S3Server, s3_storage: Any, source: Path, local_storage: Storage
 ) -> None:
     row, bucket = s3_storage()
@@ -293,7 +290,7 @@ def test_verify_checks_every_copy_and_names_the_bad_one(
     assert Backup.objects.get(pk=backup.pk).status == BackupStatus.CORRUPT
 
 
-def test_the_catalog_is_rebuilt_from_the_bucket(s3_storage: Any, source: Path) -> None:
+def test_it_rebuilds_the_catalog_from_the_bucket(s3_storage: Any, source: Path) -> None:
     row, _ = s3_storage()
     backup = services.run_backup(make_target(source, row))
     checksum, path = backup.checksum, backup.file_path
@@ -306,7 +303,7 @@ def test_the_catalog_is_rebuilt_from_the_bucket(s3_storage: Any, source: Path) -
     assert services.verify_backup(rebuilt).ok
 
 
-def test_runs_verifies_and_cleanups_leave_no_sftp_session_open(
+def test_it_leaves_no_sftp_session_open_after_runs_verifies_and_cleanups(
     sshd_server: SSHServer, source: Path, local_storage: Storage
 ) -> None:
     """Every service closes the storages it builds: no SSH session outlives its work."""

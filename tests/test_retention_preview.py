@@ -69,7 +69,7 @@ def test_it_prints_a_readable_table(timestamps):
     assert lines[-1].split()[:2] == ["delete", "2026-10-31T03:00:00Z"]
 
 
-def test_every_rule_name_of_the_spec_is_understood(timestamps):
+def test_it_understands_every_rule_name_of_the_spec(timestamps):
     spec = (
         "keep_last=3,keep_hourly=2,keep_daily=7,keep_weekly=4,keep_monthly=-1,keep_yearly=1,keep_within=2d,"
         "tiers=15min:24h;1h:72h,rules=3.1;2.15,retention_days=30,max_backups=10,min_keep=1,max_delete_fraction=0.5"
@@ -78,7 +78,7 @@ def test_every_rule_name_of_the_spec_is_understood(timestamps):
     assert len(out["keep"]) + len(out["delete"]) == 6
 
 
-def test_now_and_the_timezone_decide_the_periods(tmp_path):
+def test_it_decides_the_periods_by_now_and_the_timezone(tmp_path):
     stamps = tmp_path / "berlin.txt"
     # 23:30 UTC on the 21st is 00:30 on the 22nd in Berlin: with UTC they share a day, in Berlin not.
     stamps.write_text("2026-11-21T23:30:00Z\n2026-11-21T22:30:00Z\n")
@@ -105,7 +105,7 @@ def test_now_and_the_timezone_decide_the_periods(tmp_path):
     assert [k["timestamp"] for k in early["keep"]] == ["2026-11-21T23:30:00Z", "2026-11-21T22:30:00Z"]
 
 
-def test_naive_timestamps_are_read_in_the_timezone(tmp_path):
+def test_it_reads_naive_timestamps_in_the_timezone(tmp_path):
     stamps = tmp_path / "naive.txt"
     stamps.write_text("2026-11-22 00:30\n2026-11-21 23:30\n")
     out = json.loads(
@@ -139,11 +139,11 @@ def test_naive_timestamps_are_read_in_the_timezone(tmp_path):
         ([], "--policy: required with --timestamps"),
     ],
 )
-def test_bad_input_is_refused_naming_what_to_fix(timestamps, args, message):
+def test_it_refuses_bad_input_naming_what_to_fix(timestamps, args, message):
     assert message in refused(*args, "--timestamps", str(timestamps))
 
 
-def test_bad_timestamp_files_are_refused_with_the_line(tmp_path):
+def test_it_refuses_bad_timestamp_files_with_the_line(tmp_path):
     stamps = tmp_path / "bad.txt"
     stamps.write_text("2026-11-22T03:00:00Z\nlast tuesday\n")
     assert f"{stamps} line 2: 'last tuesday' is not an ISO 8601 timestamp" in refused(
@@ -155,7 +155,7 @@ def test_bad_timestamp_files_are_refused_with_the_line(tmp_path):
     assert "no timestamps" in refused("--policy", "keep_last=1", "--timestamps", str(empty))
 
 
-def test_source_is_required_and_exclusive(timestamps):
+def test_it_requires_exactly_one_source(timestamps):
     with pytest.raises(CommandError):
         preview("--policy", "keep_last=1")
     with pytest.raises(CommandError):
@@ -187,7 +187,7 @@ def test_it_previews_a_targets_real_backups_with_ids_and_changes_nothing(sqlite_
     assert Target.objects.get(pk=sqlite_target.pk).retention == {"keep_last": 2}
 
 
-def test_the_target_admin_page_shows_what_the_policy_keeps_and_why(admin_client, sqlite_target):
+def test_it_shows_what_the_policy_keeps_and_why_on_the_target_admin_page(admin_client, sqlite_target):
     sqlite_target.retention = {"keep_last": 1}
     sqlite_target.save()
     backups = redate(sqlite_target, 2)
@@ -199,7 +199,7 @@ def test_the_target_admin_page_shows_what_the_policy_keeps_and_why(admin_client,
     assert "retention-delete" in page
 
 
-def test_the_admin_refuses_a_bad_policy_naming_the_rule(admin_client, sqlite_target):
+def test_it_refuses_a_bad_policy_in_the_admin_naming_the_rule(admin_client, sqlite_target):
     url = f"/admin/backups/target/{sqlite_target.pk}/change/"
     form = {
         "name": "app-db",

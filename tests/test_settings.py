@@ -83,7 +83,7 @@ def test_it_fails_loudly_on_bad_values(tmp_path):
     assert result.returncode != 0 and "DATABASE_URL" in result.stderr
 
 
-def test_tasks_are_bound_to_the_projects_celery_app() -> None:
+def test_it_binds_tasks_to_the_projects_celery_app() -> None:
     """A process that queues a task (the web process) uses our broker, not Celery's default."""
     from django.conf import settings
 

@@ -47,7 +47,7 @@ def uncommitted(server: AzuriteServer, prefix: str) -> list[str]:
     return sorted(every - committed)
 
 
-def test_building_never_connects_and_a_down_server_gets_a_clear_message(server: AzuriteServer) -> None:
+def test_it_never_connects_when_built_and_gives_a_down_server_a_clear_message(server: AzuriteServer) -> None:
     port = free_port()  # nothing listens there
     store = AzureStorage(
         "offsite", azure_options(server, endpoint_url=f"http://127.0.0.1:{port}/{server.account}", retries=1)
@@ -66,7 +66,7 @@ def test_building_never_connects_and_a_down_server_gets_a_clear_message(server: 
     writer.abort()
 
 
-def test_a_connection_cut_mid_upload_fails_leaves_no_object_and_the_blocks_are_swept(
+def test_it_fails_a_connection_cut_mid_upload_leaves_no_object_and_sweeps_the_blocks(
     server: AzuriteServer,
 ) -> None:
     direct = make(server)
@@ -101,7 +101,7 @@ def test_a_connection_cut_mid_upload_fails_leaves_no_object_and_the_blocks_are_s
     assert uncommitted(server, direct.prefix) == []
 
 
-def test_one_dropped_connection_is_retried(server: AzuriteServer) -> None:
+def test_it_retries_one_dropped_connection(server: AzuriteServer) -> None:
     direct = make(server)
     with cuttable_proxy(server.host, server.port) as proxy:
         proxied = AzureStorage(
@@ -119,7 +119,7 @@ def test_one_dropped_connection_is_retried(server: AzuriteServer) -> None:
     assert direct.digest("db/retried.bin")[0] == 6 * MIB
 
 
-def test_an_abort_removes_the_staged_blocks(server: AzuriteServer) -> None:
+def test_it_removes_the_staged_blocks_on_abort(server: AzuriteServer) -> None:
     store = make(server)
     writer = store.open_writer("db/aborted.bin")
     writer.write(os.urandom(3 * MIB))
@@ -142,7 +142,9 @@ for i in range(10_000):
 """
 
 
-def test_a_killed_writer_leaves_only_uncommitted_blocks_that_a_sweep_removes(server: AzuriteServer) -> None:
+def test_it_leaves_only_uncommitted_blocks_of_a_killed_writer_for_a_sweep_to_remove(
+    server: AzuriteServer,
+) -> None:
     store = make(server)
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER, json.dumps(azure_options(server)), store.prefix],
@@ -168,7 +170,7 @@ def test_a_killed_writer_leaves_only_uncommitted_blocks_that_a_sweep_removes(ser
     assert uncommitted(server, store.prefix) == []
 
 
-def test_a_sweep_never_touches_a_committed_blob(server: AzuriteServer) -> None:
+def test_it_never_sweeps_a_committed_blob(server: AzuriteServer) -> None:
     store = make(server)
     store.put_bytes("db/kept.bin", b"kept")
     writer = store.open_writer("db/kept.bin")  # a failed overwrite leaves blocks on a real blob
@@ -181,7 +183,7 @@ def test_a_sweep_never_touches_a_committed_blob(server: AzuriteServer) -> None:
     assert store.read_bytes("db/kept.bin") == b"kept"
 
 
-def test_a_wrong_account_key_gets_a_clear_message_without_the_key(
+def test_it_gives_a_wrong_account_key_a_clear_message_without_the_key(
     server: AzuriteServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = base64.b64encode(os.urandom(64)).decode()
@@ -201,7 +203,7 @@ def test_a_wrong_account_key_gets_a_clear_message_without_the_key(
         assert wrong[:20] not in text
 
 
-def test_a_wrong_sas_token_and_connection_string_stay_out_of_messages_and_logs(
+def test_it_keeps_a_wrong_sas_token_and_connection_string_out_of_messages_and_logs(
     server: AzuriteServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     forged = generate_container_sas(
@@ -224,7 +226,9 @@ def test_a_wrong_sas_token_and_connection_string_stay_out_of_messages_and_logs(
     assert str(caught.value).startswith(f"azure: cannot write to {server.endpoint}/{CONTAINER}:")
 
 
-def test_a_connection_string_works_and_its_location_has_no_key(server: AzuriteServer) -> None:
+def test_it_works_with_a_connection_string_and_keeps_the_key_out_of_its_location(
+    server: AzuriteServer,
+) -> None:
     store = AzureStorage(
         "azure", {"connection_string": server.connection_string(), "container": CONTAINER}, "cs"
     )
@@ -234,7 +238,7 @@ def test_a_connection_string_works_and_its_location_has_no_key(server: AzuriteSe
     store.delete("a.bin")
 
 
-def test_a_missing_container_is_named(server: AzuriteServer) -> None:
+def test_it_names_a_missing_container(server: AzuriteServer) -> None:
     store = AzureStorage("azure", azure_options(server, container="no-such-container"))
     with pytest.raises(StorageError, match="container no-such-container does not exist"):
         store.check_writable()
@@ -242,7 +246,7 @@ def test_a_missing_container_is_named(server: AzuriteServer) -> None:
         store.put_bytes("x.bin", b"x")
 
 
-def test_a_signed_url_is_read_only_expires_and_downloads(server: AzuriteServer) -> None:
+def test_it_signs_a_read_only_url_that_expires_and_downloads(server: AzuriteServer) -> None:
     store = make(server)
     store.put_bytes("db/signed.bin", b"signed content")
     url = store.signed_url("db/signed.bin", 300)
@@ -267,7 +271,7 @@ def test_a_signed_url_is_read_only_expires_and_downloads(server: AzuriteServer) 
     assert expired.value.code == 403
 
 
-def test_signing_needs_the_account_key(server: AzuriteServer) -> None:
+def test_it_needs_the_account_key_to_sign(server: AzuriteServer) -> None:
     options = azure_options(server, sas_token="sv=2024-01-01&sig=abc")
     del options["account_key"]
     with pytest.raises(StorageError, match="needs account_key") as caught:
@@ -301,13 +305,13 @@ def test_signing_needs_the_account_key(server: AzuriteServer) -> None:
         ({"container": "backups", "account_name": "a", "account_key": 5}, "account_key: must be a string"),
     ],
 )
-def test_option_problems_name_the_option(options: dict[str, object], named: str) -> None:
+def test_it_names_the_option_of_an_option_problem(options: dict[str, object], named: str) -> None:
     with pytest.raises(StorageError, match=f"^offsite: .*{named}") as caught:
         build_storage("offsite", "azure", options)
     assert "'k'" not in str(caught.value)
 
 
-def test_location_is_the_public_blob_url(server: AzuriteServer) -> None:
+def test_it_gives_the_public_blob_url_as_its_location(server: AzuriteServer) -> None:
     store = AzureStorage(
         "azure", {"account_name": "acme", "account_key": "a2V5", "container": "backups"}, "site"
     )

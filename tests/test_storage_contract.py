@@ -117,7 +117,7 @@ def test_it_lists_objects_relative_to_its_prefix(storage: BackupStorage) -> None
     assert listed == [("a/x.gz", 5), ("a/x.gz.manifest.json", 2), ("b/c/y.zst", 1)]
 
 
-def test_a_dead_writer_leaves_only_a_temporary_that_a_sweep_removes(storage: BackupStorage) -> None:
+def test_it_leaves_only_a_temporary_of_a_dead_writer_for_a_sweep_to_remove(storage: BackupStorage) -> None:
     writer = storage.open_writer("app/dead.bin")
     writer.write(b"half a backup" * 100_000)
     del writer  # the process died: neither commit nor abort ran
@@ -133,7 +133,7 @@ def test_it_checks_that_it_is_writable(storage: BackupStorage) -> None:
     assert list(storage.list_objects()) == []  # the probe leaves nothing
 
 
-def test_a_signed_url_downloads_the_object(storage: BackupStorage) -> None:
+def test_it_signs_a_url_that_downloads_the_object(storage: BackupStorage) -> None:
     if not storage.can_sign_urls:
         with pytest.raises(StorageError, match="cannot sign"):
             storage.signed_url("x", 60)

@@ -60,7 +60,7 @@ def cut(proxy: CuttableProxy, refuse: bool = False) -> None:
 # -- TLS by default ------------------------------------------------------------------------------
 
 
-def test_tls_is_used_by_default_and_the_server_refuses_plain_clients(
+def test_it_uses_tls_by_default_and_the_server_refuses_plain_clients(
     ftp_server: FTPServer, ftp_root: str
 ) -> None:
     plain = ftplib.FTP()
@@ -83,7 +83,7 @@ def test_tls_is_used_by_default_and_the_server_refuses_plain_clients(
     store.close()
 
 
-def test_the_server_certificate_is_verified(ftp_server: FTPServer, ftp_root: str) -> None:
+def test_it_verifies_the_server_certificate(ftp_server: FTPServer, ftp_root: str) -> None:
     options = ftp_server.options(root=ftp_root)
     del options["ca_file"]  # the system's CAs do not know the test CA
     store = FTPStorage("remote", options)
@@ -100,7 +100,7 @@ def test_the_server_certificate_is_verified(ftp_server: FTPServer, ftp_root: str
     unverified.close()
 
 
-def test_a_missing_ca_file_is_named(ftp_server: FTPServer, tmp_path: Path) -> None:
+def test_it_names_a_missing_ca_file(ftp_server: FTPServer, tmp_path: Path) -> None:
     store = FTPStorage("remote", ftp_server.options(ca_file=str(tmp_path / "nope.pem")))
     with pytest.raises(StorageError, match=r"remote: cannot load ca_file .*nope\.pem"):
         store.exists("x")
@@ -109,7 +109,7 @@ def test_a_missing_ca_file_is_named(ftp_server: FTPServer, tmp_path: Path) -> No
 # -- plaintext only when allowed ------------------------------------------------------------------
 
 
-def test_plaintext_needs_allow_plaintext(ftp_plain_server: FTPServer, ftp_root: str) -> None:
+def test_it_needs_allow_plaintext_for_plaintext(ftp_plain_server: FTPServer, ftp_root: str) -> None:
     options = ftp_plain_server.options(root=ftp_root)
     with pytest.raises(StorageError) as caught:
         FTPStorage("plain", {**options, "allow_plaintext": False})
@@ -125,7 +125,7 @@ def test_plaintext_needs_allow_plaintext(ftp_plain_server: FTPServer, ftp_root: 
     store.close()
 
 
-def test_a_tls_storage_refuses_a_server_without_tls(ftp_plain_server: FTPServer) -> None:
+def test_it_refuses_a_server_without_tls_for_a_tls_storage(ftp_plain_server: FTPServer) -> None:
     options = {k: v for k, v in ftp_plain_server.options().items() if k not in ("tls", "allow_plaintext")}
     with pytest.raises(StorageError, match="does not offer explicit TLS"):
         FTPStorage("remote", options).exists("x")
@@ -134,7 +134,7 @@ def test_a_tls_storage_refuses_a_server_without_tls(ftp_plain_server: FTPServer)
 # -- failures -----------------------------------------------------------------------------------
 
 
-def test_a_server_that_is_down_gets_a_clear_message(ftp_server: FTPServer) -> None:
+def test_it_gives_a_clear_message_when_the_server_is_down(ftp_server: FTPServer) -> None:
     port = free_port()
     store = FTPStorage("remote", ftp_server.options(port=port))  # building does not connect
     with pytest.raises(StorageError) as caught:
@@ -143,7 +143,7 @@ def test_a_server_that_is_down_gets_a_clear_message(ftp_server: FTPServer) -> No
     assert "connection refused" in str(caught.value)
 
 
-def test_a_hung_server_times_out(ftp_server: FTPServer) -> None:
+def test_it_times_out_on_a_hung_server(ftp_server: FTPServer) -> None:
     with silent_listener() as port:
         store = FTPStorage("remote", ftp_server.options(port=port, connect_timeout=1))
         started = time.monotonic()
@@ -152,7 +152,7 @@ def test_a_hung_server_times_out(ftp_server: FTPServer) -> None:
         assert time.monotonic() - started < 5
 
 
-def test_wrong_credentials_give_a_clear_message_without_the_password(
+def test_it_gives_wrong_credentials_a_clear_message_without_the_password(
     ftp_server: FTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -176,13 +176,13 @@ def test_wrong_credentials_give_a_clear_message_without_the_password(
     assert password not in caplog.text
 
 
-def test_a_password_echoed_by_the_server_is_scrubbed(ftp_server: FTPServer) -> None:
+def test_it_scrubs_a_password_echoed_by_the_server(ftp_server: FTPServer) -> None:
     store = FTPStorage("remote", ftp_server.options())
     message = str(store.error("cannot read", "x", ftplib.error_perm(f"500 'PASS {ftp_server.password}'")))
     assert ftp_server.password not in message and "***" in message
 
 
-def test_option_validation_names_the_option() -> None:
+def test_it_names_the_option_when_validating_options() -> None:
     base: dict[str, Any] = {"host": "ftp.example.org", "user": "u", "password": "secret-pw"}
     cases: dict[str, dict[str, Any]] = {
         "host": {"user": "u"},
@@ -201,7 +201,7 @@ def test_option_validation_names_the_option() -> None:
     assert all(spec.help for spec in FTPStorage.OPTIONS.values())
 
 
-def test_a_connection_cut_mid_upload_fails_and_abort_removes_the_temporary(
+def test_it_fails_a_connection_cut_mid_upload_and_removes_the_temporary_on_abort(
     ftp_server: FTPServer, ftp_root: str
 ) -> None:
     with cuttable_proxy(ftp_server.host, ftp_server.port) as proxy:
@@ -221,7 +221,7 @@ def test_a_connection_cut_mid_upload_fails_and_abort_removes_the_temporary(
         store.close()
 
 
-def test_a_temporary_that_abort_cannot_reach_is_left_for_the_sweep(
+def test_it_leaves_a_temporary_that_abort_cannot_reach_for_the_sweep(
     ftp_server: FTPServer, ftp_root: str
 ) -> None:
     with cuttable_proxy(ftp_server.host, ftp_server.port) as proxy:
@@ -245,7 +245,9 @@ def test_a_temporary_that_abort_cannot_reach_is_left_for_the_sweep(
         store.close()
 
 
-def test_a_download_cut_short_is_an_error_not_a_short_file(ftp_server: FTPServer, ftp_root: str) -> None:
+def test_it_makes_a_download_cut_short_an_error_not_a_short_file(
+    ftp_server: FTPServer, ftp_root: str
+) -> None:
     FTPStorage("remote", ftp_server.options(root=ftp_root)).put_bytes("big.bin", os.urandom(8 * MiB))
     with cuttable_proxy(ftp_server.host, ftp_server.port) as proxy:
         store = FTPStorage("remote", ftp_server.options(root=ftp_root, port=proxy.port))
@@ -270,7 +272,7 @@ time.sleep(600)
 """
 
 
-def test_a_worker_killed_mid_upload_leaves_only_a_temporary_that_the_sweep_removes(
+def test_it_leaves_only_a_temporary_of_a_worker_killed_mid_upload_for_the_sweep_to_remove(
     ftp_server: FTPServer, ftp_root: str
 ) -> None:
     options = ftp_server.options(root=ftp_root)
@@ -299,9 +301,7 @@ def test_a_worker_killed_mid_upload_leaves_only_a_temporary_that_the_sweep_remov
     store.close()
 
 
-def test_sweep_partials_removes_only_the_named_objects_temporaries(
-    ftp_server: FTPServer, ftp_root: str
-) -> None:
+def test_it_sweeps_only_the_named_objects_temporaries(ftp_server: FTPServer, ftp_root: str) -> None:
     store = FTPStorage("remote", ftp_server.options(root=ftp_root))
     for name in ("one.bin", "one.bin", "two.bin"):
         writer = store.open_writer(f"d/{name}")

@@ -43,7 +43,7 @@ def make(server: GCSServer, **extra: object) -> GCSStorage:
     return GCSStorage("gcs", gcs_options(server, **extra), prefix=f"kind-{next(_count)}-{os.getpid()}")
 
 
-def test_building_never_connects_and_a_down_server_gets_a_clear_message(server: GCSServer) -> None:
+def test_it_never_connects_when_built_and_gives_a_down_server_a_clear_message(server: GCSServer) -> None:
     port = free_port()  # nothing listens there
     store = GCSStorage(
         "offsite", gcs_options(server, endpoint_url=f"http://127.0.0.1:{port}", timeout_seconds=2)
@@ -61,7 +61,7 @@ def test_building_never_connects_and_a_down_server_gets_a_clear_message(server: 
     writer.abort()
 
 
-def test_a_connection_cut_mid_upload_fails_and_leaves_no_object(server: GCSServer) -> None:
+def test_it_fails_a_connection_cut_mid_upload_and_leaves_no_object(server: GCSServer) -> None:
     direct = make(server)
     with cuttable_proxy(server.host, server.port) as proxy:
         proxied = GCSStorage(
@@ -99,7 +99,7 @@ for i in range(10_000):
 """
 
 
-def test_a_killed_writer_leaves_no_object(server: GCSServer) -> None:
+def test_it_leaves_no_object_of_a_killed_writer(server: GCSServer) -> None:
     store = make(server)
     options = gcs_options(server, chunk_size_mib=1)
     worker = subprocess.Popen(
@@ -119,7 +119,7 @@ def test_a_killed_writer_leaves_no_object(server: GCSServer) -> None:
     assert store.sweep_stale(timedelta(0)) == 0  # documented: sessions expire at Google
 
 
-def test_wrong_credentials_get_a_clear_message_without_the_key(
+def test_it_gives_wrong_credentials_a_clear_message_without_the_key(
     server: GCSServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = new_key()  # same service account, a key Google (here: the token endpoint) never issued
@@ -143,7 +143,9 @@ def test_wrong_credentials_get_a_clear_message_without_the_key(
     assert len(server.token.refused) > refused_before  # the token endpoint saw the grant and said no
 
 
-def test_an_unreadable_credentials_file_is_named_but_not_quoted(server: GCSServer, tmp_path: Path) -> None:
+def test_it_names_an_unreadable_credentials_file_but_does_not_quote_it(
+    server: GCSServer, tmp_path: Path
+) -> None:
     missing = make(server, credentials_file=str(tmp_path / "absent.json"))
     with pytest.raises(StorageError, match=r"cannot read credentials_file .*absent.json: No such file"):
         missing.check_writable()
@@ -157,7 +159,7 @@ def test_an_unreadable_credentials_file_is_named_but_not_quoted(server: GCSServe
     assert "secretbits" not in str(caught.value)
 
 
-def test_a_missing_bucket_is_named(server: GCSServer) -> None:
+def test_it_names_a_missing_bucket(server: GCSServer) -> None:
     store = GCSStorage("gcs", gcs_options(server, bucket="no-such-bucket"))
     with pytest.raises(StorageError, match="bucket no-such-bucket does not exist"):
         store.check_writable()
@@ -176,7 +178,7 @@ def test_it_refuses_to_overwrite_before_sending_a_large_object(server: GCSServer
     assert store.read_bytes("db/full.bin") == b"original"
 
 
-def test_a_signed_url_names_the_endpoint_and_expiry_and_downloads(server: GCSServer) -> None:
+def test_it_signs_a_url_that_names_the_endpoint_and_expiry_and_downloads(server: GCSServer) -> None:
     store = make(server)
     store.put_bytes("db/signed.bin", b"signed content")
     url = store.signed_url("db/signed.bin", 120)
@@ -193,7 +195,7 @@ def test_a_signed_url_names_the_endpoint_and_expiry_and_downloads(server: GCSSer
         assert response.read() == b"signed content"
 
 
-def test_signing_without_a_private_key_is_refused_plainly(server: GCSServer) -> None:
+def test_it_refuses_plainly_to_sign_without_a_private_key(server: GCSServer) -> None:
     options = gcs_options(server, anonymous=True)
     del options["credentials_file"]
     store = GCSStorage("gcs", options)
@@ -203,7 +205,7 @@ def test_signing_without_a_private_key_is_refused_plainly(server: GCSServer) -> 
     store.delete("x.bin")
 
 
-def test_location_has_no_credentials(server: GCSServer) -> None:
+def test_it_keeps_credentials_out_of_its_location(server: GCSServer) -> None:
     store = GCSStorage("gcs", gcs_options(server), prefix="site")
     assert store.location("db/a.gz") == f"gs://{BUCKET}/site/db/a.gz"
 
@@ -219,6 +221,6 @@ def test_location_has_no_credentials(server: GCSServer) -> None:
         ({"bucket": "b", "region": "eu"}, "region: unknown option for the gcs storage kind"),
     ],
 )
-def test_option_problems_name_the_option(options: dict[str, object], named: str) -> None:
+def test_it_names_the_option_of_an_option_problem(options: dict[str, object], named: str) -> None:
     with pytest.raises(StorageError, match=f"^offsite: .*{named}"):
         build_storage("offsite", "gcs", options)

@@ -41,7 +41,7 @@ def keys(server: S3Server, bucket: str) -> list[str]:
     return [item["Key"] for item in server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
-def test_building_it_does_not_connect_and_its_location_has_no_secret() -> None:
+def test_it_does_not_connect_when_built_and_keeps_secrets_out_of_its_location() -> None:
     options = {"bucket": "b", "endpoint_url": f"http://127.0.0.1:{free_port()}", "access_key": "AKID"}
     storage = build_storage("offsite", "s3", {**options, "secret_key": SECRET}, prefix="site")
     assert isinstance(storage, S3Storage)
@@ -49,7 +49,7 @@ def test_building_it_does_not_connect_and_its_location_has_no_secret() -> None:
     assert "AKID" not in storage.location("app/x.gz")
 
 
-def test_a_server_that_is_down_gives_a_clear_error() -> None:
+def test_it_gives_a_clear_error_when_the_server_is_down() -> None:
     port = free_port()  # nothing listens here
     options = {
         "bucket": "b",
@@ -66,7 +66,7 @@ def test_a_server_that_is_down_gives_a_clear_error() -> None:
         storage.put_bytes("app/x.gz", b"data")
 
 
-def test_a_connection_cut_mid_upload_aborts_the_upload(
+def test_it_aborts_the_upload_when_the_connection_is_cut_mid_upload(
     s3_server: S3Server, s3_bucket: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
     bucket = s3_bucket()
@@ -104,7 +104,7 @@ time.sleep(600)
 """
 
 
-def test_a_killed_writer_leaves_an_upload_that_only_a_stale_sweep_removes(
+def test_it_leaves_an_upload_of_a_killed_writer_that_only_a_stale_sweep_removes(
     s3_server: S3Server, s3_bucket: Callable[..., str]
 ) -> None:
     bucket = s3_bucket()
@@ -138,7 +138,7 @@ def test_a_killed_writer_leaves_an_upload_that_only_a_stale_sweep_removes(
     assert keys(s3_server, bucket) == []
 
 
-def test_sweep_partials_aborts_only_that_objects_uploads(s3_server: S3Server, storage_s3: S3Storage) -> None:
+def test_it_sweeps_only_that_objects_uploads(s3_server: S3Server, storage_s3: S3Storage) -> None:
     storage_s3.open_writer("app/a.bin").write(b"a")
     storage_s3.open_writer("app/a.bin").write(b"a again")
     storage_s3.open_writer("app/a.bin.manifest.json").write(b"{}")
@@ -156,7 +156,7 @@ def test_sweep_partials_aborts_only_that_objects_uploads(s3_server: S3Server, st
         ("AKIAUNKNOWN0000000000", SECRET, TOKEN, "the server does not know this access key"),
     ],
 )
-def test_wrong_credentials_give_a_plain_message_without_the_secret(
+def test_it_gives_wrong_credentials_a_plain_message_without_the_secret(
     s3_auth_server: S3Server,
     caplog: pytest.LogCaptureFixture,
     access_key: str,
@@ -196,7 +196,7 @@ def test_wrong_credentials_give_a_plain_message_without_the_secret(
     S3Storage("offsite", s3_auth_server.options("auth-bucket")).check_writable()
 
 
-def test_a_missing_bucket_is_named_plainly(s3_server: S3Server) -> None:
+def test_it_names_a_missing_bucket_plainly(s3_server: S3Server) -> None:
     storage = S3Storage("offsite", s3_server.options("no-such-bucket"))
     with pytest.raises(
         StorageError, match=r"offsite: cannot write to s3://no-such-bucket/ at .*the bucket does not exist"
@@ -204,7 +204,7 @@ def test_a_missing_bucket_is_named_plainly(s3_server: S3Server) -> None:
         storage.check_writable()
 
 
-def test_storage_class_encryption_and_object_lock_reach_the_object(
+def test_it_passes_storage_class_encryption_and_object_lock_to_the_object(
     s3_server: S3Server, s3_bucket: Callable[..., str]
 ) -> None:
     bucket = s3_bucket(ObjectLockEnabledForBucket=True)
@@ -241,7 +241,7 @@ def test_storage_class_encryption_and_object_lock_reach_the_object(
     assert uploads(s3_server, bucket) == []
 
 
-def test_kms_encryption_reaches_the_object(s3_server: S3Server, s3_bucket: Callable[..., str]) -> None:
+def test_it_passes_kms_encryption_to_the_object(s3_server: S3Server, s3_bucket: Callable[..., str]) -> None:
     bucket = s3_bucket()
     options = s3_server.options(bucket, server_side_encryption="aws:kms", sse_kms_key_id="alias/backups")
     S3Storage("offsite", options).put_bytes("x.bin", b"x")
@@ -277,13 +277,13 @@ def test_kms_encryption_reaches_the_object(s3_server: S3Server, s3_bucket: Calla
         ({"prefix": "x"}, "prefix: unknown option for the s3 storage kind"),
     ],
 )
-def test_option_problems_name_the_option(options: dict[str, Any], message: str) -> None:
+def test_it_names_the_option_of_an_option_problem(options: dict[str, Any], message: str) -> None:
     with pytest.raises(StorageError, match="offsite: .*" + message.replace("(", r"\(")) as caught:
         S3Storage("offsite", {"bucket": "b", **options})
     assert SECRET not in str(caught.value) and TOKEN not in str(caught.value)
 
 
-def test_a_signed_url_carries_the_requested_expiry(s3_server: S3Server, storage_s3: S3Storage) -> None:
+def test_it_signs_a_url_with_the_requested_expiry(s3_server: S3Server, storage_s3: S3Storage) -> None:
     storage_s3.put_bytes("app/signed.bin", b"signed")
     url = storage_s3.signed_url("app/signed.bin", 300)
     query = parse_qs(urlsplit(url).query)
@@ -298,7 +298,7 @@ def test_a_signed_url_carries_the_requested_expiry(s3_server: S3Server, storage_
             storage_s3.signed_url("app/signed.bin", bad)
 
 
-def test_parts_grow_so_huge_objects_fit_in_10000_parts(storage_s3: S3Storage) -> None:
+def test_it_grows_parts_so_huge_objects_fit_in_10000_parts(storage_s3: S3Storage) -> None:
     writer = storage_s3.open_writer("app/huge.bin")
     sizes = []
     for count in range(MAX_PARTS):
@@ -311,7 +311,7 @@ def test_parts_grow_so_huge_objects_fit_in_10000_parts(storage_s3: S3Storage) ->
     assert sizes == sorted(sizes)
 
 
-def test_a_reader_streams_and_the_storage_reconnects_after_close(storage_s3: S3Storage) -> None:
+def test_it_streams_a_reader_and_reconnects_after_close(storage_s3: S3Storage) -> None:
     data = os.urandom(3 * MIB)
     storage_s3.put_bytes("app/r.bin", data)
     storage_s3.close()
@@ -329,7 +329,7 @@ def test_a_reader_streams_and_the_storage_reconnects_after_close(storage_s3: S3S
         storage_s3.open_reader("app/r.bin")
 
 
-def test_parts_uploaded_concurrently_assemble_in_order(
+def test_it_assembles_parts_uploaded_concurrently_in_order(
     s3_server: S3Server, s3_bucket: Callable[..., str]
 ) -> None:
     storage = S3Storage(

@@ -68,7 +68,9 @@ def refuses_before_auth(server: SSHServer, storage: SFTPStorage, match: str, roo
 # -- host keys ---------------------------------------------------------------------------------
 
 
-def test_a_host_missing_from_known_hosts_gets_no_credentials(sshd_server: SSHServer, tmp_path: Path) -> None:
+def test_it_gives_no_credentials_to_a_host_missing_from_known_hosts(
+    sshd_server: SSHServer, tmp_path: Path
+) -> None:
     root = sshd_server.fresh_dir("unknown")
     known = sshd_server.known_hosts(tmp_path / "known_hosts", port=free_port())  # another host:port
     storage = make(
@@ -81,7 +83,7 @@ def test_a_host_missing_from_known_hosts_gets_no_credentials(sshd_server: SSHSer
     assert str(known) in message
 
 
-def test_another_pinned_fingerprint_gets_no_credentials(sshd_server: SSHServer) -> None:
+def test_it_gives_no_credentials_when_another_fingerprint_is_pinned(sshd_server: SSHServer) -> None:
     root = sshd_server.fresh_dir("pinned")
     pinned = sshd_server.fingerprint("other_host_key")
     storage = make(
@@ -92,7 +94,7 @@ def test_another_pinned_fingerprint_gets_no_credentials(sshd_server: SSHServer) 
     assert f"(got {sshd_server.fingerprint()} ssh-ed25519, pinned {pinned})" in message
 
 
-def test_a_changed_host_key_is_refused(sshd_server: SSHServer, tmp_path: Path) -> None:
+def test_it_refuses_a_changed_host_key(sshd_server: SSHServer, tmp_path: Path) -> None:
     root = sshd_server.fresh_dir("changed")
     known = sshd_server.known_hosts(tmp_path / "known_hosts", key="other_host_key")  # same host:port
     storage = make(sshd_server, root, host_key_fingerprint=None, known_hosts=str(known))
@@ -100,7 +102,7 @@ def test_a_changed_host_key_is_refused(sshd_server: SSHServer, tmp_path: Path) -
     assert "changed" in message
 
 
-def test_a_pinned_line_from_ssh_keygen_and_a_known_hosts_file_are_accepted(
+def test_it_accepts_a_pinned_line_from_ssh_keygen_and_a_known_hosts_file(
     sshd_server: SSHServer, tmp_path: Path
 ) -> None:
     line = subprocess.run(
@@ -112,7 +114,7 @@ def test_a_pinned_line_from_ssh_keygen_and_a_known_hosts_file_are_accepted(
     assert make(sshd_server, root, host_key_fingerprint=None, known_hosts=str(known)).exists("a.bin")
 
 
-def test_a_missing_known_hosts_file_is_reported(sshd_server: SSHServer, tmp_path: Path) -> None:
+def test_it_reports_a_missing_known_hosts_file(sshd_server: SSHServer, tmp_path: Path) -> None:
     storage = make(sshd_server, sshd_server.fresh_dir("x"), host_key_fingerprint=None, known_hosts=str(tmp_path / "nope"))  # fmt: skip
     with pytest.raises(StorageError, match=r"cannot read known_hosts .*nope: No such file"):
         storage.exists("a")
@@ -121,7 +123,7 @@ def test_a_missing_known_hosts_file_is_reported(sshd_server: SSHServer, tmp_path
 # -- connecting and authenticating --------------------------------------------------------------
 
 
-def test_a_server_that_is_down_is_reported_plainly(sshd_server: SSHServer) -> None:
+def test_it_reports_plainly_that_the_server_is_down(sshd_server: SSHServer) -> None:
     storage = make(sshd_server, sshd_server.fresh_dir("down"), port=free_port())  # building: no connection
     with pytest.raises(
         StorageError, match=r"^offsite: cannot connect to 127\.0\.0\.1:\d+: connection refused"
@@ -129,7 +131,7 @@ def test_a_server_that_is_down_is_reported_plainly(sshd_server: SSHServer) -> No
         storage.exists("a")
 
 
-def test_a_server_that_never_answers_times_out(sshd_server: SSHServer) -> None:
+def test_it_times_out_when_the_server_never_answers(sshd_server: SSHServer) -> None:
     with silent_listener() as port:
         storage = make(sshd_server, sshd_server.fresh_dir("hung"), port=port, connect_timeout=1)
         started = time.monotonic()
@@ -138,7 +140,9 @@ def test_a_server_that_never_answers_times_out(sshd_server: SSHServer) -> None:
         assert time.monotonic() - started < 10
 
 
-def test_key_and_password_auth_both_work(sshd_server: SSHServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_it_works_with_key_and_password_auth(
+    sshd_server: SSHServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     root = sshd_server.fresh_dir("auth")
     make(sshd_server, root).put_bytes("key.bin", b"by key")
@@ -154,7 +158,7 @@ def test_key_and_password_auth_both_work(sshd_server: SSHServer, caplog: pytest.
     assert sshd_server.password not in caplog.text and KEY_PASSPHRASE not in caplog.text
 
 
-def test_one_connection_is_reused_until_close(sshd_server: SSHServer) -> None:
+def test_it_reuses_one_connection_until_close(sshd_server: SSHServer) -> None:
     storage = make(sshd_server, sshd_server.fresh_dir("reuse"))
     offset = len(sshd_server.log_text())
     storage.put_bytes("a.bin", b"1")
@@ -176,7 +180,7 @@ def test_one_connection_is_reused_until_close(sshd_server: SSHServer) -> None:
         ({"private_key": "stranger_key", "password": "wrong-Passw0rd-1234"}, "wrong password or key"),
     ],
 )  # fmt: skip
-def test_wrong_credentials_are_refused_without_revealing_them(
+def test_it_refuses_wrong_credentials_without_revealing_them(
     sshd_server: SSHServer, caplog: pytest.LogCaptureFixture, overrides: dict[str, Any], match: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -212,7 +216,7 @@ def test_wrong_credentials_are_refused_without_revealing_them(
         ({"colour": "blue"}, "colour"),
     ],
 )
-def test_option_validation_names_the_option(change: dict[str, Any], option: str) -> None:
+def test_it_names_the_option_when_validating_options(change: dict[str, Any], option: str) -> None:
     options = {"host": "backup.example", "user": "u", "password": "s3cret-pw", "host_key_fingerprint": "SHA256:" + "A" * 43}  # fmt: skip
     options = {key: value for key, value in {**options, **change}.items() if value is not None}
     with pytest.raises(StorageError, match=rf"^offsite: .*\b{option}: ") as info:
@@ -220,7 +224,7 @@ def test_option_validation_names_the_option(change: dict[str, Any], option: str)
     assert "s3cret" not in str(info.value)
 
 
-def test_building_does_not_connect_and_location_has_no_secret(sshd_server: SSHServer) -> None:
+def test_it_does_not_connect_when_built_and_keeps_secrets_out_of_its_location(sshd_server: SSHServer) -> None:
     storage = SFTPStorage("offsite", {"host": "192.0.2.1", "user": "bob", "password": "s3cret-pw", "host_key_fingerprint": "SHA256:" + "A" * 43, "root": "/srv/backups"}, prefix="p")  # fmt: skip
     assert storage.location("app/x.gz") == "sftp://bob@192.0.2.1:22/srv/backups/p/app/x.gz"
     relative = SFTPStorage("o", {**storage.options, "root": "backups", "port": 2222})
@@ -230,7 +234,9 @@ def test_building_does_not_connect_and_location_has_no_secret(sshd_server: SSHSe
 # -- writing -------------------------------------------------------------------------------------
 
 
-def test_the_temporary_is_hidden_and_0600_and_rename_never_overwrites(sshd_server: SSHServer) -> None:
+def test_it_keeps_the_temporary_hidden_and_0600_and_never_overwrites_on_rename(
+    sshd_server: SSHServer,
+) -> None:
     root = sshd_server.fresh_dir("write")
     storage = make(sshd_server, root)
     writer = storage.open_writer("app/w.bin")
@@ -248,7 +254,7 @@ def test_the_temporary_is_hidden_and_0600_and_rename_never_overwrites(sshd_serve
     assert (root / "app/w.bin").read_bytes() == b"x" * 100_000
 
 
-def test_check_writable_reports_a_read_only_directory(sshd_server: SSHServer) -> None:
+def test_it_reports_a_read_only_directory_when_checking_writable(sshd_server: SSHServer) -> None:
     root = sshd_server.fresh_dir("readonly")
     root.mkdir(mode=0o555)  # made by the test process: the login user cannot write there
     with pytest.raises(
@@ -259,7 +265,7 @@ def test_check_writable_reports_a_read_only_directory(sshd_server: SSHServer) ->
     assert files_under(root) == []
 
 
-def test_a_full_disk_is_reported_and_leaves_nothing(sshd_server: SSHServer) -> None:
+def test_it_reports_a_full_disk_and_leaves_nothing(sshd_server: SSHServer) -> None:
     root = sshd_server.fresh_dir("full")
     root.mkdir()
     mounted = subprocess.run(
@@ -284,7 +290,9 @@ def test_a_full_disk_is_reported_and_leaves_nothing(sshd_server: SSHServer) -> N
         subprocess.run(["umount", "-l", str(root)], check=True)
 
 
-def test_a_link_cut_mid_upload_leaves_only_a_temporary_for_the_sweep(sshd_server: SSHServer) -> None:
+def test_it_leaves_only_a_temporary_for_the_sweep_when_the_link_is_cut_mid_upload(
+    sshd_server: SSHServer,
+) -> None:
     root = sshd_server.fresh_dir("cut")
     with cuttable_proxy(sshd_server.host, sshd_server.port) as proxy:
         storage = make(sshd_server, root, port=proxy.port, connect_timeout=3)
@@ -306,7 +314,7 @@ def test_a_link_cut_mid_upload_leaves_only_a_temporary_for_the_sweep(sshd_server
     assert files_under(root) == []
 
 
-def test_an_abort_after_the_link_is_back_removes_the_temporary(sshd_server: SSHServer) -> None:
+def test_it_removes_the_temporary_on_an_abort_after_the_link_is_back(sshd_server: SSHServer) -> None:
     root = sshd_server.fresh_dir("cut-back")
     with cuttable_proxy(sshd_server.host, sshd_server.port) as proxy:
         storage = make(sshd_server, root, port=proxy.port, connect_timeout=3)
@@ -334,7 +342,9 @@ time.sleep(300)
 """
 
 
-def test_a_worker_killed_mid_upload_leaves_only_a_temporary_for_the_sweep(sshd_server: SSHServer) -> None:
+def test_it_leaves_only_a_temporary_for_the_sweep_when_a_worker_is_killed_mid_upload(
+    sshd_server: SSHServer,
+) -> None:
     root = sshd_server.fresh_dir("killed")
     options = sshd_server.options(str(root))
     worker = subprocess.Popen(

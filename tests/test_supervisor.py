@@ -55,7 +55,7 @@ def test_it_prefixes_output_and_kills_a_child_that_ignores_sigterm_after_the_tim
     assert all(c.process.poll() is not None for c in supervisor.children)
 
 
-def test_a_second_ctrl_c_kills_at_once():
+def test_it_kills_at_once_on_a_second_ctrl_c():
     out = io.StringIO()
     supervisor = Supervisor([child("stubborn", STUBBORN)], out, cwd=REPO, stop_timeout=60)
     interrupt_when(out, "stubborn   | up", times=2)
@@ -65,7 +65,7 @@ def test_a_second_ctrl_c_kills_at_once():
     assert "stubborn stopped (signal SIGKILL)" in out.getvalue()
 
 
-def test_a_child_that_exits_stops_the_others_and_fails():
+def test_it_stops_the_others_and_fails_when_a_child_exits():
     out = io.StringIO()
     supervisor = Supervisor(
         [child("polite", POLITE), child("short", "import sys; sys.exit(3)")], out, cwd=REPO, stop_timeout=5
@@ -77,7 +77,7 @@ def test_a_child_that_exits_stops_the_others_and_fails():
     assert all(c.process.poll() is not None for c in supervisor.children)
 
 
-def test_a_child_that_cannot_start_fails_cleanly(tmp_path):
+def test_it_fails_cleanly_when_a_child_cannot_start(tmp_path):
     out = io.StringIO()
     supervisor = Supervisor(
         [child("polite", POLITE), ChildSpec("ghost", [str(tmp_path / "missing")])], out, cwd=REPO
@@ -87,7 +87,7 @@ def test_a_child_that_cannot_start_fails_cleanly(tmp_path):
     assert all(c.process.poll() is not None for c in supervisor.children)
 
 
-def test_the_site_children_use_this_interpreter_and_keep_beat_files_in_the_home(tmp_path):
+def test_it_runs_the_site_children_with_this_interpreter_and_keeps_beat_files_in_the_home(tmp_path):
     specs = site_children(base_dir=REPO, home=tmp_path, bind="127.0.0.1:9", concurrency=3, node_name="n@%h")
     assert [spec.name for spec in specs] == ["web", "worker", "beat"]
     assert all(spec.argv[0] == sys.executable for spec in specs)

@@ -17,11 +17,11 @@ _prefixes = itertools.count(1)
 
 # Contract checks the emulator or GCS itself cannot pass, with the evidence.
 CANNOT = {
-    "test_a_dead_writer_leaves_only_a_temporary_that_a_sweep_removes": (
+    "test_it_leaves_only_a_temporary_of_a_dead_writer_for_a_sweep_to_remove": (
         "gcs: a dead writer leaves only an unfinished resumable upload session, which is no object, "
         "cannot be listed by any GCS API (objects.list shows finalized objects only) and expires "
         "at Google one week after creation; so sweep_stale has nothing it could remove and returns 0 "
-        "(test_storage_gcs.py::test_a_killed_writer_leaves_no_object covers what is promised)"
+        "(test_storage_gcs.py::test_it_leaves_no_object_of_a_killed_writer covers what is promised)"
     ),
 }
 
