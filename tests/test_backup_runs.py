@@ -60,7 +60,7 @@ def stored_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
-def test_an_empty_dump_fails_and_leaves_nothing(test_engines, local_storage, storage_dir):
+def test_it_fails_an_empty_dump_and_leaves_nothing(test_engines, local_storage, storage_dir):
     target = Target.objects.create(name="silent", engine="silent")
     target.storages.add(local_storage)
     backup = services.run_backup(target)
@@ -70,7 +70,7 @@ def test_an_empty_dump_fails_and_leaves_nothing(test_engines, local_storage, sto
     assert stored_files(storage_dir) == []
 
 
-def test_an_unwritable_storage_fails_the_run_in_validate(sqlite_target, local_storage, tmp_path):
+def test_it_fails_the_run_in_validate_on_an_unwritable_storage(sqlite_target, local_storage, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     local_storage.options = {"path": str(blocker / "backups")}
@@ -81,13 +81,13 @@ def test_an_unwritable_storage_fails_the_run_in_validate(sqlite_target, local_st
     assert [s.name for s in backup.steps.all()] == ["validate"]
 
 
-def test_a_target_without_storage_fails_with_the_fix(sqlite_target):
+def test_it_fails_a_target_without_storage_with_the_fix(sqlite_target):
     sqlite_target.storages.clear()
     backup = services.run_backup(sqlite_target)
     assert backup.error_message == "target app-db has no storage; list one in targets.app-db.storages"
 
 
-def test_an_unset_secret_fails_the_run_naming_the_variable(sqlite_target, monkeypatch):
+def test_it_fails_the_run_on_an_unset_secret_naming_the_variable(sqlite_target, monkeypatch):
     monkeypatch.delenv("APP_DB_PASSWORD", raising=False)
     sqlite_target.password = "${APP_DB_PASSWORD}"
     sqlite_target.save()
@@ -95,7 +95,7 @@ def test_an_unset_secret_fails_the_run_naming_the_variable(sqlite_target, monkey
     assert backup.error_message == "target app-db: environment variable APP_DB_PASSWORD is not set"
 
 
-def test_a_resolved_secret_never_reaches_the_catalog(sqlite_target, monkeypatch, files_tree, caplog):
+def test_it_keeps_a_resolved_secret_out_of_the_catalog(sqlite_target, monkeypatch, files_tree, caplog):
     secret = "s3cr3t-value-that-must-not-leak"
     monkeypatch.setenv("MEDIA_ROOT_SECRET", secret)
     target = Target.objects.create(
@@ -113,7 +113,7 @@ def test_a_resolved_secret_never_reaches_the_catalog(sqlite_target, monkeypatch,
     assert secret not in caplog.text
 
 
-def test_a_missing_dump_tool_is_a_system_check_error_and_a_failed_run(test_engines, local_storage):
+def test_it_reports_a_missing_dump_tool_as_a_system_check_error_and_a_failed_run(test_engines, local_storage):
     target = Target.objects.create(name="tool", engine="needs-tool")
     target.storages.add(local_storage)
     errors = [e for e in checks.run_checks() if e.id == "backups.E001"]
@@ -124,7 +124,7 @@ def test_a_missing_dump_tool_is_a_system_check_error_and_a_failed_run(test_engin
     assert backup.error_message == "required program(s) not installed: backupsite-no-such-dump-tool"
 
 
-def test_progress_is_recorded_on_the_row(sqlite_target, settings):
+def test_it_records_progress_on_the_row(sqlite_target, settings):
     settings.BACKUPSITE_PROGRESS_INTERVAL = 0
     settings.BACKUPSITE_CHUNK_SIZE = 4096
     seen: list[int] = []

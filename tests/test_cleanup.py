@@ -83,7 +83,7 @@ def test_it_deletes_what_the_policy_drops_with_every_file_and_a_step(sqlite_targ
     assert Backup.objects.filter(pk=backups[0].pk).exists()  # the row stays for audit
 
 
-def test_dry_run_prints_the_plan_and_changes_nothing(sqlite_target, storage_dir):
+def test_it_prints_the_plan_on_a_dry_run_and_changes_nothing(sqlite_target, storage_dir):
     sqlite_target.retention = {"keep_last": 1}
     sqlite_target.save()
     backups = daily_backups(sqlite_target, 2)
@@ -96,7 +96,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(sqlite_target, storage_dir)
     assert not BackupStep.objects.filter(name="cleanup").exists()
 
 
-def test_the_brake_refuses_a_large_deletion_until_forced(sqlite_target, storage_dir):
+def test_it_refuses_a_large_deletion_with_the_brake_until_forced(sqlite_target, storage_dir):
     sqlite_target.retention = {"keep_last": 1}
     sqlite_target.save()
     backups = daily_backups(sqlite_target, 4)
@@ -112,7 +112,7 @@ def test_the_brake_refuses_a_large_deletion_until_forced(sqlite_target, storage_
     assert live(backups) == [False, False, False, True]
 
 
-def test_the_brake_follows_max_delete_fraction(sqlite_target):
+def test_it_follows_max_delete_fraction_in_the_brake(sqlite_target):
     sqlite_target.retention = {"keep_last": 1, "max_delete_fraction": 0.8}
     sqlite_target.save()
     backups = daily_backups(sqlite_target, 4)
@@ -120,7 +120,7 @@ def test_the_brake_follows_max_delete_fraction(sqlite_target):
     assert live(backups) == [False, False, False, True]
 
 
-def test_a_policy_without_rules_deletes_nothing(sqlite_target, storage_dir):
+def test_it_deletes_nothing_under_a_policy_without_rules(sqlite_target, storage_dir):
     backups = daily_backups(sqlite_target, 3)
     Backup.objects.filter(pk=backups[0].pk).update(started_at=backups[0].created_at - 3650 * DAY)
     report = json.loads(run("backup_cleanup", "--json"))["targets"][0]
@@ -129,7 +129,7 @@ def test_a_policy_without_rules_deletes_nothing(sqlite_target, storage_dir):
     assert live(backups) == [True, True, True]
 
 
-def test_each_schedule_is_planned_apart_with_its_own_policy(sqlite_target):
+def test_it_plans_each_schedule_apart_with_its_own_policy(sqlite_target):
     sqlite_target.retention = {"keep_last": 1}
     sqlite_target.save()
     hourly = BackupSchedule.objects.create(
@@ -146,7 +146,7 @@ def test_each_schedule_is_planned_apart_with_its_own_policy(sqlite_target):
     assert live(manual + from_hourly + from_nightly) == [False, True, False, True, True, False, True]
 
 
-def test_a_schedule_retention_days_fills_a_policy_without_one(sqlite_target):
+def test_it_fills_a_policy_without_retention_days_from_the_schedule(sqlite_target):
     schedule = BackupSchedule.objects.create(
         name="nightly", target=sqlite_target, cron_expression="0 3 * * *", retention_days=2
     )
@@ -157,7 +157,9 @@ def test_a_schedule_retention_days_fills_a_policy_without_one(sqlite_target):
     assert live(backups) == [False, False, True, True]  # 3 and 2 days older than the newest go
 
 
-def test_failed_runs_never_count_and_a_target_without_success_loses_nothing(sqlite_target, sqlite_source):
+def test_it_never_counts_failed_runs_and_deletes_nothing_of_a_target_without_success(
+    sqlite_target, sqlite_source
+):
     sqlite_target.retention = {"keep_last": 1}
     sqlite_target.save()
     sqlite_source.unlink()
@@ -167,7 +169,7 @@ def test_failed_runs_never_count_and_a_target_without_success_loses_nothing(sqli
     assert live(failures) == [True, True, True]
 
 
-def test_the_newest_verified_backup_survives_every_rule(sqlite_target):
+def test_it_keeps_the_newest_verified_backup_against_every_rule(sqlite_target):
     sqlite_target.retention = {"keep_last": 1, "max_delete_fraction": 1}
     sqlite_target.save()
     backups = daily_backups(sqlite_target, 3)
@@ -177,7 +179,7 @@ def test_the_newest_verified_backup_survives_every_rule(sqlite_target):
     assert live(backups) == [True, False, True]
 
 
-def test_a_storage_that_fails_mid_delete_leaves_that_row_and_reports_it(sqlite_target, storage_dir):
+def test_it_leaves_the_row_and_reports_it_when_a_storage_fails_mid_delete(sqlite_target, storage_dir):
     sqlite_target.retention = {"keep_last": 1, "max_delete_fraction": 1}
     sqlite_target.save()
     backups = daily_backups(sqlite_target, 4)
@@ -200,7 +202,7 @@ def test_a_storage_that_fails_mid_delete_leaves_that_row_and_reports_it(sqlite_t
     assert live(backups) == [False, False, False, True]
 
 
-def test_a_copy_on_a_second_storage_that_fails_keeps_the_row_for_the_next_run(
+def test_it_keeps_the_row_for_the_next_run_when_a_copy_on_a_second_storage_fails(
     sqlite_target, storage_dir, tmp_path
 ):
     second_dir = tmp_path / "second"
@@ -223,7 +225,7 @@ def test_a_copy_on_a_second_storage_that_fails_keeps_the_row_for_the_next_run(
     assert services.cleanup_target(sqlite_target).deleted == [Backup.objects.get(pk=backups[0].pk)]
 
 
-def test_a_backup_being_restored_is_left_for_the_next_run(sqlite_target):
+def test_it_leaves_a_backup_being_restored_for_the_next_run(sqlite_target):
     sqlite_target.retention = {"keep_last": 1}
     sqlite_target.save()
     backups = daily_backups(sqlite_target, 2)
@@ -233,7 +235,7 @@ def test_a_backup_being_restored_is_left_for_the_next_run(sqlite_target):
     assert live(backups) == [True, True]
 
 
-def test_an_invalid_stored_policy_deletes_nothing_and_says_why(sqlite_target):
+def test_it_deletes_nothing_under_an_invalid_stored_policy_and_says_why(sqlite_target):
     backups = daily_backups(sqlite_target, 3)
     Target.objects.filter(pk=sqlite_target.pk).update(retention={"keep_within": "3m"})
     code, out = failing("backup_cleanup")
@@ -242,7 +244,7 @@ def test_an_invalid_stored_policy_deletes_nothing_and_says_why(sqlite_target):
     assert live(backups) == [True, True, True]
 
 
-def test_a_stopped_schedule_never_ages_everything_out(sqlite_target):
+def test_it_never_ages_out_everything_of_a_stopped_schedule(sqlite_target):
     sqlite_target.retention = {"keep_within": "2d", "retention_days": 3}
     sqlite_target.save()
     backups = daily_backups(sqlite_target, 4)
@@ -252,7 +254,7 @@ def test_a_stopped_schedule_never_ages_everything_out(sqlite_target):
     assert plan.refused == ""
 
 
-def test_a_system_check_reports_an_invalid_stored_policy(sqlite_target):
+def test_it_reports_an_invalid_stored_policy_in_a_system_check(sqlite_target):
     from django.core.checks import run_checks
 
     Target.objects.filter(pk=sqlite_target.pk).update(retention={"keep_daily": 0})

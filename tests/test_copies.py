@@ -95,7 +95,7 @@ def test_it_stores_and_confirms_a_copy_in_every_storage(tmp_path: Path, big_sour
 
 
 @pytest.mark.django_db
-def test_a_full_disk_on_a_required_storage_fails_the_run_and_leaves_nothing(
+def test_it_fails_the_run_on_a_full_disk_of_a_required_storage_and_leaves_nothing(
     tmp_path: Path, big_source: Path
 ) -> None:
     with small_disk(tmp_path / "small", "1m") as small:
@@ -113,7 +113,9 @@ def test_a_full_disk_on_a_required_storage_fails_the_run_and_leaves_nothing(
 
 
 @pytest.mark.django_db
-def test_a_failed_optional_copy_is_noted_and_the_backup_succeeds(tmp_path: Path, big_source: Path) -> None:
+def test_it_notes_a_failed_optional_copy_and_lets_the_backup_succeed(
+    tmp_path: Path, big_source: Path
+) -> None:
     with small_disk(tmp_path / "small", "1m") as small:
         roomy = local("roomy", tmp_path / "roomy")
         backup = services.run_backup(target_with(big_source, roomy, local("small", small, required=False)))
@@ -128,7 +130,7 @@ def test_a_failed_optional_copy_is_noted_and_the_backup_succeeds(tmp_path: Path,
 
 
 @pytest.mark.django_db
-def test_a_copy_that_failed_mid_stream_is_retried_from_a_good_copy(
+def test_it_retries_a_copy_that_failed_mid_stream_from_a_good_copy(
     tmp_path: Path, big_source: Path, settings
 ) -> None:
     """The disk fills up during the stream; space is freed; the retry copies from the good copy."""
@@ -167,7 +169,7 @@ def test_a_copy_that_failed_mid_stream_is_retried_from_a_good_copy(
 
 
 @pytest.mark.django_db
-def test_when_every_copy_fails_the_dump_stops_and_the_run_fails(tmp_path: Path, big_source: Path) -> None:
+def test_it_stops_the_dump_and_fails_the_run_when_every_copy_fails(tmp_path: Path, big_source: Path) -> None:
     with small_disk(tmp_path / "a", "1m") as a, small_disk(tmp_path / "b", "1m") as b:
         backup = services.run_backup(target_with(big_source, local("a", a), local("b", b)))
         assert backup.status == BackupStatus.FAILED
@@ -177,7 +179,7 @@ def test_when_every_copy_fails_the_dump_stops_and_the_run_fails(tmp_path: Path, 
 
 
 @pytest.mark.django_db
-def test_a_required_storage_unwritable_at_start_fails_before_the_dump(
+def test_it_fails_before_the_dump_when_a_required_storage_is_unwritable_at_start(
     tmp_path: Path, big_source: Path
 ) -> None:
     blocker = tmp_path / "a-file"
@@ -192,7 +194,7 @@ def test_a_required_storage_unwritable_at_start_fails_before_the_dump(
 
 
 @pytest.mark.django_db
-def test_an_optional_storage_unwritable_at_start_is_retried_then_noted(
+def test_it_retries_then_notes_an_optional_storage_unwritable_at_start(
     tmp_path: Path, big_source: Path
 ) -> None:
     blocker = tmp_path / "a-file"
@@ -205,7 +207,7 @@ def test_an_optional_storage_unwritable_at_start_is_retried_then_noted(
 
 
 @pytest.mark.django_db
-def test_cleanup_deletes_every_copy_and_its_manifest(tmp_path: Path, big_source: Path) -> None:
+def test_it_deletes_every_copy_and_its_manifest_on_cleanup(tmp_path: Path, big_source: Path) -> None:
     target = target_with(big_source, local("one", tmp_path / "one"), local("two", tmp_path / "two"))
     target.retention = {"max_backups": 1}
     target.save()
@@ -221,7 +223,7 @@ def test_cleanup_deletes_every_copy_and_its_manifest(tmp_path: Path, big_source:
 
 
 @pytest.mark.django_db
-def test_cleanup_sweeps_upload_leftovers_older_than_a_day(tmp_path: Path, big_source: Path) -> None:
+def test_it_sweeps_upload_leftovers_older_than_a_day_on_cleanup(tmp_path: Path, big_source: Path) -> None:
     """What a worker killed mid-upload on another host leaves: swept once it is a day old."""
     storage = local("one", tmp_path / "one")
     target_with(big_source, storage)

@@ -55,7 +55,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("expression", "tz_name", "after"), CASES)
-def test_next_runs_are_the_matching_minutes_of_real_time(expression, tz_name, after):
+def test_it_lists_the_matching_minutes_of_real_time_as_next_runs(expression, tz_name, after):
     tz = ZoneInfo(tz_name)
     expected = scan(expression, tz, utc(after), 8)
     runs = next_runs(expression, tz_name, utc(after), 8)
@@ -64,7 +64,7 @@ def test_next_runs_are_the_matching_minutes_of_real_time(expression, tz_name, af
 
 
 @pytest.mark.parametrize(("expression", "tz_name", "after"), CASES)
-def test_previous_run_agrees_with_the_next_runs(expression, tz_name, after):
+def test_it_makes_previous_run_agree_with_the_next_runs(expression, tz_name, after):
     tz = ZoneInfo(tz_name)
     cron = parse_cron(expression)
     runs = next_runs(expression, tz_name, utc(after), 6)
@@ -81,7 +81,7 @@ GAPS = [
 
 
 @pytest.mark.parametrize(("expression", "tz_name", "after"), CASES + GAPS)
-def test_the_times_are_the_firings_of_beat_that_run_a_backup(expression, tz_name, after):
+def test_it_lists_as_times_the_firings_of_beat_that_run_a_backup(expression, tz_name, after):
     """django-celery-beat's own crontab, chained from each firing as beat does, fires at the
     listed times, plus once after a DST gap that swallowed a run time: that firing's slot is
     the one before, already claimed, so it backs up nothing (see schedules.services.claim_slot)."""
@@ -105,7 +105,7 @@ def test_the_times_are_the_firings_of_beat_that_run_a_backup(expression, tz_name
     assert listed[: len(backups)] == backups
 
 
-def test_a_firing_after_the_spring_gap_belongs_to_the_claimed_slot_before_it():
+def test_it_puts_a_firing_after_the_spring_gap_in_the_claimed_slot_before_it():
     """Beat fires a 02:30 that does not exist at 03:30 summer time; that firing's slot is the
     day before's, already claimed, so the day has no run, as next_runs shows."""
     cron = parse_cron("30 2 * * *")
@@ -114,7 +114,7 @@ def test_a_firing_after_the_spring_gap_belongs_to_the_claimed_slot_before_it():
     )
 
 
-def test_rare_expressions_list_runs_decades_apart():
+def test_it_lists_runs_of_rare_expressions_decades_apart():
     runs = next_runs("0 0 29 2 1", "Europe/Berlin", utc("2026-01-01 00:00"), 3)
     assert [run.date().isoformat() for run in runs] == ["2044-02-29", "2072-02-29", "2112-02-29"]
     assert next_runs("0 0 29 2 1", "Europe/Berlin", utc("2026-01-01 00:00"), 0) == []

@@ -20,7 +20,7 @@ KNOWN = {
 }
 
 
-def test_unknown_options_are_refused_listing_the_known_ones() -> None:
+def test_it_refuses_unknown_options_listing_the_known_ones() -> None:
     assert option_problems({"colour": "red"}, KNOWN) == [
         ("options", "unknown option 'colour'; known options: ca, mode, timeout, tls")
     ]
@@ -41,11 +41,11 @@ def test_unknown_options_are_refused_listing_the_known_ones() -> None:
         ({"mode": "slow"}, ("options.mode", "must be one of FAST, SAFE, got 'slow'")),
     ],
 )
-def test_bad_values_are_named_with_the_fix(options: dict[str, object], problem: tuple[str, str]) -> None:
+def test_it_names_bad_values_with_the_fix(options: dict[str, object], problem: tuple[str, str]) -> None:
     assert option_problems(options, KNOWN) == [problem]
 
 
-def test_good_values_pass() -> None:
+def test_it_accepts_good_values() -> None:
     good = {"tls": False, "timeout": 60, "ca": "/etc/ssl/ca café.pem", "mode": "safe"}
     assert option_problems(good, KNOWN) == []
 
@@ -53,7 +53,7 @@ def test_good_values_pass() -> None:
 @pytest.mark.parametrize(
     "module", [clickhouse_client, mongodb_settings, mysql_settings, postgresql_settings, redis]
 )
-def test_every_engine_option_has_help_and_a_check(module: object) -> None:
+def test_it_gives_every_engine_option_help_and_a_check(module: object) -> None:
     options = module.OPTIONS  # type: ignore[attr-defined]
     assert options and all(
         isinstance(option, Option) and option.help and option.check for option in options.values()

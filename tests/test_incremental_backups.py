@@ -88,7 +88,9 @@ def five_point_chain(
     return made, snapshots
 
 
-def test_a_five_backup_chain_restores_every_point_in_time_exactly(target, source, local_storage, tmp_path):
+def test_it_restores_every_point_in_time_of_a_five_backup_chain_exactly(
+    target, source, local_storage, tmp_path
+):
     made, snapshots = five_point_chain(target, source)
     assert [b.backup_type for b in made] == ["full"] + ["incremental"] * 4
     assert [b.base_id for b in made] == [None] + [b.pk for b in made[:-1]]
@@ -102,7 +104,7 @@ def test_a_five_backup_chain_restores_every_point_in_time_exactly(target, source
             assert f"chain of {index + 1} backups" in log.notes
 
 
-def test_each_link_records_its_base_and_what_it_holds(target, source, storage_dir):
+def test_it_records_the_base_of_each_link_and_what_it_holds(target, source, storage_dir):
     made, _ = five_point_chain(target, source)
     chain_steps = list(made[2].steps.filter(name="chain").values_list("message", flat=True))
     assert chain_steps == [f"built on backup {made[1].pk} (incremental); link 3 of its chain"]
@@ -113,13 +115,15 @@ def test_each_link_records_its_base_and_what_it_holds(target, source, storage_di
     assert any("old-dir" in path for path in manifest["engine_info"]["deleted"])
 
 
-def test_a_first_incremental_becomes_a_full_backup_and_says_so(target):
+def test_it_turns_a_first_incremental_into_a_full_backup_and_says_so(target):
     made = backup(target, "incremental")
     assert made.backup_type == "full" and made.base_id is None
     assert "-full-" in made.backup_name and "no earlier full or incremental backup" in made.notes
 
 
-def test_the_chain_restores_by_hand_with_tar_and_the_manifests(target, source, storage_dir, tmp_path):
+def test_it_makes_a_chain_that_restores_by_hand_with_tar_and_the_manifests(
+    target, source, storage_dir, tmp_path
+):
     made, snapshots = five_point_chain(target, source)
     into = tmp_path / "by-hand"
     into.mkdir()
@@ -134,7 +138,7 @@ def test_the_chain_restores_by_hand_with_tar_and_the_manifests(target, source, s
     assert tree(into / source.name) == snapshots[-1]
 
 
-def test_retention_never_deletes_a_base_that_a_kept_incremental_needs(target, source):
+def test_it_never_lets_retention_delete_a_base_that_a_kept_incremental_needs(target, source):
     made, _ = five_point_chain(target, source)
     target.retention = {"keep_last": 1}
     target.save()
@@ -146,7 +150,7 @@ def test_retention_never_deletes_a_base_that_a_kept_incremental_needs(target, so
     assert not Backup.objects.filter(pk__in=[b.pk for b in made], deleted_at__isnull=False).exists()
 
 
-def test_a_new_full_backup_lets_retention_drop_the_old_chain(target, source):
+def test_it_lets_retention_drop_the_old_chain_after_a_new_full_backup(target, source):
     made, _ = five_point_chain(target, source)
     newer = backup(target, "full")
     target.retention = {"keep_last": 1}
@@ -156,7 +160,7 @@ def test_a_new_full_backup_lets_retention_drop_the_old_chain(target, source):
     assert [b.pk for b, _ in plan.keep] == [newer.pk]
 
 
-def test_a_chain_across_schedules_is_protected_from_the_full_schedules_policy(target, source):
+def test_it_protects_a_chain_across_schedules_from_the_full_schedules_policy(target, source):
     weekly = BackupSchedule.objects.create(
         name="weekly-full", target=target, cron_expression="0 3 * * 0", retention={"keep_last": 1}
     )
@@ -176,7 +180,7 @@ def test_a_chain_across_schedules_is_protected_from_the_full_schedules_policy(ta
     assert ("base of a kept incremental backup",) in [r for b, r in plan.keep if b.pk == old_full.pk]
 
 
-def test_a_chain_with_a_deleted_link_is_refused_before_anything_is_touched(
+def test_it_refuses_a_chain_with_a_deleted_link_before_anything_is_touched(
     target, source, local_storage, tmp_path
 ):
     made, _ = five_point_chain(target, source)
@@ -187,7 +191,7 @@ def test_a_chain_with_a_deleted_link_is_refused_before_anything_is_touched(
     assert not into.exists()
 
 
-def test_a_damaged_link_fails_the_restore_and_leaves_the_destination_alone(
+def test_it_fails_the_restore_on_a_damaged_link_and_leaves_the_destination_alone(
     target, source, local_storage, storage_dir, tmp_path
 ):
     made, _ = five_point_chain(target, source)
@@ -204,7 +208,7 @@ def test_a_damaged_link_fails_the_restore_and_leaves_the_destination_alone(
     assert tree(into) == {"mine.txt": ("file", b"do not touch\n")}
 
 
-def test_reindex_rebuilds_the_chain_links_from_the_manifests(target, source, local_storage, tmp_path):
+def test_it_rebuilds_the_chain_links_from_the_manifests_on_reindex(target, source, local_storage, tmp_path):
     made, snapshots = five_point_chain(target, source)
     Backup.objects.filter(pk__in=[b.pk for b in made]).update(base=None)
     for link in reversed(made):
@@ -221,7 +225,7 @@ def test_reindex_rebuilds_the_chain_links_from_the_manifests(target, source, loc
     assert tree(into) == snapshots[-1]
 
 
-def test_an_incremental_whose_base_is_unknown_is_refused(target, source, local_storage, tmp_path):
+def test_it_refuses_an_incremental_whose_base_is_unknown(target, source, local_storage, tmp_path):
     made, _ = five_point_chain(target, source)
     Backup.objects.filter(pk=made[4].pk).update(base=None)
     with pytest.raises(RestoreRefused, match="holds only the changes"):

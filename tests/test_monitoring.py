@@ -39,7 +39,7 @@ def success_at(schedule: BackupSchedule, moment: datetime) -> Backup:
     )
 
 
-def test_a_missed_run_alerts_once_after_the_grace_period_and_recovers_once(sqlite_target, settings):
+def test_it_alerts_a_missed_run_once_after_the_grace_period_and_recovers_once(sqlite_target, settings):
     settings.BACKUPSITE_MISSED_GRACE_MINUTES = 60
     schedule = nightly(sqlite_target)
     success_at(schedule, utc("2026-11-20 03:00:10"))
@@ -59,7 +59,7 @@ def test_a_missed_run_alerts_once_after_the_grace_period_and_recovers_once(sqlit
     assert monitoring.check_missed(utc("2026-11-22 07:00")) == {"missed": 0, "recovered": 0}
 
 
-def test_a_failed_run_counts_as_missed(sqlite_target, settings):
+def test_it_counts_a_failed_run_as_missed(sqlite_target, settings):
     settings.BACKUPSITE_MISSED_GRACE_MINUTES = 30
     schedule = nightly(sqlite_target)
     Backup.objects.create(
@@ -69,7 +69,7 @@ def test_a_failed_run_counts_as_missed(sqlite_target, settings):
     assert monitoring.check_missed(utc("2026-11-21 03:31"))["missed"] == 1
 
 
-def test_new_inactive_and_graceful_schedules_are_not_missed(sqlite_target, settings):
+def test_it_does_not_miss_new_inactive_and_graceful_schedules(sqlite_target, settings):
     settings.BACKUPSITE_MISSED_GRACE_MINUTES = 60
     nightly(sqlite_target, created="2026-11-21 03:30")  # created after the due run
     assert monitoring.check_missed(utc("2026-11-21 05:00"))["missed"] == 0
@@ -82,7 +82,7 @@ def test_new_inactive_and_graceful_schedules_are_not_missed(sqlite_target, setti
     assert monitoring.check_missed(utc("2026-11-21 07:01"))["missed"] == 1
 
 
-def test_the_watch_includes_the_missed_check(sqlite_target, settings):
+def test_it_includes_the_missed_check_in_the_watch(sqlite_target, settings):
     settings.BACKUPSITE_MISSED_GRACE_MINUTES = 10
     nightly(sqlite_target)
     assert services.watch(utc("2026-11-21 03:11")) == {"lost": 0, "missed": 1, "recovered": 0}
@@ -97,7 +97,7 @@ def shrink(path: Path, keep: int) -> None:
     db.close()
 
 
-def test_a_scheduled_backup_far_smaller_than_the_last_is_flagged(sqlite_target, sqlite_source, settings):
+def test_it_flags_a_scheduled_backup_far_smaller_than_the_last(sqlite_target, sqlite_source, settings):
     settings.BACKUPSITE_SHRINK_PERCENT = 50
     fill_sqlite(sqlite_source, rows=3000)
     schedule = BackupSchedule.objects.create(name="often", target=sqlite_target, cron_expression="* * * * *")
@@ -122,7 +122,7 @@ def test_a_scheduled_backup_far_smaller_than_the_last_is_flagged(sqlite_target, 
     assert not Backup.objects.get(pk=first.pk).steps.filter(name="anomaly").exists()
 
 
-def test_backup_watch_runs_the_watch_on_its_own(sqlite_target, settings):
+def test_it_runs_the_watch_on_its_own_with_backup_watch(sqlite_target, settings):
     import json
     from io import StringIO
 
@@ -135,7 +135,7 @@ def test_backup_watch_runs_the_watch_on_its_own(sqlite_target, settings):
     assert json.loads(out.getvalue()) == {"lost": 0, "missed": 1, "recovered": 0}
 
 
-def test_missed_recovered_and_anomaly_alerts_reach_the_channels(
+def test_it_sends_missed_recovered_and_anomaly_alerts_to_the_channels(
     sqlite_target, sqlite_source, settings, tmp_path
 ):
     import json

@@ -19,6 +19,7 @@ from backups.models import Backup, BackupStatus, Notification, Notifier, Target
 from restores.services import restore_backup
 from schedules.models import BackupSchedule
 from schedules.requests import info_for
+from tests.config_builder import toml_text
 from tests.servers import free_port
 from tests.servers.http_receiver import HTTPReceiver
 from tests.servers.smtp import SMTPServer
@@ -64,7 +65,7 @@ def test_it_uses_the_default_channels_that_want_the_event(tmp_path):
     assert lines(tmp_path, "paused") == [] and lines(tmp_path, "elsewhere") == []
 
 
-def test_a_schedules_channels_replace_the_defaults(tmp_path, sqlite_target):
+def test_it_replaces_the_defaults_with_a_schedules_channels(tmp_path, sqlite_target):
     audit(tmp_path, "ops", is_default=True)
     audit(tmp_path, "team")
     audit(tmp_path, "quiet", events=["missed"])
@@ -81,7 +82,7 @@ def test_a_schedules_channels_replace_the_defaults(tmp_path, sqlite_target):
     assert send("backup_succeeded", schedule=schedule) == []
 
 
-def test_a_failing_channel_is_recorded_and_the_others_still_deliver(
+def test_it_records_a_failing_channel_and_still_delivers_to_the_others(
     tmp_path, sqlite_target, receiver: HTTPReceiver, smtp_server: SMTPServer, monkeypatch
 ):
     monkeypatch.setenv("TEST_HOOK_URL", receiver.url())
@@ -109,7 +110,7 @@ def test_a_failing_channel_is_recorded_and_the_others_still_deliver(
     assert Notification.objects.filter(status="failed").count() == 1
 
 
-def test_the_schedule_email_gets_alerts_but_not_successes(sqlite_target, smtp_server: SMTPServer):
+def test_it_sends_the_schedule_email_alerts_but_not_successes(sqlite_target, smtp_server: SMTPServer):
     schedule = schedule_for(sqlite_target, notification_email="dba@example.net")
     assert [n.kind for n in send("missed", schedule=schedule)] == ["email"]
     assert send("backup_succeeded", schedule=schedule) == []
@@ -117,7 +118,7 @@ def test_the_schedule_email_gets_alerts_but_not_successes(sqlite_target, smtp_se
     assert len(smtp_server.messages) == 1
 
 
-def test_secret_urls_never_reach_rows_or_logs(tmp_path, receiver: HTTPReceiver, monkeypatch, caplog):
+def test_it_keeps_secret_urls_out_of_rows_and_logs(tmp_path, receiver: HTTPReceiver, monkeypatch, caplog):
     token = "xoxb-T0KEN-9f8e7d6c5b4a"
     secret_url = receiver.url(f"/services/{token}")
     monkeypatch.setenv("TEST_SLACK_URL", secret_url)
@@ -139,7 +140,7 @@ def test_secret_urls_never_reach_rows_or_logs(tmp_path, receiver: HTTPReceiver, 
     assert "notification" in caplog.text and "via chat failed" in caplog.text
 
 
-def test_an_unset_secret_fails_that_channel_only(tmp_path, monkeypatch):
+def test_it_fails_only_the_channel_with_an_unset_secret(tmp_path, monkeypatch):
     monkeypatch.delenv("TEST_UNSET_HOOK", raising=False)
     Notifier.objects.create(
         name="hook", kind="webhook", options={"url": "${TEST_UNSET_HOOK}"}, is_default=True
@@ -151,12 +152,12 @@ def test_an_unset_secret_fails_that_channel_only(tmp_path, monkeypatch):
     assert ops.status == "sent"
 
 
-def test_an_unknown_event_is_a_programming_error():
+def test_it_treats_an_unknown_event_as_a_programming_error():
     with pytest.raises(ValueError, match="unknown notification event 'backup_exploded'"):
         send("backup_exploded")
 
 
-def test_a_real_failed_backup_is_mailed_and_recorded(sqlite_target, sqlite_source, smtp_server: SMTPServer):
+def test_it_mails_and_records_a_real_failed_backup(sqlite_target, sqlite_source, smtp_server: SMTPServer):
     schedule = schedule_for(sqlite_target, notification_email="dba@example.net")
     sqlite_source.unlink()
     backup = services.run_backup(sqlite_target, schedule=info_for(schedule), initiated_by="schedule:nightly")
@@ -175,7 +176,7 @@ def test_a_real_failed_backup_is_mailed_and_recorded(sqlite_target, sqlite_sourc
     assert step.status == "success" and step.message == "backup_failed: sent via notification_email"
 
 
-def test_success_is_told_only_to_channels_that_ask(
+def test_it_tells_success_only_to_channels_that_ask(
     tmp_path, sqlite_target, receiver: HTTPReceiver, monkeypatch
 ):
     audit(tmp_path, "ops", is_default=True)
@@ -199,7 +200,7 @@ def test_success_is_told_only_to_channels_that_ask(
     assert backup.steps.get(name="notify").message == "backup_succeeded: sent via hook"
 
 
-def test_a_failing_channel_never_changes_the_backups_outcome(sqlite_target, monkeypatch):
+def test_it_never_changes_the_backups_outcome_for_a_failing_channel(sqlite_target, monkeypatch):
     monkeypatch.setenv("TEST_DEAD_URL", f"http://127.0.0.1:{free_port()}/hook")
     Notifier.objects.create(
         name="dead",
@@ -218,7 +219,7 @@ def test_a_failing_channel_never_changes_the_backups_outcome(sqlite_target, monk
     )
 
 
-def test_a_lost_worker_is_a_failed_backup(tmp_path, sqlite_target):
+def test_it_reports_a_lost_worker_as_a_failed_backup(tmp_path, sqlite_target):
     audit(tmp_path, "ops", is_default=True)
     long_ago = timezone.now() - timedelta(hours=1)
     lost = Backup.objects.create(
@@ -235,7 +236,7 @@ def test_a_lost_worker_is_a_failed_backup(tmp_path, sqlite_target):
     assert Notification.objects.get().backup == lost
 
 
-def test_a_failed_verification_is_told(tmp_path, sqlite_target, storage_dir):
+def test_it_tells_of_a_failed_verification(tmp_path, sqlite_target, storage_dir):
     audit(tmp_path, "ops", is_default=True)
     backup = services.run_backup(sqlite_target)
     stored = storage_dir / backup.copies.get().path
@@ -249,7 +250,7 @@ def test_a_failed_verification_is_told(tmp_path, sqlite_target, storage_dir):
     assert backup.steps.get(name="notify").message == "verification_failed: sent via ops"
 
 
-def test_a_finished_restore_is_told(tmp_path, sqlite_target):
+def test_it_tells_of_a_finished_restore(tmp_path, sqlite_target):
     audit(tmp_path, "ops", is_default=True, events=["restore_finished"])
     backup = services.run_backup(sqlite_target)
     log = restore_backup(backup, sqlite_target, initiated_by="admin")
@@ -260,7 +261,7 @@ def test_a_finished_restore_is_told(tmp_path, sqlite_target):
     assert line["fields"]["status"] == "success" and line["fields"]["initiated by"] == "admin"
 
 
-def test_describe_backup_builds_subject_text_and_fields(sqlite_target, settings):
+def test_it_builds_subject_text_and_fields_in_describe_backup(sqlite_target, settings):
     settings.BACKUPSITE_BASE_URL = "https://backups.example.net/"
     backup = services.run_backup(sqlite_target)
     summary = notifications.describe_backup(backup)
@@ -286,39 +287,32 @@ def errors(tmp_path: Path, text: str, probe: bool = False) -> list[str]:
     return caught.value.errors
 
 
-BASE = """
-[storages.local]
-kind = "local"
-path = "backups"
+BASE = toml_text(
+    storage_dir="backups",
+    targets={"app-db": {"engine": "sqlite", "database": "app.sqlite3", "storages": ["local"]}},
+)
 
-[targets.app-db]
-engine = "sqlite"
-database = "app.sqlite3"
-storages = ["local"]
-"""
-
-NOTIFIERS = """
-[notifiers.ops-hook]
-kind = "webhook"
-url = "${OPS_HOOK_URL}"
-secret = "${OPS_HOOK_SECRET}"
-timeout = 5
-retry_delays = [1, 5]
-default = true
-
-[notifiers.audit]
-kind = "audit"
-path = "var/audit.jsonl"
-events = ["backup_failed", "backup_succeeded", "restore_finished"]
-
-[schedules.nightly]
-target = "app-db"
-cron = "0 3 * * *"
-notify = ["ops-hook", "audit"]
-"""
+NOTIFIERS = toml_text(
+    notifiers={
+        "ops-hook": {
+            "kind": "webhook",
+            "url": "${OPS_HOOK_URL}",
+            "secret": "${OPS_HOOK_SECRET}",
+            "timeout": 5,
+            "retry_delays": [1, 5],
+            "default": True,
+        },
+        "audit": {
+            "kind": "audit",
+            "path": "var/audit.jsonl",
+            "events": ["backup_failed", "backup_succeeded", "restore_finished"],
+        },
+    },
+    schedules={"nightly": {"target": "app-db", "cron": "0 3 * * *", "notify": ["ops-hook", "audit"]}},
+)
 
 
-def test_notifiers_are_applied_from_toml_idempotently(tmp_path):
+def test_it_applies_notifiers_from_toml_idempotently(tmp_path):
     report = apply(tmp_path, BASE + NOTIFIERS)
     assert {"notifier ops-hook", "notifier audit"} <= set(report.created)
     hook = Notifier.objects.get(name="ops-hook")
@@ -338,9 +332,10 @@ def test_notifiers_are_applied_from_toml_idempotently(tmp_path):
     assert not again.created and not again.updated
 
 
-def test_a_schedule_may_name_a_notifier_already_in_the_database(tmp_path):
+def test_it_lets_a_schedule_name_a_notifier_already_in_the_database(tmp_path):
     Notifier.objects.create(name="pager", kind="audit", options={"path": str(tmp_path / "p.jsonl")})
-    apply(tmp_path, BASE + '[schedules.nightly]\ntarget = "app-db"\ncron = "0 3 * * *"\nnotify = ["pager"]\n')
+    nightly = {"target": "app-db", "cron": "0 3 * * *", "notify": ["pager"]}
+    apply(tmp_path, BASE + toml_text(schedules={"nightly": nightly}))
     assert BackupSchedule.objects.get().notify_channels == ["pager"]
 
 
@@ -356,14 +351,14 @@ def test_a_schedule_may_name_a_notifier_already_in_the_database(tmp_path):
         ('notify = ["ops-hook", "audit"]', 'notify = ["ops-hok"]', "schedules.nightly.notify: no notifier named 'ops-hok' (did you mean 'ops-hook'?)"),
     ],
 )  # fmt: skip
-def test_bad_notifier_tables_are_errors_naming_the_key(tmp_path, replace, by, expected):
+def test_it_reports_bad_notifier_tables_as_errors_naming_the_key(tmp_path, replace, by, expected):
     assert replace in NOTIFIERS
     found = errors(tmp_path, BASE + NOTIFIERS.replace(replace, by))
     assert any(line.startswith(expected) for line in found), found
     assert not Notifier.objects.exists()
 
 
-def test_probes_check_that_secrets_resolve(tmp_path, monkeypatch, sqlite_source):
+def test_it_checks_that_secrets_resolve_in_probes(tmp_path, monkeypatch, sqlite_source):
     monkeypatch.delenv("OPS_HOOK_URL", raising=False)
     monkeypatch.setenv("OPS_HOOK_SECRET", "k3y")
     text = BASE.replace("app.sqlite3", str(sqlite_source)) + NOTIFIERS
@@ -374,7 +369,7 @@ def test_probes_check_that_secrets_resolve(tmp_path, monkeypatch, sqlite_source)
 # -- admin ---------------------------------------------------------------------------------------
 
 
-def test_the_admin_lists_channels_and_deliveries(admin_client, tmp_path, sqlite_target, sqlite_source):
+def test_it_lists_channels_and_deliveries_in_the_admin(admin_client, tmp_path, sqlite_target, sqlite_source):
     audit(tmp_path, "ops", is_default=True)
     sqlite_source.unlink()
     services.run_backup(sqlite_target)
@@ -389,7 +384,7 @@ def test_the_admin_lists_channels_and_deliveries(admin_client, tmp_path, sqlite_
     assert admin_client.get("/admin/backups/notification/add/").status_code == 403
 
 
-def test_the_admin_form_refuses_plaintext_secrets_and_bad_options(admin_client):
+def test_it_refuses_plaintext_secrets_and_bad_options_in_the_admin_form(admin_client):
     form = {
         "name": "hook",
         "kind": "webhook",

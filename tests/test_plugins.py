@@ -32,7 +32,7 @@ TYPED = {
 CHECKED = {"tls": Option("true for TLS", lambda value: None if isinstance(value, bool) else "no")}
 
 
-def test_the_two_spellings_make_one_shape() -> None:
+def test_it_makes_one_shape_of_the_two_spellings() -> None:
     typed = Option(str, "a token", required=True, secret=True, path=True, choices=("a",), default="a")
     assert (typed.type, typed.help, typed.required, typed.secret, typed.path) == (
         str,
@@ -61,12 +61,12 @@ def test_the_two_spellings_make_one_shape() -> None:
         lambda: Option(str, "help", colour="red"),  # type: ignore[call-overload]
     ],
 )
-def test_other_spellings_are_refused(make: Any) -> None:
+def test_it_refuses_other_spellings(make: Any) -> None:
     with pytest.raises(TypeError):
         make()
 
 
-def test_good_typed_options_pass() -> None:
+def test_it_accepts_good_typed_options() -> None:
     good = {
         "host": "db",
         "port": 21,
@@ -107,14 +107,14 @@ def test_good_typed_options_pass() -> None:
         ),
     ],
 )
-def test_typed_problems_are_reported_under_the_bare_name(
+def test_it_reports_typed_problems_under_the_bare_name(
     options: dict[str, Any], problems: list[tuple[str, str]]
 ) -> None:
     base = {"host": "db", "to": ["a@b.c"]}
     assert validate_options({**base, **options}, TYPED, family="ftp storage") == problems
 
 
-def test_missing_required_options_come_after_the_others() -> None:
+def test_it_reports_missing_required_options_after_the_others() -> None:
     assert validate_options({"port": "x"}, TYPED, family="email notifier") == [
         ("port", "must be a whole number"),
         ("host", "required: the server's host name"),
@@ -122,7 +122,7 @@ def test_missing_required_options_come_after_the_others() -> None:
     ]
 
 
-def test_empty_says_which_values_count_as_missing() -> None:
+def test_it_takes_the_values_that_count_as_missing_from_empty() -> None:
     assert validate_options({"host": [], "to": ["a"]}, TYPED, family="s3 storage", empty=(None, "")) == [
         ("host", "must be a string")
     ]
@@ -132,20 +132,20 @@ def test_empty_says_which_values_count_as_missing() -> None:
     ]
 
 
-def test_a_kind_without_options_says_none() -> None:
+def test_it_says_none_for_a_kind_without_options() -> None:
     assert validate_options({"x": 1}, {}, family="local storage") == [
         ("x", "unknown option for the local storage kind; known: none")
     ]
 
 
-def test_with_a_table_problems_are_named_inside_it() -> None:
+def test_it_names_problems_inside_the_table_when_given_one() -> None:
     assert validate_options({"tls": "yes", "colour": "red"}, CHECKED, table="options") == [
         ("options.tls", "no"),
         ("options", "unknown option 'colour'; known options: tls"),
     ]
 
 
-def test_a_check_sees_none_too() -> None:
+def test_it_shows_none_to_a_check_too() -> None:
     assert validate_options({"tls": None}, CHECKED, table="options") == [("options.tls", "no")]
 
 
@@ -162,13 +162,13 @@ def registry(**kwargs: Any) -> Registry[Plugin]:
     return Registry("gadget kind", paths, labels={"alpha": "Alpha"}, error=FamilyError, **kwargs)
 
 
-def test_registry_lists_keys_in_order_or_sorted() -> None:
+def test_it_lists_registry_keys_in_order_or_sorted() -> None:
     assert registry().keys() == ["zeta", "alpha"]
     assert registry(sort=True).keys() == ["alpha", "zeta"]
     assert "zeta" in registry() and "omega" not in registry()
 
 
-def test_registry_loads_lazily_and_caches() -> None:
+def test_it_loads_registry_entries_lazily_and_caches_them() -> None:
     plugins = registry()
     assert plugins._loaded == {}
     assert plugins.load("zeta") is Plugin
@@ -176,11 +176,11 @@ def test_registry_loads_lazily_and_caches() -> None:
     assert plugins._loaded == {f"{__name__}.Plugin": Plugin}
 
 
-def test_choices_take_labels_else_the_class_label() -> None:
+def test_it_takes_choice_labels_from_labels_else_the_class_label() -> None:
     assert registry().choices() == [("zeta", "A plugin"), ("alpha", "Alpha")]
 
 
-def test_unknown_keys_raise_the_family_error() -> None:
+def test_it_raises_the_family_error_for_unknown_keys() -> None:
     with pytest.raises(FamilyError, match=r"^unknown gadget kind 'omega'; use one of zeta, alpha$"):
         registry().load("omega")
     listed = registry(unknown="unknown {family} {key!r}; available: {keys}", sort=True)
@@ -188,14 +188,14 @@ def test_unknown_keys_raise_the_family_error() -> None:
         listed.load("omega")
 
 
-def test_error_may_be_any_callable() -> None:
+def test_it_accepts_any_callable_as_error() -> None:
     plugins: Registry[Any] = Registry("notifier kind", {}, error=partial(NotifierError, retryable=False))
     with pytest.raises(NotifierError) as caught:
         plugins.load("x")
     assert caught.value.retryable is False
 
 
-def test_extra_entries_are_read_at_every_look_up() -> None:
+def test_it_reads_extra_entries_at_every_look_up() -> None:
     extra: dict[str, str] = {}
     plugins = registry(extra=lambda: extra, sort=True)
     assert plugins.keys() == ["alpha", "zeta"]
@@ -204,7 +204,7 @@ def test_extra_entries_are_read_at_every_look_up() -> None:
     assert plugins.load("beta") is FamilyError
 
 
-def test_register_adds_an_entry() -> None:
+def test_it_adds_an_entry_on_register() -> None:
     plugins = registry()
     plugins.register("beta", f"{__name__}.Plugin", label="Beta")
     assert plugins.choices()[-1] == ("beta", "Beta")
@@ -218,19 +218,19 @@ def test_register_adds_an_entry() -> None:
         (f"{__name__}.Missing", f'Module "{__name__}" does not define a "Missing" attribute/class'),
     ],
 )
-def test_bad_paths_raise_import_error(path: str, message: str) -> None:
+def test_it_raises_import_error_for_bad_paths(path: str, message: str) -> None:
     with pytest.raises(ImportError, match=f"^{message}$"):
         import_path(path)
     with pytest.raises(ModuleNotFoundError):
         import_path("backups.no_such_module.Plugin")
 
 
-def test_plugins_module_does_not_need_django() -> None:
+def test_it_imports_the_plugins_module_without_django() -> None:
     code = "import sys, backups.plugins; assert not [m for m in sys.modules if m.startswith('django')]"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_storage_and_notifier_registries_keep_their_public_shape() -> None:
+def test_it_keeps_the_public_shape_of_the_storage_and_notifier_registries() -> None:
     assert STORAGE_KINDS == ("local", "s3", "sftp", "ftp", "gcs", "azure")
     assert storage_kind_choices() == [
         (kind, kind.upper() if len(kind) <= 3 else kind.capitalize()) for kind in STORAGE_KINDS
@@ -246,7 +246,7 @@ def test_storage_and_notifier_registries_keep_their_public_shape() -> None:
     assert caught.value.retryable is False
 
 
-def test_engine_registry_keeps_its_public_shape(settings: Any) -> None:
+def test_it_keeps_the_public_shape_of_the_engine_registry(settings: Any) -> None:
     from backups.engines import EngineError, engine_choices, engine_keys, engine_paths, get_engine
 
     assert engine_keys() == sorted(engine_keys()) and "sqlite" in engine_keys()

@@ -30,7 +30,7 @@ def running(target, worker: str, beat_age: float) -> Backup:
     return backup
 
 
-def test_a_silent_heartbeat_on_another_host_is_reaped(sqlite_target, settings):
+def test_it_reaps_a_silent_heartbeat_on_another_host(sqlite_target, settings):
     settings.BACKUPSITE_HEARTBEAT_STALE_SECONDS = 120
     lost = running(sqlite_target, "elsewhere:4242", beat_age=300)
     assert services.watch()["lost"] == 1
@@ -43,7 +43,7 @@ def test_a_silent_heartbeat_on_another_host_is_reaped(sqlite_target, settings):
     assert services.watch()["lost"] == 0  # once
 
 
-def test_a_live_heartbeat_elsewhere_is_left_alone(sqlite_target, settings):
+def test_it_leaves_a_live_heartbeat_elsewhere_alone(sqlite_target, settings):
     settings.BACKUPSITE_HEARTBEAT_STALE_SECONDS = 120
     alive = running(sqlite_target, "elsewhere:4242", beat_age=10)
     assert services.watch()["lost"] == 0
@@ -51,7 +51,7 @@ def test_a_live_heartbeat_elsewhere_is_left_alone(sqlite_target, settings):
     assert alive.status == BackupStatus.RUNNING
 
 
-def test_a_dead_process_on_this_host_is_reaped_at_once(sqlite_target):
+def test_it_reaps_a_dead_process_on_this_host_at_once(sqlite_target):
     import socket
     import subprocess
 
@@ -64,7 +64,7 @@ def test_a_dead_process_on_this_host_is_reaped_at_once(sqlite_target):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_heartbeat_advances_while_open_and_stops_after(sqlite_target):
+def test_it_advances_the_heartbeat_while_open_and_stops_after(sqlite_target):
     backup = running(sqlite_target, "here:1", beat_age=600)
     before = Backup.objects.get(pk=backup.pk).heartbeat_at
     with Heartbeat(backup.pk, interval=0.05):

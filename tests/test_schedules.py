@@ -17,6 +17,7 @@ from schedules import services
 from schedules.cron import CronError, cron_problem, next_runs, parse_cron
 from schedules.models import BackupSchedule
 from schedules.tasks import run_schedule
+from tests.config_builder import write_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -49,7 +50,7 @@ def test_it_accepts_expressions_that_run(expression):
     assert cron_problem(expression) is None
 
 
-def test_next_runs_follow_the_timezone_and_dst():
+def test_it_follows_the_timezone_and_dst_in_next_runs():
     assert next_runs("0 3 * * *", "Europe/Berlin", utc("2026-11-21 12:00"), 3) == [
         datetime(2026, 11, 22, 3, 0, tzinfo=BERLIN),
         datetime(2026, 11, 23, 3, 0, tzinfo=BERLIN),
@@ -66,7 +67,7 @@ def test_next_runs_follow_the_timezone_and_dst():
     assert [run.date().isoformat() for run in fridays] == ["2026-02-13", "2026-03-13"]
 
 
-def test_previous_run_is_the_slot_a_firing_belongs_to():
+def test_it_gives_the_slot_a_firing_belongs_to_as_previous_run():
     cron = parse_cron("*/15 * * * *")
     assert cron.previous_run(utc("2026-11-22 10:44:59"), ZoneInfo("UTC")) == utc("2026-11-22 10:30")
     assert cron.previous_run(utc("2026-11-22 10:45:00"), ZoneInfo("UTC")) == utc("2026-11-22 10:45")
@@ -106,7 +107,7 @@ def task_of(schedule: BackupSchedule) -> PeriodicTask:
 
 
 @pytestmark_db
-def test_each_schedule_owns_one_periodic_task_kept_in_step(sqlite_target):
+def test_it_gives_each_schedule_one_periodic_task_kept_in_step(sqlite_target):
     schedule = make_schedule(sqlite_target, timezone="Europe/Berlin")
     task = task_of(schedule)
     assert task.task == "schedules.tasks.run_schedule"
@@ -139,7 +140,7 @@ def test_each_schedule_owns_one_periodic_task_kept_in_step(sqlite_target):
 
 
 @pytestmark_db
-def test_reconciling_recreates_missing_tasks_and_removes_orphans(sqlite_target):
+def test_it_recreates_missing_tasks_and_removes_orphans_when_reconciling(sqlite_target):
     kept = make_schedule(sqlite_target)
     gone = make_schedule(sqlite_target, name="hourly", cron_expression="0 * * * *")
     gone_pk = gone.pk
@@ -151,7 +152,7 @@ def test_reconciling_recreates_missing_tasks_and_removes_orphans(sqlite_target):
 
 
 @pytestmark_db
-def test_the_admin_creates_updates_and_deletes_the_task(admin_client, sqlite_target):
+def test_it_creates_updates_and_deletes_the_task_from_the_admin(admin_client, sqlite_target):
     form = admin_form(sqlite_target, cron_expression="0 3 * * *", timezone="UTC")
     assert admin_client.post("/admin/schedules/backupschedule/add/", form).status_code == 302
     schedule = BackupSchedule.objects.get(name="nightly")
@@ -166,7 +167,7 @@ def test_the_admin_creates_updates_and_deletes_the_task(admin_client, sqlite_tar
 
 
 @pytestmark_db
-def test_a_firing_backs_up_once_per_slot(sqlite_target):
+def test_it_backs_up_once_per_slot_on_firing(sqlite_target):
     schedule = make_schedule(sqlite_target, cron_expression="*/15 * * * *")
     now = datetime.now(UTC).replace(second=5, microsecond=0)
     first = services.run_schedule(schedule.pk, now)
@@ -184,14 +185,14 @@ def test_a_firing_backs_up_once_per_slot(sqlite_target):
 
 
 @pytestmark_db
-def test_the_celery_task_takes_only_the_schedule_id(sqlite_target):
+def test_it_takes_only_the_schedule_id_in_the_celery_task(sqlite_target):
     schedule = make_schedule(sqlite_target, cron_expression="* * * * *")
     result = run_schedule.apply(kwargs={"schedule_id": schedule.pk})
     assert Backup.objects.get(pk=result.get()).schedule_id == schedule.pk
 
 
 @pytestmark_db
-def test_inactive_and_deleted_schedules_do_nothing(sqlite_target):
+def test_it_does_nothing_for_inactive_and_deleted_schedules(sqlite_target):
     schedule = make_schedule(sqlite_target, cron_expression="* * * * *", is_active=False)
     assert services.run_schedule(schedule.pk) is None
     assert services.run_schedule(999_999) is None
@@ -199,7 +200,7 @@ def test_inactive_and_deleted_schedules_do_nothing(sqlite_target):
 
 
 @pytestmark_db
-def test_a_schedule_applies_retention_to_its_own_backups_after_success(sqlite_target):
+def test_it_applies_a_schedules_retention_to_its_own_backups_after_success(sqlite_target):
     manual = [backup_services.run_backup(sqlite_target) for _ in range(2)]
     schedule = make_schedule(sqlite_target, cron_expression="* * * * *", retention={"keep_last": 1})
     start = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -211,41 +212,29 @@ def test_a_schedule_applies_retention_to_its_own_backups_after_success(sqlite_ta
     assert not any(Backup.objects.get(pk=b.pk).is_deleted for b in manual)  # not this schedule's
 
 
-def apply_site(tmp_path: Path, source: Path, schedule_lines: str) -> None:
+def apply_site(tmp_path: Path, source: Path, **schedule_fields: object) -> None:
     """Apply a TOML file with one local storage, the SQLite target app-db and the schedule
-    nightly (``cron = "0 3 * * *"`` plus ``schedule_lines``)."""
+    nightly (``cron = "0 3 * * *"`` plus ``schedule_fields``)."""
     from backups.config import loader as config
 
-    path = tmp_path / "site.toml"
-    path.write_text(
-        f"""
-[storages.local]
-kind = "local"
-path = "{tmp_path / "store"}"
-
-[targets.app-db]
-engine = "sqlite"
-database = "{source}"
-storages = ["local"]
-
-[schedules.nightly]
-target = "app-db"
-cron = "0 3 * * *"
-{schedule_lines}
-"""
+    path = write_config(
+        tmp_path / "site.toml",
+        storage_dir=tmp_path / "store",
+        targets={"app-db": {"engine": "sqlite", "database": source, "storages": ["local"]}},
+        schedules={"nightly": {"target": "app-db", "cron": "0 3 * * *", **schedule_fields}},
     )
     config.apply(config.load(path), probe=False)
 
 
 @pytestmark_db
-def test_config_apply_creates_the_periodic_tasks(tmp_path, sqlite_source):
-    apply_site(tmp_path, sqlite_source, 'timezone = "Europe/Berlin"')
+def test_it_creates_the_periodic_tasks_on_config_apply(tmp_path, sqlite_source):
+    apply_site(tmp_path, sqlite_source, timezone="Europe/Berlin")
     schedule = BackupSchedule.objects.get(name="nightly")
     assert task_of(schedule).crontab.hour == "3"
 
 
 @pytestmark_db
-def test_the_admin_shows_the_next_runs_and_refuses_a_never_firing_cron(admin_client, sqlite_target):
+def test_it_shows_the_next_runs_in_the_admin_and_refuses_a_never_firing_cron(admin_client, sqlite_target):
     schedule = make_schedule(sqlite_target, timezone="Europe/Berlin")
     url = f"/admin/schedules/backupschedule/{schedule.pk}/change/"
     page = admin_client.get(url).content.decode()
@@ -258,7 +247,7 @@ def test_the_admin_shows_the_next_runs_and_refuses_a_never_firing_cron(admin_cli
 
 
 @pytestmark_db
-def test_verify_after_backup_verifies_each_scheduled_backup(sqlite_target):
+def test_it_verifies_each_scheduled_backup_with_verify_after_backup(sqlite_target):
     schedule = make_schedule(sqlite_target, cron_expression="* * * * *", verify="after-backup")
     backup = services.run_schedule(schedule.pk)
     assert backup is not None
@@ -268,7 +257,7 @@ def test_verify_after_backup_verifies_each_scheduled_backup(sqlite_target):
 
 
 @pytestmark_db
-def test_daily_verification_is_claimed_once_a_day(sqlite_target):
+def test_it_claims_daily_verification_once_a_day(sqlite_target):
     schedule = make_schedule(sqlite_target, cron_expression="* * * * *", verify="daily")
     now = datetime.now(UTC)
     assert services.due_verifications(now) == []  # nothing to verify yet
@@ -286,7 +275,7 @@ def test_daily_verification_is_claimed_once_a_day(sqlite_target):
 
 
 @pytestmark_db
-def test_config_sets_verification_and_grace(tmp_path, sqlite_source):
-    apply_site(tmp_path, sqlite_source, 'verify = "daily"\ngrace_minutes = 90')
+def test_it_sets_verification_and_grace_from_the_config(tmp_path, sqlite_source):
+    apply_site(tmp_path, sqlite_source, verify="daily", grace_minutes=90)
     schedule = BackupSchedule.objects.get(name="nightly")
     assert (schedule.verify, schedule.grace_minutes) == ("daily", 90)
