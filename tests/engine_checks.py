@@ -100,10 +100,16 @@ class ProcessWatch:
                     self.seen.append(line)
                 if any(secret in line for secret in self._secrets):
                     self.leaked.append(line)
+            self._sample_modes()
+            time.sleep(0.002)
+
+    def _sample_modes(self) -> None:
+        # The credential files' directory comes and goes while the tool runs: a listing that
+        # races its removal is skipped, never allowed to end the sampling thread.
+        with contextlib.suppress(OSError):
             for path in self._files():
                 with contextlib.suppress(OSError):
                     self.modes.add(stat.S_IMODE(path.stat().st_mode))
-            time.sleep(0.002)
 
     def __enter__(self) -> ProcessWatch:
         self._thread.start()
