@@ -12,6 +12,8 @@ from typing import Any, TextIO
 
 from django.core.management.base import CommandError, OutputWrapper
 
+from backups.humanize import human_bytes
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -48,16 +50,6 @@ def who() -> str:
 
 def dump_json(stream: Any, payload: Any) -> None:
     stream.write(json.dumps(payload, indent=2, default=str))
-
-
-def human_bytes(count: float | None) -> str:
-    if count is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.1f} TiB"
 
 
 def _clock(seconds: float) -> str:

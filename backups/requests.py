@@ -8,8 +8,9 @@ schedule) can get the same facts by id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -45,3 +46,59 @@ def schedule_info(schedule_id: int | None) -> ScheduleInfo | None:
         if info is not None:
             return info
     return None
+
+
+@dataclass(frozen=True)
+class ScheduleOverview:
+    """What the dashboard shows of one target's schedules."""
+
+    schedules: int = 0  # how many schedules back the target up
+    active: int = 0  # how many of them are active
+    next_run_at: datetime | None = None  # the soonest next run of an active schedule
+    missed_since: datetime | None = None  # the oldest due run that has not succeeded (alerted)
+
+
+ScheduleOverviewLookup = Callable[[Sequence[int]], Mapping[int, ScheduleOverview]]
+_overviews: list[ScheduleOverviewLookup] = []
+
+
+def register_schedule_overview(lookup: ScheduleOverviewLookup) -> None:
+    """Called by the app that owns schedules: target ids in, one overview per target out (in a
+    fixed number of queries, whatever the number of targets)."""
+    if lookup not in _overviews:
+        _overviews.append(lookup)
+
+
+def schedule_overviews(target_ids: Sequence[int]) -> dict[int, ScheduleOverview]:
+    found: dict[int, ScheduleOverview] = {}
+    for lookup in _overviews:
+        found.update(lookup(target_ids))
+    return found
+
+
+@dataclass(frozen=True)
+class RunningWork:
+    """Work of another app that the dashboard shows with a progress bar (a restore)."""
+
+    kind: str  # "restore"
+    pk: int
+    label: str  # "restore of backup 42 into app-db-copy"
+    target_id: int | None  # the target it acts on (the destination of a restore)
+    started_at: datetime | None
+    done_bytes: int  # bytes so far
+    total_bytes: int | None  # when known
+    url: str = ""  # its page
+
+
+RunningWorkLookup = Callable[[], Sequence[RunningWork]]
+_running: list[RunningWorkLookup] = []
+
+
+def register_running_work(lookup: RunningWorkLookup) -> None:
+    """Called by an app whose long work the dashboard should show (the restores app)."""
+    if lookup not in _running:
+        _running.append(lookup)
+
+
+def running_work() -> list[RunningWork]:
+    return [work for lookup in _running for work in lookup()]

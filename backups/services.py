@@ -34,7 +34,14 @@ from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
 from backups.engines.configuration import ConfigurationEngine
 from backups.notifications import RESTORE_FINISHED, notify, notify_backup
 from backups.notifiers import NotifierError, notifier_class
-from backups.requests import ScheduleInfo, register_schedule_lookup
+from backups.requests import (
+    RunningWork,
+    ScheduleInfo,
+    ScheduleOverview,
+    register_running_work,
+    register_schedule_lookup,
+    register_schedule_overview,
+)
 from backups.resources import (
     MANIFEST_FORMAT,
     MANIFEST_SUFFIX,
@@ -115,7 +122,9 @@ __all__ = [
     "ReindexReport",
     "RestoreOptions",
     "RestoreResult",
+    "RunningWork",
     "ScheduleInfo",
+    "ScheduleOverview",
     "SecretError",
     "ServiceError",
     "SpecError",
@@ -152,7 +161,9 @@ __all__ = [
     "reap_stale_runs",
     "reconcile",
     "redact",
+    "register_running_work",
     "register_schedule_lookup",
+    "register_schedule_overview",
     "register_section",
     "reindex_storage",
     "restore_manifest",

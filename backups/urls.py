@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from backups.views import downloads
 
 app_name = "backups"
 urlpatterns = [
-    path("<int:pk>/download/", views.download_backup, name="download"),
+    path("<int:pk>/download/", downloads.download_backup, name="download"),
 ]

@@ -15,4 +15,5 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("backups/", include("backups.urls")),
+    path("restores/", include("restores.urls")),
 ]

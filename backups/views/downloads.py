@@ -1,4 +1,4 @@
-"""Views outside the admin's own: downloading a backup file."""
+"""Downloading a backup file: streamed, or a redirect to a short-lived signed URL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 
-from .services import NoSuchBackup, StorageError, start_download
+from backups.services import NoSuchBackup, StorageError, start_download
 
 STREAM_BLOCK = 1024 * 1024
 
