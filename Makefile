@@ -7,7 +7,8 @@ APT_PACKAGES := libldap2-dev libsasl2-dev default-libmysqlclient-dev pkg-config 
                 sqlite3 gzip zstd tar \
                 postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps \
                 openssh-server openssl redis-server redis-tools jq \
-                clickhouse-server clickhouse-client
+                clickhouse-server clickhouse-client \
+                chromium chromium-driver
 # Named after the package list, so adding a package re-runs the check on an existing venv.
 STAMP_APT := $(VENV)/.apt-done-$(shell echo '$(APT_PACKAGES)' | cksum | cut -d' ' -f1)
 STAMP_PIP := $(VENV)/.pip-done
@@ -15,7 +16,7 @@ STAMP_PIP := $(VENV)/.pip-done
 AZURITE_VERSION := 3
 STAMP_NPM := $(VENV)/.npm-done
 
-.PHONY: setup run test lint typecheck pytest bench clean
+.PHONY: setup run test lint typecheck pytest bench screenshots clean
 
 setup: $(STAMP_PIP)
 
@@ -74,6 +75,11 @@ test: setup $(STAMP_NPM)
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# docs/screenshots/*.png of the admin in headless Chromium (tests/browser/screenshots.py): a
+# throwaway catalog with demo backups, served on a free loopback port. Not part of `make test`.
+screenshots: setup
+	$(BIN)/python -m tests.browser.screenshots
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,9 +17,11 @@ def human_bytes(count: float | None) -> str:
 
 
 def human_duration(seconds: float | None) -> str:
-    """``0.4 s``, ``12 s``, ``1 min 12 s``, ``2 h 5 min``, ``3 d 4 h``; "-" for None."""
+    """``0.02 s``, ``4.2 s``, ``12 s``, ``1 min 12 s``, ``2 h 5 min``, ``3 d 4 h``; "-" for None."""
     if seconds is None:
         return "-"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
     if seconds < 10:
         return f"{seconds:.1f} s"
     whole = round(seconds)

@@ -68,11 +68,19 @@ from backups.verification import VerifyOutcome, check_copy_digest, check_sandbox
 if TYPE_CHECKING:
     from backups.catalog import ReconcileReport, ReindexReport, reconcile, reindex_storage
     from backups.downloads import Download, NoSuchBackup, start_download
+    from backups.health.charts import history_charts
+    from backups.health.progress import progress
+    from backups.health.summary import Dashboard, TargetSummary, dashboard
     from backups.retention.spec import SpecError, parse_moment, parse_spec, parse_timestamps
 
 # Entry points only some commands and views need, imported on first use so that every process
 # (and every short command) does not load them at start-up.
 _ON_FIRST_USE = {
+    "Dashboard": "backups.health.summary",
+    "TargetSummary": "backups.health.summary",
+    "dashboard": "backups.health.summary",
+    "progress": "backups.health.progress",
+    "history_charts": "backups.health.charts",
     "ReconcileReport": "backups.catalog",
     "ReindexReport": "backups.catalog",
     "reconcile": "backups.catalog",
@@ -109,6 +117,7 @@ __all__ = [
     "ConfigSection",
     "ConfigurationEngine",
     "Connection",
+    "Dashboard",
     "Download",
     "Engine",
     "EngineError",
@@ -129,6 +138,7 @@ __all__ = [
     "ServiceError",
     "SpecError",
     "StorageError",
+    "TargetSummary",
     "Validator",
     "VerifyOutcome",
     "Written",
@@ -140,11 +150,13 @@ __all__ = [
     "check_sandbox",
     "cleanup_target",
     "connection_for",
+    "dashboard",
     "describe_error",
     "engine_for",
     "engine_keys",
     "feed_copy",
     "get_engine",
+    "history_charts",
     "load_config",
     "load_manifest",
     "notifier_class",
@@ -157,6 +169,7 @@ __all__ = [
     "plan_cleanup",
     "plan_retention",
     "policy_for",
+    "progress",
     "reap_lost_runs",
     "reap_stale_runs",
     "reconcile",

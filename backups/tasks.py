@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from backupsite.celery import app
 
 from . import services
-from .models import Target
+from .models import Backup, Target
+
+logger = logging.getLogger(__name__)
 
 
 # Bound to the project's app explicitly (not shared_task): a web process that queues a task
@@ -15,3 +19,18 @@ def run_target_backup(target_id: int, backup_type: str = "full", initiated_by: s
     """Back up one target; returns the Backup id (its row records the outcome)."""
     target = Target.objects.get(pk=target_id)
     return services.run_backup(target, backup_type=backup_type, initiated_by=initiated_by).pk
+
+
+@app.task(acks_late=True)
+def verify_backup_task(backup_id: int, deep: bool = False, initiated_by: str = "task") -> bool:
+    """Verify one backup (its verify step and verified state record the outcome); returns
+    whether every copy read back intact."""
+    backup = Backup.objects.select_related("target").get(pk=backup_id)
+    logger.info("verify of backup %s (%s, deep=%s) asked by %s", backup.pk, backup.target, deep, initiated_by)
+    try:
+        return services.verify_backup(backup, deep=deep).ok
+    except services.ServiceError as exc:
+        # Refused before any step was recorded (deleted, never succeeded, no copy): a queued
+        # request has no one to tell but the log, and retrying would not change the answer.
+        logger.warning("verify of backup %s asked by %s refused: %s", backup.pk, initiated_by, exc)
+        return False

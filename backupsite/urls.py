@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from backups.views import dashboard
+
 admin.autodiscover()  # SimpleAdminConfig: only the web process needs the admin's registrations
 admin.site.site_header = "Backupsite"
 admin.site.site_title = "Backupsite"
@@ -13,6 +15,8 @@ admin.site.index_title = "Backups"
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    # The admin's index is the dashboard (the stock app list is at its foot).
+    path("admin/", dashboard.dashboard, name="dashboard"),
     path("admin/", admin.site.urls),
     path("backups/", include("backups.urls")),
     path("restores/", include("restores.urls")),

@@ -7,3 +7,11 @@ class RestoresConfig(AppConfig):
     name = "restores"
     verbose_name = "Restores"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from backups import services as backup_services
+
+        from . import services
+
+        # The dashboard (in backups, which never imports restores) shows restores under way.
+        backup_services.register_running_work(services.running_restores)

@@ -28,6 +28,14 @@ class RestoreLog(models.Model):
     confirmed_by = models.CharField(max_length=150, blank=True)
     notes = models.TextField(blank=True)
     error_message = models.TextField(blank=True)
+    progress = models.BigIntegerField(
+        default=0, help_text="Bytes read from storage so far (the checksum pass, then the restore pass)."
+    )
+    total_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Bytes the restore reads in all: twice the stored size of its backups.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -37,3 +45,8 @@ class RestoreLog(models.Model):
 
     def __str__(self) -> str:
         return f"restore of {self.backup_id} ({self.status})"
+
+    @property
+    def is_queued(self) -> bool:
+        """Confirmed and recorded, not yet picked up by a worker."""
+        return self.status == RestoreStatus.RUNNING and self.started_at is None

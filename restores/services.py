@@ -12,19 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from django.urls import reverse
 from django.utils import timezone
 
 from backups import services as backup_services
-from backups.models import Backup, BackupCopy, BackupStatus, Target
+from backups.models import Backup, BackupCopy, Target
 from backups.services import (
     ChainLink,
     ConfigurationEngine,
     Connection,
     Engine,
-    EngineError,
     RestoreOptions,
     RestoreResult,
-    SecretError,
+    RunningWork,
     ServiceError,
     check_copy_digest,
     connection_for,
@@ -38,57 +38,93 @@ from backups.services import (
 )
 
 from .models import RestoreLog, RestoreStatus
+from .preview import RestorePreview, preview_restore
+from .progress import ProgressCallback, RestoreProgress
+from .refusals import (
+    RestoreRefused,
+    check_directory_restorable,
+    check_restorable,
+    confirmation_word,
+    restore_problems,
+)
+
+__all__ = [
+    "RestorePreview",
+    "RestoreRefused",
+    "check_directory_restorable",
+    "check_restorable",
+    "confirmation_word",
+    "preview_restore",
+    "request_restore",
+    "restore_backup",
+    "restore_destinations",
+    "restore_problems",
+    "restore_to_directory",
+    "run_restore",
+    "running_restores",
+    "start_restore",
+]
 
 logger = logging.getLogger(__name__)
 
 FILES_LISTED = 1000  # restored file names kept on the log row; the total is in the notes
 
 
-class RestoreRefused(ServiceError):
-    """The restore was not started: wrong engine, unusable backup. Nothing was changed."""
-
-
-def _check_usable(backup: Backup) -> None:
-    if backup.deleted_at is not None:
-        raise RestoreRefused(f"backup {backup.pk} was deleted by retention; its files are gone")
-    if backup.status != BackupStatus.SUCCESS:
-        raise RestoreRefused(
-            f"backup {backup.pk} is {backup.status}; only successful backups can be restored"
-        )
-    if backup.backup_type == "incremental" and backup.base_id is None:
-        raise RestoreRefused(
-            f"backup {backup.pk} is an incremental backup whose base is not in the catalog; it holds only "
-            "the changes since then. Reindex the storage holding the earlier backups of its chain "
-            "(backup_reindex), then restore again."
-        )
-    try:
-        chain = backup_services.chain_of(backup)
-    except ServiceError as exc:
-        raise RestoreRefused(str(exc)) from None
-    for link in chain:
-        if not stored_copies(link):
-            raise RestoreRefused(
-                f"backup {link.pk} has no stored copy"
-                + (f" (backup {backup.pk} is built on it)" if link.pk != backup.pk else "")
-            )
-
-
-def check_restorable(backup: Backup, destination: Target) -> None:
-    """Raise :class:`RestoreRefused` unless ``backup`` can be restored into ``destination``."""
+def restore_destinations(backup: Backup) -> list[Target]:
+    """The targets ``backup`` may be restored into: its own first, then the others of its engine
+    (none for a configuration backup, which is restored into a directory)."""
     if backup.backup_type == "configuration":
-        raise RestoreRefused(
-            f"backup {backup.pk} is a configuration backup: restore it into a directory (--to-dir DIR)"
-        )
-    _check_usable(backup)
-    if destination.engine != backup.target.engine:
-        raise RestoreRefused(
-            f"backup {backup.pk} is a {backup.target.engine} backup; target {destination.name} uses the "
-            f"{destination.engine} engine. Restore into a target of the same engine."
-        )
+        return []
+    others = Target.objects.filter(engine=backup.target.engine).exclude(pk=backup.target_id).order_by("name")
+    return [backup.target, *others]
+
+
+def _total_bytes(backup: Backup) -> int | None:
+    """Bytes a restore reads: every backup of its chain, once checked and once restored."""
     try:
-        get_engine(destination.engine).check_restore_destination(connection_for(destination))
-    except (EngineError, SecretError) as exc:
-        raise RestoreRefused(f"target {destination.name}: {exc}") from None
+        sizes = [link.file_size for link in backup_services.chain_of(backup)]
+    except ServiceError:
+        return None
+    return None if None in sizes else 2 * sum(size or 0 for size in sizes)
+
+
+def request_restore(backup: Backup, destination: Target, *, typed: str, by: str) -> RestoreLog:
+    """A restore confirmed on a page: ``typed`` must be :func:`confirmation_word` exactly, else
+    :class:`RestoreRefused` and nothing changes. Returns the queued RestoreLog row; the caller
+    queues :func:`run_restore` for it."""
+    word, _what = confirmation_word(destination)
+    if typed.strip() != word:
+        raise RestoreRefused(f"type {word} exactly to confirm; nothing was restored")
+    return start_restore(backup, destination, initiated_by=by, confirmed_by=by)
+
+
+def start_restore(
+    backup: Backup, destination: Target, *, initiated_by: str = "", confirmed_by: str = ""
+) -> RestoreLog:
+    """Check, then record a restore of ``backup`` into ``destination`` as queued (RUNNING, not
+    started yet); :func:`run_restore` carries it out. Raises :class:`RestoreRefused`."""
+    check_restorable(backup, destination)
+    return RestoreLog.objects.create(
+        backup=backup,
+        destination=destination,
+        restore_type=backup.backup_type,
+        status=RestoreStatus.RUNNING,
+        initiated_by=initiated_by,
+        confirmed_by=confirmed_by,
+        total_bytes=_total_bytes(backup),
+    )
+
+
+def run_restore(log_id: int, progress: ProgressCallback | None = None) -> RestoreLog | None:
+    """Carry out the queued restore ``log_id`` into its destination and finish its row (SUCCESS
+    or FAILED). The backup and the destination are checked again first: either may have changed
+    since the restore was confirmed. Returns None, doing nothing, when the row is not queued
+    (another worker took it: the task may be delivered twice)."""
+    log = _claim(log_id)
+    if log is None:
+        logger.warning("restore %s is not queued (already taken or finished); nothing to do", log_id)
+        return None
+    return _carry_out(log, progress, check_again=True)
 
 
 def restore_backup(
@@ -97,36 +133,57 @@ def restore_backup(
     *,
     initiated_by: str = "",
     confirmed_by: str = "",
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RestoreLog:
-    """Restore ``backup`` into ``destination``; return the RestoreLog (SUCCESS or FAILED)."""
-    check_restorable(backup, destination)
-    log = RestoreLog.objects.create(
-        backup=backup,
-        destination=destination,
-        restore_type=backup.backup_type,
-        status=RestoreStatus.RUNNING,
-        started_at=timezone.now(),
-        initiated_by=initiated_by,
-        confirmed_by=confirmed_by,
-    )
+    """Restore ``backup`` into ``destination`` now; return the RestoreLog (SUCCESS or FAILED).
+    Raises :class:`RestoreRefused`, recording nothing, when it cannot start."""
+    queued = start_restore(backup, destination, initiated_by=initiated_by, confirmed_by=confirmed_by)
+    log = _claim(queued.pk)
+    assert log is not None  # queued just above, by this process
+    return _carry_out(log, progress, check_again=False)
+
+
+def _claim(log_id: int) -> RestoreLog | None:
+    """The queued row ``log_id``, now started; None when it is not queued any more."""
+    claimed = RestoreLog.objects.filter(
+        pk=log_id, status=RestoreStatus.RUNNING, started_at__isnull=True, destination__isnull=False
+    ).update(started_at=timezone.now())
+    if not claimed:
+        return None
+    return RestoreLog.objects.select_related("backup__target", "destination").get(pk=log_id)
+
+
+def _carry_out(log: RestoreLog, progress: ProgressCallback | None, *, check_again: bool) -> RestoreLog:
+    backup, destination = log.backup, log.destination
+    assert destination is not None  # claimed with a destination
     logger.info("restore %s of backup %s into %s started", log.pk, backup.pk, destination.name)
-    return _run(log, functools.partial(_restore, backup, destination, progress), destination.name)
+
+    def work(tracker: RestoreProgress) -> RestoreResult:
+        if check_again:
+            check_restorable(backup, destination)
+        return _restore(backup, destination, tracker)
+
+    return _run(log, work, destination.name, progress)
 
 
-def check_directory_restorable(backup: Backup, directory: Path) -> None:
-    """Raise :class:`RestoreRefused` unless ``backup`` is a configuration backup that can be
-    restored under ``directory``."""
-    if backup.backup_type != "configuration":
-        raise RestoreRefused(
-            f"backup {backup.pk} is a {backup.backup_type} backup; only configuration backups are "
-            "restored into a directory (use --to TARGET)"
+def running_restores() -> list[RunningWork]:
+    """Restores under way or queued, for the dashboard."""
+    running = RestoreLog.objects.filter(status=RestoreStatus.RUNNING).select_related("destination")
+    return [
+        RunningWork(
+            kind="restore",
+            pk=log.pk,
+            label=f"restore of backup {log.backup_id} into "
+            + (log.destination.name if log.destination else log.notes.removeprefix("into "))
+            + (" (queued)" if log.is_queued else ""),
+            target_id=log.destination_id,
+            started_at=log.started_at,
+            done_bytes=log.progress,
+            total_bytes=log.total_bytes,
+            url=reverse("admin:restores_restorelog_change", args=[log.pk]),
         )
-    if not directory.is_absolute():
-        raise RestoreRefused(f"--to-dir: {directory} must be an absolute path")
-    if directory.exists() and not directory.is_dir():
-        raise RestoreRefused(f"--to-dir: {directory} exists and is not a directory")
-    _check_usable(backup)
+        for log in running.order_by("created_at", "id")
+    ]
 
 
 def restore_to_directory(
@@ -135,7 +192,7 @@ def restore_to_directory(
     *,
     initiated_by: str = "",
     confirmed_by: str = "",
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RestoreLog:
     """Restore a configuration backup's files under ``directory`` (absolute paths laid out
     beneath it: ``DIR/etc/mysql/my.cnf``); return the RestoreLog."""
@@ -148,18 +205,25 @@ def restore_to_directory(
         initiated_by=initiated_by,
         confirmed_by=confirmed_by,
         notes=f"into directory {directory}",
+        total_bytes=_total_bytes(backup),
     )
     logger.info("restore %s of backup %s into directory %s started", log.pk, backup.pk, directory)
-    return _run(log, functools.partial(_restore_configuration, backup, directory, progress), str(directory))
+    return _run(log, functools.partial(_restore_configuration, backup, directory), str(directory), progress)
 
 
-def _run(log: RestoreLog, work: Callable[[], RestoreResult], into: str) -> RestoreLog:
+def _run(
+    log: RestoreLog,
+    work: Callable[[RestoreProgress], RestoreResult],
+    into: str,
+    progress: ProgressCallback | None,
+) -> RestoreLog:
     backup = log.backup
+    tracker = RestoreProgress(log.pk, progress)
     try:
-        result = work()
+        result = work(tracker)
     except BaseException as exc:
         log.status = RestoreStatus.FAILED
-        log.error_message = redact(describe_error(exc))
+        log.error_message = str(exc) if isinstance(exc, RestoreRefused) else redact(describe_error(exc))
         logger.warning("restore %s of backup %s failed: %s", log.pk, backup.pk, log.error_message)
         if not isinstance(exc, Exception):
             raise  # Ctrl-C or SIGTERM: recorded (below), then the process stops
@@ -172,6 +236,7 @@ def _run(log: RestoreLog, work: Callable[[], RestoreResult], into: str) -> Resto
             log.notes += f" (first {FILES_LISTED} of {len(result.files)} files listed)"
     finally:
         log.completed_at = timezone.now()
+        log.progress = tracker.done
         log.save()
     _notify_finished(log, into)
     return log
@@ -204,12 +269,13 @@ def _notify_finished(log: RestoreLog, into: str) -> None:
         logger.exception("restore %s: notifications failed", log.pk)
 
 
-def _intact_copy(backup: Backup, progress: Callable[[int], None] | None) -> BackupCopy:
+def _intact_copy(backup: Backup, tracker: RestoreProgress) -> BackupCopy:
     """The first stored copy whose bytes match the catalog; the destination is not touched yet."""
     problems = []
     for candidate in stored_copies(backup):
         try:
-            check_copy_digest(backup, candidate, progress)
+            with tracker.reading(backup.file_size) as report:
+                check_copy_digest(backup, candidate, report)
         except Exception as exc:
             problems.append(redact(describe_error(exc)))
             continue
@@ -222,14 +288,21 @@ def _intact_copy(backup: Backup, progress: Callable[[int], None] | None) -> Back
     )
 
 
-def _restore(backup: Backup, destination: Target, progress: Callable[[int], None] | None) -> RestoreResult:
+def _feed(
+    tracker: RestoreProgress, backup: Backup, copy: BackupCopy, consume: Callable[[BinaryIO], str]
+) -> str:
+    with tracker.reading(backup.file_size) as report:
+        return feed_copy(backup, copy, consume, report)
+
+
+def _restore(backup: Backup, destination: Target, tracker: RestoreProgress) -> RestoreResult:
     engine = get_engine(destination.engine)
     connection = connection_for(destination)
     if backup.base_id is not None or "incremental" in engine.supported_types:
         # Engines that make chains restore even one full link from its stored manifest, whose
         # file index lets them check the restored tree before swapping it in.
-        return _restore_chain(backup, engine, connection, progress)
-    copy = _intact_copy(backup, progress)
+        return _restore_chain(backup, engine, connection, tracker)
+    copy = _intact_copy(backup, tracker)
     options = RestoreOptions(scratch_dir=scratch_dir(), manifest=restore_manifest(backup))
     outcome: list[RestoreResult] = []
 
@@ -237,21 +310,21 @@ def _restore(backup: Backup, destination: Target, progress: Callable[[int], None
         outcome.append(engine.restore(connection, stream, options))
         return outcome[0].message
 
-    feed_copy(backup, copy, consume, progress)
+    _feed(tracker, backup, copy, consume)
     return outcome[0]
 
 
 def _restore_chain(
-    backup: Backup, engine: Engine, connection: Connection, progress: Callable[[int], None] | None
+    backup: Backup, engine: Engine, connection: Connection, tracker: RestoreProgress
 ) -> RestoreResult:
     """Apply the chain from its full backup to ``backup``: every link's bytes are checked first,
     then the engine stages them all and swaps the result in only when the last one applied."""
     chain = backup_services.chain_of(backup)
     links: list[ChainLink] = []
     for link in chain:
-        copy = _intact_copy(link, progress)
+        copy = _intact_copy(link, tracker)
         manifest = backup_services.load_manifest(link)
-        links.append(ChainLink(manifest=manifest, feed=functools.partial(feed_copy, link, copy)))
+        links.append(ChainLink(manifest=manifest, feed=functools.partial(_feed, tracker, link, copy)))
     options = RestoreOptions(scratch_dir=scratch_dir(), manifest=links[-1].manifest)
     result = engine.restore_chain(connection, links, options)
     ids = ", ".join(str(link.pk) for link in chain)
@@ -259,15 +332,13 @@ def _restore_chain(
     return result
 
 
-def _restore_configuration(
-    backup: Backup, directory: Path, progress: Callable[[int], None] | None
-) -> RestoreResult:
-    copy = _intact_copy(backup, progress)
+def _restore_configuration(backup: Backup, directory: Path, tracker: RestoreProgress) -> RestoreResult:
+    copy = _intact_copy(backup, tracker)
     outcome: list[RestoreResult] = []
 
     def consume(stream: BinaryIO) -> str:
         outcome.append(ConfigurationEngine().restore_to_directory(directory, stream))
         return outcome[0].message
 
-    feed_copy(backup, copy, consume, progress)
+    _feed(tracker, backup, copy, consume)
     return outcome[0]

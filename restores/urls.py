@@ -2,5 +2,11 @@
 
 from __future__ import annotations
 
+from django.urls import path
+
+from . import views
+
 app_name = "restores"
-urlpatterns: list[object] = []
+urlpatterns = [
+    path("backups/<int:pk>/restore/", views.restore_backup, name="restore"),
+]

@@ -14,6 +14,7 @@ class SchedulesConfig(AppConfig):
         from . import checks, config, requests, services  # noqa: F401  (checks registers itself)
 
         backup_services.register_schedule_lookup(requests.info_by_id)
+        backup_services.register_schedule_overview(requests.overviews)
         backup_services.register_section(
             backup_services.ConfigSection(
                 name="schedules",

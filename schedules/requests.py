@@ -3,7 +3,11 @@ never reads this app's objects."""
 
 from __future__ import annotations
 
-from backups.services import ScheduleInfo
+from collections.abc import Sequence
+
+from django.db.models import Count, Min, Q
+
+from backups.services import ScheduleInfo, ScheduleOverview
 
 from .models import BackupSchedule
 
@@ -25,3 +29,28 @@ def info_by_id(schedule_id: int) -> ScheduleInfo | None:
     """The lookup registered with backups (for runs it only knows by their row)."""
     schedule = BackupSchedule.objects.filter(pk=schedule_id).first()
     return info_for(schedule) if schedule is not None else None
+
+
+def overviews(target_ids: Sequence[int]) -> dict[int, ScheduleOverview]:
+    """The dashboard's view of each target's schedules, in one query (registered with backups)."""
+    active = Q(is_active=True)
+    rows = (
+        BackupSchedule.objects.filter(target_id__in=target_ids)
+        .values("target_id")
+        .annotate(
+            count=Count("id"),
+            active=Count("id", filter=active),
+            next_run_at=Min("next_run_at", filter=active),
+            missed_since=Min("missed_since", filter=active),
+        )
+        .order_by()
+    )
+    return {
+        row["target_id"]: ScheduleOverview(
+            schedules=row["count"],
+            active=row["active"],
+            next_run_at=row["next_run_at"],
+            missed_since=row["missed_since"],
+        )
+        for row in rows
+    }

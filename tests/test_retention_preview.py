@@ -207,17 +207,17 @@ def test_it_refuses_a_bad_policy_in_the_admin_naming_the_rule(admin_client, sqli
         "database": sqlite_target.database,
         "timezone": "UTC",
         "compression": "gzip",
-        "retention": json.dumps({"keep_within": "3m"}),
+        "keep_within": "3m",  # the form's named retention fields
         "options": "{}",
-        "include_tables": "[]",
-        "exclude_tables": "[]",
-        "paths": "[]",
+        "include_tables": "",  # one per line
+        "exclude_tables": "",
+        "paths": "",
         "is_active": "on",
     }
     page = admin_client.post(url, form).content.decode()
     assert "keep_within: &#x27;3m&#x27;: &#x27;m&#x27; is ambiguous" in page
     assert Target.objects.get(pk=sqlite_target.pk).retention == {}
-    form["retention"] = json.dumps({"keep_daily": 7, "tiers": ["1h:72h"]})
+    form.update(keep_within="", keep_daily="7", tiers="1h:72h")
     response = admin_client.post(url, form)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Target.objects.get(pk=sqlite_target.pk).retention == {"keep_daily": 7, "tiers": ["1h:72h"]}

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
-from django.urls import reverse
-from django.utils.html import format_html
+from typing import Any
 
-from backups.admin.common import status_badge
-from backups.cli import human_bytes
-from backups.models import Backup, BackupCopy, BackupDownload, BackupStatus, BackupStep
+from django.contrib import admin, messages
+from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from backups.admin.common import duration, size, status_badge, when
+from backups.models import Backup, BackupCopy, BackupDownload, BackupStatus, BackupStep, CopyStatus
+
+COPY_MARKS: dict[str, str] = {
+    CopyStatus.STORED: "✓",
+    CopyStatus.FAILED: "✗",
+    CopyStatus.PENDING: "…",
+    CopyStatus.DELETED: "deleted",
+}
 
 
 class BackupStepInline(admin.TabularInline):
     model = BackupStep
     extra = 0
     can_delete = False
-    fields = ["name", "status_label", "started_at", "duration", "size", "message"]
-    readonly_fields = ["name", "status_label", "started_at", "duration", "size", "message"]
+    fields = readonly_fields = ("name", "status_label", "started", "duration_label", "size_label", "message")
     verbose_name_plural = "Step timeline"
 
     def has_add_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
@@ -28,45 +35,63 @@ class BackupStepInline(admin.TabularInline):
     def status_label(self, obj: BackupStep) -> str:
         return status_badge(obj.status, obj.get_status_display())
 
+    @admin.display(description="Started")
+    def started(self, obj: BackupStep) -> str:
+        return when(obj.started_at)
+
     @admin.display(description="Duration")
-    def duration(self, obj: BackupStep) -> str:
-        return "-" if obj.duration_seconds is None else f"{obj.duration_seconds:.2f}s"
+    def duration_label(self, obj: BackupStep) -> str:
+        return duration(obj.duration_seconds)
 
     @admin.display(description="Bytes")
-    def size(self, obj: BackupStep) -> str:
-        return human_bytes(obj.bytes) if obj.bytes is not None else "-"
-
-
-COPY_FIELDS = (
-    "storage", "path", "size", "etag", "version", "status", "error_message", "created_at", "deleted_at",
-)  # fmt: skip
+    def size_label(self, obj: BackupStep) -> str:
+        return size(obj.bytes)
 
 
 class BackupCopyInline(admin.TabularInline):
     model = BackupCopy
     extra = 0
     can_delete = False
-    fields = COPY_FIELDS
-    readonly_fields = COPY_FIELDS
+    fields = readonly_fields = (
+        "storage", "path", "size_label", "etag", "version", "status", "error_message", "created",
+        "deleted",
+    )  # fmt: skip
     verbose_name_plural = "Stored copies"
 
     def has_add_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
         return False
 
+    @admin.display(description="Size")
+    def size_label(self, obj: BackupCopy) -> str:
+        return size(obj.size)
+
+    @admin.display(description="Created")
+    def created(self, obj: BackupCopy) -> str:
+        return when(obj.created_at)
+
+    @admin.display(description="Deleted")
+    def deleted(self, obj: BackupCopy) -> str:
+        return when(obj.deleted_at)
+
 
 @admin.register(Backup)
 class BackupAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "target", "backup_type", "status_label", "started_at", "duration", "stored_size",
-        "verified", "initiated_by", "download",
+        "id", "target", "backup_type", "status_label", "started", "duration_label", "stored_size",
+        "copies_label", "verified", "initiated_by",
     ]  # fmt: skip
     list_filter = ["status", "backup_type", "verified", "compression", "target"]
+    ordering = ["-created_at", "-id"]  # newest first
     actions = ["download_selected"]
-    list_select_related = ["target", "schedule"]
+    list_select_related = ["target"]
     search_fields = ["backup_name", "file_path", "target__name", "error_message", "checksum"]
     date_hierarchy = "created_at"
     inlines = [BackupStepInline, BackupCopyInline]
-    readonly_fields = [f.name for f in Backup._meta.get_fields() if f.concrete and not f.many_to_many]
+    readonly_fields = [
+        *(f.name for f in Backup._meta.get_fields() if f.concrete and not f.many_to_many),
+        "started", "completed", "duration_label", "progress_size", "stored_size", "raw_size_label",
+        "verified_when", "expires", "deleted", "created",
+    ]  # fmt: skip
     fieldsets = [
         (
             None,
@@ -82,28 +107,27 @@ class BackupAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Timing", {"fields": ["started_at", "completed_at", "duration_seconds", "progress"]}),
+        ("Timing", {"fields": ["started", "completed", "duration_label", "progress_size"]}),
         (
             "Stored file",
             {
                 "fields": [
                     "file_path",
-                    "file_size",
-                    "raw_size",
+                    "stored_size",
+                    "raw_size_label",
                     "checksum",
                     "compression",
                     "encryption",
                     "encryption_key_id",
-                    "download",
                 ]
             },
         ),
         ("Contents", {"fields": ["tables_included", "files_included", "engine_info", "fingerprint"]}),
         (
             "Verification and retention",
-            {"fields": ["verified", "verified_at", "retention_days", "expires_at", "deleted_at"]},
+            {"fields": ["verified", "verified_when", "retention_days", "expires", "deleted"]},
         ),
-        ("Audit", {"fields": ["initiated_by", "created_at"]}),
+        ("Audit", {"fields": ["initiated_by", "created"]}),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -116,15 +140,53 @@ class BackupAdmin(admin.ModelAdmin):
         return False  # deleting a row would orphan its stored files: retention deletes, and keeps the row
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Backup]:
-        self._can_download = request.user.has_perm("backups.download_backup")
-        return super().get_queryset(request).select_related("target", "schedule")
+        # The copies column of every row in one query, whatever the page size.
+        copies = BackupCopy.objects.select_related("storage").order_by("storage__name")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("target", "schedule")
+            .prefetch_related(Prefetch("copies", queryset=copies))
+        )
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Backup | None = None) -> list[str]:
-        self._can_download = request.user.has_perm("backups.download_backup")
-        return [*self.readonly_fields, "download"]
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        if self.has_download_permission(request):
+            return [*self.list_display, "download"]
+        return list(self.list_display)
 
     def has_download_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("backups.download_backup"))
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Backup | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context["operations"] = self.operations(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def operations(self, request: HttpRequest, obj: Backup) -> dict[str, str]:
+        """The object tools this user may use on this backup: URL by name, absent otherwise."""
+        found: dict[str, str] = {}
+        user = request.user
+        if (
+            user.has_perm("backups.verify_backup")
+            and obj.deleted_at is None
+            and obj.status in (BackupStatus.SUCCESS, BackupStatus.CORRUPT)
+        ):
+            found["verify_url"] = reverse("backups:verify", args=[obj.pk])
+        if self.has_download_permission(request) and downloadable(obj):
+            found["download_url"] = reverse("backups:download", args=[obj.pk])
+        if user.has_perm("backups.view_target") or user.has_perm("backups.change_target"):
+            found["retention_url"] = (
+                reverse("admin:backups_target_change", args=[obj.target_id]) + "#retention-preview"
+            )
+        return found
 
     @admin.action(description="Download the selected backup", permissions=["download"])
     def download_selected(
@@ -138,7 +200,7 @@ class BackupAdmin(admin.ModelAdmin):
 
     @admin.display(description="Download")
     def download(self, obj: Backup) -> str:
-        if not getattr(self, "_can_download", False) or obj.status != BackupStatus.SUCCESS or obj.deleted_at:
+        if not downloadable(obj):
             return "-"
         return format_html('<a href="{}">download</a>', reverse("backups:download", args=[obj.pk]))
 
@@ -147,20 +209,75 @@ class BackupAdmin(admin.ModelAdmin):
         label = "Deleted" if obj.deleted_at else obj.get_status_display()
         return status_badge(obj.status, label)
 
+    @admin.display(description="Started", ordering="started_at")
+    def started(self, obj: Backup) -> str:
+        return when(obj.started_at)
+
+    @admin.display(description="Completed")
+    def completed(self, obj: Backup) -> str:
+        return when(obj.completed_at)
+
     @admin.display(description="Duration", ordering="duration_seconds")
-    def duration(self, obj: Backup) -> str:
-        return "-" if obj.duration_seconds is None else f"{obj.duration_seconds:.1f}s"
+    def duration_label(self, obj: Backup) -> str:
+        return duration(obj.duration_seconds)
+
+    @admin.display(description="Dumped so far")
+    def progress_size(self, obj: Backup) -> str:
+        return size(obj.progress)
 
     @admin.display(description="Size", ordering="file_size")
     def stored_size(self, obj: Backup) -> str:
-        return human_bytes(obj.file_size)
+        return size(obj.file_size)
+
+    @admin.display(description="Size before compression")
+    def raw_size_label(self, obj: Backup) -> str:
+        return size(obj.raw_size)
+
+    @admin.display(description="Copies")
+    def copies_label(self, obj: Backup) -> str:
+        copies = obj.copies.all()  # prefetched with their storages by get_queryset
+        if not copies:
+            return "-"
+        return format_html_join(
+            ", ",
+            '<span title="{}">{} {}</span>',
+            (
+                (
+                    copy.error_message or copy.get_status_display(),
+                    copy.storage.name,
+                    COPY_MARKS.get(copy.status, copy.status),
+                )
+                for copy in copies
+            ),
+        )
+
+    @admin.display(description="Verified at")
+    def verified_when(self, obj: Backup) -> str:
+        return when(obj.verified_at)
+
+    @admin.display(description="Expires")
+    def expires(self, obj: Backup) -> str:
+        return when(obj.expires_at)
+
+    @admin.display(description="Files deleted by retention")
+    def deleted(self, obj: Backup) -> str:
+        return when(obj.deleted_at)
+
+    @admin.display(description="Created")
+    def created(self, obj: Backup) -> str:
+        return when(obj.created_at)
+
+
+def downloadable(backup: Backup) -> bool:
+    return backup.status == BackupStatus.SUCCESS and backup.deleted_at is None
 
 
 @admin.register(BackupDownload)
 class BackupDownloadAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "backup", "username", "storage", "method", "remote_addr"]
+    list_display = ["created", "backup", "username", "storage", "method", "remote_addr"]
     list_filter = ["method", "storage"]
     list_select_related = ["backup", "storage"]
+    ordering = ["-created_at", "-id"]
     search_fields = ["username", "backup__backup_name"]
     readonly_fields = ["backup", "storage", "user", "username", "method", "remote_addr", "created_at"]
 
@@ -172,3 +289,7 @@ class BackupDownloadAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: BackupDownload | None = None) -> bool:
         return False  # the audit trail of who took a copy of the data
+
+    @admin.display(description="When", ordering="created_at")
+    def created(self, obj: BackupDownload) -> str:
+        return when(obj.created_at)

@@ -1,12 +1,16 @@
-"""Pieces every admin page shares: status badges and the form of a plugin's options."""
+"""Pieces every admin page shares: status badges, sizes, durations and times as people read
+them (the exact value on hover), and the form of a plugin's options."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
+from django.utils import timezone
 from django.utils.html import format_html
 
+from backups.humanize import human_bytes, human_duration, relative_time
 from backups.models import BackupStatus
 from backups.services import NotifierError, StorageError, option_problems
 
@@ -22,6 +26,46 @@ STATUS_COLOURS: dict[str, str] = {
 
 def status_badge(status: str, label: str) -> str:
     return format_html('<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(status, "inherit"), label)
+
+
+def when(moment: datetime | None, now: datetime | None = None) -> str:
+    """``3 h ago``, with the absolute local time on hover; "-" for None."""
+    if moment is None:
+        return "-"
+    local = timezone.localtime(moment)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        moment.isoformat(),
+        f"{local:%Y-%m-%d %H:%M:%S %Z}",
+        relative_time(moment, now or timezone.now()),
+    )
+
+
+def size(count: int | None) -> str:
+    """``14.5 MiB``, with the exact number of bytes on hover; "-" for None."""
+    if count is None:
+        return "-"
+    return format_html('<span title="{} bytes">{}</span>', f"{count:,}", human_bytes(count))
+
+
+def duration(seconds: float | None) -> str:
+    """``1 min 12 s``, with the seconds on hover; "-" for None."""
+    if seconds is None:
+        return "-"
+    return format_html('<span title="{} s">{}</span>', f"{seconds:.3f}", human_duration(seconds))
+
+
+def post_button(url: str, label: str, next_url: str) -> str:
+    """A button of a changelist row that POSTs to ``url``: rows sit inside the changelist's own
+    form (which carries the CSRF token) and forms cannot nest, so the button re-targets that
+    form with ``formaction``; ``next`` brings the user back to the same page."""
+    return format_html(
+        '<button type="submit" class="button operation" formaction="{}" formmethod="post" '
+        'name="next" value="{}">{}</button>',
+        url,
+        next_url,
+        label,
+    )
 
 
 class PluginOptionsForm(forms.ModelForm):

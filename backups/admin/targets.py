@@ -2,14 +2,156 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
-from backups.admin.common import PluginOptionsForm, status_badge
+from backups.admin.common import PluginOptionsForm, post_button, status_badge, when
 from backups.admin.retention import retention_preview
-from backups.models import BackupStatus, Storage, Target
-from backups.services import storage_class
+from backups.models import Backup, BackupStatus, Storage, Target
+from backups.services import Policy, PolicyError, storage_class
+
+# The connection fields each engine reads; the change form shows only those of the chosen
+# engine (a few lines of JS; without JS every field shows). Engines not named use DEFAULT.
+CONNECTION_FIELDS = ["host", "port", "database", "user", "password", "paths"]
+ENGINE_FIELDS: dict[str, list[str]] = {"sqlite": ["database"], "files": ["paths"]}
+DEFAULT_ENGINE_FIELDS = ["host", "port", "database", "user", "password"]
+
+RETENTION_FIELDS = (
+    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
+    "tiers", "rules", "retention_days", "max_backups", "min_keep", "max_delete_fraction",
+)  # fmt: skip
+NUMBER = {"class": "vIntegerField"}
+
+
+class LinesField(forms.CharField):
+    """A list of strings written one per line: blank lines ignored, whitespace stripped."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 60})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, **kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(str(item) for item in value) if isinstance(value, list | tuple) else value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def count_field(period: str) -> forms.IntegerField:
+    return forms.IntegerField(
+        required=False,
+        widget=forms.NumberInput(attrs=NUMBER),
+        help_text=f"The newest backup in each of the N newest {period} that have one; -1: unlimited.",
+    )
+
+
+class TargetForm(forms.ModelForm):
+    """A target as people write it: lists one per line, the retention policy as named rules
+    (assembled into ``retention`` and checked by the same policy rules as the TOML file, each
+    error on the rule's own field)."""
+
+    paths = LinesField(help_text="Directories to back up (files engine), one per line.")
+    config_paths = LinesField(
+        label="Configuration paths",
+        help_text='Configuration files and directories (absolute paths), one per line, saved by backups of type "configuration".',
+    )
+    include_tables = LinesField(
+        help_text="Only these tables, one per line (schema.table where the engine has schemas); empty: all."
+    )
+    exclude_tables = LinesField(help_text="Leave these tables out, one per line.")
+
+    keep_last = forms.IntegerField(
+        required=False,
+        widget=forms.NumberInput(attrs=NUMBER),
+        help_text="The N newest backups; -1: unlimited.",
+    )
+    keep_hourly = count_field("hours")
+    keep_daily = count_field("days")
+    keep_weekly = count_field("ISO weeks")
+    keep_monthly = count_field("months")
+    keep_yearly = count_field("years")
+    keep_within = forms.CharField(
+        required=False,
+        help_text="Every backup younger than this, counted back from the newest success: e.g. 2d, 12h, "
+        "1y5mo (units min, h, d, w, mo, y; a bare m is refused).",
+    )
+    tiers = LinesField(
+        help_text="PERIOD:WINDOW, one per line: 15min:24h keeps one backup per 15 minutes for 24 hours."
+    )
+    rules = LinesField(
+        label="Spacing rules",
+        help_text="COUNT.DAYS, one per line: 3.1 keeps at least 3 backups, each 1+ day older than the one before.",
+    )
+    retention_days = forms.IntegerField(
+        required=False,
+        widget=forms.NumberInput(attrs=NUMBER),
+        help_text="Cap: a backup goes once the newest success started this many days (x 24 h) after it.",
+    )
+    max_backups = forms.IntegerField(
+        required=False,
+        widget=forms.NumberInput(attrs=NUMBER),
+        help_text="Cap: at most this many successful backups, the oldest going first.",
+    )
+    min_keep = forms.IntegerField(
+        required=False,
+        widget=forms.NumberInput(attrs=NUMBER),
+        help_text="Floor: the N newest successful backups survive every cap (empty: 1).",
+    )
+    max_delete_fraction = forms.FloatField(
+        required=False,
+        widget=forms.NumberInput(attrs={**NUMBER, "step": "any"}),
+        help_text="Brake: one cleanup deletes at most this fraction of the successful backups (empty: 0.5).",
+    )
+
+    class Meta:
+        model = Target
+        # Everything but retention, which clean() assembles from the named rules.
+        fields = [
+            "name", "engine", "is_active", "storages", "compression", "skip_unchanged", "host", "port",
+            "database", "user", "password", "paths", "timezone", "config_paths", "include_tables",
+            "exclude_tables", "options", "sandbox",
+        ]  # fmt: skip
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stored = self.instance.retention if isinstance(self.instance.retention, dict) else {}
+        for name in RETENTION_FIELDS:
+            if name in stored:
+                self.initial.setdefault(name, stored[name])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if any(name in self.errors for name in RETENTION_FIELDS):
+            self._keep_a_readable_policy()
+            return cleaned
+        policy = {name: cleaned[name] for name in RETENTION_FIELDS if cleaned.get(name) not in (None, "", [])}
+        try:
+            # The timezone is checked with the model (Target.clean), once, on its own field.
+            Policy.from_mapping(policy)
+        except PolicyError as exc:
+            self.add_error(exc.field if exc.field in RETENTION_FIELDS else None, str(exc))
+            self._keep_a_readable_policy()
+            return cleaned
+        self.instance.retention = policy
+        return cleaned
+
+    def _keep_a_readable_policy(self) -> None:
+        """Nothing is saved, but the model's own check still runs on the instance: a stored policy
+        it cannot read would be reported against ``retention``, a field this form does not have."""
+        try:
+            Policy.from_mapping(self.instance.retention)
+        except PolicyError:
+            self.instance.retention = {}
 
 
 class StorageForm(PluginOptionsForm):
@@ -24,32 +166,112 @@ class StorageForm(PluginOptionsForm):
 @admin.register(Storage)
 class StorageAdmin(admin.ModelAdmin):
     form = StorageForm
-    list_display = ["name", "kind", "location", "prefix", "required", "updated_at"]
+    list_display = ["name", "kind", "location", "prefix", "required", "updated"]
     list_filter = ["kind", "required"]
     search_fields = ["name"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created", "updated"]
 
     @admin.display(description="Location")
     def location(self, obj: Storage) -> str:
         return str(obj.options.get("path") or obj.options.get("bucket") or obj.options.get("host") or "")
 
+    @admin.display(description="Created")
+    def created(self, obj: Storage) -> str:
+        return when(obj.created_at)
+
+    @admin.display(description="Updated", ordering="updated_at")
+    def updated(self, obj: Storage) -> str:
+        return when(obj.updated_at)
+
 
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
+    form = TargetForm
     list_display = ["name", "engine", "source", "compression", "is_active", "last_backup"]
     list_filter = ["engine", "is_active"]
     search_fields = ["name", "host", "database"]
     filter_horizontal = ["storages"]
-    readonly_fields = ["created_at", "updated_at", "retention_plan"]
+    readonly_fields = ["created", "updated", "retention_plan"]
     fieldsets = [
         (None, {"fields": ["name", "engine", "is_active", "storages", "compression", "skip_unchanged"]}),
         ("Source", {"fields": ["host", "port", "database", "user", "password", "paths", "timezone"]}),
         ("Configuration backups", {"fields": ["config_paths"]}),
         ("Selection", {"fields": ["include_tables", "exclude_tables", "options"], "classes": ["collapse"]}),
-        ("Retention", {"fields": ["retention", "retention_plan"]}),
+        (
+            "Retention",
+            {
+                "fields": [
+                    ("keep_last", "keep_hourly", "keep_daily"),
+                    ("keep_weekly", "keep_monthly", "keep_yearly"),
+                    "keep_within",
+                    "tiers",
+                    "rules",
+                    ("retention_days", "max_backups"),
+                    ("min_keep", "max_delete_fraction"),
+                    "retention_plan",
+                ],
+                "description": "A backup is kept when at least one rule keeps it; caps then remove "
+                "backups the rules keep. No rule at all: nothing is ever deleted.",
+            },
+        ),
         ("Verification", {"fields": ["sandbox"]}),
-        ("Audit", {"fields": ["created_at", "updated_at"]}),
+        ("Audit", {"fields": ["created", "updated"]}),
     ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Target]:
+        # The last backup of every row in the same query (no query per row).
+        latest = (
+            Backup.objects.filter(target=OuterRef("pk"))
+            .exclude(status=BackupStatus.PENDING)
+            .order_by("-created_at", "-id")
+            .annotate(at=Coalesce("started_at", "created_at"))
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_backup_status=Subquery(latest.values("status")[:1]),
+                last_backup_at=Subquery(latest.values("at")[:1]),
+            )
+        )
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        if not request.user.has_perm("backups.run_backup"):
+            return list(self.list_display)
+        back_here = request.get_full_path()
+
+        @admin.display(description="Run")
+        def run_now(obj: Target) -> str:
+            return post_button(reverse("backups:run-now", args=[obj.pk]), "Run now", back_here)
+
+        name, *others = self.list_display
+        return [name, run_now, *others]  # next to the name: the last column scrolls out of sight
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Target | None = None,
+    ) -> HttpResponse:
+        if obj is not None and obj.pk is not None and request.user.has_perm("backups.run_backup"):
+            context["operations"] = {"run_url": reverse("backups:run-now", args=[obj.pk])}
+        context["engine_fields"] = {
+            "all": CONNECTION_FIELDS,
+            "engines": ENGINE_FIELDS,
+            "default": DEFAULT_ENGINE_FIELDS,
+        }
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="Created")
+    def created(self, obj: Target) -> str:
+        return when(obj.created_at)
+
+    @admin.display(description="Updated")
+    def updated(self, obj: Target) -> str:
+        return when(obj.updated_at)
 
     @admin.display(description="What the policy keeps")
     def retention_plan(self, obj: Target) -> str:
@@ -61,10 +283,10 @@ class TargetAdmin(admin.ModelAdmin):
             return ", ".join(obj.paths)
         return f"{obj.host}:{obj.port}/{obj.database}" if obj.host else obj.database
 
-    @admin.display(description="Last backup")
+    @admin.display(description="Last backup", ordering="last_backup_at")
     def last_backup(self, obj: Target) -> str:
-        backup = obj.backups.exclude(status=BackupStatus.PENDING).order_by("-created_at").first()
-        if backup is None:
+        status: str | None = getattr(obj, "last_backup_status", None)  # annotated by get_queryset
+        at: datetime | None = getattr(obj, "last_backup_at", None)
+        if status is None:
             return "never"
-        when = backup.started_at or backup.created_at
-        return status_badge(backup.status, f"{backup.get_status_display()} {when:%Y-%m-%d %H:%M}")
+        return format_html("{} {}", status_badge(status, BackupStatus(status).label), when(at))

@@ -85,7 +85,11 @@ class Backup(models.Model):
                 name="one_running_backup_per_target",
             )
         ]
-        permissions = [("download_backup", "Can download backup files")]
+        permissions = [
+            ("download_backup", "Can download backup files"),
+            ("run_backup", "Can run a backup now from the browser"),
+            ("verify_backup", "Can verify a backup from the browser"),
+        ]
 
     def __str__(self) -> str:
         return self.backup_name or f"backup {self.pk}"

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 
 from backups.cli import ProgressLine, dump_json, failed, stop_cleanly_on_sigterm, usage_error, who
+from backups.humanize import human_bytes, relative_time
 from backups.models import Backup, Target
-from backups.services import get_engine
 from restores.models import RestoreLog, RestoreStatus
 from restores.services import (
+    RestorePreview,
     RestoreRefused,
     check_directory_restorable,
     check_restorable,
+    confirmation_word,
+    preview_restore,
     restore_backup,
     restore_to_directory,
 )
@@ -27,8 +32,9 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
     help = (
         "Restore a backup (checksum verified first). Asks you to type the destination database's name "
-        "(or the target's name for files and SQLite) unless --yes. "
-        "Exit 0: restored, 1: restore failed, 2: refused or bad usage."
+        "(or the target's name for files and SQLite) unless --yes. --preview shows what the backup holds "
+        "and what the restore would do, changing nothing. "
+        "Exit 0: restored (or previewed), 1: restore failed, 2: refused or bad usage."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -41,21 +47,25 @@ class Command(BaseCommand):
             "laid out beneath it)",
         )
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        parser.add_argument(
+            "--preview",
+            action="store_true",
+            help="show what the backup holds, what must be typed to confirm and what the restore would "
+            "overwrite or why it would be refused; restores nothing",
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
         backup = Backup.objects.select_related("target").filter(pk=options["backup_id"]).first()
         if backup is None:
             raise usage_error(f"--id: no backup with id {options['backup_id']}")
+        if options["preview"]:
+            self._preview(backup, options)
+            return
         if options["to_dir"] or backup.backup_type == "configuration":
             self._to_directory(backup, options)
             return
-        destination = backup.target
-        if options["to"]:
-            found = Target.objects.filter(name=options["to"]).first()
-            if found is None:
-                raise usage_error(f"--to: no target named {options['to']!r}")
-            destination = found
+        destination = self._destination(backup, options)
         try:
             check_restorable(backup, destination)
         except RestoreRefused as exc:
@@ -72,6 +82,25 @@ class Command(BaseCommand):
             )
         line.done()
         self._report(log, destination.name, options["json"])
+
+    @staticmethod
+    def _destination(backup: Backup, options: dict[str, Any]) -> Target:
+        if not options["to"]:
+            return backup.target
+        found = Target.objects.filter(name=options["to"]).first()
+        if found is None:
+            raise usage_error(f"--to: no target named {options['to']!r}")
+        return found
+
+    def _preview(self, backup: Backup, options: dict[str, Any]) -> None:
+        if options["to_dir"]:
+            raise usage_error("--preview shows a restore into a target (--to TARGET); not with --to-dir")
+        destination = self._destination(backup, options) if options["to"] else None
+        preview = preview_restore(backup, destination)
+        if options["json"]:
+            dump_json(self.stdout, preview.as_dict())
+        else:
+            self.stdout.write("\n".join(preview_lines(preview)))
 
     def _to_directory(self, backup: Backup, options: dict[str, Any]) -> None:
         if options["to"]:
@@ -156,9 +185,59 @@ class Command(BaseCommand):
             raise usage_error("confirmation did not match; nothing was restored")
 
 
-def confirmation_word(destination: Target) -> tuple[str, str]:
-    """What the operator must type: the destination database's name for database servers,
-    the target's name otherwise."""
-    if get_engine(destination.engine).confirm_with == "database" and destination.database:
-        return destination.database, "destination database's name"
-    return destination.name, "destination's name"
+def preview_lines(preview: RestorePreview) -> list[str]:
+    """The preview as text for a terminal."""
+    lines = [
+        f"Backup {preview.backup_id}: {preview.backup_name} ({preview.engine}, {preview.backup_type})",
+        f"  target       {preview.source}",
+        f"  created at   {_when(preview.created_at)}",
+        f"  size         {human_bytes(preview.stored_bytes)} stored ({preview.compression}), "
+        f"{human_bytes(preview.raw_bytes)} raw",
+        f"  checksum     {_checksum(preview)}",
+        f"  copies       {', '.join(preview.copies) or 'none'}",
+    ]
+    if len(preview.chain) > 1:
+        lines.append(f"  chain        {', '.join(map(str, preview.chain))} (full backup first)")
+    if preview.tables:
+        width = max(len(table.name) for table in preview.tables)
+        lines.append(
+            f"Tables ({len(preview.tables)})"
+            + (f": {preview.row_counts_note}" if preview.row_counts_note else "")
+        )
+        lines += [
+            f"  {table.name:<{width}}  {'-' if table.rows is None else table.rows}"
+            for table in preview.tables
+        ]
+    if preview.files is not None:
+        listing = preview.files
+        total = f" ({listing.total}, {human_bytes(listing.total_bytes)})" if listing.total is not None else ""
+        lines.append(f"Files{total}" + (f": {listing.note}" if listing.note else ""))
+        lines += [f"  {human_bytes(fact.size):>10}  {fact.path}" for fact in listing.files]
+    if preview.destination:
+        lines += [
+            f"Destination: {preview.destination} ({preview.destination_where})",
+            f"  to confirm, type the {preview.confirm_what}: {preview.confirm_word}",
+        ]
+    if preview.overwrites is not None:
+        overwritten = ", ".join(preview.overwrites.objects) or "nothing known"
+        lines.append(f"Overwritten: {overwritten}")
+        lines.append(f"  ({preview.overwrites.note})")
+    if preview.problems:
+        lines.append("The restore would be refused:")
+        lines += [f"  - {problem}" for problem in preview.problems]
+    lines.append("Preview only: nothing was restored.")
+    return lines
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S %Z} ({relative_time(moment, timezone.now())})"
+
+
+def _checksum(preview: RestorePreview) -> str:
+    if preview.checksum_state == "corrupt":
+        return f"CORRUPT (sha256 {preview.checksum})"
+    if preview.checksum_state == "verified":
+        return f"verified {_when(preview.verified_at)} (sha256 {preview.checksum})"
+    return f"not verified since the backup; checked before restoring (sha256 {preview.checksum})"

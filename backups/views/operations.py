@@ -1,0 +1,59 @@
+"""Operations started from the browser: run a target's backup now, verify a backup. Each is a
+POST (CSRF-checked by the middleware) that only queues the work on Celery, so a long backup
+never holds a web worker; the run records its own steps, and the user who asked goes into
+``initiated_by`` as ``web:<username>``."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from backups.models import Backup, Target
+from backups.tasks import run_target_backup, verify_backup_task
+
+TRUE_VALUES = ("1", "true", "on", "yes")
+
+
+def initiator(request: HttpRequest) -> str:
+    return f"web:{request.user.get_username()}"
+
+
+def back(request: HttpRequest, default: str) -> HttpResponseRedirect:
+    """To the page the form was on (``next``, only on this site), else ``default``."""
+    next_url = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return HttpResponseRedirect(next_url)
+    return HttpResponseRedirect(default)
+
+
+@staff_member_required
+@require_POST
+def run_now(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+    """Queue a full backup of target ``pk``."""
+    if not request.user.has_perm("backups.run_backup"):
+        raise PermissionDenied("you may not run backups")
+    target = get_object_or_404(Target, pk=pk)
+    run_target_backup.delay(target.pk, initiated_by=initiator(request))
+    messages.success(request, f"Backup of {target.name} queued")
+    return back(request, reverse("admin:index"))
+
+
+@staff_member_required
+@require_POST
+def verify(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+    """Queue a verification of backup ``pk``: its checksums, or with ``deep`` a restore too."""
+    if not request.user.has_perm("backups.verify_backup"):
+        raise PermissionDenied("you may not verify backups")
+    backup = get_object_or_404(Backup, pk=pk)
+    deep = request.POST.get("deep", "").lower() in TRUE_VALUES
+    verify_backup_task.delay(backup.pk, deep, initiator(request))
+    messages.success(request, f"{'Deep' if deep else 'Quick'} verification of {backup} queued")
+    return back(request, reverse("admin:backups_backup_change", args=[backup.pk]))
