@@ -110,3 +110,22 @@ def test_it_shows_no_run_button_without_the_permission_and_refuses_the_post(
     )
     assert status == 403
     assert not Backup.objects.filter(target=small).exists()
+
+
+def test_it_verifies_a_backup_from_its_page(browser, live_url, targets, staff_user, celery_worker):
+    backup = services.run_backup(targets["small-db"])
+    assert backup.status == BackupStatus.SUCCESS and not backup.verified
+    user = staff_user(OPERATOR)
+    login(browser, live_url, user.username, STAFF_PASSWORD)
+    browser.get(f"{live_url}/admin/backups/backup/{backup.pk}/change/")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Deep verify']").click()
+    WebDriverWait(browser, 30).until(lambda driver: "queued" in driver.page_source)
+
+    def verified(_: object) -> bool:
+        backup.refresh_from_db()
+        return backup.verified
+
+    WebDriverWait(browser, 120, poll_frequency=0.5).until(verified)
+    browser.refresh()
+    steps = browser.find_element(By.ID, "content-main").text
+    assert "verify" in steps.lower() and backup.verified_at is not None

@@ -88,3 +88,18 @@ def test_it_refuses_the_restore_page_without_the_permission(browser, live_url, p
     browser.get(f"{live_url}/restores/backups/{backup.pk}/restore/")
     assert "403" in browser.title or "Forbidden" in browser.page_source
     assert not RestoreLog.objects.exists()
+
+
+def test_it_links_the_restore_page_from_the_backup_page(browser, live_url, pair, staff_user):
+    source, _ = pair
+    backup = services.run_backup(source)
+    user = staff_user(RESTORER)
+    login(browser, live_url, user.username, STAFF_PASSWORD)
+    browser.get(f"{live_url}/admin/backups/backup/{backup.pk}/change/")
+    browser.find_element(
+        By.CSS_SELECTOR, f'.object-tools a[href$="/restores/backups/{backup.pk}/restore/"]'
+    ).click()
+    WebDriverWait(browser, 30).until(
+        lambda driver: f"/restores/backups/{backup.pk}/restore/" in driver.current_url
+    )
+    assert browser.find_element(By.ID, "id_confirm")
