@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 
-from backups.humanize import human_bytes
+from backups.humanize import human_bytes, human_duration, relative_time
 
 from .models import RestoreLog
 
@@ -12,7 +13,7 @@ from .models import RestoreLog
 @admin.register(RestoreLog)
 class RestoreLogAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "backup", "destination", "status", "progress_bar", "started_at", "completed_at", "initiated_by",
+        "id", "backup", "destination", "status", "progress_bar", "started", "duration", "initiated_by",
     ]  # fmt: skip
     list_filter = ["status", "restore_type"]
     list_select_related = ["backup", "destination"]
@@ -47,3 +48,19 @@ class RestoreLogAdmin(admin.ModelAdmin):
             text,
             text,
         )
+
+    @admin.display(description="Started", ordering="started_at")
+    def started(self, obj: RestoreLog) -> str:
+        if obj.started_at is None:
+            return "-"
+        return format_html(
+            '<span title="{}">{}</span>',
+            f"{timezone.localtime(obj.started_at):%Y-%m-%d %H:%M:%S %Z}",
+            relative_time(obj.started_at, timezone.now()),
+        )
+
+    @admin.display(description="Duration")
+    def duration(self, obj: RestoreLog) -> str:
+        if obj.started_at is None or obj.completed_at is None:
+            return "-"
+        return human_duration((obj.completed_at - obj.started_at).total_seconds())

@@ -8,9 +8,11 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from backups.admin.common import PluginOptionsForm
+from backups.humanize import relative_time
 from backups.models import Notification, NotificationStatus, Notifier
 from backups.services import notifier_class
 
@@ -51,7 +53,7 @@ class NotifierAdmin(admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "event", "channel", "status_label", "attempts", "subject", "backup_link"]
+    list_display = ["when", "event", "channel", "status_label", "attempts", "subject", "backup_link"]
     list_filter = ["status", "event", "channel", "kind"]
     list_select_related = ["backup", "schedule"]
     search_fields = ["subject", "channel", "error_message"]
@@ -67,6 +69,14 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
         return False  # the record of who was told what, and when
+
+    @admin.display(description="When", ordering="created_at")
+    def when(self, obj: Notification) -> str:
+        return format_html(
+            '<span title="{}">{}</span>',
+            f"{timezone.localtime(obj.created_at):%Y-%m-%d %H:%M:%S %Z}",
+            relative_time(obj.created_at, timezone.now()),
+        )
 
     @admin.display(description="Status", ordering="status")
     def status_label(self, obj: Notification) -> str:
