@@ -1,9 +1,10 @@
 """Benchmark: our backups and restores against the raw tools and django-dbbackup.
 
-    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb,storages,retention,schedules]
+    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb,storages,retention,admin,schedules]
         [--sizes 100,1024] [--pg-scales 10,50] [--mariadb-scales 10,50] [--runs 3] [--warmup 1]
         [--no-dbbackup] [--storages local,s3,sftp,ftp,gcs,azure] [--storage-mib 1024]
         [--storage-warmup-mib 64] [--retention-sizes 10000,100000] [--retention-runs 7]
+        [--admin-catalogs sqlite,postgresql] [--admin-runs 11]
 
 SQLite: wall time of ``manage.py backup_create`` (gzip and zstd targets) as a ratio to
 ``sqlite3 SRC ".backup TMP" && gzip -6 -c TMP > OUT``. PostgreSQL and MariaDB (pgbench data at
@@ -13,10 +14,12 @@ beside them. Storages (``storagebench.py``): upload throughput of a ``--storage-
 kind's loopback test server, ours as a ratio to the kind's plain client, and one fan-out into
 local + s3 + sftp at once. Retention (``retentionbench.py``): in-process wall time and memory of
 ``backups.retention.planner.plan`` on ``--retention-sizes`` backups with a policy using every rule kind
-(median of ``--retention-runs`` calls). Schedules (``schedulebench.py``, opt-in only): 200
-schedules due in one minute run by 2 real Celery workers over Redis, checked for none twice or
-lost, with each worker's RSS sampled. Medians of ``--runs`` interleaved runs; peak RSS of every process.
-Prints tables and rewrites each engine's generated block of bench/RESULTS.md.
+(median of ``--retention-runs`` calls). Admin (``adminbench.py``): server time and SQL queries
+of the dashboard and the backup list on a catalog of 1 000 targets and 1 000 000 backups, on
+SQLite and PostgreSQL (generated once, cached under bench/work/admin/). Schedules
+(``schedulebench.py``, opt-in only): 200 schedules due in one minute run by 2 real Celery workers
+over Redis, checked for none twice or lost, with each worker's RSS sampled. Medians of
+``--runs`` interleaved runs; peak RSS of every process. Prints tables and rewrites each engine's generated block of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ WORK = BENCH / "work"
 RESULTS_MD = BENCH / "RESULTS.md"
 MIB = 1024 * 1024
 CACHE_BUDGET = 6 * 1024 * MIB  # cached databases kept under bench/work/data
-ENGINES = ("sqlite", "postgresql", "mariadb", "storages", "retention")
+ENGINES = ("sqlite", "postgresql", "mariadb", "storages", "retention", "admin")
 OPT_IN_ENGINES = ("schedules",)  # only with --engines schedules (takes ~3 min of mostly waiting)
 STORAGE_KINDS = ("local", "s3", "sftp", "ftp", "gcs", "azure")
+ADMIN_CATALOGS = ("sqlite", "postgresql")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -81,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--retention-runs", type=int, default=7, help="timed plan() calls per retention size (median)"
     )
+    parser.add_argument(
+        "--admin-catalogs",
+        default=",".join(ADMIN_CATALOGS),
+        help=f"catalogs the admin engine measures, comma-separated, from {', '.join(ADMIN_CATALOGS)}",
+    )
+    parser.add_argument("--admin-runs", type=int, default=11, help="timed rounds of the admin pages (median)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
     args.command = shlex.join([".venv/bin/python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
@@ -98,6 +108,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--storages: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(STORAGE_KINDS)}"
         )
     args.storages = [kind for kind in STORAGE_KINDS if kind in args.storages]
+    args.admin_catalogs = [part.strip() for part in args.admin_catalogs.split(",") if part.strip()]
+    unknown = sorted(set(args.admin_catalogs) - set(ADMIN_CATALOGS))
+    if unknown or not args.admin_catalogs:
+        parser.error(
+            f"--admin-catalogs: unknown {', '.join(unknown) or 'empty list'}; "
+            f"choose from {', '.join(ADMIN_CATALOGS)}"
+        )
+    args.admin_catalogs = [kind for kind in ADMIN_CATALOGS if kind in args.admin_catalogs]
     if args.storage_mib < 1 or args.storage_warmup_mib < 1:
         parser.error("--storage-mib and --storage-warmup-mib must be >= 1")
     for option in ("sizes", "pg_scales", "mariadb_scales", "retention_sizes"):
@@ -111,8 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not values or min(values) < 1:
             parser.error(f"--{option.replace('_', '-')}: give at least one value of 1 or more")
         setattr(args, option, values)
-    if args.runs < 1 or args.warmup < 0 or args.retention_runs < 1:
-        parser.error("--runs and --retention-runs must be >= 1 and --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.retention_runs < 1 or args.admin_runs < 1:
+        parser.error("--runs, --retention-runs and --admin-runs must be >= 1 and --warmup >= 0")
     return args
 
 
@@ -122,9 +140,12 @@ def check_tools(engines: list[str]) -> None:
     needed["storages"] = ["ssh-keygen"]  # sshd, moto, pyftpdlib, the emulators: tests/servers checks them
     needed["retention"] = []  # pure Python
     needed["schedules"] = ["redis-server"]
+    needed["admin"] = []  # PostgreSQL's server programs: checked below
     missing = sorted({tool for key in engines for tool in needed[key] if shutil.which(tool) is None})
     if "postgresql" in engines and not (PG_BIN / "pg_dump").exists():
         missing.append(str(PG_BIN / "pg_dump"))
+    if "admin" in engines and not (PG_BIN / "pg_ctl").exists():
+        missing.append(str(PG_BIN / "pg_ctl"))
     if missing:
         raise BenchError(f"missing program(s): {', '.join(missing)} (make setup installs them)")
 
@@ -336,6 +357,31 @@ def run_schedules(args: argparse.Namespace, logs: Path, code_at_start: str) -> N
         print(f"\nwrote the schedules block of {RESULTS_MD.relative_to(ROOT)}")
 
 
+def run_admin(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
+    # Imported here, like the other engines; generation and measurement run in children.
+    import adminbench
+    import report_admin
+
+    work = WORK / "admin"
+    free = shutil.disk_usage(WORK).free
+    needed = sum(adminbench.CATALOG_MIB[kind] for kind in args.admin_catalogs) * MIB
+    if free < needed and any(adminbench.stale(work / kind) for kind in args.admin_catalogs):
+        raise BenchError(
+            f"not enough disk: {free / MIB:.0f} MiB free under {WORK}, need ~{needed / MIB:.0f} MiB"
+        )
+    try:
+        result = adminbench.measure(args.admin_catalogs, args.admin_runs, args.warmup, work, logs)
+    except adminbench.AdminBenchError as exc:
+        raise BenchError(str(exc)) from None
+    adminbench.save(result, WORK / "results-admin.json")
+    machine = machine_note(code_at_start)
+    print()
+    print(report_admin.console_table(result))
+    if not args.no_write:
+        report_admin.write_markdown(RESULTS_MD, result, machine, args.command)
+        print(f"\nwrote the admin block of {RESULTS_MD.relative_to(ROOT)}")
+
+
 def compile_app() -> None:
     """Byte-compile the application first, as an installed deployment is: with
     PYTHONDONTWRITEBYTECODE set (as on this machine) or a read-only tree, every changed module
@@ -367,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_storages(args, logs, code_at_start)
             elif key == "retention":
                 run_retention(args, logs, code_at_start)
+            elif key == "admin":
+                run_admin(args, logs, code_at_start)
             elif key == "schedules":
                 run_schedules(args, logs, code_at_start)
             else:

@@ -4,6 +4,7 @@ backups of real SQLite targets; the status rules on timelines, in several time z
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +16,7 @@ from django.utils import timezone
 from backups import services
 from backups.health.status import FAILING, MISSED, NEVER_RUN, OK, PAUSED, RUNNING, Facts, target_status
 from backups.humanize import human_bytes, human_duration, relative_time
-from backups.models import Backup, BackupStatus, Storage, Target
+from backups.models import Backup, BackupCopy, BackupStatus, Storage, Target
 from schedules.models import BackupSchedule
 
 NOW = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
@@ -185,3 +186,124 @@ def test_it_hides_celery_beat_from_staff_and_files_it_under_advanced_for_superus
 def test_it_sends_anonymous_users_to_the_login_page(client, sqlite_target):
     assert client.get("/admin/")["Location"].startswith("/admin/login/")
     assert client.get("/backups/progress.json")["Location"].startswith("/admin/login/")
+
+
+def summary_of(board: services.Dashboard, target: Target) -> services.TargetSummary:
+    return next(summary for summary in board.targets if summary.target.pk == target.pk)
+
+
+def test_it_reads_each_targets_figures_from_its_newest_runs(db):
+    now = timezone.now()
+    target = Target.objects.create(name="busy", engine="sqlite", database="/busy")
+    other = Target.objects.create(name="other", engine="sqlite", database="/other")
+    old = add_backup(target, BackupStatus.SUCCESS, now - timedelta(days=40))
+    old.verified_at = now - timedelta(hours=1)  # re-verified lately: the newest verification
+    old.save()
+    add_backup(target, BackupStatus.SUCCESS, now - timedelta(days=2))
+    add_backup(target, BackupStatus.SUCCESS, now - timedelta(hours=3), verified_at=now - timedelta(hours=2))
+    add_backup(
+        target,
+        BackupStatus.FAILED,
+        now - timedelta(hours=1),
+        completed_at=now - timedelta(minutes=59),
+        error_message="pg_dump: connection refused\nmore detail",
+    )
+    add_backup(target, BackupStatus.SKIPPED, now - timedelta(minutes=30))  # not a finished run
+    add_backup(other, BackupStatus.SUCCESS, now - timedelta(hours=5))
+
+    board = services.dashboard(now)
+
+    busy = summary_of(board, target)
+    assert busy.last_success_at == now - timedelta(hours=3)
+    assert busy.last_verified_at == now - timedelta(hours=1)
+    assert busy.last_failure_at == now - timedelta(minutes=59)
+    assert busy.last_failure_message == "pg_dump: connection refused"
+    assert (busy.runs_30d, busy.successes_30d) == (3, 2)
+    assert busy.status == FAILING  # the newest finished run failed; the skip after it is not one
+    assert board.backups_24h == 2  # successes started in the last 24 h, every target
+
+
+def test_it_draws_the_strip_from_the_last_20_runs_with_never_started_ones_oldest(db):
+    now = timezone.now()
+    short = Target.objects.create(name="short", engine="sqlite", database="/short")
+    for hours, status in ((3, BackupStatus.SUCCESS), (2, BackupStatus.FAILED), (1, BackupStatus.SUCCESS)):
+        add_backup(short, status, now - timedelta(hours=hours))
+    # Skipped while another run held the target: never started, drawn before every started run.
+    Backup.objects.create(target=short, backup_name="short-skipped", status=BackupStatus.SKIPPED)
+    add_backup(short, BackupStatus.RUNNING, now)
+    Backup.objects.create(target=short, backup_name="short-queued", status=BackupStatus.PENDING)
+    long = Target.objects.create(name="long", engine="sqlite", database="/long")
+    for hours in range(25, 0, -1):
+        add_backup(
+            long, BackupStatus.FAILED if hours == 20 else BackupStatus.SUCCESS, now - timedelta(hours=hours)
+        )
+    Backup.objects.create(target=long, backup_name="long-skipped", status=BackupStatus.SKIPPED)
+
+    board = services.dashboard(now)
+
+    assert summary_of(board, short).strip == ["skipped", "success", "failed", "success"]
+    assert summary_of(board, long).strip == ["failed", *["success"] * 19]  # the 20 newest, oldest first
+
+
+def test_it_sums_stored_copies_per_target_and_per_storage(db, local_storage):
+    offsite = Storage.objects.create(name="offsite", kind="local", options={"path": "/srv/offsite"})
+    first = Target.objects.create(name="first", engine="sqlite", database="/first")
+    second = Target.objects.create(name="second", engine="sqlite", database="/second")
+    now = timezone.now()
+
+    def stored(target: Target, *copies: tuple[Storage, int, str], deleted: bool = False) -> None:
+        backup = add_backup(target, BackupStatus.SUCCESS, now, deleted_at=now if deleted else None)
+        for storage, size, status in copies:
+            BackupCopy.objects.create(
+                backup=backup, storage=storage, path=f"p/{backup.pk}", size=size, status=status
+            )
+
+    stored(first, (local_storage, 100, "stored"), (offsite, 100, "stored"))
+    stored(first, (local_storage, 7, "failed"), (offsite, 10, "stored"))
+    stored(first, (local_storage, 1000, "stored"), deleted=True)  # retention deleted it
+    stored(second, (local_storage, 5, "stored"), (offsite, 6, "deleted"))
+
+    board = services.dashboard(now)
+
+    assert {summary.target.name: summary.stored_bytes for summary in board.targets} == {
+        "first": 210,
+        "second": 5,
+    }
+    assert board.stored_by_storage == [("local", 105), ("offsite", 110)]
+
+
+def test_it_opens_a_targets_history_and_the_failures_at_a_constant_query_count(admin_client, local_storage):
+    target = Target.objects.create(name="history", engine="sqlite", database="/history")
+    now = timezone.now()
+    urls = [
+        f"/admin/backups/backup/?target__id__exact={target.pk}",
+        "/admin/backups/backup/?status__exact=failed",
+        "/admin/backups/backup/?" + urlencode({"created_at__gte": (now - timedelta(days=7)).isoformat()}),
+    ]
+
+    def build(count: int) -> None:
+        for age in range(count):
+            backup = add_backup(
+                target, BackupStatus.FAILED if age % 2 else BackupStatus.SUCCESS, now - timedelta(hours=age)
+            )
+            BackupCopy.objects.create(
+                backup=backup, storage=local_storage, path=f"p/{backup.pk}", status="stored"
+            )
+
+    def queries() -> list[int]:
+        counts = []
+        for url in urls:
+            with CaptureQueriesContext(connection) as captured:
+                response = admin_client.get(url)
+            assert response.status_code == 200 and "?e=1" not in response.get("Location", "")
+            counts.append(len(captured))
+        return counts
+
+    build(2)
+    few = queries()
+    build(9)
+    assert queries() == few
+    page = admin_client.get(urls[1]).content.decode()
+    assert (
+        page.count('<strong style="color:#c62828">Failed</strong>') == 5
+    )  # 1 of the first 2, 4 of the next 9

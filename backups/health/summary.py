@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Max, OuterRef, Q, Subquery, Sum, Window
-from django.db.models.functions import RowNumber
+from django.db import connection
+from django.db.models import Aggregate, CharField, Count, F, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backups.health.status import Facts, target_status
-from backups.models import Backup, BackupCopy, BackupStatus, CopyStatus, Target
+from backups.models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from backups.requests import RunningWork, ScheduleOverview, running_work, schedule_overviews
 
 STRIP_RUNS = 20  # the last runs shown as a coloured strip
@@ -72,48 +73,28 @@ class Dashboard:
 def dashboard(now: datetime | None = None) -> Dashboard:
     """Every target's summary (by name) and the totals."""
     now = now or timezone.now()
-    targets = list(Target.objects.order_by("name"))
-    ids = [target.pk for target in targets]
-    finished = Backup.objects.filter(target=OuterRef("pk"), status__in=FINISHED).order_by(
-        "-started_at", "-id"
-    )
-    failed = finished.filter(status=BackupStatus.FAILED)
-    newest = {
-        pk: (status, failure_at, failure_message)
-        for pk, status, failure_at, failure_message in Target.objects.annotate(
-            newest_finished=Subquery(finished.values("status")[:1]),
-            failure_at=Subquery(failed.values("completed_at")[:1]),
-            failure_message=Subquery(failed.values("error_message")[:1]),
-        ).values_list("pk", "newest_finished", "failure_at", "failure_message")
-    }
-    figures = _figures(now)
-    strips = _strips()
-    stored = dict(
-        BackupCopy.objects.filter(status=CopyStatus.STORED, backup__deleted_at__isnull=True)
-        .values_list("backup__target_id")
-        .annotate(total=Sum("size"))
-        .values_list("backup__target_id", "total")
-    )
-    overviews = schedule_overviews(ids)
+    facts = _target_facts(now)
+    targets = [row.target for row in facts]
+    stored, stored_by_storage = _stored_bytes()
+    overviews = schedule_overviews([target.pk for target in targets])
     running = running_backups() + [from_work(work) for work in running_work()]
     by_target: dict[int | None, list[Running]] = defaultdict(list)
     for item in running:
         by_target[item.target_id].append(item)
     summaries = []
-    for target in targets:
-        row = figures.get(target.pk, {})
+    for row in facts:
+        target = row.target
         overview = overviews.get(target.pk, ScheduleOverview())
-        newest_status, failure_at, failure_message = newest.get(target.pk, (None, None, ""))
         summary = TargetSummary(
             target=target,
             status="",
-            last_success_at=row.get("last_success"),
-            last_failure_at=failure_at,
-            last_failure_message=_first_line(failure_message or ""),
-            last_verified_at=row.get("last_verified"),
-            runs_30d=row.get("runs_30d", 0),
-            successes_30d=row.get("successes_30d", 0),
-            strip=strips.get(target.pk, []),
+            last_success_at=row.last_success_at,
+            last_failure_at=row.failure_at,
+            last_failure_message=_first_line(row.failure_message or ""),
+            last_verified_at=row.last_verified_at,
+            runs_30d=row.runs_30d,
+            successes_30d=row.successes_30d,
+            strip=_strip(row.strip_dated, row.strip_undated),
             stored_bytes=stored.get(target.pk) or 0,
             schedule=overview,
             running=by_target.get(target.pk, []),
@@ -123,7 +104,7 @@ def dashboard(now: datetime | None = None) -> Dashboard:
                 is_active=target.is_active,
                 running=any(item.kind == "backup" for item in summary.running),
                 last_success_at=summary.last_success_at,
-                last_finished_status=newest_status,
+                last_finished_status=row.newest_finished,
                 schedules=overview.schedules,
                 active_schedules=overview.active,
                 missed_since=overview.missed_since,
@@ -133,16 +114,8 @@ def dashboard(now: datetime | None = None) -> Dashboard:
     return Dashboard(
         now=now,
         targets=summaries,
-        stored_by_storage=list(
-            BackupCopy.objects.filter(status=CopyStatus.STORED, backup__deleted_at__isnull=True)
-            .values_list("storage__name")
-            .annotate(total=Sum("size"))
-            .order_by("storage__name")
-            .values_list("storage__name", "total")
-        ),
-        backups_24h=Backup.objects.filter(
-            status=BackupStatus.SUCCESS, started_at__gte=now - timedelta(hours=24)
-        ).count(),
+        stored_by_storage=stored_by_storage,
+        backups_24h=sum(row.successes_24h for row in facts),
         running=running,
     )
 
@@ -152,41 +125,147 @@ def _first_line(message: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _figures(now: datetime) -> dict[int, dict[str, Any]]:
+@dataclass(frozen=True)
+class _Facts:
+    """What one query finds about one target: each fact a correlated subquery that reads a few
+    entries of an index on ``backup_history`` (on SQLite and PostgreSQL; see _last_statuses)."""
+
+    target: Target
+    newest_finished: str | None
+    failure_at: datetime | None
+    failure_message: str | None
+    last_success_at: datetime | None
+    last_verified_at: datetime | None
+    runs_30d: int
+    successes_30d: int
+    successes_24h: int
+    strip_dated: str | None
+    strip_undated: str | None
+
+
+def _target_facts(now: datetime) -> list[_Facts]:
+    """Every target (by name) with its facts, in one query."""
     since = now - timedelta(days=RATE_DAYS)
-    rows = (
-        Backup.objects.values("target_id")
-        .annotate(
-            last_success=Max("started_at", filter=Q(status=BackupStatus.SUCCESS)),
-            last_verified=Max("verified_at"),
-            runs_30d=Count("id", filter=Q(status__in=FINISHED, started_at__gte=since)),
-            successes_30d=Count("id", filter=Q(status=BackupStatus.SUCCESS, started_at__gte=since)),
+    newest_first = ("-started_at", "-id")
+    runs = Backup.objects.filter(target=OuterRef("pk"))
+    finished = runs.filter(status__in=FINISHED).order_by(*newest_first)
+    failed = runs.filter(status=BackupStatus.FAILED).order_by(*newest_first)
+    successes = runs.filter(status=BackupStatus.SUCCESS, started_at__isnull=False).order_by(*newest_first)
+    verified = runs.filter(verified_at__isnull=False).order_by("-verified_at")
+    # The strip's order is started_at DESC NULLS LAST, id DESC. No index can give NULLS LAST
+    # on both databases, so the runs that started and those that never did (skipped while
+    # another run held the target) are read apart, each in index order, and joined in Python.
+    shown = runs.exclude(status__in=(BackupStatus.PENDING, BackupStatus.RUNNING))
+    dated = shown.filter(started_at__isnull=False).order_by(*newest_first)
+    undated = shown.filter(started_at__isnull=True).order_by("-id")
+    rows = Target.objects.order_by("name").annotate(
+        newest_finished=Subquery(finished.values("status")[:1]),
+        failure_at=Subquery(failed.values("completed_at")[:1]),
+        failure_message=Subquery(failed.values("error_message")[:1]),
+        last_success_at=Subquery(successes.values("started_at")[:1]),
+        last_verified_at=Subquery(verified.values("verified_at")[:1]),
+        runs_30d=_count(runs.filter(status__in=FINISHED, started_at__gte=since)),
+        successes_30d=_count(runs.filter(status=BackupStatus.SUCCESS, started_at__gte=since)),
+        successes_24h=_count(
+            runs.filter(status=BackupStatus.SUCCESS, started_at__gte=now - timedelta(hours=24))
+        ),
+        strip_dated=_last_statuses(dated),
+        strip_undated=_last_statuses(undated),
+    )
+    return [
+        _Facts(
+            target=target,
+            newest_finished=target.newest_finished,
+            failure_at=target.failure_at,
+            failure_message=target.failure_message,
+            last_success_at=target.last_success_at,
+            last_verified_at=target.last_verified_at,
+            runs_30d=target.runs_30d,
+            successes_30d=target.successes_30d,
+            successes_24h=target.successes_24h,
+            strip_dated=target.strip_dated,
+            strip_undated=target.strip_undated,
         )
+        for target in rows
+    ]
+
+
+def _count(runs: QuerySet[Backup]) -> Coalesce:
+    """How many of ``runs`` (correlated to the outer target) there are; 0 when none."""
+    counted = runs.order_by().values("target_id").annotate(count=Count("pk")).values("count")
+    return Coalesce(Subquery(counted), 0)
+
+
+def _last_statuses(runs: QuerySet[Backup]) -> Subquery:
+    """The statuses of the first STRIP_RUNS of ``runs`` (ordered, correlated to the target),
+    comma-joined in that order."""
+    if connection.vendor == "mysql":
+        # MariaDB cannot correlate a subquery in FROM: there every matching run is aggregated
+        # (slower on a long history, the same strip).
+        grouped = runs.order_by().values("target").annotate(statuses=NewestStatuses())
+        return Subquery(grouped.values("statuses"))
+    return Statuses(runs, STRIP_RUNS)
+
+
+class Statuses(Subquery):
+    """The ``status`` of the first ``limit`` rows of an ordered queryset of runs, comma-joined
+    in that order: a target's last runs as one value of the target's row, read from an index."""
+
+    template = "(SELECT GROUP_CONCAT(runs.status, ',') FROM (%(subquery)s) runs)"
+    output_field = CharField()
+
+    def __init__(self, queryset: QuerySet[Backup], limit: int) -> None:
+        super().__init__(queryset.values("status", "started_at", "id")[:limit])
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        # PostgreSQL states the order inside the aggregate; SQLite keeps the subquery's order.
+        template = (
+            "(SELECT STRING_AGG(runs.status, ',' ORDER BY runs.started_at DESC, runs.id DESC) "
+            "FROM (%(subquery)s) runs)"
+        )
+        return self.as_sql(compiler, connection, **{**extra_context, "template": template})
+
+
+class NewestStatuses(Aggregate):
+    """MySQL and MariaDB: the statuses of a group of runs, newest first, comma-joined (the
+    result is cut at ``group_concat_max_len``, 1 024 bytes by default: far more than a strip)."""
+
+    function = "GROUP_CONCAT"
+    output_field = CharField()
+
+    def __init__(self) -> None:
+        super().__init__(F("status"), F("started_at"), F("id"))
+
+    def as_mysql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        (status, status_params), (started, started_params), (pk, pk_params) = (
+            compiler.compile(expression) for expression in self.source_expressions
+        )
+        sql = f"GROUP_CONCAT({status} ORDER BY {started} DESC, {pk} DESC SEPARATOR ',')"
+        return sql, (*status_params, *started_params, *pk_params)
+
+
+def _strip(dated: str | None, undated: str | None) -> list[str]:
+    """The last runs' statuses, oldest first, from the two halves newest first."""
+    newest_first = [*(dated or "").split(","), *(undated or "").split(",")]
+    return [status for status in newest_first if status][:STRIP_RUNS][::-1]
+
+
+def _stored_bytes() -> tuple[dict[int, int], list[tuple[str, int]]]:
+    """Bytes in stored copies of backups retention has not deleted: per target, and per storage
+    (by name), from one pass over the stored copies (grouped by ids; the names come apart)."""
+    per_target: dict[int, int] = defaultdict(int)
+    per_storage: dict[int, int] = defaultdict(int)
+    rows = (
+        BackupCopy.objects.filter(status=CopyStatus.STORED, backup__deleted_at__isnull=True)
+        .values_list("backup__target_id", "storage_id")
+        .annotate(total=Sum("size"))
         .order_by()
     )
-    return {row["target_id"]: row for row in rows}
-
-
-def _strips() -> dict[int, list[str]]:
-    """The statuses of every target's last runs (pending and running ones left out), oldest first."""
-    ranked = (
-        Backup.objects.exclude(status__in=(BackupStatus.PENDING, BackupStatus.RUNNING))
-        .annotate(
-            rank=Window(
-                RowNumber(),
-                partition_by=[F("target_id")],
-                order_by=[F("started_at").desc(nulls_last=True), F("id").desc()],
-            )
-        )
-        .filter(rank__lte=STRIP_RUNS)
-        .values_list("target_id", "status", "rank")
-    )
-    strips: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for target_id, status, rank in ranked:
-        strips[target_id].append((rank, status))
-    return {
-        target_id: [status for _, status in sorted(runs, reverse=True)] for target_id, runs in strips.items()
-    }
+    for target_id, storage_id, total in rows:
+        per_target[target_id] += total or 0
+        per_storage[storage_id] += total or 0
+    names = dict(Storage.objects.values_list("pk", "name"))  # a handful of rows
+    return dict(per_target), sorted((names[pk], total) for pk, total in per_storage.items())
 
 
 def running_backups() -> list[Running]:

@@ -77,7 +77,34 @@ class Backup(models.Model):
     class Meta:
         db_table = "backup_history"
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["target", "status", "-started_at"], name="backup_target_status_idx")]
+        indexes = [
+            # A target's newest run of a status (last success, last failure) and its runs of a
+            # status since a date (the dashboard's 30-day counts), without a sort.
+            models.Index(fields=["target", "status", "-started_at", "-id"], name="backup_target_status_idx"),
+            # A target's last runs whatever their status (the dashboard's strip, its newest
+            # finished run), newest first; the status rides along for index-only reads.
+            models.Index(
+                fields=["target", "-started_at", "-id"], include=["status"], name="backup_target_started_idx"
+            ),
+            # A target's newest verification (most runs are never verified: a partial index).
+            models.Index(
+                fields=["target", "-verified_at"],
+                condition=models.Q(verified_at__isnull=False),
+                name="backup_target_verified_idx",
+            ),
+            # The backup list: newest first, and its date filter; filtered by status (failures).
+            models.Index(fields=["-created_at", "-id"], name="backup_created_idx"),
+            models.Index(fields=["status", "-created_at", "-id"], name="backup_status_created_idx"),
+            # The dashboard's stored bytes join stored copies to the backups retention has not
+            # deleted: on PostgreSQL a join of two index-only scans (SQLite reads the table
+            # by rowid either way).
+            models.Index(
+                fields=["id"],
+                include=["target"],
+                condition=models.Q(deleted_at__isnull=True),
+                name="backup_not_deleted_idx",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["target"],
@@ -192,6 +219,15 @@ class BackupCopy(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["backup", "storage"], name="one_copy_per_storage")]
+        indexes = [
+            # The dashboard's stored bytes per target and per storage read only stored copies,
+            # and only these columns (a partial, covering index).
+            models.Index(
+                fields=["backup", "storage", "size"],
+                condition=models.Q(status=CopyStatus.STORED),
+                name="backupcopy_stored_idx",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.storage.name}:{self.path}"

@@ -40,5 +40,4 @@ def celery_worker(live_url: str) -> Iterator[object]:
             yield worker
     finally:
         task_prerun.disconnect(use_shared_connections)
-        for conn in shared.values():
-            conn.dec_thread_sharing()
+        # The sharing stays on: the live server's request threads may still close the connection.
