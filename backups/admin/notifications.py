@@ -8,11 +8,9 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
-from backups.admin.common import PluginOptionsForm
-from backups.humanize import relative_time
+from backups.admin.common import PluginOptionsForm, when
 from backups.models import Notification, NotificationStatus, Notifier
 from backups.services import notifier_class
 
@@ -72,11 +70,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
     @admin.display(description="When", ordering="created_at")
     def when(self, obj: Notification) -> str:
-        return format_html(
-            '<span title="{}">{}</span>',
-            f"{timezone.localtime(obj.created_at):%Y-%m-%d %H:%M:%S %Z}",
-            relative_time(obj.created_at, timezone.now()),
-        )
+        return when(obj.created_at)
 
     @admin.display(description="Status", ordering="status")
     def status_label(self, obj: Notification) -> str:
