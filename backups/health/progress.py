@@ -6,9 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from backups.health.summary import Running, from_work, running_backups
+from backups.health.summary import Running, running_now
 from backups.humanize import human_bytes, human_duration
-from backups.requests import running_work
 
 
 def describe(item: Running, now: datetime) -> dict[str, Any]:
@@ -44,5 +43,4 @@ def describe(item: Running, now: datetime) -> dict[str, Any]:
 
 def progress(now: datetime) -> list[dict[str, Any]]:
     """Every running backup and restore, oldest first."""
-    items = running_backups() + [from_work(work) for work in running_work()]
-    return [describe(item, now) for item in items]
+    return [describe(item, now) for item in running_now()]

@@ -5,6 +5,7 @@ number of queries whatever the number of targets or backups (a test counts them 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Aggregate, CharField, Count, F, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils import timezone
 
 from backups.health.status import Facts, target_status
@@ -70,14 +72,15 @@ class Dashboard:
         return sum(summary.status == status for summary in self.targets)
 
 
-def dashboard(now: datetime | None = None) -> Dashboard:
-    """Every target's summary (by name) and the totals."""
+def dashboard(now: datetime | None = None, target_ids: Sequence[int] | None = None) -> Dashboard:
+    """Every target's summary (by name) and the totals; with ``target_ids``, only those targets'
+    (and totals over them), for a page about one target."""
     now = now or timezone.now()
-    facts = _target_facts(now)
+    facts = _target_facts(now, target_ids)
     targets = [row.target for row in facts]
-    stored, stored_by_storage = _stored_bytes()
+    stored, stored_by_storage = _stored_bytes(target_ids)
     overviews = schedule_overviews([target.pk for target in targets])
-    running = running_backups() + [from_work(work) for work in running_work()]
+    running = running_now()
     by_target: dict[int | None, list[Running]] = defaultdict(list)
     for item in running:
         by_target[item.target_id].append(item)
@@ -143,8 +146,8 @@ class _Facts:
     strip_undated: str | None
 
 
-def _target_facts(now: datetime) -> list[_Facts]:
-    """Every target (by name) with its facts, in one query."""
+def _target_facts(now: datetime, target_ids: Sequence[int] | None) -> list[_Facts]:
+    """Every target (by name), or those of ``target_ids``, with its facts, in one query."""
     since = now - timedelta(days=RATE_DAYS)
     newest_first = ("-started_at", "-id")
     runs = Backup.objects.filter(target=OuterRef("pk"))
@@ -158,7 +161,8 @@ def _target_facts(now: datetime) -> list[_Facts]:
     shown = runs.exclude(status__in=(BackupStatus.PENDING, BackupStatus.RUNNING))
     dated = shown.filter(started_at__isnull=False).order_by(*newest_first)
     undated = shown.filter(started_at__isnull=True).order_by("-id")
-    rows = Target.objects.order_by("name").annotate(
+    chosen = Target.objects.all() if target_ids is None else Target.objects.filter(pk__in=target_ids)
+    rows = chosen.order_by("name").annotate(
         newest_finished=Subquery(finished.values("status")[:1]),
         failure_at=Subquery(failed.values("completed_at")[:1]),
         failure_message=Subquery(failed.values("error_message")[:1]),
@@ -250,22 +254,25 @@ def _strip(dated: str | None, undated: str | None) -> list[str]:
     return [status for status in newest_first if status][:STRIP_RUNS][::-1]
 
 
-def _stored_bytes() -> tuple[dict[int, int], list[tuple[str, int]]]:
+def _stored_bytes(target_ids: Sequence[int] | None) -> tuple[dict[int, int], list[tuple[str, int]]]:
     """Bytes in stored copies of backups retention has not deleted: per target, and per storage
     (by name), from one pass over the stored copies (grouped by ids; the names come apart)."""
     per_target: dict[int, int] = defaultdict(int)
     per_storage: dict[int, int] = defaultdict(int)
-    rows = (
-        BackupCopy.objects.filter(status=CopyStatus.STORED, backup__deleted_at__isnull=True)
-        .values_list("backup__target_id", "storage_id")
-        .annotate(total=Sum("size"))
-        .order_by()
-    )
+    copies = BackupCopy.objects.filter(status=CopyStatus.STORED, backup__deleted_at__isnull=True)
+    if target_ids is not None:
+        copies = copies.filter(backup__target_id__in=target_ids)
+    rows = copies.values_list("backup__target_id", "storage_id").annotate(total=Sum("size")).order_by()
     for target_id, storage_id, total in rows:
         per_target[target_id] += total or 0
         per_storage[storage_id] += total or 0
     names = dict(Storage.objects.values_list("pk", "name"))  # a handful of rows
     return dict(per_target), sorted((names[pk], total) for pk, total in per_storage.items())
+
+
+def running_now() -> list[Running]:
+    """Every running backup, then the other apps' running work (restores)."""
+    return running_backups() + [from_work(work) for work in running_work()]
 
 
 def running_backups() -> list[Running]:
@@ -290,7 +297,7 @@ def running_backups() -> list[Running]:
             started_at=started_at,
             done_bytes=progress or 0,
             expected_bytes=previous_size,
-            url=f"/admin/backups/backup/{pk}/change/",
+            url=reverse("admin:backups_backup_change", args=[pk]),
         )
         for pk, target_id, name, backup_type, started_at, progress, previous_size in rows
     ]

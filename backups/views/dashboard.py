@@ -65,7 +65,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def target_health(request: HttpRequest, pk: int) -> HttpResponse:
     target = get_object_or_404(Target, pk=pk)
-    summary = next(s for s in services.dashboard().targets if s.target.pk == target.pk)
+    [summary] = services.dashboard(target_ids=[target.pk]).targets
     context: dict[str, Any] = {
         **admin.site.each_context(request),
         "title": f"Health of {target.name}",
