@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import sqlite3
@@ -181,6 +182,19 @@ def sqlite_target(local_storage: Storage, sqlite_source: Path) -> Target:
     target = Target.objects.create(name="app-db", engine="sqlite", database=str(sqlite_source))
     target.storages.add(local_storage)
     return target
+
+
+@pytest.fixture
+def copy_target(local_storage: Storage, tmp_path: Path) -> Target:
+    """A second SQLite target that already holds other data (a restore's destination)."""
+    path = fill_sqlite(tmp_path / "copy.sqlite3", rows=3)
+    target = Target.objects.create(name="app-db-copy", engine="sqlite", database=str(path))
+    target.storages.add(local_storage)
+    return target
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture

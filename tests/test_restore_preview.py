@@ -3,7 +3,6 @@ what a backup holds, what must be typed, what would be overwritten or refused; n
 
 from __future__ import annotations
 
-import hashlib
 import json
 from io import StringIO
 from pathlib import Path
@@ -17,7 +16,7 @@ from backups.requests import running_work
 from restores import preview as preview_module
 from restores.models import RestoreLog, RestoreStatus
 from restores.services import preview_restore, restore_backup, run_restore, start_restore
-from tests.conftest import fill_sqlite, pg_target, sqlite_rows, unique_name
+from tests.conftest import digest, pg_target, sqlite_rows, unique_name
 from tests.servers.postgres import PostgresServer
 
 pytestmark = pytest.mark.django_db
@@ -27,19 +26,6 @@ def run(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def copy_target(local_storage: Storage, tmp_path: Path) -> Target:
-    """A second SQLite target that already holds other data."""
-    path = fill_sqlite(tmp_path / "copy.sqlite3", rows=3)
-    target = Target.objects.create(name="app-db-copy", engine="sqlite", database=str(path))
-    target.storages.add(local_storage)
-    return target
 
 
 def test_it_previews_a_sqlite_backup_as_json_and_changes_nothing(sqlite_target, copy_target):

@@ -3,7 +3,6 @@ into a RestoreLog row; a real SQLite backup restored into a second real SQLite t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,25 +12,12 @@ from django.test import Client
 from django.urls import reverse
 
 from backups import services
-from backups.models import Backup, Storage, Target
+from backups.models import Backup, Target
 from backupsite.celery import app
 from restores.models import RestoreLog, RestoreStatus
-from tests.conftest import fill_sqlite, sqlite_rows
+from tests.conftest import digest, sqlite_rows
 
 pytestmark = pytest.mark.django_db
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def copy_target(local_storage: Storage, tmp_path: Path) -> Target:
-    """A second SQLite target that already holds other data."""
-    path = fill_sqlite(tmp_path / "copy.sqlite3", rows=3)
-    target = Target.objects.create(name="app-db-copy", engine="sqlite", database=str(path))
-    target.storages.add(local_storage)
-    return target
 
 
 @pytest.fixture
