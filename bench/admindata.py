@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-VERSION = 2  # bump when the generated data changes: cached catalogs are then regenerated
+VERSION = 3  # bump when the generated data changes: cached catalogs are then regenerated
 TARGETS = 1000
 BACKUPS = 1_000_000
 SPAN = timedelta(days=730)
@@ -387,8 +387,8 @@ def generate(now: datetime) -> dict[str, Any]:
         counts.update(storages=len(STORAGES), targets=len(plans), schedules=len(schedules))
         backup_table = Table(Backup, ["id", *run_fields_names()], sqlite)
         copy_table = Table(
-            BackupCopy, ["id", "backup_id", "storage_id", "path", "size", "etag", "status", "created_at",
-                         "deleted_at"], sqlite,
+            BackupCopy, ["id", "backup_id", "target_id", "storage_id", "path", "size", "etag", "status",
+                         "created_at", "deleted_at"], sqlite,
         )  # fmt: skip
         storages_of = {plan.pk: plan.storages for plan in plans}
         backups: list[tuple[Any, ...]] = []
@@ -408,6 +408,7 @@ def generate(now: datetime) -> dict[str, Any]:
                             {
                                 "id": next_copy,
                                 "backup_id": pk,
+                                "target_id": target_pk,
                                 "storage_id": storage,
                                 "path": fields["file_path"],
                                 "size": fields["file_size"],

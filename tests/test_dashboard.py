@@ -260,7 +260,8 @@ def test_it_sums_stored_copies_per_target_and_per_storage(db, local_storage):
 
     stored(first, (local_storage, 100, "stored"), (offsite, 100, "stored"))
     stored(first, (local_storage, 7, "failed"), (offsite, 10, "stored"))
-    stored(first, (local_storage, 1000, "stored"), deleted=True)  # retention deleted it
+    # Retention deletes every copy before it marks the backup deleted.
+    stored(first, (local_storage, 1000, "deleted"), deleted=True)
     stored(second, (local_storage, 5, "stored"), (offsite, 6, "deleted"))
 
     board = services.dashboard(now)
@@ -307,3 +308,19 @@ def test_it_opens_a_targets_history_and_the_failures_at_a_constant_query_count(a
     assert (
         page.count('<strong style="color:#c62828">Failed</strong>') == 5
     )  # 1 of the first 2, 4 of the next 9
+
+
+def test_it_sums_stored_bytes_from_the_partial_index_of_stored_copies(db, local_storage):
+    # SQLite uses a partial index only when the query's own text implies its condition: the
+    # status must be written into the SQL, not bound (240 ms instead of 16 ms on a million copies).
+    target = Target.objects.create(name="indexed", engine="sqlite", database="/indexed")
+    backup = add_backup(target, BackupStatus.SUCCESS, timezone.now())
+    BackupCopy.objects.create(backup=backup, storage=local_storage, path="p", size=3, status="stored")
+    with CaptureQueriesContext(connection) as captured:
+        services.dashboard()
+    [sql] = [query["sql"] for query in captured.captured_queries if "SUM(" in query["sql"]]
+    assert "= 'stored'" in sql
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "USING COVERING INDEX backupcopy_stored_idx" in plan or "USING INDEX backupcopy_stored_idx" in plan

@@ -4,6 +4,7 @@ number of queries whatever the number of targets or backups (a test counts them 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, CharField, Count, F, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Aggregate, CharField, Count, F, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -255,19 +256,34 @@ def _strip(dated: str | None, undated: str | None) -> list[str]:
 
 
 def _stored_bytes(target_ids: Sequence[int] | None) -> tuple[dict[int, int], list[tuple[str, int]]]:
-    """Bytes in stored copies of backups retention has not deleted: per target, and per storage
-    (by name), from one pass over the stored copies (grouped by ids; the names come apart)."""
+    """Bytes in stored copies: per target, and per storage (by name), from one pass over the
+    partial index of stored copies (grouped by ids; the names come apart). Retention marks a
+    backup deleted only once each of its copies is deleted, so no join to the backups is needed."""
     per_target: dict[int, int] = defaultdict(int)
     per_storage: dict[int, int] = defaultdict(int)
-    copies = BackupCopy.objects.filter(status=CopyStatus.STORED, backup__deleted_at__isnull=True)
+    copies = BackupCopy.objects.filter(status=Word(CopyStatus.STORED))
     if target_ids is not None:
-        copies = copies.filter(backup__target_id__in=target_ids)
-    rows = copies.values_list("backup__target_id", "storage_id").annotate(total=Sum("size")).order_by()
+        copies = copies.filter(target_id__in=target_ids)
+    rows = copies.values_list("target_id", "storage_id").annotate(total=Sum("size")).order_by()
     for target_id, storage_id, total in rows:
         per_target[target_id] += total or 0
         per_storage[storage_id] += total or 0
     names = dict(Storage.objects.values_list("pk", "name"))  # a handful of rows
     return dict(per_target), sorted((names[pk], total) for pk, total in per_storage.items())
+
+
+class Word(Value):
+    """A constant word written into the SQL itself, not bound as a parameter: SQLite uses a
+    partial index (``WHERE status = 'stored'``) only when the query's own text implies its
+    condition, which a bound parameter never does (240 ms instead of 16 ms on a million copies)."""
+
+    def __init__(self, word: str) -> None:
+        if not re.fullmatch(r"[a-z_]+", word):
+            raise ValueError(f"not a plain word: {word!r}")
+        super().__init__(word, output_field=CharField())
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        return f"'{self.value}'", []
 
 
 def running_now() -> list[Running]:
