@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := libldap2-dev libsasl2-dev default-libmysqlclient-dev pkg-config build-essential \
+APT_PACKAGES := libldap2-dev libsasl2-dev slapd ldap-utils default-libmysqlclient-dev pkg-config build-essential \
                 sqlite3 gzip zstd tar \
                 postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps \
                 openssh-server openssl redis-server redis-tools jq \

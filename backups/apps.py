@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class BackupsConfig(AppConfig):
@@ -10,3 +11,12 @@ class BackupsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .access import directory
+        from .access.roles import sync_role_groups
+        from .audit import connect_receivers
+
+        connect_receivers()  # logins, admin changes, users and roles -> the audit log
+        directory.connect()  # roles from LDAP groups, re-evaluated at each login
+        # The role groups follow every migrate (and the test database's creation): after each
+        # app's post_migrate, as each app's permissions are created in its own.
+        post_migrate.connect(sync_role_groups, dispatch_uid="backups.sync_role_groups")

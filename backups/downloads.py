@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 
+from .audit import record
 from .models import Backup, BackupDownload, BackupStatus, DownloadMethod
 from .resources import ServiceError, storage_for, stored_copies
 from .storages import BackupStorage
@@ -83,6 +84,12 @@ def start_download(
         method=method,
         remote_addr=remote_addr,
     )
+    record(
+        "download.signed_url" if download.url else "backup.download",
+        user=user,
+        obj=backup,
+        details={"storage": copy.storage.name, "method": method},
+    )  # the client's address and login method come from the request being served
     logger.info(
         "backup %s downloaded by %s from %s (%s)",
         backup.pk,

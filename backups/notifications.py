@@ -43,6 +43,7 @@ RECOVERED = Event.RECOVERED.value
 ANOMALY = Event.ANOMALY.value
 VERIFICATION_FAILED = Event.VERIFICATION_FAILED.value
 RESTORE_FINISHED = Event.RESTORE_FINISHED.value
+RESTORE_REQUESTED = Event.RESTORE_REQUESTED.value
 EVENTS: tuple[str, ...] = tuple(Event.values)
 
 SEVERITY = {
@@ -53,6 +54,7 @@ SEVERITY = {
     ANOMALY: "warning",
     VERIFICATION_FAILED: "error",
     RESTORE_FINISHED: "info",  # "error" when its fields say status = failed
+    RESTORE_REQUESTED: "warning",  # someone must approve or reject it
 }
 SCHEDULE_EMAIL_CHANNEL = "notification_email"  # the channel name of a schedule's notification_email
 

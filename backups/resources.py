@@ -38,7 +38,7 @@ def connection_for(target: Target) -> Connection:
         port=target.port,
         database=target.database,
         user=target.user,
-        password=secrets.resolve(target.password),
+        password=secrets.resolve(target.password, field="password"),
         options=secrets.resolve_values(target.options),
         include_tables=tuple(target.include_tables),
         exclude_tables=tuple(target.exclude_tables),

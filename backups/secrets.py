@@ -1,20 +1,50 @@
 """Secret references: ``${ENV_VAR}`` and ``${file:/path}``, resolved only right before use.
 
-Configuration and the database only ever hold references. Resolved values are remembered in
-this process so that :class:`RedactingFilter` can scrub them from any log record, and
-:func:`redact` from any message that is about to be shown or stored.
+Configuration and the database only ever hold references. Whoever may edit a target, storage
+or notifier chooses what a run reads and where it sends it, so a reference may point only at
+secrets meant for them (:func:`refusals`, checked when a row is saved and again here, when it
+is resolved):
+
+* ``${file:/path}``: a regular file of at most 64 KiB inside ``BACKUPSITE_SECRETS_DIRS``, with
+  symlinks and ``..`` resolved before the check; it is opened without blocking and checked with
+  ``fstat`` before it is read, so a FIFO or a device never hangs a worker.
+* ``${NAME}``: never one of the application's own secrets (:data:`APP_SECRETS`); when
+  ``BACKUPSITE_SECRET_ENV`` is set, only a name matching one of its glob patterns.
+
+Resolved values are remembered in this process so that :class:`RedactingFilter` can scrub them
+from any log record, and :func:`redact` from any message that is about to be shown or stored.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import re
+import stat
 import threading
-from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 REFERENCE = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<env>[A-Za-z_][A-Za-z0-9_]*))\}")
+#: The application's own secrets, as names or glob patterns (the env_secret() settings, the
+#: URLs that embed passwords, the role map, Django's own variables). No reference ever reads
+#: them, whatever BACKUPSITE_SECRET_ENV says: whoever can edit a target could otherwise send
+#: SECRET_KEY to a server or webhook of their choosing. Add every new secret setting here.
+APP_SECRETS = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "AUTH_LDAP_BIND_PASSWORD",
+    "AUTH_LDAP_BIND_PASSWORD_FILE",
+    "OIDC_RP_CLIENT_SECRET",
+    "EMAIL_HOST_PASSWORD",
+    "BACKUPSITE_ROLE_MAP",
+    "DJANGO_*",
+)
+MAX_FILE_BYTES = 64 * 1024
 _MASK = "********"
 _known_secrets: set[str] = set()
 _lock = threading.Lock()
@@ -34,32 +64,150 @@ def is_reference_only(value: str) -> bool:
     return REFERENCE.sub("", value).strip() == ""
 
 
-def resolve(value: str) -> str:
-    """Expand every reference in ``value``; raise :class:`SecretError` naming a missing one."""
+def refusals(value: str) -> list[str]:
+    """Why the references in ``value`` may not be resolved (each message names the rule and
+    the fix); empty when every one may. Reads no secret, so it is safe wherever rows are saved."""
+    found = (_refusal(match) for match in REFERENCE.finditer(value))
+    return [message for message in found if message is not None]
+
+
+def _refusal(match: re.Match[str]) -> str | None:
+    if match.group("env"):
+        return _env_refusal(match.group("env"))
+    return _file_refusal(match.group("file"), _real_path(match.group("file")))
+
+
+def _env_refusal(name: str) -> str | None:
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in APP_SECRETS):
+        return (
+            f"${{{name}}} is one of Backupsite's own secrets, which references never read; "
+            "put the value in a variable of its own"
+        )
+    allowed: list[str] = settings.BACKUPSITE_SECRET_ENV
+    if allowed and not any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed):
+        return (
+            f"${{{name}}} matches none of the BACKUPSITE_SECRET_ENV patterns ({', '.join(allowed)}); "
+            "use a variable that matches one or add a pattern"
+        )
+    return None
+
+
+def _file_refusal(path: str, real: str) -> str | None:
+    """Why ``path`` may not be read; ``real`` is its real path (symlinks and ``..`` resolved),
+    the one that is checked and, when allowed, opened."""
+    directories = ", ".join(settings.BACKUPSITE_SECRETS_DIRS) or "none"
+    if not real:
+        return (
+            f"${{file:{path}}} is not an absolute path; write the full path of a file in one of "
+            f"the secret directories ({directories})"
+        )
+    if not any(_inside(real, directory) for directory in _secret_dirs()):
+        via = f" (which resolves to {real})" if real != os.path.normpath(path) else ""
+        return (
+            f"${{file:{path}}}{via} is outside the secret directories ({directories}); "
+            "put the file in one of them or set BACKUPSITE_SECRETS_DIRS"
+        )
+    return None
+
+
+def _real_path(path: str) -> str:
+    """``path`` with symlinks and ``..`` resolved; empty for a path that is not absolute (or
+    holds a NUL byte), which is refused."""
+    return os.path.realpath(path) if os.path.isabs(path) and "\0" not in path else ""
+
+
+def _secret_dirs() -> list[str]:
+    return [os.path.realpath(directory) for directory in settings.BACKUPSITE_SECRETS_DIRS if directory]
+
+
+def _inside(path: str, directory: str) -> bool:
+    return os.path.commonpath([path, directory]) == directory
+
+
+def resolve(value: str, field: str = "") -> str:
+    """Expand every reference in ``value``; raise :class:`SecretError` naming a missing or
+    refused one (a refusal prefixed with ``field``, e.g. ``"password"``, when given)."""
 
     def expand(match: re.Match[str]) -> str:
-        if match.group("env"):
-            name = match.group("env")
+        name, path = match.group("env"), match.group("file")
+        real = "" if name else _real_path(path)
+        refusal = _env_refusal(name) if name else _file_refusal(path, real)
+        if refusal is not None:
+            raise SecretError(f"{field}: {refusal}" if field else refusal)
+        if name:
             if name not in os.environ:
                 raise SecretError(f"environment variable {name} is not set")
             secret = os.environ[name]
         else:
-            path = Path(match.group("file"))
-            try:
-                secret = path.read_text().rstrip("\r\n")
-            except FileNotFoundError:
-                raise SecretError(f"secret file {path} does not exist") from None
-            except OSError as exc:
-                raise SecretError(f"secret file {path} cannot be read: {exc.strerror}") from None
+            secret = _read_secret_file(path, real)
         remember(secret)
         return secret
 
     return REFERENCE.sub(expand, value)
 
 
+def _read_secret_file(path: str, real: str) -> str:
+    """The text of the regular file ``path`` without its trailing newline. ``real``, the real
+    path found inside the secret directories, is what is opened, not following a symlink swapped
+    in since; without blocking, so a FIFO opens at once and is refused by ``fstat``."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        descriptor = os.open(real, flags)
+    except FileNotFoundError:
+        raise SecretError(f"secret file {path} does not exist") from None
+    except OSError as exc:
+        raise SecretError(f"secret file {path} cannot be read: {exc.strerror}") from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise SecretError(
+                f"secret file {path} is {_file_kind(mode)}, not a regular file; "
+                "point the reference at a file that holds only the secret"
+            )
+        data = _read_at_most(descriptor, MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SecretError(f"secret file {path} cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(descriptor)
+    if len(data) > MAX_FILE_BYTES:
+        raise SecretError(
+            f"secret file {path} is larger than {MAX_FILE_BYTES // 1024} KiB; "
+            "a secret file holds only the secret"
+        )
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SecretError(f"secret file {path} is not UTF-8 text") from None
+
+
+def _read_at_most(descriptor: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(descriptor, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
 def resolve_values(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with the references in its string values resolved (other values as they are)."""
-    return {key: resolve(value) if isinstance(value, str) else value for key, value in options.items()}
+    """``options`` with the references in its string values resolved (other values as they
+    are); a refusal names the option."""
+    return {
+        key: resolve(value, field=key) if isinstance(value, str) else value for key, value in options.items()
+    }
 
 
 def check_resolvable(value: str) -> str | None:

@@ -12,6 +12,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from backups.access.roles import (
+    apply_grants,
+    can,
+    can_somewhere,
+    has_any_role,
+    initiator_may,
+    visible_target_ids,
+)
+from backups.audit import AuditObject
+from backups.audit import event_dict as audit_event_dict
+from backups.audit import events_since as audit_events_since
+from backups.audit import parse_since as parse_audit_since
+from backups.audit import record as record_audit
+from backups.audit import record_deletions as record_audit_deletions
 from backups.checks import retention_errors
 from backups.cleanup import (
     CleanupPlan,
@@ -22,17 +36,18 @@ from backups.cleanup import (
     policy_for,
     sweep_storages,
 )
-from backups.config.checks import Validator, suggest
+from backups.config.checks import Validator, secret_problems, suggest
 from backups.config.loader import ApplyReport, Config, ConfigInvalid
 from backups.config.loader import apply as apply_config
 from backups.config.loader import load as load_config
 from backups.config.loader import validate as validate_config
 from backups.config.registry import ConfigSection, Known, Written, register_section, set_storages, upsert
-from backups.config.sections import option_problems, retention_rules, storage_refs
+from backups.config.sections import engine_option_problems, option_problems, retention_rules, storage_refs
 from backups.engines import Connection, Engine, EngineError, engine_keys, get_engine
 from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
 from backups.engines.configuration import ConfigurationEngine
-from backups.notifications import RESTORE_FINISHED, notify, notify_backup
+from backups.models import AuditEvent
+from backups.notifications import RESTORE_FINISHED, RESTORE_REQUESTED, notify, notify_backup
 from backups.notifiers import NotifierError, notifier_class
 from backups.requests import (
     RunningWork,
@@ -108,7 +123,10 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_SUFFIX",
     "RESTORE_FINISHED",
+    "RESTORE_REQUESTED",
     "ApplyReport",
+    "AuditEvent",
+    "AuditObject",
     "BackupInfo",
     "ChainLink",
     "CleanupPlan",
@@ -143,8 +161,13 @@ __all__ = [
     "VerifyOutcome",
     "Written",
     "apply_config",
+    "apply_grants",
+    "audit_event_dict",
+    "audit_events_since",
     "backup_info",
     "build_manifest",
+    "can",
+    "can_somewhere",
     "chain_of",
     "check_copy_digest",
     "check_sandbox",
@@ -154,15 +177,19 @@ __all__ = [
     "describe_error",
     "engine_for",
     "engine_keys",
+    "engine_option_problems",
     "feed_copy",
     "get_engine",
+    "has_any_role",
     "history_charts",
+    "initiator_may",
     "load_config",
     "load_manifest",
     "notifier_class",
     "notify",
     "notify_backup",
     "option_problems",
+    "parse_audit_since",
     "parse_moment",
     "parse_spec",
     "parse_timestamps",
@@ -173,6 +200,8 @@ __all__ = [
     "reap_lost_runs",
     "reap_stale_runs",
     "reconcile",
+    "record_audit",
+    "record_audit_deletions",
     "redact",
     "register_running_work",
     "register_schedule_lookup",
@@ -184,6 +213,7 @@ __all__ = [
     "retention_rules",
     "run_backup",
     "scratch_dir",
+    "secret_problems",
     "set_storages",
     "start_download",
     "storage_class",
@@ -198,4 +228,5 @@ __all__ = [
     "upsert",
     "validate_config",
     "verify_backup",
+    "visible_target_ids",
 ]

@@ -15,10 +15,29 @@ logger = logging.getLogger(__name__)
 # Bound to the project's app explicitly (not shared_task): a web process that queues a task
 # must use our broker settings, and the app is no longer imported at every start-up.
 @app.task(acks_late=True)
-def run_target_backup(target_id: int, backup_type: str = "full", initiated_by: str = "task") -> int:
-    """Back up one target; returns the Backup id (its row records the outcome)."""
+def run_target_backup(target_id: int, backup_type: str = "full", initiated_by: str = "task") -> int | None:
+    """Back up one target; returns the Backup id (its row records the outcome), or None when the
+    person who asked may no longer run it (audited; nothing is recorded on the target)."""
     target = Target.objects.get(pk=target_id)
+    if not services.initiator_may(initiated_by, "run", target):
+        _refused("backup.run", target, initiated_by)
+        return None
     return services.run_backup(target, backup_type=backup_type, initiated_by=initiated_by).pk
+
+
+def _refused(action: str, obj: Target | Backup, initiated_by: str) -> None:
+    logger.warning("%s of %s asked by %s refused: the permission was withdrawn", action, obj, initiated_by)
+    services.record_audit(
+        action,
+        obj=obj,
+        outcome="refused",
+        auth_method="system",
+        username=initiated_by,
+        details={
+            "initiated_by": initiated_by,
+            "reason": "the permission was withdrawn before a worker took it",
+        },
+    )
 
 
 @app.task(acks_late=True)
@@ -26,6 +45,9 @@ def verify_backup_task(backup_id: int, deep: bool = False, initiated_by: str = "
     """Verify one backup (its verify step and verified state record the outcome); returns
     whether every copy read back intact."""
     backup = Backup.objects.select_related("target").get(pk=backup_id)
+    if not services.initiator_may(initiated_by, "verify", backup.target):
+        _refused("backup.verify", backup, initiated_by)
+        return False
     logger.info("verify of backup %s (%s, deep=%s) asked by %s", backup.pk, backup.target, deep, initiated_by)
     try:
         return services.verify_backup(backup, deep=deep).ok

@@ -121,6 +121,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "backups.audit.RequestMiddleware",  # who and from where, for audit events made by signals
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -177,6 +178,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Login (docs/authentication.md). BACKUPSITE_AUTH: the login modes, tried in the listed order
+# (e.g. "ldap,local": the directory, then a local break-glass administrator). The ldap mode adds
+# django-auth-ldap's AUTH_LDAP_* settings, read from the AUTH_LDAP_* variables (imported only
+# then). BACKUPSITE_ROLE_MAP (directory groups -> roles) is checked here, at start-up.
+from backups.access import modes, rolemap  # noqa: E402
+
+BACKUPSITE_AUTH = modes.parse_modes(env_str("BACKUPSITE_AUTH", "local"))
+AUTHENTICATION_BACKENDS = modes.backends_for(BACKUPSITE_AUTH)
+if "ldap" in BACKUPSITE_AUTH:
+    from backups.access.ldap import settings_from_env
+
+    globals().update(settings_from_env(os.environ))
+BACKUPSITE_ROLE_MAP = rolemap.parse_role_map(env_str("BACKUPSITE_ROLE_MAP"))
+
+# The client's address (the audit log, the proxy login mode): X-Forwarded-For is believed only
+# from these reverse proxies, comma-separated CIDRs (e.g. "10.0.0.0/8, ::1"); none by default.
+from backups.access.proxies import trusted_networks_from_env  # noqa: E402
+
+BACKUPSITE_TRUSTED_PROXIES = trusted_networks_from_env()
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
@@ -223,6 +244,8 @@ BACKUPSITE_CHUNK_SIZE = env_int("BACKUPSITE_CHUNK_SIZE", 1024 * 1024)
 BACKUPSITE_PROGRESS_INTERVAL = 1.0
 # A copy that failed is retried from a confirmed copy after each of these delays (seconds).
 BACKUPSITE_COPY_RETRY_DELAYS = env_seconds_list("BACKUPSITE_COPY_RETRY_DELAYS", [5, 30, 120])
+# Four eyes: a restore into a protected target waits this long for a second person's approval.
+BACKUPSITE_RESTORE_APPROVAL_HOURS = env_int("BACKUPSITE_RESTORE_APPROVAL_HOURS", 24)
 # A running backup touches its heartbeat this often; one silent for the stale time is reaped
 # as "worker lost" (any host). The stale time must be well above the interval.
 # Dead man's switch: a schedule with no successful backup this long after a due run alerts once.
@@ -259,6 +282,14 @@ BACKUPSITE_NOTIFICATION_EMAIL_EVENTS = env_list(
 )
 # Where the admin is reached (e.g. https://backups.example.net): notifications then link to it.
 BACKUPSITE_BASE_URL = env_str("BACKUPSITE_BASE_URL", "")
+
+# Secret references (backups/secrets.py): ${file:...} reads only files inside these directories
+# (colon- or comma-separated; unset or empty: the defaults); ${NAME} reads only variables that
+# match one of these glob patterns, when any are set. The app's own secrets are never read.
+BACKUPSITE_SECRETS_DIRS = [
+    item.strip() for item in env_str("BACKUPSITE_SECRETS_DIRS").replace(":", ",").split(",") if item.strip()
+] or ["/run/secrets", "/etc/backupsite/secrets", str(BACKUPSITE_HOME / "secrets")]
+BACKUPSITE_SECRET_ENV = env_list("BACKUPSITE_SECRET_ENV", [])
 
 LOGGING = {
     "version": 1,

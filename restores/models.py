@@ -8,6 +8,9 @@ from backups.models import Backup, Target
 
 
 class RestoreStatus(models.TextChoices):
+    AWAITING = "awaiting", "Awaiting approval"  # a protected destination: a second person decides
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired unapproved"
     RUNNING = "running", "Running"
     SUCCESS = "success", "Success"
     FAILED = "failed", "Failed"
@@ -27,6 +30,15 @@ class RestoreLog(models.Model):
     initiated_by = models.CharField(max_length=150, blank=True)
     confirmed_by = models.CharField(max_length=150, blank=True)
     notes = models.TextField(blank=True)
+    reason = models.TextField(blank=True, help_text="Why the restore was asked for (four-eyes requests).")
+    decided_by = models.CharField(
+        max_length=150, blank=True, help_text="Who approved or rejected the request (four-eyes)."
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="An unapproved request expires then (four-eyes)."
+    )
     error_message = models.TextField(blank=True)
     progress = models.BigIntegerField(
         default=0, help_text="Bytes read from storage so far (the checksum pass, then the restore pass)."
@@ -41,7 +53,10 @@ class RestoreLog(models.Model):
     class Meta:
         db_table = "backup_restore_log"
         ordering = ["-created_at", "-id"]
-        permissions = [("restore_backup", "Can restore backups")]
+        permissions = [
+            ("restore_backup", "Can restore backups"),
+            ("approve_restore", "Can approve another person's restore of a protected target"),
+        ]
 
     def __str__(self) -> str:
         return f"restore of {self.backup_id} ({self.status})"

@@ -63,6 +63,7 @@ __all__ = [
     "run_restore",
     "running_restores",
     "start_restore",
+    "withdrawn_permission",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,39 @@ def restore_backup(
     log = _claim(queued.pk)
     assert log is not None  # queued just above, by this process
     return _carry_out(log, progress, check_again=False)
+
+
+def withdrawn_permission(log_id: int) -> str | None:
+    """Before a worker carries out queued restore ``log_id``: when the person who asked for it
+    (or approved it) may no longer restore into its destination, end it FAILED, audited, and
+    return its status; else None."""
+    log = (
+        RestoreLog.objects.select_related("backup__target", "destination")
+        .filter(pk=log_id, status=RestoreStatus.RUNNING, started_at__isnull=True)
+        .first()
+    )
+    if log is None or log.destination is None:
+        return None
+    people = {log.initiated_by, log.confirmed_by} - {""}
+    denied = sorted(
+        who
+        for who in people
+        for target in (log.backup.target, log.destination)
+        if not backup_services.initiator_may(who, "restore", target)
+    )
+    if not denied:
+        return None
+    message = f"refused before it started: {denied[0]} may no longer restore into {log.destination.name}"
+    ended = RestoreLog.objects.filter(
+        pk=log.pk, status=RestoreStatus.RUNNING, started_at__isnull=True
+    ).update(status=RestoreStatus.FAILED, error_message=message, completed_at=timezone.now())
+    if ended:
+        backup_services.record_audit(
+            "restore.start", obj=log, outcome="refused", auth_method="system", username=denied[0],
+            details={"reason": message},
+        )  # fmt: skip
+        logger.warning("restore %s %s", log.pk, message)
+    return RestoreStatus.FAILED
 
 
 def _claim(log_id: int) -> RestoreLog | None:

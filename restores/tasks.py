@@ -13,5 +13,8 @@ from . import services
 def restore_backup_task(restore_log_id: int) -> str | None:
     """Carry out a restore confirmed on the web page (its RestoreLog row is queued); returns its
     final status, or None when the row was already taken (a task delivered twice restores once)."""
+    refusal = services.withdrawn_permission(restore_log_id)
+    if refusal:
+        return refusal
     log = services.run_restore(restore_log_id)
     return None if log is None else log.status

@@ -9,4 +9,5 @@ from . import views
 app_name = "restores"
 urlpatterns = [
     path("backups/<int:pk>/restore/", views.restore_backup, name="restore"),
+    path("requests/<int:pk>/", views.decide, name="decide"),
 ]

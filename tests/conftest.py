@@ -106,6 +106,18 @@ def mariadb_server() -> Iterator[MariaDBServer]:
         yield server
 
 
+@pytest.fixture
+def eager_tasks() -> Iterator[None]:
+    """Queued Celery tasks run at once in the test's process (Celery's in-process mode), their
+    errors raised."""
+    from backupsite.celery import app
+
+    saved = {name: app.conf[name] for name in ("task_always_eager", "task_eager_propagates")}
+    app.conf.update(task_always_eager=True, task_eager_propagates=True)
+    yield
+    app.conf.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def _scratch_dir(settings, tmp_path: Path) -> None:
     settings.BACKUPSITE_TMP = tmp_path / "scratch"

@@ -129,6 +129,9 @@ def test_it_resolves_relative_paths_against_the_config_file(tmp_path, sqlite_sou
         ("keep_daily = 7", "keep_dialy = 7", "schedules.nightly.retention.keep_dialy: unknown rule"),
         ("keep_daily = 7", "keep_daily = 0", "schedules.nightly.retention.keep_daily: must be a whole number"),
         ('options = { exclude = ["*.tmp"] }', "options = { exclude = 3 }", "targets.media.options.exclude: must be a list"),
+        ('engine = "sqlite"', 'engine = "sqlite"\ntags = ["Shop"]', "targets.app-db.tags: 'Shop' is not a tag"),
+        ('engine = "sqlite"', 'engine = "sqlite"\ntags = "shop"', "targets.app-db.tags: must be a list of strings"),
+        ('engine = "sqlite"', 'engine = "sqlite"\nprotected = "yes"', "targets.app-db.protected: must be true or false"),
     ],
 )  # fmt: skip
 def test_it_rejects_bad_input_naming_the_key_and_changes_nothing(tmp_path, valid, replace, by, expected):
@@ -336,3 +339,13 @@ def test_it_has_the_engine_check_clickhouse_targets_with_field_names(tmp_path, v
     assert "unknown option 'colour'" in text
     assert "schedules.ch-incremental" in text and "incremental" in text
     assert counts() == before
+
+
+def test_it_applies_tags_and_protection(tmp_path, valid):
+    text = valid.replace(
+        'engine = "sqlite"', 'engine = "sqlite"\ntags = ["shop", "production"]\nprotected = true', 1
+    )
+    config.apply(config.load(toml(tmp_path, text)))
+    target = Target.objects.get(name="app-db")
+    assert (target.tags, target.protected) == (["shop", "production"], True)
+    assert (Target.objects.get(name="media").tags, Target.objects.get(name="media").protected) == ([], False)

@@ -75,7 +75,7 @@ def test_it_names_a_missing_secret_file(tmp_path: Path) -> None:
 
 
 def test_it_reports_a_secret_file_that_cannot_be_read(tmp_path: Path) -> None:
-    with pytest.raises(SecretError, match="cannot be read: Is a directory"):
+    with pytest.raises(SecretError, match="is a directory, not a regular file"):
         resolve(f"${{file:{tmp_path}}}")
 
 

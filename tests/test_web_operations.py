@@ -21,22 +21,12 @@ from django.test import Client
 
 from backups import services
 from backups.models import Backup, BackupStep
-from backupsite.celery import app
 from tests.config_builder import write_config
 from tests.conftest import REPO, fill_sqlite
 from tests.servers import free_port
 from tests.test_celery_processes import Site, wait_until, wait_until_up
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def eager_tasks():
-    """Queued tasks run at once in this process (Celery's in-process mode), errors raised."""
-    saved = {name: app.conf[name] for name in ("task_always_eager", "task_eager_propagates")}
-    app.conf.update(task_always_eager=True, task_eager_propagates=True)
-    yield
-    app.conf.update(saved)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager_tasks")]
 
 
 def staff(username: str, *codenames: str) -> User:

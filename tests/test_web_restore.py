@@ -3,7 +3,6 @@ into a RestoreLog row; a real SQLite backup restored into a second real SQLite t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from django.urls import reverse
 
 from backups import services
 from backups.models import Backup, Target
-from backupsite.celery import app
 from restores.models import RestoreLog, RestoreStatus
 from tests.conftest import digest, sqlite_rows
 
@@ -36,14 +34,6 @@ def user(name: str, *, staff: bool = True, permissions: tuple[str, ...] = ()) ->
 @pytest.fixture
 def restorer() -> Client:
     return user("alice", permissions=("restore_backup", "view_restorelog"))
-
-
-@pytest.fixture
-def eager_celery() -> Iterator[None]:
-    """Tasks run in the test's process as they are queued, and their errors propagate."""
-    app.conf.update(task_always_eager=True, task_eager_propagates=True)
-    yield
-    app.conf.update(task_always_eager=False, task_eager_propagates=False)
 
 
 def url(backup: Backup) -> str:
@@ -74,7 +64,7 @@ def test_it_refuses_a_wrong_name_and_changes_nothing(restorer, backup, copy_targ
 
 
 def test_it_restores_into_the_chosen_target_once_confirmed(
-    restorer, backup, copy_target, sqlite_source, eager_celery, django_capture_on_commit_callbacks
+    restorer, backup, copy_target, sqlite_source, eager_tasks, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True) as queued:
         response = restorer.post(url(backup), {"to": copy_target.pk, "confirm": "app-db-copy"})

@@ -11,7 +11,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from backups.admin.common import duration, size, status_badge, when
+from backups.admin.scoping import ScopedByTarget
 from backups.models import Backup, BackupCopy, BackupDownload, BackupStatus, BackupStep, CopyStatus
+from backups.services import can, can_somewhere
 
 COPY_MARKS: dict[str, str] = {
     CopyStatus.STORED: "✓",
@@ -75,7 +77,7 @@ class BackupCopyInline(admin.TabularInline):
 
 
 @admin.register(Backup)
-class BackupAdmin(admin.ModelAdmin):
+class BackupAdmin(ScopedByTarget, admin.ModelAdmin):
     list_display = [
         "id", "target", "backup_type", "status_label", "started", "duration_label", "stored_size",
         "copies_label", "verified", "initiated_by",
@@ -154,12 +156,19 @@ class BackupAdmin(admin.ModelAdmin):
         )
 
     def get_list_display(self, request: HttpRequest) -> list[Any]:
-        if self.has_download_permission(request):
-            return [*self.list_display, "download"]
-        return list(self.list_display)
+        if not can_somewhere(request.user, "download"):
+            return list(self.list_display)
+
+        @admin.display(description="Download")
+        def download(obj: Backup) -> str:
+            if not downloadable(obj) or not can(request.user, "download", obj.target):
+                return "-"
+            return format_html('<a href="{}">download</a>', reverse("backups:download", args=[obj.pk]))
+
+        return [*self.list_display, download]
 
     def has_download_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.has_perm("backups.download_backup"))
+        return can_somewhere(request.user, "download")
 
     def render_change_form(
         self,
@@ -179,14 +188,16 @@ class BackupAdmin(admin.ModelAdmin):
         found: dict[str, str] = {}
         user = request.user
         if (
-            user.has_perm("backups.verify_backup")
+            can(user, "verify", obj.target)
             and obj.deleted_at is None
             and obj.status in (BackupStatus.SUCCESS, BackupStatus.CORRUPT)
         ):
             found["verify_url"] = reverse("backups:verify", args=[obj.pk])
-        if self.has_download_permission(request) and downloadable(obj):
+        if can(user, "download", obj.target) and downloadable(obj):
             found["download_url"] = reverse("backups:download", args=[obj.pk])
-        if user.has_perm("backups.view_target") or user.has_perm("backups.change_target"):
+        if can(user, "restore", obj.target) and obj.status == BackupStatus.SUCCESS and obj.deleted_at is None:
+            found["restore_url"] = reverse("restores:restore", args=[obj.pk])
+        if can(user, "view", obj.target):
             found["retention_url"] = (
                 reverse("admin:backups_target_change", args=[obj.target_id]) + "#retention-preview"
             )
@@ -201,12 +212,6 @@ class BackupAdmin(admin.ModelAdmin):
             self.message_user(request, "Select exactly one backup to download.", messages.WARNING)
             return None
         return HttpResponseRedirect(reverse("backups:download", args=[queryset.get().pk]))
-
-    @admin.display(description="Download")
-    def download(self, obj: Backup) -> str:
-        if not downloadable(obj):
-            return "-"
-        return format_html('<a href="{}">download</a>', reverse("backups:download", args=[obj.pk]))
 
     @admin.display(description="Status", ordering="status")
     def status_label(self, obj: Backup) -> str:

@@ -15,8 +15,19 @@ from django.utils.html import format_html
 
 from backups.admin.common import PluginOptionsForm, post_button, status_badge, when
 from backups.admin.retention import retention_preview
+from backups.admin.scoping import ScopedByTarget
 from backups.models import Backup, BackupStatus, Storage, Target
-from backups.services import Policy, PolicyError, storage_class
+from backups.services import (
+    Connection,
+    EngineError,
+    Policy,
+    PolicyError,
+    can,
+    can_somewhere,
+    engine_option_problems,
+    secret_problems,
+    storage_class,
+)
 
 # The connection fields each engine reads; the change form shows only those of the chosen
 # engine (a few lines of JS; without JS every field shows). Engines not named use DEFAULT.
@@ -58,7 +69,8 @@ def count_field(period: str) -> forms.IntegerField:
 class TargetForm(forms.ModelForm):
     """A target as people write it: lists one per line, the retention policy as named rules
     (assembled into ``retention`` and checked by the same policy rules as the TOML file, each
-    error on the rule's own field)."""
+    error on the rule's own field), the engine's options checked by the engine's own option
+    rules and secrets only as references the secret rules allow, as in the TOML file."""
 
     paths = LinesField(help_text="Directories to back up (files engine), one per line.")
     config_paths = LinesField(
@@ -129,8 +141,16 @@ class TargetForm(forms.ModelForm):
             if name in stored:
                 self.initial.setdefault(name, stored[name])
 
+    def clean_password(self) -> str:
+        password: str = self.cleaned_data["password"]
+        problems = secret_problems(password, must_be_reference=True)
+        if problems:
+            raise forms.ValidationError(problems)
+        return password
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        self._check_options(cleaned)
         if any(name in self.errors for name in RETENTION_FIELDS):
             self._keep_a_readable_policy()
             return cleaned
@@ -144,6 +164,34 @@ class TargetForm(forms.ModelForm):
             return cleaned
         self.instance.retention = policy
         return cleaned
+
+    def _check_options(self, cleaned: dict[str, Any]) -> None:
+        engine, options = cleaned.get("engine"), cleaned.get("options")
+        if options is not None and not isinstance(options, dict):
+            self.add_error("options", "must be a JSON object of option names to values")
+            return
+        if not engine or options is None:
+            return
+        connection = Connection(
+            name=cleaned.get("name") or "",
+            engine=engine,
+            host=cleaned.get("host") or "",
+            port=cleaned.get("port"),
+            database=cleaned.get("database") or "",
+            user=cleaned.get("user") or "",
+            password=cleaned.get("password") or "",
+            options=options,
+            include_tables=tuple(cleaned.get("include_tables") or ()),
+            exclude_tables=tuple(cleaned.get("exclude_tables") or ()),
+            paths=tuple(cleaned.get("paths") or ()),
+        )
+        try:
+            problems = engine_option_problems(connection)
+        except (EngineError, ImportError) as exc:
+            self.add_error("engine", str(exc))
+            return
+        for key, message in problems:
+            self.add_error("options", f"{key}: {message}")
 
     def _keep_a_readable_policy(self) -> None:
         """Nothing is saved, but the model's own check still runs on the instance: a stored policy
@@ -185,7 +233,8 @@ class StorageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Target)
-class TargetAdmin(admin.ModelAdmin):
+class TargetAdmin(ScopedByTarget, admin.ModelAdmin):
+    target_paths = ("pk",)
     form = TargetForm
     list_display = ["name", "engine", "source", "compression", "is_active", "last_backup"]
     list_filter = ["engine", "is_active"]
@@ -194,6 +243,7 @@ class TargetAdmin(admin.ModelAdmin):
     readonly_fields = ["created", "updated", "retention_plan"]
     fieldsets = [
         (None, {"fields": ["name", "engine", "is_active", "storages", "compression", "skip_unchanged"]}),
+        ("Access", {"fields": ["tags", "protected"]}),
         ("Source", {"fields": ["host", "port", "database", "user", "password", "paths", "timezone"]}),
         ("Configuration backups", {"fields": ["config_paths"]}),
         ("Selection", {"fields": ["include_tables", "exclude_tables", "options"], "classes": ["collapse"]}),
@@ -236,12 +286,14 @@ class TargetAdmin(admin.ModelAdmin):
         )
 
     def get_list_display(self, request: HttpRequest) -> list[Any]:
-        if not request.user.has_perm("backups.run_backup"):
+        if not can_somewhere(request.user, "run"):
             return list(self.list_display)
         back_here = request.get_full_path()
 
         @admin.display(description="Run")
         def run_now(obj: Target) -> str:
+            if not can(request.user, "run", obj):
+                return "-"
             return post_button(reverse("backups:run-now", args=[obj.pk]), "Run now", back_here)
 
         name, *others = self.list_display

@@ -17,11 +17,20 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 SECTIONS = ("storages", "targets", "schedules", "notifiers")
+PLAINTEXT_REFUSED = "write secrets as ${ENV_VAR} or ${file:/path}; plaintext secrets are refused"
 
 
 def suggest(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def secret_problems(value: str, *, must_be_reference: bool) -> list[str]:
+    """What stops ``value`` from being stored where a secret may be: plaintext where only
+    references are allowed, or references the secret rules refuse (nothing is read)."""
+    if must_be_reference and not secrets.is_reference_only(value):
+        return [PLAINTEXT_REFUSED]
+    return secrets.refusals(value)
 
 
 class Validator:
@@ -85,8 +94,10 @@ class Validator:
             seen[folded] = name
 
     def reference(self, value: str, path: str, must_be_reference: bool) -> None:
-        if must_be_reference and not secrets.is_reference_only(value):
-            self.error(path, "write secrets as ${ENV_VAR} or ${file:/path}; plaintext secrets are refused")
+        refused = secret_problems(value, must_be_reference=must_be_reference)
+        for message in refused:
+            self.error(path, message)
+        if refused:
             return
         # Whether the reference resolves *here* is a fact about this host: a probe.
         problem = secrets.check_resolvable(value) if self.probe else None

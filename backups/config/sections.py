@@ -8,23 +8,25 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from backups import secrets
-from backups.config.checks import Validator, suggest
+from backups.config.checks import Validator, secret_problems, suggest
 from backups.engines import Connection, EngineError, engine_keys, get_engine
 from backups.engines.configuration import path_problems
-from backups.models import Event, default_notifier_events
+from backups.models import Event, default_notifier_events, tag_problem
 from backups.notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
 from backups.plugins import Option
 from backups.retention.policy import Policy, PolicyError
 from backups.storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 
-SECRET_OPTION_WORDS = ("password", "secret", "token", "key", "passphrase", "credentials")
+# An engine option holds a secret when its name ends with one of these words (the option
+# declarations carry no flag); names with "key" (sslkey, tls_key_file) are paths to key files.
+SECRET_OPTION_WORDS = ("password", "passphrase", "secret", "token", "credentials")
 
 STORAGE_KEYS = {"kind", "prefix", "required"}  # plus the options of the storage's kind
 NOTIFIER_KEYS = {"kind", "events", "default", "is_active"}  # plus the options of the notifier's kind
 TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
-    "skip_unchanged", "sandbox", "config_paths",
+    "skip_unchanged", "sandbox", "config_paths", "tags", "protected",
 }  # fmt: skip
 
 
@@ -188,15 +190,44 @@ def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[
         "retention": retention_rules(check, table, path),
         "is_active": check.boolean(table, "is_active", path, True),
         "skip_unchanged": check.boolean(table, "skip_unchanged", path, False),
+        "tags": check.string_list(table, "tags", path),
+        "protected": check.boolean(table, "protected", path, False),
     }
+    problem = tag_problem(fields["tags"])
+    if problem:
+        check.error(f"{path}.tags", problem)
     if fields["password"]:
         check.reference(fields["password"], f"{path}.password", must_be_reference=True)
     for key, value in options.items():
-        if isinstance(value, str) and secrets.references(value):
-            check.reference(value, f"{path}.options.{key}", any(word in key for word in SECRET_OPTION_WORDS))
+        if isinstance(value, str) and (is_secret_option(key) or secrets.references(value)):
+            check.reference(value, f"{path}.options.{key}", must_be_reference=is_secret_option(key))
     if engine_key in available:
         _check_engine(check, engine_key, name, fields, path)
     return fields
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether the engine option ``name`` holds a secret (so only a reference is accepted)."""
+    return name.endswith(SECRET_OPTION_WORDS)
+
+
+def engine_option_problems(connection: Connection) -> list[tuple[str, str]]:
+    """A target's ``options`` as the admin checks them before saving, as ``("options.NAME",
+    message)``: the engine's own option rules (:meth:`Engine.validate`, given the references
+    unresolved: the web host need not hold the workers' secrets), secret options only as
+    references, and every reference within the secret rules."""
+    problems = [
+        (key, message)
+        for key, message in get_engine(connection.engine).validate(connection)
+        if key == "options" or key.startswith("options.")
+    ]
+    for key, value in connection.options.items():
+        if isinstance(value, str):
+            secret = is_secret_option(key)
+            problems += [
+                (f"options.{key}", message) for message in secret_problems(value, must_be_reference=secret)
+            ]
+    return problems
 
 
 def _config_paths(check: Validator, table: dict[str, Any], path: str) -> list[str]:
@@ -255,11 +286,12 @@ def retention_rules(check: Validator, table: dict[str, Any], path: str) -> dict[
 
 def option_problems(cls: Any, options: dict[str, Any]) -> list[tuple[str, str]]:
     """A storage or notifier kind's own option rules (:func:`backups.plugins.validate_options`
-    and the kind's ``check_options``), plus: secrets only as references."""
+    and the kind's ``check_options``), plus: secrets only as references, every reference within
+    the secret rules."""
     problems: list[tuple[str, str]] = cls.validate_options(options)
     known: Mapping[str, Option] = cls.OPTIONS
-    for key, spec in known.items():
-        value = options.get(key)
-        if spec.secret and isinstance(value, str) and not secrets.is_reference_only(value):
-            problems.append((key, "write secrets as ${ENV_VAR} or ${file:/path}; plaintext is refused"))
+    for key, value in options.items():
+        spec = known.get(key)
+        if isinstance(value, str) and spec is not None:
+            problems += [(key, message) for message in secret_problems(value, must_be_reference=spec.secret)]
     return problems

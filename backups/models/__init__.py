@@ -1,12 +1,15 @@
 """The backup catalog: what to back up (Target), where to (Storage), every run (Backup, the
 ``backup_history`` table) with its steps and stored copies, and notifications."""
 
+from backups.models.access import GrantSource, Role, RoleGrant
+from backups.models.audit import ACTIONS, AppendOnlyError, AuditEvent, AuthMethod, Outcome
 from backups.models.catalog import (
     COMPRESSION_CHOICES,
     BackupType,
     Storage,
     Target,
     storage_kind_choices,
+    tag_problem,
     validate_retention,
     validate_secret_reference,
 )
@@ -31,8 +34,12 @@ from backups.models.notifications import (
 )
 
 __all__ = [
+    "ACTIONS",
     "COMPRESSION_CHOICES",
     "RECORD_COLUMNS",
+    "AppendOnlyError",
+    "AuditEvent",
+    "AuthMethod",
     "Backup",
     "BackupCopy",
     "BackupDownload",
@@ -42,14 +49,19 @@ __all__ = [
     "CopyStatus",
     "DownloadMethod",
     "Event",
+    "GrantSource",
     "Notification",
     "NotificationStatus",
     "Notifier",
+    "Outcome",
+    "Role",
+    "RoleGrant",
     "StepStatus",
     "Storage",
     "Target",
     "default_notifier_events",
     "storage_kind_choices",
+    "tag_problem",
     "validate_events",
     "validate_retention",
     "validate_secret_reference",

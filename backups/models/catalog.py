@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -24,6 +25,19 @@ def validate_secret_reference(value: str) -> None:
         raise ValidationError(
             "Write secrets as ${ENV_VAR} or ${file:/path/to/file}; plaintext secrets are never stored."
         )
+
+
+TAG = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+
+
+def tag_problem(tags: Any) -> str:
+    """Why ``tags`` is not a list of tags (lower-case words: letters, digits, ``_.-``), or ""."""
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        return 'a list of tags, e.g. ["shop", "production"]'
+    bad = [tag for tag in tags if not TAG.fullmatch(tag)]
+    if bad:
+        return f"{bad[0]!r} is not a tag: use lower-case letters, digits, '_', '.' or '-' (at most 63)"
+    return ""
 
 
 COMPRESSION_CHOICES = [(name, name) for name in COMPRESSIONS]
@@ -101,6 +115,17 @@ class Target(models.Model):
         "see the README's Retention section. Empty: nothing is ever deleted.",
     )
     is_active = models.BooleanField(default=True)
+    tags = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Labels that scope role grants, e.g. ["shop", "production"]: a grant such as '
+        '"Restorer@shop" reaches only the targets tagged shop.',
+    )
+    protected = models.BooleanField(
+        default=False,
+        help_text="Restores into this target need a second person: one Restorer requests, another "
+        "Restorer or an Administrator approves (four eyes).",
+    )
     skip_unchanged = models.BooleanField(
         default=False,
         help_text="Record a run SKIPPED when the engine can tell for sure that nothing changed since "
@@ -128,6 +153,9 @@ class Target(models.Model):
 
     def clean(self) -> None:
         validate_retention(self.retention, self.timezone)
+        problem = tag_problem(self.tags)
+        if problem:
+            raise ValidationError({"tags": problem})
         from backups.engines.configuration import path_problems
 
         if not isinstance(self.config_paths, list):

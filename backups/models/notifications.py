@@ -25,6 +25,7 @@ class Event(models.TextChoices):
     ANOMALY = "anomaly", "Anomaly"
     VERIFICATION_FAILED = "verification_failed", "Verification failed"
     RESTORE_FINISHED = "restore_finished", "Restore finished"
+    RESTORE_REQUESTED = "restore_requested", "Restore awaiting approval"
 
 
 def default_notifier_events() -> list[str]:

@@ -11,7 +11,7 @@ page, and the output is marked safe only once, whole.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from html import escape
@@ -29,14 +29,16 @@ register = template.Library()
 
 
 @register.simple_tag
-def target_rows(rows: Iterable[TargetSummary], now: datetime, can_run: bool) -> SafeString:
-    """The ``<tr>`` of each target's summary. With ``can_run``, an active target's row has a Run
-    now button that submits the page's one ``<form id="run-now">`` (one CSRF token a page)."""
+def target_rows(rows: Iterable[TargetSummary], now: datetime, run_ids: Container[int] | None) -> SafeString:
+    """The ``<tr>`` of each target's summary. An active target the user may run (every target
+    when ``run_ids`` is None) has a Run now button that submits the page's one
+    ``<form id="run-now">`` (one CSRF token a page)."""
     page = _Page(
         now=now,
         zone=timezone.get_current_timezone(),
         health=_url_of("backups:target-health"),
-        run=_url_of("backups:run-now") if can_run else None,
+        run=_url_of("backups:run-now"),
+        run_ids=run_ids,
         history=reverse("admin:backups_backup_changelist"),
     )
     html = [_row(summary, page) for summary in rows]
@@ -48,7 +50,8 @@ class _Page:
     now: datetime
     zone: tzinfo
     health: Callable[[int], str]
-    run: Callable[[int], str] | None
+    run: Callable[[int], str]
+    run_ids: Container[int] | None
     history: str
 
 
@@ -88,7 +91,7 @@ def _row(summary: TargetSummary, page: _Page) -> str:
         rate = _quiet("-")
     button = (
         f'<button type="submit" class="button" form="run-now" formaction="{page.run(pk)}">Run now</button> '
-        if page.run and target.is_active
+        if target.is_active and (page.run_ids is None or pk in page.run_ids)
         else ""
     )
     return (

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -27,16 +28,24 @@ def _action_url(name: str, pk: int) -> str:
         return ""
 
 
+def _runnable(request: HttpRequest, board: services.Dashboard) -> set[int] | None:
+    """The targets the user may run now: None for all."""
+    if services.can(request.user, "run"):
+        return None
+    return {row.target.pk for row in board.targets if services.can(request.user, "run", row.target)}
+
+
 @never_cache
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    board = services.dashboard()
+    visible = services.visible_target_ids(request.user)
+    board = services.dashboard(target_ids=None if visible is None else sorted(visible))
     app_list = admin.site.get_app_list(request)
     context: dict[str, Any] = {
         **admin.site.each_context(request),
         "title": "Backups",
         "board": board,
-        "can_run": request.user.has_perm("backups.run_backup"),
+        "run_ids": _runnable(request, board),
         "statuses": [
             ("FAILING", board.count("FAILING")),
             ("MISSED", board.count("MISSED")),
@@ -57,6 +66,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 def target_health(request: HttpRequest, pk: int) -> HttpResponse:
     target = get_object_or_404(Target, pk=pk)
+    if not services.can(request.user, "view", target):
+        raise PermissionDenied("you may not see this target")
     [summary] = services.dashboard(target_ids=[target.pk]).targets
     context: dict[str, Any] = {
         **admin.site.each_context(request),
@@ -64,7 +75,7 @@ def target_health(request: HttpRequest, pk: int) -> HttpResponse:
         "summary": summary,
         "charts": services.history_charts(target.pk),
         "run_url": _action_url("backups:run-now", target.pk)
-        if request.user.has_perm("backups.run_backup")
+        if services.can(request.user, "run", target)
         else "",
         "progress_url": reverse("backups:progress"),
     }
@@ -77,6 +88,9 @@ def progress(request: HttpRequest) -> JsonResponse:
     """What runs now, for the progress bars: polled every second or two while anything runs."""
     now = timezone.now()
     running = services.progress(now)
+    visible = services.visible_target_ids(request.user)
+    if visible is not None:
+        running = [item for item in running if item["target_id"] in visible]
     target = request.GET.get("target", "")
     if target.isdigit():
         running = [item for item in running if item["target_id"] == int(target)]

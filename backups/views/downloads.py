@@ -5,8 +5,10 @@ from __future__ import annotations
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 
-from backups.services import NoSuchBackup, StorageError, start_download
+from backups.models import Backup
+from backups.services import NoSuchBackup, StorageError, can, record_audit, start_download
 
 STREAM_BLOCK = 1024 * 1024
 
@@ -14,8 +16,10 @@ STREAM_BLOCK = 1024 * 1024
 @staff_member_required
 def download_backup(request: HttpRequest, pk: int) -> HttpResponse:
     """Streams backup ``pk`` (never loading it whole) or redirects to a short-lived signed URL."""
-    if not request.user.has_perm("backups.download_backup"):
-        raise PermissionDenied("you may not download backups")
+    backup = get_object_or_404(Backup.objects.select_related("target"), pk=pk)
+    if not can(request.user, "download", backup.target):
+        record_audit("backup.download", request=request, obj=backup, outcome="refused")
+        raise PermissionDenied(f"you may not download backups of {backup.target.name}")
     try:
         download = start_download(
             pk, request.user, request.GET.get("storage", ""), request.META.get("REMOTE_ADDR")
@@ -23,6 +27,13 @@ def download_backup(request: HttpRequest, pk: int) -> HttpResponse:
     except NoSuchBackup as exc:
         raise Http404(str(exc)) from None
     except StorageError as exc:
+        record_audit(
+            "backup.download",
+            request=request,
+            obj=Backup(pk=pk),
+            outcome="failure",
+            details={"error": str(exc)},
+        )
         return HttpResponse(f"cannot read the backup: {exc}", status=502, content_type="text/plain")
     if download.url:
         response: HttpResponse = HttpResponseRedirect(download.url)

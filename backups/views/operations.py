@@ -15,6 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from backups.models import Backup, Target
+from backups.services import can, record_audit
 from backups.tasks import run_target_backup, verify_backup_task
 
 TRUE_VALUES = ("1", "true", "on", "yes")
@@ -38,10 +39,12 @@ def back(request: HttpRequest, default: str) -> HttpResponseRedirect:
 @require_POST
 def run_now(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     """Queue a full backup of target ``pk``."""
-    if not request.user.has_perm("backups.run_backup"):
-        raise PermissionDenied("you may not run backups")
     target = get_object_or_404(Target, pk=pk)
+    if not can(request.user, "run", target):
+        record_audit("backup.run", request=request, obj=target, outcome="refused")
+        raise PermissionDenied(f"you may not run backups of {target.name}")
     run_target_backup.delay(target.pk, initiated_by=initiator(request))
+    record_audit("backup.run", request=request, obj=target)
     messages.success(request, f"Backup of {target.name} queued")
     return back(request, reverse("admin:index"))
 
@@ -50,10 +53,12 @@ def run_now(request: HttpRequest, pk: int) -> HttpResponseRedirect:
 @require_POST
 def verify(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     """Queue a verification of backup ``pk``: its checksums, or with ``deep`` a restore too."""
-    if not request.user.has_perm("backups.verify_backup"):
-        raise PermissionDenied("you may not verify backups")
-    backup = get_object_or_404(Backup, pk=pk)
+    backup = get_object_or_404(Backup.objects.select_related("target"), pk=pk)
+    if not can(request.user, "verify", backup.target):
+        record_audit("backup.verify", request=request, obj=backup, outcome="refused")
+        raise PermissionDenied(f"you may not verify backups of {backup.target.name}")
     deep = request.POST.get("deep", "").lower() in TRUE_VALUES
     verify_backup_task.delay(backup.pk, deep, initiator(request))
+    record_audit("backup.verify", request=request, obj=backup, details={"deep": deep})
     messages.success(request, f"{'Deep' if deep else 'Quick'} verification of {backup} queued")
     return back(request, reverse("admin:backups_backup_change", args=[backup.pk]))

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from backups import services
-from backups.cli import dump_json, usage_error
+from backups.cli import dump_json, usage_error, who
 
 
 class Command(BaseCommand):
@@ -33,12 +33,16 @@ class Command(BaseCommand):
             else:
                 report = services.apply_config(cfg, probe=probe)
         except services.ConfigInvalid as exc:
+            if options["action"] == "apply":
+                self.audit_apply(options["file"], "failure", {"problems": len(exc.errors)})
             if options["json"]:
                 dump_json(self.stdout, {"ok": False, "errors": exc.errors})
             raise usage_error(
                 f"{options['file']}: {len(exc.errors)} problem(s), nothing changed:\n  "
                 + "\n  ".join(exc.errors)
             ) from None
+        if report is not None:
+            self.audit_apply(options["file"], "success", report.as_dict())
         if options["json"]:
             dump_json(self.stdout, {"ok": True, **(report.as_dict() if report else {})})
         elif report is None:
@@ -48,3 +52,13 @@ class Command(BaseCommand):
                 for line in getattr(report, kind):
                     self.stdout.write(f"{kind}: {line}")
             self.stdout.write(self.style.SUCCESS(f"{options['file']}: applied"))
+
+    def audit_apply(self, file: str, outcome: str, details: dict[str, Any]) -> None:
+        """config.apply in the audit log, by ``cli:<the OS user>``: what changed, or how many problems."""
+        services.record_audit(
+            "config.apply",
+            username=who(),
+            auth_method="cli",
+            outcome=outcome,
+            details={"file": file, **details},
+        )

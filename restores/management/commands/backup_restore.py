@@ -13,6 +13,7 @@ from django.utils import timezone
 from backups.cli import ProgressLine, dump_json, failed, stop_cleanly_on_sigterm, usage_error, who
 from backups.humanize import human_bytes, relative_time
 from backups.models import Backup, Target
+from backups.services import record_audit
 from restores.models import RestoreLog, RestoreStatus
 from restores.services import (
     RestorePreview,
@@ -53,6 +54,13 @@ class Command(BaseCommand):
             help="show what the backup holds, what must be typed to confirm and what the restore would "
             "overwrite or why it would be refused; restores nothing",
         )
+        parser.add_argument(
+            "--break-glass",
+            metavar="REASON",
+            default="",
+            help="restore into a protected target without a second person's approval (an emergency: "
+            "the reason goes into the audit log); otherwise ask for it in the web console",
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -70,9 +78,22 @@ class Command(BaseCommand):
             check_restorable(backup, destination)
         except RestoreRefused as exc:
             raise usage_error(str(exc)) from None
+        if destination.protected and not options["break_glass"].strip():
+            raise usage_error(
+                f"--to: {destination.name} is protected: a second person must approve its restores; ask "
+                "in the web console (Restore…), or in an emergency pass --break-glass REASON (audited)"
+            )
         confirmed_by = who() + (" (--yes)" if options["yes"] else "")
         if not options["yes"]:
             self._confirm(backup, destination)
+        if destination.protected:
+            record_audit(
+                "restore.start",
+                obj=backup,
+                auth_method="cli",
+                username=who(),
+                details={"into": destination.name, "break_glass": options["break_glass"].strip()},
+            )
         line = ProgressLine(
             self.stdout, f"restore {backup.pk}", backup.file_size, enabled=not options["json"]
         )
