@@ -91,9 +91,25 @@ def reject(log_id: int, *, by: str, note: str = "", now: datetime | None = None)
 def expire_requests(now: datetime | None = None) -> int:
     """Mark every request past its expiry EXPIRED; returns how many."""
     now = now or timezone.now()
-    return RestoreLog.objects.filter(status=RestoreStatus.AWAITING, expires_at__lte=now).update(
-        status=RestoreStatus.EXPIRED, completed_at=now
-    )
+    expired = 0
+    for log in RestoreLog.objects.filter(status=RestoreStatus.AWAITING, expires_at__lte=now):
+        # One at a time, each a conditional update: a decision racing the expiry wins or loses whole.
+        if RestoreLog.objects.filter(pk=log.pk, status=RestoreStatus.AWAITING).update(
+            status=RestoreStatus.EXPIRED, completed_at=now
+        ):
+            expired += 1
+            backup_services.record_audit(
+                "restore.expire",
+                obj=log,
+                outcome="failure",
+                auth_method="system",
+                username="system",
+                details={
+                    "requested_by": log.initiated_by,
+                    "expired_at": f"{log.expires_at:%Y-%m-%d %H:%M %Z}",
+                },
+            )
+    return expired
 
 
 def awaiting(now: datetime | None = None) -> list[RestoreLog]:

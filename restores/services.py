@@ -272,6 +272,14 @@ def _run(
         log.completed_at = timezone.now()
         log.progress = tracker.done
         log.save()
+    backup_services.record_audit(
+        "restore.result",
+        obj=log,
+        outcome="success" if log.status == RestoreStatus.SUCCESS else "failure",
+        auth_method="system",
+        username=log.confirmed_by or log.initiated_by or "system",
+        details={"backup": backup.pk, "into": into, "status": log.status, "error": log.error_message[:500]},
+    )
     _notify_finished(log, into)
     return log
 

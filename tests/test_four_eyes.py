@@ -118,6 +118,7 @@ def test_it_restores_into_a_protected_target_only_after_a_second_person_approves
         ("restore.approve", "victor", "refused"),
         ("restore.approve", "bob", "success"),
         ("restore.start", "bob", "success"),
+        ("restore.result", "web:bob", "success"),
     ]
 
 
@@ -141,6 +142,8 @@ def test_it_lets_a_request_expire_unapproved(pg_server, shop, settings):
         approvals.approve(log.pk, by="web:bob", now=later)
     log.refresh_from_db()
     assert log.status == RestoreStatus.EXPIRED and log.completed_at is not None
+    expired = AuditEvent.objects.get(action="restore.expire")
+    assert (expired.object_id, expired.details["requested_by"]) == (str(log.pk), "web:alice")
     assert orders(pg_server, protected) == [999]
     # Through the page, an expired request offers no decision.
     page = person("bob", "Restorer").get(reverse("restores:decide", args=[log.pk])).content.decode()

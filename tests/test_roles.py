@@ -155,3 +155,56 @@ def test_it_refuses_queued_work_whose_requester_lost_the_role_before_a_worker_to
     refused = AuditEvent.objects.get(action="backup.run", outcome="refused")
     assert refused.username == "web:olga" and refused.object_id == str(sqlite_target.pk)
     assert run_target_backup(sqlite_target.pk, initiated_by="cli:root") is not None  # the server's own
+
+
+def test_it_keeps_backups_of_backupsites_own_catalog_for_administrators(db, settings):
+    # The catalog holds every user's password hash and the audit log.
+    catalog = target("catalog")
+    catalog.database = settings.DATABASES["default"]["NAME"]
+    catalog.save()
+    restorer = user_with("Restorer")
+    assert can(restorer, "view", catalog) and can(restorer, "verify", catalog)
+    assert not any(can(restorer, action, catalog) for action in ("download", "restore", "preview"))
+    assert can(restorer, "download", target("other-db"))
+    administrator = user_with("Administrator")
+    assert all(can(administrator, action, catalog) for action in ("download", "restore", "preview"))
+
+
+def test_it_edits_a_local_users_tag_grants_on_the_users_page(admin_client):
+    user = User.objects.create_user("lucy", is_staff=True)
+    page = admin_client.get(f"/admin/auth/user/{user.pk}/change/").content.decode()
+    assert "Roles on the targets of a tag" in page
+    form = admin_client.get(f"/admin/auth/user/{user.pk}/change/").context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None and name != "password"}
+    data.update(
+        {
+            "username": "lucy",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "is_staff": "on",
+            "is_active": "on",
+            "role_grants-TOTAL_FORMS": "1",
+            "role_grants-INITIAL_FORMS": "0",
+            "role_grants-0-role": "Restorer",
+            "role_grants-0-tag": "shop",
+        }
+    )
+    data.pop("groups", None)
+    data.pop("user_permissions", None)
+    data.pop("last_login", None)
+    response = admin_client.post(f"/admin/auth/user/{user.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    assert list(RoleGrant.objects.filter(user=user).values_list("role", "tag", "source")) == [
+        ("Restorer", "shop", "local")
+    ]
+    shop = target("shop-db", "shop")
+    assert can(User.objects.get(pk=user.pk), "restore", shop)
+
+
+def test_it_shows_a_directorys_grants_read_only(admin_client):
+    user = User.objects.create_user("dora", is_staff=True)
+    grant = RoleGrant.objects.create(user=user, role=Role.VIEWER, tag="shop", source="ldap")
+    assert (
+        admin_client.get(f"/admin/backups/rolegrant/{grant.pk}/change/").context["has_change_permission"]
+        is False
+    )

@@ -29,6 +29,7 @@ ACTIONS = (
     "restore.request",
     "restore.approve",
     "restore.reject",
+    "restore.expire",
     "restore.start",
     "restore.result",
     "config.change",
