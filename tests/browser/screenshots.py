@@ -78,6 +78,7 @@ def main(argv: list[str]) -> int:
         password = secrets.token_urlsafe(16)
         env = _environment(home, password)
         backup_id = _build_catalog(home, env)
+        request_id = _restore_request(env, backup_id)
         port = free_port()
         server = _start_server(home, env, port)
         base_url = f"http://127.0.0.1:{port}"
@@ -87,6 +88,7 @@ def main(argv: list[str]) -> int:
             Page("dashboard", "/admin/"),
             Page("backup", f"/admin/backups/backup/{backup_id}/change/"),
             Page("restore", f"/restores/backups/{backup_id}/restore/", may_be_missing=True),
+            Page("restore-request", f"/restores/requests/{request_id}/"),
         ]
         for page in pages:
             _capture(browser, base_url, page, output_dir)
@@ -154,6 +156,24 @@ def _build_catalog(home: Path, env: dict[str, str]) -> int:
         raise ScreenshotFailed(f"no demo backup succeeded: {records}")
     print(f"Demo catalog: {len(records)} backups in {home}")
     return int(str(succeeded[-1]["id"]))
+
+
+def _restore_request(env: dict[str, str], backup_id: int) -> int:
+    """A four-eyes request by another person to restore ``backup_id`` into its own target, now
+    protected (the admin sees it as the approver would); returns its id."""
+    code = (
+        "from backups.models import Backup\n"
+        "from restores import approvals\n"
+        "from restores.refusals import confirmation_word\n"
+        f"backup = Backup.objects.select_related('target').get(pk={backup_id})\n"
+        "target = backup.target\n"
+        "target.protected = True\n"
+        "target.save()\n"
+        "log = approvals.request_approval(backup, target, typed=confirmation_word(target)[0], by='web:alice',\n"
+        "    reason='INC-42: the orders table was dropped at 09:12; restore last night\\'s backup')\n"
+        "print(log.pk)\n"
+    )
+    return int(_manage(env, "shell", "-c", code).strip().splitlines()[-1])
 
 
 def _demo_files(root: Path) -> None:
