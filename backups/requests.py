@@ -102,3 +102,29 @@ def register_running_work(lookup: RunningWorkLookup) -> None:
 
 def running_work() -> list[RunningWork]:
     return [work for lookup in _running for work in lookup()]
+
+
+@dataclass(frozen=True)
+class AwaitingDecision:
+    """Something of another app that waits for a person's decision (a four-eyes restore
+    request), shown on the dashboard to those who may decide."""
+
+    pk: int
+    label: str  # "restore of backup 42 into shop-live, asked by web:alice: INC-42 ..."
+    target_id: int  # the target it acts on (the destination of a restore)
+    expires_at: datetime | None
+    url: str  # its page, where the decision is taken
+
+
+AwaitingDecisionLookup = Callable[[], Sequence[AwaitingDecision]]
+_awaiting: list[AwaitingDecisionLookup] = []
+
+
+def register_awaiting_decisions(lookup: AwaitingDecisionLookup) -> None:
+    """Called by an app with requests awaiting a decision (the restores app)."""
+    if lookup not in _awaiting:
+        _awaiting.append(lookup)
+
+
+def awaiting_decisions() -> list[AwaitingDecision]:
+    return [item for lookup in _awaiting for item in lookup()]

@@ -50,9 +50,12 @@ from backups.models import AuditEvent
 from backups.notifications import RESTORE_FINISHED, RESTORE_REQUESTED, notify, notify_backup
 from backups.notifiers import NotifierError, notifier_class
 from backups.requests import (
+    AwaitingDecision,
     RunningWork,
     ScheduleInfo,
     ScheduleOverview,
+    awaiting_decisions,
+    register_awaiting_decisions,
     register_running_work,
     register_schedule_lookup,
     register_schedule_overview,
@@ -127,6 +130,7 @@ __all__ = [
     "ApplyReport",
     "AuditEvent",
     "AuditObject",
+    "AwaitingDecision",
     "BackupInfo",
     "ChainLink",
     "CleanupPlan",
@@ -164,6 +168,7 @@ __all__ = [
     "apply_grants",
     "audit_event_dict",
     "audit_events_since",
+    "awaiting_decisions",
     "backup_info",
     "build_manifest",
     "can",
@@ -203,6 +208,7 @@ __all__ = [
     "record_audit",
     "record_audit_deletions",
     "redact",
+    "register_awaiting_decisions",
     "register_running_work",
     "register_schedule_lookup",
     "register_schedule_overview",

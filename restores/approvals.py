@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from backups import services as backup_services
 from backups.models import Backup, Target
+from backups.services import AwaitingDecision
 
 from .models import RestoreLog, RestoreStatus
 from .refusals import RestoreRefused, check_restorable, confirmation_word
@@ -119,6 +120,21 @@ def awaiting(now: datetime | None = None) -> list[RestoreLog]:
         "backup__target", "destination"
     )
     return list(rows.order_by("created_at", "id"))
+
+
+def awaiting_decisions() -> list[AwaitingDecision]:
+    """The requests awaiting a decision, for the dashboard (which asks who may decide)."""
+    return [
+        AwaitingDecision(
+            pk=log.pk,
+            label=f"restore of backup {log.backup_id} into {log.destination.name if log.destination else '?'}, "
+            f"asked by {log.initiated_by}: {log.reason[:120]}",
+            target_id=log.destination_id or 0,
+            expires_at=log.expires_at,
+            url=reverse("restores:decide", args=[log.pk]),
+        )
+        for log in awaiting()
+    ]
 
 
 def _awaiting(log_id: int, by: str, now: datetime | None, requester_may: bool = False) -> RestoreLog:

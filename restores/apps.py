@@ -11,7 +11,8 @@ class RestoresConfig(AppConfig):
     def ready(self) -> None:
         from backups import services as backup_services
 
-        from . import services
+        from . import approvals, services
 
         # The dashboard (in backups, which never imports restores) shows restores under way.
         backup_services.register_running_work(services.running_restores)
+        backup_services.register_awaiting_decisions(approvals.awaiting_decisions)

@@ -240,3 +240,14 @@ def test_it_refuses_a_command_line_restore_into_a_protected_target_without_break
     assert RestoreLog.objects.get().status == RestoreStatus.SUCCESS
     glass = AuditEvent.objects.get(action="restore.start", details__break_glass="INC-7 outage")
     assert glass.auth_method == "cli" and glass.username.startswith("cli")
+
+
+def test_it_lists_requests_on_the_dashboard_of_those_who_may_decide(shop):
+    backup, protected = shop
+    log = approvals.request_approval(
+        backup, protected, typed=protected.database, by="web:alice", reason="drill"
+    )
+    link = reverse("restores:decide", args=[log.pk])
+    assert link in person("bob", "Restorer").get("/admin/").content.decode()
+    assert "Awaiting your decision" in person("carol", "Administrator").get("/admin/").content.decode()
+    assert link not in person("oscar", "Operator").get("/admin/").content.decode()

@@ -35,6 +35,16 @@ def _runnable(request: HttpRequest, board: services.Dashboard) -> set[int] | Non
     return {row.target.pk for row in board.targets if services.can(request.user, "run", row.target)}
 
 
+def _decisions(request: HttpRequest, board: services.Dashboard) -> list[services.AwaitingDecision]:
+    """The requests awaiting a decision this user may take (approve a restore into the target)."""
+    targets = {row.target.pk: row.target for row in board.targets}
+    return [
+        item
+        for item in services.awaiting_decisions()
+        if item.target_id in targets and services.can(request.user, "approve", targets[item.target_id])
+    ]
+
+
 @never_cache
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -46,6 +56,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "title": "Backups",
         "board": board,
         "run_ids": _runnable(request, board),
+        "decisions": _decisions(request, board),
         "statuses": [
             ("FAILING", board.count("FAILING")),
             ("MISSED", board.count("MISSED")),
