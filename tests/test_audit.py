@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from backups import audit, services
 from backups.access.proxies import client_address, parse_networks, trusted_networks_from_env
+from backups.audit import receivers
 from backups.models import AppendOnlyError, AuditEvent, Notifier, Storage, Target
 from tests.conftest import REPO, unique_name
 from tests.servers.postgres import PostgresServer
@@ -472,7 +473,7 @@ def test_it_records_the_address_behind_a_trusted_proxy_only(client, alice, setti
 
 
 def test_it_connects_the_receivers_once():
-    audit.connect_receivers()  # ready() already did: dispatch_uid keeps one connection each
+    receivers.connect_receivers()  # ready() already did: dispatch_uid keeps one connection each
     User.objects.create_user("carol")
     assert len(events("user.change")) == 1
 
