@@ -208,3 +208,18 @@ def test_it_shows_a_directorys_grants_read_only(admin_client):
         admin_client.get(f"/admin/backups/rolegrant/{grant.pk}/change/").context["has_change_permission"]
         is False
     )
+
+
+def change_window_closed(user, action, target):
+    """A stand-in for another scheme: no restores into production outside a change window."""
+    return not (action == "restore" and target is not None and "production" in (target.tags or []))
+
+
+def test_it_asks_another_schemes_check_first_which_may_only_refuse(db, settings):
+    settings.BACKUPSITE_PERMISSION_CHECK = "tests.test_roles.change_window_closed"
+    restorer, viewer = user_with("Restorer"), user_with("Viewer")
+    production, staging = target("prod-db", "production"), target("staging-db", "staging")
+    assert not can(restorer, "restore", production) and can(restorer, "restore", staging)
+    assert not can(viewer, "restore", staging)  # the hook never widens what roles allow
+    settings.BACKUPSITE_PERMISSION_CHECK = ""
+    assert can(restorer, "restore", production)
