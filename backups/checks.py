@@ -73,6 +73,24 @@ def check_storages(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 @register()
+def check_login_mode(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """BACKUPSITE_AUTH=none opens every target's history to whoever reaches the site: say so at
+    every start (migrate, runserver, check) as well as on every page."""
+    from django.conf import settings
+
+    if "none" not in settings.BACKUPSITE_AUTH:
+        return []
+    return [
+        Warning(
+            "Backupsite runs without login (BACKUPSITE_AUTH=none): everyone who reaches it can see "
+            "every target and its backups, read only",
+            hint="Keep it on a trusted network, or set BACKUPSITE_AUTH to local, ldap, oidc or proxy.",
+            id="backups.W002",
+        )
+    ]
+
+
+@register()
 def check_retention(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """A stored policy the engine cannot read would make cleanup delete nothing for that target
     (safe, but it must be seen): rows edited outside the admin and the TOML loader land here."""

@@ -198,6 +198,71 @@ from backups.access.proxies import trusted_networks_from_env  # noqa: E402
 
 BACKUPSITE_TRUSTED_PROXIES = trusted_networks_from_env()
 
+# OpenID Connect (docs/authentication.md): with oidc among the login modes, mozilla-django-oidc's
+# settings from the OIDC_* variables (the provider's endpoints are discovered from OIDC_ISSUER at
+# the first login, so start-up does not need the provider), and the admin login page's button.
+if "oidc" in BACKUPSITE_AUTH:
+    from backups.access.oidc import settings_from_env as oidc_settings_from_env
+
+    globals().update(oidc_settings_from_env(os.environ))
+    _template_options = TEMPLATES[0]["OPTIONS"]
+    assert isinstance(_template_options, dict)
+    _template_options["context_processors"].append("backups.access.oidc.views.login_context")
+
+# The proxy and none login modes (docs/authentication.md). proxy: a reverse proxy in
+# BACKUPSITE_TRUSTED_PROXIES names the user, and their groups (comma-separated; an empty variable:
+# roles are given in the admin instead), in these headers; from anyone else they are ignored.
+# none: nobody logs in, every visitor is a read-only Viewer (backups/access/guest.py).
+
+
+def env_header(name: str, default: str) -> str:
+    value = env_str(name, default).strip()
+    if value and not (value.isascii() and value.replace("-", "").isalnum()):
+        # An underscore would reach Django as a hyphen does: two spellings of one header.
+        raise ImproperlyConfigured(
+            f"{name}: expected a header name of letters, digits and hyphens (e.g. {default}), got {value!r}"
+        )
+    return value
+
+
+BACKUPSITE_PROXY_USER_HEADER = env_header("BACKUPSITE_PROXY_USER_HEADER", "X-Remote-User")
+BACKUPSITE_PROXY_GROUPS_HEADER = env_header("BACKUPSITE_PROXY_GROUPS_HEADER", "X-Remote-Groups")
+# After the audit's RequestMiddleware: roles changed at a proxy login are audited with the request.
+_after_auth = MIDDLEWARE.index("backups.audit.RequestMiddleware") + 1
+if "proxy" in BACKUPSITE_AUTH:
+    if not BACKUPSITE_TRUSTED_PROXIES:
+        raise ImproperlyConfigured(
+            "BACKUPSITE_AUTH: mode 'proxy' needs BACKUPSITE_TRUSTED_PROXIES, the addresses of the reverse "
+            "proxies whose headers name the user (from anyone else the headers are ignored)"
+        )
+    if not BACKUPSITE_PROXY_USER_HEADER:
+        raise ImproperlyConfigured("BACKUPSITE_PROXY_USER_HEADER: mode 'proxy' needs the user's header")
+    MIDDLEWARE.insert(_after_auth, "backups.access.proxy.ProxyUserMiddleware")
+if "none" in BACKUPSITE_AUTH:
+    MIDDLEWARE.insert(_after_auth, "backups.access.guest.GuestMiddleware")
+
+# Login throttling (django-axes, backups/access/throttle.py): BACKUPSITE_LOGIN_FAILURE_LIMIT failed
+# logins for one name from one client address lock that pair out for
+# BACKUPSITE_LOGIN_COOLOFF_MINUTES after the last attempt; a successful login forgets them.
+from datetime import timedelta  # noqa: E402
+
+INSTALLED_APPS.append("axes")
+AUTHENTICATION_BACKENDS.insert(0, "backups.access.throttle.LoginThrottle")  # first: before any password
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last: a lockout becomes the login page saying so
+AXES_FAILURE_LIMIT = env_int("BACKUPSITE_LOGIN_FAILURE_LIMIT", 5)
+if AXES_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured("BACKUPSITE_LOGIN_FAILURE_LIMIT: expected a whole number of at least 1")
+_cooloff_minutes = env_int("BACKUPSITE_LOGIN_COOLOFF_MINUTES", 15)
+if _cooloff_minutes < 1:
+    raise ImproperlyConfigured("BACKUPSITE_LOGIN_COOLOFF_MINUTES: expected a whole number of at least 1")
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "backups.access.throttle.PasswordLoginHandler"  # logins that name a user
+AXES_CLIENT_IP_CALLABLE = "backups.access.throttle.client_ip"  # behind BACKUPSITE_TRUSTED_PROXIES
+AXES_LOCKOUT_CALLABLE = "backups.access.throttle.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # the audit log records logins and logouts
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
@@ -246,6 +311,9 @@ BACKUPSITE_PROGRESS_INTERVAL = 1.0
 BACKUPSITE_COPY_RETRY_DELAYS = env_seconds_list("BACKUPSITE_COPY_RETRY_DELAYS", [5, 30, 120])
 # Four eyes: a restore into a protected target waits this long for a second person's approval.
 BACKUPSITE_RESTORE_APPROVAL_HOURS = env_int("BACKUPSITE_RESTORE_APPROVAL_HOURS", 24)
+# Another authorisation scheme's veto: a dotted path to f(user, action, target) -> bool that
+# backups.access.roles.can() asks first (docs/authentication.md, "Roles").
+BACKUPSITE_PERMISSION_CHECK = env_str("BACKUPSITE_PERMISSION_CHECK")
 # A running backup touches its heartbeat this often; one silent for the stale time is reaped
 # as "worker lost" (any host). The stale time must be well above the interval.
 # Dead man's switch: a schedule with no successful backup this long after a due run alerts once.

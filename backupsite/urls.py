@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
@@ -21,3 +22,6 @@ urlpatterns = [
     path("backups/", include("backups.urls")),
     path("restores/", include("restores.urls")),
 ]
+if "oidc" in settings.BACKUPSITE_AUTH:
+    # Start, callback and logout of an OpenID Connect login (backups/access/oidc/views.py).
+    urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))

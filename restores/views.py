@@ -53,7 +53,8 @@ def restore_backup(request: HttpRequest, pk: int) -> HttpResponse:
     queue the restore when ``confirm`` is the destination's name, else show the page again. Into
     a protected destination the POST (with a ``reason``) records a request for a second person
     to approve instead (four eyes)."""
-    if not request.user.is_authenticated:
+    if not request.user.is_authenticated and not request.user.is_active:
+        # Nobody logged in (a read-only guest of the "none" mode is active: can() refuses it).
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     backup = get_object_or_404(Backup.objects.select_related("target"), pk=pk)
     data = request.POST if request.method == "POST" else request.GET
@@ -113,7 +114,8 @@ def decide(request: HttpRequest, pk: int) -> HttpResponse:
     """A four-eyes request: GET shows it; POST ``decision`` = ``approve`` or ``reject`` (with an
     optional ``note``). Only another Restorer or an Administrator of the destination approves;
     the requester may withdraw (reject) their own."""
-    if not request.user.is_authenticated:
+    if not request.user.is_authenticated and not request.user.is_active:
+        # Nobody logged in (a read-only guest of the "none" mode is active: can() refuses it).
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     log = get_object_or_404(RestoreLog.objects.select_related("backup__target", "destination"), pk=pk)
     destination = log.destination

@@ -24,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django_auth_ldap.backend import ldap_error
 
 from backups.access.ldap import connect_signals, disconnect_signals, settings_from_env
-from backups.access.modes import backends_for, parse_modes
+from backups.access.modes import BACKENDS, backends_for, parse_modes
 from backups.access.rolemap import Grant, normalise_group, parse_role_map
 from tests.conftest import REPO
 from tests.servers import free_port, silent_listener
@@ -42,6 +42,8 @@ from tests.servers.slapd import (
 
 LDAP_BACKEND = "backups.access.ldap.LDAPBackend"
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+THROTTLE = "backups.access.throttle.LoginThrottle"  # first in every process's backends
+KNOWN_MODES = ", ".join(BACKENDS)
 
 
 @pytest.fixture(scope="session")
@@ -535,11 +537,11 @@ def test_it_maps_login_modes_to_backends_in_the_listed_order():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("kerberos", "BACKUPSITE_AUTH: unknown mode 'kerberos'; use local, ldap"),
-        ("ldap,lcoal", "BACKUPSITE_AUTH: unknown mode 'lcoal'; use local, ldap"),
-        ("oidc", "BACKUPSITE_AUTH: mode 'oidc' is not built yet; use local, ldap"),
+        ("kerberos", f"BACKUPSITE_AUTH: unknown mode 'kerberos'; use {KNOWN_MODES}"),
+        ("ldap,lcoal", f"BACKUPSITE_AUTH: unknown mode 'lcoal'; use {KNOWN_MODES}"),
+        ("none,ldap", "BACKUPSITE_AUTH: mode 'none' (no login) cannot be combined with others"),
         ("ldap,ldap", "BACKUPSITE_AUTH: mode 'ldap' is listed twice"),
-        (" , ", "BACKUPSITE_AUTH: name at least one login mode; use local, ldap"),
+        (" , ", f"BACKUPSITE_AUTH: name at least one login mode; use {KNOWN_MODES}"),
     ],
 )
 def test_it_refuses_unknown_login_modes(text, message):
@@ -562,7 +564,7 @@ def start_up(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 def test_it_builds_the_login_settings_at_start_up(tmp_path):
     result = start_up(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [[MODEL_BACKEND], None]
+    assert json.loads(result.stdout) == [[THROTTLE, MODEL_BACKEND], None]
 
     ldap_env = {
         **valid_env(),
@@ -571,7 +573,7 @@ def test_it_builds_the_login_settings_at_start_up(tmp_path):
     }
     result = start_up(tmp_path, **ldap_env)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [[LDAP_BACKEND, MODEL_BACKEND], "ldaps://ldap.example.org"]
+    assert json.loads(result.stdout) == [[THROTTLE, LDAP_BACKEND, MODEL_BACKEND], "ldaps://ldap.example.org"]
 
     result = start_up(tmp_path, **{**ldap_env, "AUTH_LDAP_SERVER_URI": "ldap://ldap.example.org"})
     assert result.returncode != 0 and "ImproperlyConfigured: AUTH_LDAP_SERVER_URI:" in result.stderr

@@ -20,9 +20,12 @@ SETTING = "BACKUPSITE_AUTH"
 BACKENDS: dict[str, tuple[str, ...]] = {
     "local": ("django.contrib.auth.backends.ModelBackend",),
     "ldap": ("backups.access.ldap.LDAPBackend",),
+    "oidc": ("backups.access.oidc.backend.OIDCBackend",),
+    "proxy": ("backups.access.proxy.ProxyBackend",),  # with its middleware (settings)
+    "none": ("django.contrib.auth.backends.BaseBackend",),  # signs nobody in: everyone is the guest
 }
 # Documented modes that are not built yet: named apart from typos so the message says so.
-PLANNED = ("oidc", "proxy", "none")
+PLANNED: tuple[str, ...] = ()
 
 
 def parse_modes(text: str) -> list[str]:
@@ -40,6 +43,8 @@ def parse_modes(text: str) -> list[str]:
         if mode in seen:
             raise ImproperlyConfigured(f"{SETTING}: mode {mode!r} is listed twice")
         seen.add(mode)
+    if "none" in seen and len(modes) > 1:
+        raise ImproperlyConfigured(f"{SETTING}: mode 'none' (no login) cannot be combined with others")
     return modes
 
 

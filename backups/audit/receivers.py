@@ -51,7 +51,12 @@ def _on_login_failed(
     sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any
 ) -> None:
     # Only the name tried: the credentials also hold the password (masked by Django, still not ours).
-    tried = credentials.get(get_user_model().USERNAME_FIELD) or credentials.get("username") or ""
+    tried = (
+        credentials.get(get_user_model().USERNAME_FIELD)
+        or credentials.get("username")
+        or credentials.get("remote_user")  # the proxy mode's header
+        or ""
+    )
     record(
         "login.failure", request=request, user=AnonymousUser(), username=str(tried), outcome=Outcome.FAILURE
     )

@@ -21,6 +21,7 @@ APPEND_ONLY = "audit events are append-only"
 ACTIONS = (
     "login.success",
     "login.failure",
+    "login.lockout",
     "logout",
     "backup.run",
     "backup.verify",
