@@ -8,6 +8,8 @@ both are kept short (see "Start-up and exit" in the README):
   exit), the cyclic garbage collector is paused: a collection there would find nothing to free.
   The objects made then are frozen out of later collections (which also keeps their memory
   shared with forked children).
+- A bad environment value (``DEBUG=maybe``) is one line naming the variable and exit status 2,
+  not a traceback.
 - A command that returns (or calls ``sys.exit`` with a number) when no other thread is running
   exits without tearing down every module: exit handlers run (logging is flushed and closed),
   standard output and error are flushed, and the exit status is the command's. Anything else (an
@@ -24,15 +26,28 @@ import sys
 import threading
 
 
-def setup() -> None:
-    """``django.setup()`` with the cyclic garbage collector paused, when the settings load;
-    otherwise Django's command-line handling reports the problem in its own way."""
-    import django
+def load_settings() -> bool:
+    """Load the settings. A value they refuse (``ImproperlyConfigured``, whose message names the
+    variable) ends the process: that one line and status 2, like any usage error. False when
+    they cannot be loaded otherwise: Django's command-line handling reports that its own way."""
     from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
 
     try:
         settings.INSTALLED_APPS  # noqa: B018  (loads the settings)
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"Backupsite cannot start: {exc}\n")
+        raise SystemExit(2) from None
     except Exception:
+        return False
+    return True
+
+
+def setup() -> None:
+    """``django.setup()`` with the cyclic garbage collector paused, when the settings load."""
+    import django
+
+    if not load_settings():
         return
     gc.disable()
     try:
@@ -64,8 +79,10 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backupsite.settings")
     from django.core.management import execute_from_command_line
 
-    if sys.argv[1:2] != ["runserver"]:  # runserver's autoreloader sets Django up itself
+    if sys.argv[1:2] != ["runserver"]:
         setup()
+    else:  # runserver's autoreloader sets Django up itself
+        load_settings()
     try:
         execute_from_command_line(sys.argv)
     except SystemExit as exc:

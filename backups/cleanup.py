@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 def sweep_storages(older_than: timedelta = STALE_AFTER) -> tuple[list[str], list[str]]:
     """Remove writer leftovers (temporary names, unfinished multipart uploads, uncommitted
     blocks) older than ``older_than`` from every storage: what a worker killed mid-upload on
-    another host left. Returns (what was removed, errors)."""
+    another host left. Each storage removes only what its own writers create (the exact
+    ``.NAME.partial-TOKEN`` and write-test names, see ``storages.base``) and only under its
+    prefix; a storage it cannot build (a prefix with '..') is reported, never swept. Returns
+    (what was removed, errors)."""
     removed: list[str] = []
     errors: list[str] = []
     for row in Storage.objects.order_by("name"):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import getpass
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from django.core.management.base import CommandError, OutputWrapper
@@ -16,6 +17,7 @@ from backups.humanize import human_bytes
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+MAX_ID = 2**63 - 1  # the largest primary key (BigAutoField)
 
 
 @contextlib.contextmanager
@@ -31,6 +33,23 @@ def stop_cleanly_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``low`` to ``high``. Anything else is a usage
+    error naming the option and the bounds (exit 2), never a database overflow."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)  # also refuses a number of thousands of digits
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            shown = text if len(text) <= 30 else text[:27] + "..."
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {shown!r}")
+        return value
+
+    return parse
 
 
 def usage_error(message: str) -> CommandError:

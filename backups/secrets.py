@@ -11,6 +11,10 @@ is resolved):
 * ``${NAME}``: never one of the application's own secrets (:data:`APP_SECRETS`); when
   ``BACKUPSITE_SECRET_ENV`` is set, only a name matching one of its glob patterns.
 
+The secret is the whole file (UTF-8, without its trailing newlines) or the whole variable. A
+``${`` that starts no reference (``${}``, ``${file:}``, ``${A-B}``) is :func:`malformed`: the
+configuration checks refuse it rather than store it as text.
+
 Resolved values are remembered in this process so that :class:`RedactingFilter` can scrub them
 from any log record, and :func:`redact` from any message that is about to be shown or stored.
 """
@@ -28,6 +32,7 @@ from typing import Any
 from django.conf import settings
 
 REFERENCE = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<env>[A-Za-z_][A-Za-z0-9_]*))\}")
+OPENING = re.compile(r"\$\{[^}]*\}?")  # what a reader takes for a reference: ${ up to the next }
 #: The application's own secrets, as names or glob patterns (the env_secret() settings, the
 #: URLs that embed passwords, the role map, Django's own variables). No reference ever reads
 #: them, whatever BACKUPSITE_SECRET_ENV says: whoever can edit a target could otherwise send
@@ -63,6 +68,31 @@ def references(value: str) -> list[str]:
 def is_reference_only(value: str) -> bool:
     """True when ``value`` is empty or made only of references (no literal secret text)."""
     return REFERENCE.sub("", value).strip() == ""
+
+
+def mentions_reference(value: str) -> bool:
+    """Whether ``value`` holds a reference, or a ``${`` meant as one."""
+    return "${" in value
+
+
+def malformed(value: str) -> list[str]:
+    """The ``${...}`` in ``value`` that are not references, e.g. ``["${A-B}"]`` (an unclosed one
+    runs to the end): left alone by :func:`resolve`, so a typo would be sent as the secret."""
+    return [match.group(0) for match in OPENING.finditer(value) if not REFERENCE.fullmatch(match.group(0))]
+
+
+def absolute_file_references(value: str, base: str) -> str:
+    """``value`` with each relative ``${file:path}`` made absolute against the directory
+    ``base`` (the TOML loader reads relative paths against its file's directory)."""
+
+    def absolute(match: re.Match[str]) -> str:
+        path = match.group("file")
+        if path is None or os.path.isabs(path):
+            return match.group(0)
+        joined = os.path.normpath(os.path.join(base, path))
+        return f"${{file:{joined}}}" if "}" not in joined else match.group(0)
+
+    return REFERENCE.sub(absolute, value)
 
 
 def refusals(value: str) -> list[str]:
@@ -139,6 +169,8 @@ def resolve(value: str, field: str = "") -> str:
             if name not in os.environ:
                 raise SecretError(f"environment variable {name} is not set")
             secret = os.environ[name]
+            if not _is_text(secret):
+                raise SecretError(f"environment variable {name} is not UTF-8 text")
         else:
             secret = _read_secret_file(path, real)
         remember(secret)
@@ -148,9 +180,10 @@ def resolve(value: str, field: str = "") -> str:
 
 
 def _read_secret_file(path: str, real: str) -> str:
-    """The text of the regular file ``path`` without its trailing newline. ``real``, the real
-    path found inside the secret directories, is what is opened, not following a symlink swapped
-    in since; without blocking, so a FIFO opens at once and is refused by ``fstat``."""
+    """The text of the regular file ``path``, all of it (a key or a certificate spans lines)
+    without its trailing newlines. ``real``, the real path found inside the secret directories,
+    is what is opened, not following a symlink swapped in since; without blocking, so a FIFO
+    opens at once and is refused by ``fstat``."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         descriptor = os.open(real, flags)
@@ -179,6 +212,15 @@ def _read_secret_file(path: str, real: str) -> str:
         return data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         raise SecretError(f"secret file {path} is not UTF-8 text") from None
+
+
+def _is_text(value: str) -> bool:
+    """False for a value holding bytes that are not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_at_most(descriptor: int, limit: int) -> bytes:

@@ -1,5 +1,6 @@
 """Checks shared by the engine tests: a missing program, the dump tools a test started, and
-what every process's command line shows while an engine works."""
+what every process's command line and the database tools' environments show while an engine
+works."""
 
 from __future__ import annotations
 
@@ -67,41 +68,89 @@ def assert_missing_tools_fail(
 
 def command_lines() -> list[bytes]:
     """Every process's command line (NUL-separated arguments), as /proc shows it to anyone."""
-    lines = []
+    return [line for _pid, line in _processes()]
+
+
+def _processes() -> list[tuple[str, bytes]]:
+    found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as handle:
-                lines.append(handle.read())
-    return lines
+                found.append((pid, handle.read()))
+    return found
+
+
+def environment(pid: str) -> dict[bytes, bytes]:
+    """The environment process ``pid`` was started with (empty once it is gone)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as handle:
+        pairs = (item.partition(b"=") for item in handle.read().split(b"\0") if item)
+        return {name: value for name, _, value in pairs}
+    return {}
+
+
+# The tools the engines start to dump and to restore, by program name (argv[0]'s last part).
+DUMP_TOOLS = ("pg_dump", "mysqldump", "mariadb-dump", "clickhouse-client", "mongodump", "redis-cli")
+RESTORE_TOOLS = ("pg_restore", "psql", "mysql", "mariadb", "clickhouse-client", "mongorestore", "redis-cli")
+
+# Environment variables that may carry a password by design. redis-cli takes a password only
+# from its argv or from REDISCLI_AUTH, and /proc/<pid>/environ, unlike argv, is readable only by
+# the process's own user (and root). Every other tool gets its password from a 0600 file
+# (PGPASSFILE names one: a path, not a secret).
+ALLOWED_ENV = frozenset({b"REDISCLI_AUTH"})
+
+
+def runs(*programs: str) -> Callable[[bytes], bool]:
+    """A ``wanted`` for :class:`ProcessWatch`: command lines whose program is one of ``programs``."""
+    names = {program.encode() for program in programs}
+    return lambda line: line.split(b"\0", 1)[0].rsplit(b"/", 1)[-1] in names
 
 
 class ProcessWatch:
-    """While its block runs, samples every process's command line (and the permission bits of
-    credential files): the lines ``wanted`` picked, the lines that held a secret, the modes seen."""
+    """While its block runs, samples every process's command line, the environment of the
+    processes ``wanted`` picks, and the permission bits of credential files: the lines picked
+    (``seen``), the command lines that held a secret (``leaked``), the picked processes'
+    variable names (``environments``) and their variables outside ``allowed_env`` that held one
+    (``env_leaked``, as ``b"environment of PROGRAM: NAME"``, also counted in ``leaked``), the
+    modes seen."""
 
     def __init__(
         self,
         secrets: list[str],
         wanted: Callable[[bytes], bool],
         files: Callable[[], Iterable[Path]] = lambda: (),
+        allowed_env: frozenset[bytes] = ALLOWED_ENV,
     ) -> None:
         self._secrets = [secret.encode() for secret in secrets]
-        self._wanted, self._files = wanted, files
+        self._wanted, self._files, self._allowed_env = wanted, files, allowed_env
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="process-watch")
         self.seen: list[bytes] = []
+        self.environments: list[tuple[bytes, frozenset[bytes]]] = []  # (program, variable names)
         self.leaked: list[bytes] = []
+        self.env_leaked: list[bytes] = []
         self.modes: set[int] = set()
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            for line in command_lines():
+            for pid, line in _processes():
                 if self._wanted(line):
                     self.seen.append(line)
+                    self._sample_environment(pid, line)
                 if any(secret in line for secret in self._secrets):
                     self.leaked.append(line)
             self._sample_modes()
             time.sleep(0.002)
+
+    def _sample_environment(self, pid: str, line: bytes) -> None:
+        variables = environment(pid)
+        if not variables:
+            return  # gone already, or not yet exec'd
+        program = line.split(b"\0", 1)[0]
+        self.environments.append((program, frozenset(variables)))
+        for name, value in variables.items():
+            if name not in self._allowed_env and any(secret in value for secret in self._secrets):
+                self.env_leaked.append(b"environment of " + program + b": " + name)
+                self.leaked.append(b"environment of " + program + b": " + name)
 
     def _sample_modes(self) -> None:
         # The credential files' directory comes and goes while the tool runs: a listing that

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -293,10 +294,15 @@ def test_it_replaces_an_existing_database_and_keeps_its_mode(
     (tmp_path / "live").mkdir()
     destination = fill_sqlite(tmp_path / "live" / "live.sqlite3", rows=3)
     destination.chmod(0o640)
-    restore_bytes(data, destination, scratch)
+    before = destination.read_bytes()
+    result = restore_bytes(data, destination, scratch)
     assert sqlite_rows(destination) == sqlite_rows(sqlite_source)
     assert stat.S_IMODE(destination.stat().st_mode) == 0o640
-    assert os.listdir(tmp_path / "live") == ["live.sqlite3"]
+    names = sorted(os.listdir(tmp_path / "live"))
+    assert names[0] == "live.sqlite3" and len(names) == 2
+    assert re.fullmatch(r"live\.sqlite3\.before-restore-\d{8}T\d{6}Z", names[1])
+    assert (tmp_path / "live" / names[1]).read_bytes() == before  # the previous file, kept aside
+    assert f"the previous file is kept as {tmp_path / 'live' / names[1]}" in result.message  # type: ignore[attr-defined]
 
 
 def test_it_does_not_replay_a_stale_wal_onto_the_restored_database(
@@ -331,7 +337,9 @@ def test_it_restores_over_a_damaged_database(sqlite_source: Path, scratch: Path,
     destination.write_bytes(b"this database was overwritten by accident" * 200)
     restore_bytes(data, destination, scratch)
     assert sqlite_rows(destination) == sqlite_rows(sqlite_source)
-    assert os.listdir(tmp_path / "live") == ["broken.sqlite3"]
+    names = sorted(os.listdir(tmp_path / "live"))
+    assert names[0] == "broken.sqlite3" and names[1].startswith("broken.sqlite3.before-restore-")
+    assert len(names) == 2
 
 
 def test_it_creates_missing_parent_directories_on_restore(

@@ -191,7 +191,10 @@ class TargetForm(forms.ModelForm):
             self.add_error("engine", str(exc))
             return
         for key, message in problems:
-            self.add_error("options", f"{key}: {message}")
+            if key in CONNECTION_FIELDS:
+                self.add_error(key, message)
+            else:
+                self.add_error("options", f"{key}: {message}")
 
     def _keep_a_readable_policy(self) -> None:
         """Nothing is saved, but the model's own check still runs on the instance: a stored policy

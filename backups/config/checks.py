@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 SECTIONS = ("storages", "targets", "schedules", "notifiers")
 PLAINTEXT_REFUSED = "write secrets as ${ENV_VAR} or ${file:/path}; plaintext secrets are refused"
+MALFORMED = (
+    "malformed reference {text}: write ${{NAME}} (letters, digits and '_', not starting with a "
+    "digit) or ${{file:/path}}"
+)
 
 
 def suggest(word: str, choices: Any) -> str:
@@ -26,11 +30,19 @@ def suggest(word: str, choices: Any) -> str:
 
 
 def secret_problems(value: str, *, must_be_reference: bool) -> list[str]:
-    """What stops ``value`` from being stored where a secret may be: plaintext where only
-    references are allowed, or references the secret rules refuse (nothing is read)."""
+    """What stops ``value`` from being stored where a secret may be: a malformed reference,
+    plaintext where only references are allowed, or references the secret rules refuse (nothing
+    is read)."""
+    malformed = secrets.malformed(value)
+    if malformed:
+        return [MALFORMED.format(text=_shortened(text)) for text in malformed]
     if must_be_reference and not secrets.is_reference_only(value):
         return [PLAINTEXT_REFUSED]
     return secrets.refusals(value)
+
+
+def _shortened(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
 class Validator:
@@ -93,16 +105,20 @@ class Validator:
                 self.error(f"{section}.{name}", f"duplicate name: {seen[folded]!r} differs only in case")
             seen[folded] = name
 
-    def reference(self, value: str, path: str, must_be_reference: bool) -> None:
+    def reference(self, value: str, path: str, must_be_reference: bool) -> str:
+        """Check a value that holds (or, a secret, must be) references; return it as stored: each
+        relative ``${file:...}`` made absolute against the TOML file's directory, as paths are."""
+        value = secrets.absolute_file_references(value, str(self.config.base_dir))
         refused = secret_problems(value, must_be_reference=must_be_reference)
         for message in refused:
             self.error(path, message)
         if refused:
-            return
+            return value
         # Whether the reference resolves *here* is a fact about this host: a probe.
         problem = secrets.check_resolvable(value) if self.probe else None
         if problem:
             self.error(path, problem)
+        return value
 
     def path_value(self, value: str) -> str:
         expanded = os.path.expanduser(value)

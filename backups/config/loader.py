@@ -7,6 +7,8 @@ they are checked for resolvability but only ever stored as written.
 
 from __future__ import annotations
 
+import datetime
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,9 @@ from backups.config.sections import (
     validate_target,
 )
 from backups.models import Notifier, Storage, Target
+
+MAX_DEPTH = 20  # levels of tables and arrays; a real file needs about 6
+INTEGER_RANGE = range(-(2**63), 2**63)  # TOML's integers are 64-bit; tomllib reads any size
 
 
 class ConfigInvalid(Exception):
@@ -65,7 +70,13 @@ def load(path: str | Path) -> Config:
         raise ConfigInvalid([f"{path}: not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigInvalid([f"{path}: invalid TOML: {exc}"]) from None
-    errors: list[str] = []
+    except RecursionError:  # tomllib reads nested arrays and inline tables recursively
+        raise ConfigInvalid([f"{path}: too deeply nested (at most {MAX_DEPTH} levels)"]) from None
+    except ValueError:  # int() refuses a number of thousands of digits
+        raise ConfigInvalid([f"{path}: invalid TOML: a number of thousands of digits"]) from None
+    errors = shape_problems(data)
+    if errors:
+        raise ConfigInvalid(errors)
     sections = section_names()
     for key, value in data.items():
         if key not in sections:
@@ -77,6 +88,47 @@ def load(path: str | Path) -> Config:
     if errors:
         raise ConfigInvalid(errors)
     return Config(source=source, data={section: data.get(section, {}) for section in sections})
+
+
+def shape_problems(data: dict[str, Any]) -> list[str]:
+    """Values no key may hold, each under its key path: nesting deeper than MAX_DEPTH (which
+    the checks, the JSON columns and the engines walk recursively), and what no setting takes
+    and a JSON column or a database cannot hold. Walked without recursion, in the file's order."""
+    problems: list[str] = []
+    pending: list[tuple[str, int, Any]] = [("", 0, data)]
+    while pending:
+        where, depth, value = pending.pop()
+        if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+            problems.append(f"{where}: too deeply nested (at most {MAX_DEPTH} levels)")
+        elif isinstance(value, dict):
+            paths = {key: f"{where}.{key}" if where else key for key in value}
+            problems += [
+                f"{_visible(paths[key])}: a key holds a NUL character" for key in value if "\0" in key
+            ]
+            pending += [(paths[key], depth + 1, item) for key, item in reversed(value.items())]
+        elif isinstance(value, list):
+            pending += [
+                (f"{where}[{index}]", depth + 1, item) for index, item in reversed(list(enumerate(value)))
+            ]
+        elif (problem := _value_problem(value)) is not None:
+            problems.append(f"{where}: {problem}")
+    return problems
+
+
+def _visible(path: str) -> str:
+    return path.replace("\0", "\\0")
+
+
+def _value_problem(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value not in INTEGER_RANGE:
+        return f"out of range: TOML integers are 64-bit (at most {INTEGER_RANGE.stop - 1})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number (not nan or inf)"
+    if isinstance(value, str) and "\0" in value:
+        return "holds a NUL character"
+    if isinstance(value, datetime.date | datetime.time):  # a datetime is a date
+        return "no setting takes a date or time; quote it to make it a string"
+    return None
 
 
 @dataclass

@@ -12,10 +12,12 @@ from backups.config.checks import Validator, secret_problems, suggest
 from backups.engines import Connection, EngineError, engine_keys, get_engine
 from backups.engines.configuration import path_problems
 from backups.models import Event, default_notifier_events, tag_problem
+from backups.models.catalog import local_path_problem
 from backups.notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
 from backups.plugins import Option
-from backups.retention.policy import Policy, PolicyError
+from backups.retention.policy import Policy
 from backups.storages import STORAGE_KINDS, StorageError, build_storage, storage_class
+from backups.storages.base import prefix_problem
 
 # An engine option holds a secret when its name ends with one of these words (the option
 # declarations carry no flag); names with "key" (sslkey, tls_key_file) are paths to key files.
@@ -66,8 +68,10 @@ def validate_storage(check: Validator, name: str, table: dict[str, Any]) -> dict
     kind, cls = _plugin_class(check, table, path, "storage", STORAGE_KINDS, storage_class)
     options = _plugin_options(check, table, path, cls, STORAGE_KEYS) if cls is not None else {}
     prefix = check.string(table, "prefix", path)
-    if ".." in prefix.split("/"):
-        check.error(f"{path}.prefix", "must not contain '..'")
+    if prefix_problem(prefix):  # the admin's rule too (Storage.clean)
+        check.error(f"{path}.prefix", prefix_problem(prefix))
+    if kind == "local" and local_path_problem(options.get("path")):
+        check.error(f"{path}.path", local_path_problem(options.get("path")))
     required = check.boolean(table, "required", path, True)
     fields = {"kind": kind, "options": options, "prefix": prefix.strip("/"), "required": required}
     if check.probe and cls is not None and not check.errors:
@@ -116,8 +120,8 @@ def _plugin_options(
         if key not in table:
             continue
         value = table[key]
-        if isinstance(value, str) and (spec.secret or secrets.references(value)):
-            check.reference(value, f"{path}.{key}", must_be_reference=spec.secret)
+        if isinstance(value, str) and (spec.secret or secrets.mentions_reference(value)):
+            value = check.reference(value, f"{path}.{key}", must_be_reference=spec.secret)
         elif isinstance(value, str) and spec.path and value:
             value = check.path_value(value)
         options[key] = value
@@ -197,10 +201,15 @@ def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[
     if problem:
         check.error(f"{path}.tags", problem)
     if fields["password"]:
-        check.reference(fields["password"], f"{path}.password", must_be_reference=True)
-    for key, value in options.items():
-        if isinstance(value, str) and (is_secret_option(key) or secrets.references(value)):
+        fields["password"] = check.reference(fields["password"], f"{path}.password", must_be_reference=True)
+    fields["options"] = {
+        key: (
             check.reference(value, f"{path}.options.{key}", must_be_reference=is_secret_option(key))
+            if isinstance(value, str) and (is_secret_option(key) or secrets.mentions_reference(value))
+            else value
+        )
+        for key, value in options.items()
+    }
     if engine_key in available:
         _check_engine(check, engine_key, name, fields, path)
     return fields
@@ -211,15 +220,21 @@ def is_secret_option(name: str) -> bool:
     return name.endswith(SECRET_OPTION_WORDS)
 
 
+#: The connection field naming files on this host, per engine: the admin checks it as the TOML
+#: file does (e.g. a SQLite database that is a device, a files path ending in "/..").
+FILE_FIELDS = {"sqlite": "database", "files": "paths"}
+
+
 def engine_option_problems(connection: Connection) -> list[tuple[str, str]]:
     """A target's ``options`` as the admin checks them before saving, as ``("options.NAME",
     message)``: the engine's own option rules (:meth:`Engine.validate`, given the references
     unresolved: the web host need not hold the workers' secrets), secret options only as
-    references, and every reference within the secret rules."""
+    references, and every reference within the secret rules. Also the engine's problems with
+    its :data:`FILE_FIELDS` field, as ``("database" or "paths", message)``."""
     problems = [
         (key, message)
         for key, message in get_engine(connection.engine).validate(connection)
-        if key == "options" or key.startswith("options.")
+        if key == "options" or key.startswith("options.") or key == FILE_FIELDS.get(connection.engine)
     ]
     for key, value in connection.options.items():
         if isinstance(value, str):
@@ -274,14 +289,13 @@ def _check_engine(check: Validator, engine_key: str, name: str, fields: dict[str
 
 
 def retention_rules(check: Validator, table: dict[str, Any], path: str) -> dict[str, Any]:
+    """A table's ``retention`` policy, every problem reported under its rule's key."""
     retention = table.get("retention", {})
-    try:
-        Policy.from_mapping(retention)  # the timezone is checked on its own key
-    except PolicyError as exc:
-        where = f"{path}.retention" if exc.field == "retention" else f"{path}.retention.{exc.field}"
-        check.error(where, exc.message)
-        return {}
-    return dict(retention)
+    problems = Policy.problems(retention)  # the timezone is checked on its own key
+    for problem in problems:
+        where = f"{path}.retention" if problem.field == "retention" else f"{path}.retention.{problem.field}"
+        check.error(where, problem.message)
+    return {} if problems else dict(retention)
 
 
 def option_problems(cls: Any, options: dict[str, Any]) -> list[tuple[str, str]]:

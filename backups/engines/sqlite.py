@@ -2,17 +2,46 @@
 
 The backup API writes to a database file, never to a pipe, so the snapshot goes to a 0600 temp
 file in the scratch directory; the file is unlinked as soon as it is opened for streaming, so
-nothing is left behind even if the process dies. Restore writes a temp file beside the
-destination, checks it, and renames it over the destination: a failed restore never damages it.
+nothing is left behind even if the process dies.
+
+**Restore** writes a temp file beside the destination and checks it (``PRAGMA
+integrity_check``); only then is it swapped in. The previous file is kept beside it as
+``<name>.before-restore-<UTC time>`` (with its ``-wal``/``-shm``/``-journal`` files, renamed
+alike), and the new file takes the destination's name in one rename, so the path never goes
+missing. An error before the swap (a full disk, a damaged backup) leaves the destination as it
+was; the message carries the underlying error.
+
+**Refused, nothing changed**: a destination that exists and is not a regular file (a directory, a
+device such as ``/dev/null``, a fifo, a socket; :meth:`SQLiteEngine.validate` refuses it at config
+check too), and a destination in use. A symlink destination is followed: the restore goes into
+the file it points to (the message says so) and the link stays.
+
+**In use** is detected twice: by :meth:`SQLiteEngine.check_restore_destination` (the first test
+only) and again right before the swap (both):
+
+1. ``/proc/<pid>/fd`` and ``fdinfo`` of every process: one holding the database file open for
+   writing refuses the restore. Every SQLite connection not opened read-only holds it so, even
+   an idle one that would later write into the file kept aside or beside the new one.
+2. The database's own lock: ``BEGIN EXCLUSIVE`` with a short busy timeout (``LOCK_TIMEOUT``)
+   fails while another connection holds a write transaction (with a rollback journal, a read
+   transaction too). Then the WAL is folded into the old file, so the file kept aside is whole.
+
+Limits: ``/proc`` exists on Linux only and shows the processes of this PID namespace (not those
+of another container sharing the file), and, unless running as root, only this user's; the lock
+is seen by every process of this host (the kernel's locks span containers) but only during a
+transaction. Neither sees another host through a network filesystem, nor a process that opens
+the database in the few milliseconds between the check and the swap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import shutil
 import sqlite3
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +50,17 @@ from urllib.parse import quote
 from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
 
 _CHUNK = 1024 * 1024
+#: Seconds a restore waits for the destination's exclusive lock before refusing.
+LOCK_TIMEOUT = 2.0
+#: The files SQLite keeps beside a database; they follow it when it is kept aside.
+_COMPANIONS = ("-wal", "-shm", "-journal")
+REFUSED = "Restore refused: nothing was changed."
+_KINDS = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a fifo",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def _user_tables(db: sqlite3.Connection) -> list[str]:
@@ -50,6 +90,109 @@ def _write_stream(stream: BinaryIO, path: Path) -> int:
     return written
 
 
+def file_problem(raw: str) -> str | None:
+    """Why the database path ``raw`` (followed if it is a symlink) cannot hold a SQLite file, or
+    None; nothing there yet is fine (a restore creates it)."""
+    try:
+        st = os.stat(raw)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return f"{raw} cannot be checked: {exc.strerror}"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    where = f"{raw} (a symlink to {os.path.realpath(raw)})" if os.path.islink(raw) else raw
+    if stat.S_ISDIR(st.st_mode):
+        return f"{where} is a directory; set the database to the path of a SQLite file"
+    return (
+        f"{where} is {_KINDS.get(stat.S_IFMT(st.st_mode), 'something else')}, not a regular file, and a restore would replace it; "
+        "set the database to the path of a SQLite file"
+    )
+
+
+def _command(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return "?"
+
+
+def writers(path: Path) -> list[str]:
+    """The processes holding ``path`` open for writing, as far as ``/proc`` shows them (this
+    PID namespace; only this user's processes unless root), as ``"process PID (command)"``."""
+    try:
+        wanted = os.stat(path)
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+    found = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or another user's
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+                if (st.st_dev, st.st_ino) != (wanted.st_dev, wanted.st_ino):
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    flags = next(line for line in info if line.startswith("flags:")).split()[1]
+            except (OSError, StopIteration, IndexError):
+                continue
+            if int(flags, 8) & os.O_ACCMODE != os.O_RDONLY:
+                found.append(f"process {pid} ({_command(pid)})")
+                break
+    return found
+
+
+def _lock_problem(path: Path) -> str | None:
+    """Whether another connection holds a transaction on the database at ``path``; on the way
+    out the WAL is folded into the file."""
+    try:
+        with contextlib.closing(
+            sqlite3.connect(
+                f"file:{quote(str(path))}?mode=rw", uri=True, timeout=LOCK_TIMEOUT, isolation_level=None
+            )
+        ) as old:
+            old.execute("BEGIN EXCLUSIVE")
+            old.execute("ROLLBACK")
+            old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:
+        # Any other error: a damaged file (what restores are often for) or one this user cannot
+        # lock has no lock to ask; /proc was asked first.
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return f"another connection holds a transaction open on it ({exc}, waited {LOCK_TIMEOUT:g} s)"
+    return None
+
+
+def in_use_problem(path: Path) -> str | None:
+    """Why the database at ``path`` is in use (open for writing, or locked), or None."""
+    holders = writers(path)
+    if holders:
+        return f"it is open for writing by {', '.join(holders)}"
+    return _lock_problem(path)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _aside_name(destination: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = destination.with_name(f"{destination.name}.before-restore-{stamp}")
+    counter = 1
+    while os.path.lexists(aside):  # an earlier restore within the same second
+        counter += 1
+        aside = destination.with_name(f"{destination.name}.before-restore-{stamp}-{counter}")
+    return aside
+
+
 class SQLiteEngine(Engine):
     key = "sqlite"
     label = "SQLite"
@@ -61,7 +204,8 @@ class SQLiteEngine(Engine):
             return [("database", "required: the path of the SQLite database file")]
         if not os.path.isabs(connection.database):
             return [("database", f"must be an absolute path, got {connection.database!r}")]
-        return []
+        problem = file_problem(connection.database)
+        return [("database", problem)] if problem else []
 
     def probe(self, connection: Connection) -> None:
         path = Path(connection.database)
@@ -130,22 +274,38 @@ class SQLiteEngine(Engine):
         return keep
 
     def check_restore_destination(self, connection: Connection) -> None:
-        destination = Path(connection.database)
+        """Refuse a destination that is not a regular file or is open for writing (``/proc``
+        only: the lock is asked right before the swap)."""
         if not connection.database:
             raise EngineError("the destination target has no database path")
-        if destination.is_dir():
+        if not os.path.isabs(connection.database):
             raise EngineError(
-                f"restore destination {destination} is a directory; set the target's database to a file path"
+                f"the destination's database must be an absolute path, got {connection.database!r}"
+            )
+        problem = file_problem(connection.database)
+        if problem:
+            raise EngineError(f"restore destination {problem}. {REFUSED}")
+        destination = Path(os.path.realpath(connection.database))
+        holders = writers(destination)
+        if holders:
+            raise EngineError(
+                f"restore destination {destination} is open for writing by {', '.join(holders)}; stop "
+                f"it (or close its database connection) and restore again. {REFUSED}"
             )
 
     def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
-        destination = Path(connection.database)
         self.check_restore_destination(connection)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{destination.name}.restore-", dir=destination.parent)
-        os.close(fd)
-        staged = Path(name)
+        # A symlink stays a symlink: the restore goes into the file it points to.
+        destination = Path(os.path.realpath(connection.database))
+        followed = (
+            f" (the file {connection.database} points to)" if os.path.islink(connection.database) else ""
+        )
+        staged: Path | None = None
         try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{destination.name}.restore-", dir=destination.parent)
+            os.close(fd)
+            staged = Path(name)
             if _write_stream(stream, staged) == 0:
                 raise EngineError("the backup holds an empty database file; nothing was restored")
             problem = _integrity_problem(staged)
@@ -153,33 +313,73 @@ class SQLiteEngine(Engine):
                 raise EngineError(f"restored database failed its integrity check: {problem}")
             with contextlib.closing(sqlite3.connect(staged)) as db:
                 tables = _user_tables(db)
-            self._replace(staged, destination)
+            aside = self._swap_in(staged, destination)
+        except OSError as exc:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise EngineError(
+                f"restore failed: {exc.strerror or exc}{where}; {destination} was not changed"
+            ) from None
         except BaseException:
-            staged.unlink(missing_ok=True)
+            if staged is not None:
+                staged.unlink(missing_ok=True)
             raise
-        return RestoreResult(tables=tables, message=f"restored {len(tables)} table(s) into {destination}")
+        message = f"restored {len(tables)} table(s) into {destination}{followed}"
+        if aside is not None:
+            message += f"; the previous file is kept as {aside}"
+        return RestoreResult(tables=tables, message=message)
 
     @staticmethod
-    def _replace(staged: Path, destination: Path) -> None:
-        if destination.exists():
-            shutil.copymode(destination, staged)
-            # Fold any WAL into the old file first, so no stale WAL is replayed onto the new one.
-            try:
-                with contextlib.closing(sqlite3.connect(destination, timeout=60)) as old:
-                    old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.DatabaseError as exc:
-                # A damaged destination (what a restore is often for) has nothing to fold in;
-                # its stale WAL is removed below. Anything else (e.g. locked) stops the restore.
-                if exc.sqlite_errorcode not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-                    raise EngineError(f"cannot replace {destination}: {exc}") from None
-        os.replace(staged, destination)
-        for suffix in ("-wal", "-shm"):
-            Path(f"{destination}{suffix}").unlink(missing_ok=True)
-        dir_fd = os.open(destination.parent, os.O_RDONLY)
+    def _swap_in(staged: Path, destination: Path) -> Path | None:
+        """Put ``staged`` in the destination's place; the previous file (returned) and its
+        companions are kept beside it under ``<name>.before-restore-<UTC time>``. Raises
+        EngineError (nothing changed) if the destination is not a regular file or is in use."""
+        if not os.path.lexists(destination):
+            os.rename(staged, destination)
+            _fsync_directory(destination.parent)
+            return None
+        problem = file_problem(str(destination))
+        if problem:
+            raise EngineError(f"restore destination {problem}. {REFUSED}")
+        problem = in_use_problem(destination)
+        if problem:
+            raise EngineError(
+                f"restore destination {destination} is in use: {problem}; stop the application using "
+                f"it and restore again. {REFUSED}"
+            )
+        st = os.stat(destination)
+        os.chmod(staged, stat.S_IMODE(st.st_mode))
+        if os.geteuid() == 0:
+            os.chown(staged, st.st_uid, st.st_gid)
+        aside = _aside_name(destination)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            # A second name for the old file, so the destination's name never goes missing (an
+            # application opening it in between would create an empty database).
+            os.link(destination, aside)
+            linked = True
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            os.rename(destination, aside)  # a filesystem without hard links
+            linked = False
+        moved: list[str] = []
+        try:
+            for suffix in _COMPANIONS:
+                if os.path.lexists(f"{destination}{suffix}"):
+                    os.rename(f"{destination}{suffix}", f"{aside}{suffix}")
+                    moved.append(suffix)
+            os.replace(staged, destination)
+        except OSError:
+            for suffix in moved:
+                os.rename(f"{aside}{suffix}", f"{destination}{suffix}")
+            if linked:
+                aside.unlink()
+            else:
+                os.rename(aside, destination)
+            raise
+        _fsync_directory(destination.parent)
+        return aside
 
     def trial_restore(self, stream: BinaryIO, options: RestoreOptions) -> str:
         options.scratch_dir.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
@@ -13,6 +15,7 @@ from backups import secrets
 from backups.engines import engine_choices
 from backups.retention.policy import Policy, PolicyError
 from backups.storages import STORAGE_KINDS
+from backups.storages.base import prefix_problem
 from backups.streaming.codecs import COMPRESSIONS
 
 
@@ -51,6 +54,23 @@ class BackupType(models.TextChoices):
     CONFIGURATION = "configuration", "Configuration"
 
 
+def local_path_problem(path: Any) -> str:
+    """Why a local storage may not keep its backups in ``path``, or "": the directory that holds
+    BACKUPSITE_HOME (or is it) would list the catalog, the secret key and the broker's files as
+    unknown objects in every reconcile, and a reindex would read them. A directory inside
+    BACKUPSITE_HOME (``var/backups``, the demo's) is fine. The admin and the TOML check use it."""
+    if not isinstance(path, str) or not path or secrets.references(path):
+        return ""  # a reference is checked where it resolves; a missing path is the kind's error
+    home = Path(settings.BACKUPSITE_HOME).resolve()
+    where = Path(path).resolve()
+    if where == home or where in home.parents:
+        return (
+            f"{where} {'is' if where == home else 'contains'} BACKUPSITE_HOME ({home}), where the "
+            "catalog and the secret key live; use a directory of its own, e.g. /var/backups/backupsite"
+        )
+    return ""
+
+
 class Storage(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=32, choices=storage_kind_choices)
@@ -72,6 +92,18 @@ class Storage(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        problem = prefix_problem(self.prefix)
+        if problem:
+            errors["prefix"] = problem
+        if self.kind == "local" and isinstance(self.options, dict):
+            problem = local_path_problem(self.options.get("path"))
+            if problem:
+                errors["options"] = f"path: {problem}"
+        if errors:
+            raise ValidationError(errors)
 
 
 def validate_retention(policy: Any, timezone: str) -> None:

@@ -32,6 +32,11 @@ from backups.streaming.pipeline import ProgressCallback, StreamResult, stream_ba
 logger = logging.getLogger(__name__)
 
 
+class NotRecorded(Exception):
+    """Every copy was stored, but the run could not be recorded as a success; its copies are
+    removed (a copy never outlives a run that is not SUCCESS) and the run fails with this message."""
+
+
 def supports_type(target: Target, backup_type: str) -> bool:
     if backup_type == "configuration":
         return bool(target.config_paths)
@@ -139,15 +144,32 @@ def _execute(
     try:
         result, info = _stream(backup, engine, connection, FanOut(backup, opened), options, progress)
         _confirm_and_describe(backup, engine, opened, result, info)
+        _record_success(backup)
     except BaseException:
         destinations.discard_all(opened)
         raise
     finally:
         destinations.close_all(opened)
-
-    backup.finish(BackupStatus.SUCCESS)
-    backup.save()
     logger.info("backup %s of target %s succeeded: %s bytes", backup.pk, target.name, backup.file_size)
+
+
+def _record_success(backup: Backup) -> None:
+    """End the run as SUCCESS and save it. Called inside the stream's ``try``: a failure here
+    (a ``retention_days`` written around the checks that overflows the expiry, a lost database)
+    removes the committed copies and their manifests like any other failure."""
+    try:
+        backup.finish(BackupStatus.SUCCESS)
+        backup.save()
+    except Exception as exc:
+        why = (
+            f"retention_days {backup.retention_days} puts its expiry past the last date the calendar holds"
+            if isinstance(exc, OverflowError)
+            else describe_error(exc)
+        )
+        raise NotRecorded(
+            f"the backup was stored but could not be recorded as a success ({why}); "
+            "its stored copies and manifests were removed"
+        ) from exc
 
 
 def _prepare(
@@ -254,7 +276,7 @@ def _confirm_and_describe(
 
 
 def _fail(backup: Backup, exc: BaseException) -> None:
-    message = secrets.redact(describe_error(exc))
+    message = secrets.redact(str(exc) if isinstance(exc, NotRecorded) else describe_error(exc))
     if not isinstance(exc, EngineError | StorageError | secrets.SecretError | WorkerLost):
         logger.error(
             "backup %s of target %s failed: %s", backup.pk, backup.target.name, message, exc_info=exc

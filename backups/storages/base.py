@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -27,7 +28,13 @@ from typing import Any, BinaryIO, ClassVar
 from backups.plugins import Option, validate_options
 
 PARTIAL_MARKER = ".partial-"
+PARTIAL_TOKEN_LENGTH = 12  # hex digits of a writer's token: ``.NAME.partial-0123456789ab``
 PROBE_PREFIX = ".backupsite-write-test-"  # check_writable's short-lived test objects
+PROBE_TOKEN_LENGTH = 8
+# Exactly the names the writers create, so a sweep never touches a look-alike someone else owns
+# (an SFTP storage without a root or prefix walks the login's whole home).
+_PARTIAL = re.compile(rf"\..+{re.escape(PARTIAL_MARKER)}[0-9a-f]{{{PARTIAL_TOKEN_LENGTH}}}")
+_PROBE = re.compile(rf"{re.escape(PROBE_PREFIX)}[0-9a-f]{{{PROBE_TOKEN_LENGTH}}}")
 STALE_AFTER = timedelta(days=1)  # leftovers of a dead writer older than this are swept
 READ_CHUNK = 1024 * 1024
 
@@ -46,22 +53,44 @@ class StoredObject:
 
 
 def partial_name(final_name: str, token: str) -> str:
-    """The hidden temporary name of an object being written (same directory, so a rename works)."""
+    """The hidden temporary name of an object being written (same directory, so a rename works);
+    ``token`` is :data:`PARTIAL_TOKEN_LENGTH` lower-case hex digits."""
     return f".{final_name}{PARTIAL_MARKER}{token}"
 
 
+def new_token() -> str:
+    """A fresh writer token for :func:`partial_name`."""
+    return uuid.uuid4().hex[:PARTIAL_TOKEN_LENGTH]
+
+
 def is_partial(name: str) -> bool:
-    return name.startswith(".") and PARTIAL_MARKER in name
+    """Whether a file name (not a path) is exactly one a writer creates (:func:`partial_name`)."""
+    return _PARTIAL.fullmatch(name) is not None
+
+
+def is_partial_of(name: str, final_name: str) -> bool:
+    """Whether ``name`` is a writer's temporary for the object named ``final_name``."""
+    return is_partial(name) and name[:-PARTIAL_TOKEN_LENGTH] == f".{final_name}{PARTIAL_MARKER}"
 
 
 def probe_name() -> str:
     """A fresh name for the test object ``check_writable`` writes and removes."""
-    return f"{PROBE_PREFIX}{uuid.uuid4().hex[:8]}"
+    return f"{PROBE_PREFIX}{uuid.uuid4().hex[:PROBE_TOKEN_LENGTH]}"
 
 
 def is_probe(name: str) -> bool:
-    """Whether a file name (not a path) is one of ``check_writable``'s test objects."""
-    return name.startswith(PROBE_PREFIX)
+    """Whether a file name (not a path) is exactly one of ``check_writable``'s test objects."""
+    return _PROBE.fullmatch(name) is not None
+
+
+def prefix_problem(prefix: str) -> str:
+    """Why ``prefix`` cannot be a storage's prefix (a folder inside it), or "". One rule for the
+    admin, the TOML file and building a storage: a prefix never leads out of the storage."""
+    if any(char in prefix for char in "\0\r\n"):
+        return "must not contain a NUL or line break"
+    if ".." in prefix.split("/"):
+        return "must not contain '..': write a folder inside the storage, e.g. 'backups/production'"
+    return ""
 
 
 class ObjectReader(io.RawIOBase):
@@ -96,7 +125,9 @@ class BackupStorage(ABC):
     can_sign_urls: ClassVar[bool] = False
 
     def __init__(self, name: str, options: dict[str, Any], prefix: str = "") -> None:
-        problems = self.validate_options(options)
+        problems = [*self.validate_options(options)]
+        if prefix_problem(prefix):  # a row saved before the rule existed: refused, never followed
+            problems.append(("prefix", prefix_problem(prefix)))
         if problems:
             raise StorageError(f"{name}: " + "; ".join(f"{key}: {message}" for key, message in problems))
         self.name = name

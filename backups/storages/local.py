@@ -2,14 +2,16 @@
 
 Writers create a hidden ``.NAME.partial-TOKEN`` file (0600 from the start), fsync it, and link
 it to the final name (``link`` fails if the name exists, so nothing is ever overwritten).
+Readers open without blocking and refuse anything but a regular file: a FIFO swapped in for a
+backup would otherwise hang verify, restore, download and reindex forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,23 +23,36 @@ from django.core.files.storage import FileSystemStorage
 from backups.plugins import Option
 
 from .base import (
-    PARTIAL_MARKER,
     STALE_AFTER,
     BackupStorage,
     ObjectWriter,
     StorageError,
     StoredObject,
     is_partial,
+    is_partial_of,
     is_probe,
+    new_token,
     partial_name,
     probe_name,
 )
+
+FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _file_kind(mode: int) -> str:
+    return next((label for test, label in FILE_KINDS if test(mode)), "not a file")
 
 
 class _LocalWriter(ObjectWriter):
     def __init__(self, storage: LocalStorage, final: Path) -> None:
         self.storage, self.final = storage, final
-        self.temp = final.with_name(partial_name(final.name, uuid.uuid4().hex[:12]))
+        self.temp = final.with_name(partial_name(final.name, new_token()))
         self.size = 0
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -112,14 +127,34 @@ class LocalStorage(BackupStorage):
     def open_writer(self, path: str) -> ObjectWriter:
         return _LocalWriter(self, self.full_path(path))
 
+    def not_regular(self, full: Path, mode: int) -> StorageError:
+        return StorageError(
+            f"{self.name}: {full} is {_file_kind(mode)}, not a regular file; a backup is always a "
+            "regular file, so something else was put in its place"
+        )
+
     def open_reader(self, path: str) -> BinaryIO:
         full = self.full_path(path)
+        # O_NONBLOCK: opening a FIFO for reading would wait for a writer forever; it opens at
+        # once instead and fstat (of what was opened, not of the name) refuses it.
         try:
-            return open(full, "rb")
+            descriptor = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise StorageError(f"{self.name}: {full} does not exist") from None
         except OSError as exc:
             raise self.error("cannot read", full, exc) from None
+        try:
+            mode = os.fstat(descriptor).st_mode
+            if not stat.S_ISREG(mode):
+                raise self.not_regular(full, mode)
+            os.set_blocking(descriptor, True)
+            return os.fdopen(descriptor, "rb")
+        except OSError as exc:
+            os.close(descriptor)
+            raise self.error("cannot read", full, exc) from None
+        except BaseException:
+            os.close(descriptor)
+            raise
 
     def exists(self, path: str) -> bool:
         return self.full_path(path).is_file()
@@ -127,9 +162,12 @@ class LocalStorage(BackupStorage):
     def size(self, path: str) -> int:
         full = self.full_path(path)
         try:
-            return full.stat().st_size
+            info = full.stat()
         except OSError as exc:
             raise self.error("cannot stat", full, exc) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise self.not_regular(full, info.st_mode)
+        return info.st_size
 
     def delete(self, path: str) -> None:
         full = self.full_path(path)
@@ -156,22 +194,33 @@ class LocalStorage(BackupStorage):
     def sweep_partials(self, path: str) -> int:
         final = self.full_path(path)
         removed = 0
-        for leftover in final.parent.glob(f".{final.name}{PARTIAL_MARKER}*"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for name in os.listdir(final.parent):
+                if is_partial_of(name, final.name):
+                    (final.parent / name).unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     def sweep_stale(self, older_than: timedelta = STALE_AFTER) -> int:
+        """Only names a writer or ``check_writable`` creates, only regular files (not a symlink
+        named like one), only under the prefix: anything else there belongs to someone else."""
         base = self.root / self.prefix if self.prefix else self.root
-        if not base.is_dir():
-            return 0
         cutoff = time.time() - older_than.total_seconds()
         removed = 0
-        for leftover in base.rglob(f".*{PARTIAL_MARKER}*"):
-            with contextlib.suppress(FileNotFoundError):
-                if leftover.is_file() and leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
-                    removed += 1
+        for directory, _dirs, files in os.walk(base):  # never into symlinked directories
+            for name in files:
+                if not (is_partial(name) or is_probe(name)):
+                    continue
+                leftover = Path(directory) / name
+                try:
+                    info = leftover.lstat()
+                    if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                        leftover.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # its writer committed or aborted meanwhile
+                except OSError as exc:
+                    raise self.error("cannot delete the leftover", leftover, exc) from None
         return removed
 
     def list_objects(self) -> Iterator[StoredObject]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 
 from backups.models import Backup
-from backups.services import NoSuchBackup, StorageError, can, record_audit, start_download
+from backups.services import NoSuchBackup, StorageError, can, record_audit, redact, start_download
 
+logger = logging.getLogger(__name__)
 STREAM_BLOCK = 1024 * 1024
 
 
@@ -27,14 +30,22 @@ def download_backup(request: HttpRequest, pk: int) -> HttpResponse:
     except NoSuchBackup as exc:
         raise Http404(str(exc)) from None
     except StorageError as exc:
+        # The storage's words (paths, server replies) go to the log and the audit trail, redacted;
+        # the browser gets a short sentence.
+        detail = redact(str(exc))
+        logger.warning("download of backup %s (target %s) failed: %s", pk, backup.target.name, detail)
         record_audit(
             "backup.download",
             request=request,
             obj=Backup(pk=pk),
             outcome="failure",
-            details={"error": str(exc)},
+            details={"error": detail},
         )
-        return HttpResponse(f"cannot read the backup: {exc}", status=502, content_type="text/plain")
+        return HttpResponse(
+            f"Backup {pk} cannot be read from its storage right now. The details are in the server log.",
+            status=502,
+            content_type="text/plain",
+        )
     if download.url:
         response: HttpResponse = HttpResponseRedirect(download.url)
         response["Cache-Control"] = "no-store"

@@ -16,6 +16,7 @@ from backups.engines.clickhouse.client import Client
 from backups.engines.clickhouse.sql import (
     dependency_order,
     first_names,
+    hides_secrets,
     quote_identifier,
     quote_string,
     tsv_field,
@@ -77,6 +78,7 @@ class Catalog:
         include, exclude = set(connection.include_tables), set(connection.exclude_tables)
         selected = [name for name in names if (not include or name in include) and name not in exclude]
         statements = show_create(ch, database, selected)
+        refuse_hidden_secrets(statements, f"database {database} on {ch.settings.where}")
         tables = sorted(name for name in selected if self.engines[name] not in VIEW_ENGINES)
         views = dependency_order(
             {name: statements[name] for name in selected if self.engines[name] in VIEW_ENGINES}, database
@@ -127,6 +129,20 @@ class Catalog:
         the catalog was read, so that their dump holds exactly ``row_counts`` rows."""
         after, _ = self._parts(ch)
         return [name for name, parts in self.parts_before.items() if after.get(name) == parts]
+
+
+def refuse_hidden_secrets(statements: dict[str, str], where: str) -> None:
+    """Fail loudly on statements whose credentials the server hid (``'[HIDDEN]'``): restoring
+    them would make tables that cannot reach their data, so no backup or restore carries one."""
+    hidden = [name for name, sql in statements.items() if hides_secrets(sql)]
+    if hidden:
+        raise EngineError(
+            f"the statement of {first_names(hidden)} in {where} holds '[HIDDEN]' where ClickHouse hid "
+            "a credential (ClickHouse 22.12 and later hide the passwords of MySQL, PostgreSQL, S3, URL ... "
+            "tables from SHOW CREATE TABLE); restoring it would create the table with the placeholder "
+            "as its credential. Leave such tables out (exclude_tables) and keep their statements "
+            "elsewhere: their rows live in the other system"
+        )
 
 
 def _statement(sql: str) -> bytes:

@@ -46,7 +46,13 @@ from backups.engines.clickhouse.archive import (
     Header,
     Schema,
 )
-from backups.engines.clickhouse.catalog import Catalog, change_state, data_counts, database_exists
+from backups.engines.clickhouse.catalog import (
+    Catalog,
+    change_state,
+    data_counts,
+    database_exists,
+    refuse_hidden_secrets,
+)
 from backups.engines.clickhouse.client import CLIENT, Client, client, settings_for, validate
 from backups.engines.clickhouse.native import NativeError, walk
 from backups.engines.clickhouse.restore import Restorer
@@ -197,6 +203,8 @@ class ClickHouseEngine(Engine):
             if isinstance(event, Schema):
                 if not event.sql.lstrip().upper().startswith(("CREATE ", "ATTACH ")):
                     raise EngineError(f"{event.entry.schema} does not hold a CREATE statement")
+                where = f"the backup of database {archive.header.database}"
+                refuse_hidden_secrets({event.entry.name: event.sql}, where)
             elif isinstance(event, Data):
                 try:
                     summary = walk(event.stream)

@@ -10,11 +10,18 @@ destination as the current database.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from backups.engines.base import EngineError, RestoreResult
-from backups.engines.clickhouse.archive import ArchiveReader, Data, Entry, Schema
-from backups.engines.clickhouse.catalog import VIEW_ENGINES, data_counts, database_exists, list_objects
+from backups.engines.clickhouse.archive import ArchiveReader, Data, Entry, Schema, Trailer
+from backups.engines.clickhouse.catalog import (
+    VIEW_ENGINES,
+    data_counts,
+    database_exists,
+    list_objects,
+    refuse_hidden_secrets,
+)
 from backups.engines.clickhouse.client import Client
 from backups.engines.clickhouse.sql import first_names, quote_identifier, rewrite_database
 
@@ -34,12 +41,21 @@ class Restorer:
         self.current = ""
         self.pending_views: list[tuple[Entry, str]] = []
         self.trailer: dict[str, Any] = {}
+        self.events = archive.events()
+        self.schemas: list[Schema | Data | Trailer] = []
 
     def qualified(self, name: str) -> str:
         return f"{quote_identifier(self.database)}.{quote_identifier(name)}"
 
     def prepare(self) -> None:
-        """Refuse before changing anything when the backup's tables exist (unless replacing)."""
+        """Refuse before changing anything when a statement holds a hidden credential or the
+        backup's tables exist (unless replacing)."""
+        # The statements come first in the archive (small): all of them are read and checked here.
+        self.schemas = list(itertools.islice(self.events, len(self.header.entries)))
+        refuse_hidden_secrets(
+            {event.entry.name: event.sql for event in self.schemas if isinstance(event, Schema)},
+            f"the backup of database {self.header.database}",
+        )
         exists = database_exists(self.ch, self.database)
         existing = list_objects(self.ch, self.database) if exists else {}
         wanted = [entry.name for entry in self.header.entries]
@@ -60,7 +76,7 @@ class Restorer:
             self.ch.query(f"DROP TABLE IF EXISTS {self.qualified(name)}")
 
     def run(self) -> None:
-        for event in self.archive.events():
+        for event in itertools.chain(self.schemas, self.events):
             if isinstance(event, Schema):
                 sql = rewrite_database(event.sql, self.header.database, self.database)
                 if event.entry.kind == "table":

@@ -125,6 +125,17 @@ def rewrite_database(sql: str, source: str, destination: str) -> str:
     return "".join(tokens)
 
 
+HIDDEN = "[HIDDEN]"
+
+
+def hides_secrets(sql: str) -> bool:
+    """Whether a statement holds a credential the server hid: from 22.12 on, ClickHouse prints
+    ``'[HIDDEN]'`` in ``SHOW CREATE TABLE`` for the secret arguments of engines (MySQL,
+    PostgreSQL, S3, URL ...), so running the statement would make a table with the placeholder
+    as its password. Only string literals are looked at (never names or comments)."""
+    return any(kind == "string" and HIDDEN in text for kind, text in _tokens(sql))
+
+
 def mentioned_names(sql: str, database: str) -> set[str]:
     """Names ``sql`` mentions as tables of ``database``: ``database.name`` or a bare ``name``
     not preceded by a dot (an over-approximation: a column with a view's name counts too)."""

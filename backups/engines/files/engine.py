@@ -24,7 +24,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from backups.engines.base import (
@@ -54,8 +54,9 @@ class FilesEngine(Engine):
         problems: list[tuple[str, str]] = []
         names: dict[str, str] = {}
         for raw in connection.paths:
-            if not os.path.isabs(raw):
-                problems.append(("paths", f"{raw!r} must be an absolute path"))
+            problem = path_problem(raw)
+            if problem:
+                problems.append(("paths", problem))
                 continue
             name = Path(raw).name
             if not name:
@@ -163,6 +164,9 @@ class FilesEngine(Engine):
         if not connection.paths:
             raise EngineError("the destination target has no paths to restore into")
         for raw in connection.paths:
+            problem = path_problem(raw)
+            if problem:
+                raise EngineError(f"restore destination {problem}")
             if Path(raw).exists() and not Path(raw).is_dir():
                 raise EngineError(f"restore destination {raw} exists and is not a directory")
 
@@ -175,6 +179,7 @@ class FilesEngine(Engine):
     def restore_chain(
         self, connection: Connection, links: Sequence[ChainLink], options: RestoreOptions
     ) -> RestoreResult:
+        self.check_restore_destination(connection)
         infos = self._chain_infos(links)
         destinations = self._destinations(list(infos[-1]["roots"]), connection.paths)
         for destination in destinations.values():
@@ -201,10 +206,22 @@ class FilesEngine(Engine):
             tree.finish()
             index = infos[-1].get("index")
             restored = tree.check(index) if index is not None else tree.regular_files()
+        except OSError as exc:
+            self._discard(staging.values())
+            raise EngineError(
+                f"restoring into the staging directory failed: {_describe_os_error(exc)}; "
+                "the destination was not changed"
+            ) from None
         except BaseException:
             self._discard(staging.values())
             raise
-        kept_aside = [swap_in(staging[name], dest, stamp) for name, dest in destinations.items()]
+        try:
+            kept_aside = [swap_in(staging[name], dest, stamp) for name, dest in destinations.items()]
+        except OSError as exc:
+            self._discard(path for path in staging.values() if path.exists())
+            raise EngineError(
+                f"cannot move the restored files into place: {_describe_os_error(exc)}"
+            ) from None
         message = f"restored {len(restored)} file(s) into {', '.join(str(d) for d in destinations.values())}"
         if len(links) > 1:
             message += f" from a chain of {len(links)} backups"
@@ -249,6 +266,24 @@ class FilesEngine(Engine):
     def trial_restore(self, stream: BinaryIO, options: RestoreOptions) -> str:
         files, total = read_archive(stream)
         return f"archive lists {files} file(s), {total} bytes read back"
+
+
+def path_problem(raw: str) -> str | None:
+    """Why ``raw`` cannot be one of the ``paths`` (a directory backed up or restored into), or
+    None. Each path's last part names its directory in the archive, and restores refuse ``..``,
+    so a path with a ``..`` part (``/srv/data/..``) would make backups no restore accepts."""
+    if not os.path.isabs(raw):
+        return f"{raw!r} must be an absolute path"
+    if ".." in PurePosixPath(raw).parts:
+        return (
+            f"{raw!r} has a '..' part; write the directory it means without it "
+            f"(e.g. {os.path.normpath(raw)!r})"
+        )
+    return None
+
+
+def _describe_os_error(exc: OSError) -> str:
+    return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
 
 
 def _describe(link: ChainLink, number: int, count: int) -> str:

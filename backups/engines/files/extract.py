@@ -6,9 +6,18 @@ manifest lists as deleted are removed first (while every parent is still the rea
 previous link left, never a symlink that a later member may put in its place), then its members
 are extracted over the tree: a member replaces whatever is at its path, a directory member over a
 directory only updates its attributes. Regular files are hashed while they are written, so the
-final check compares sizes and SHA-256 digests with the index without reading anything again.
-Directory modes and times are applied at the very end (as ``extractall`` does), so a read-only
-directory still takes the files of later links.
+final check compares sizes, modes and SHA-256 digests with the index without reading anything
+again. Directory modes and times are applied at the very end (as ``extractall`` does), so a
+read-only directory still takes the files of later links.
+
+Modes are restored exactly as archived, setuid, setgid, sticky and group/other write bits
+included (``tarfile``'s ``tar`` filter would clear them: it is used here only for its refusal of
+paths that resolve outside the staging directory). Running as root, owners are restored too, by
+user and group name when this host knows the name, else by the archived uid/gid (what ``tar -x``
+does as root); as any other user files belong to that user. Refused, failing the whole restore
+(the staging directories are discarded, the destination is untouched): absolute paths, ``..``,
+members under a symlink (a parent that resolves outside the staging directory), devices, fifos
+and hard links.
 
 Memory: one digest per regular file and one header per directory restored, plus a scan of the
 staged tree for the check: O(number of entries).
@@ -70,8 +79,10 @@ def read_archive(stream: BinaryIO) -> tuple[int, int]:
 
 def swap_in(staged: Path, destination: Path, stamp: str) -> Path | None:
     """Rename ``staged`` to ``destination``; a destination holding files is first renamed to
-    ``<name>.before-restore-<stamp>`` (returned), never overwritten."""
+    ``<name>.before-restore-<stamp>`` (returned), never overwritten, and renamed back if the
+    staged directory cannot take its place."""
     aside = None
+    emptied = False
     if destination.exists():
         if any(destination.iterdir()):
             aside = destination.with_name(f"{destination.name}.before-restore-{stamp}")
@@ -82,7 +93,15 @@ def swap_in(staged: Path, destination: Path, stamp: str) -> Path | None:
             os.rename(destination, aside)
         else:
             destination.rmdir()
-    os.rename(staged, destination)
+            emptied = True
+    try:
+        os.rename(staged, destination)
+    except OSError:
+        if aside is not None:
+            os.rename(aside, destination)  # put the old contents back where they were
+        elif emptied:
+            destination.mkdir()
+        raise
     return aside
 
 
@@ -142,10 +161,15 @@ class StagingTree:
                     name = member.name
                     root, parts = self._locate(name)
                     if not parts:
-                        continue  # the root directory itself: its staging directory stands for it
+                        # The root directory itself: its staging directory stands for it and
+                        # takes its mode, owner and time at the end.
+                        if member.isdir():
+                            self.directories[name] = member
+                        continue
                     self._clear(name, root, parts, keep_directory=member.isdir())
                     member.name = "/".join(parts)
-                    header = tarfile.tar_filter(member, str(root))
+                    # The tar filter for its refusals only; the archived mode is kept whole.
+                    header = tarfile.tar_filter(member, str(root)).replace(mode=member.mode, deep=False)
                     tar.last_digest = None
                     try:
                         tar.extract(header, root, set_attrs=not header.isdir(), filter="fully_trusted")
@@ -168,12 +192,12 @@ class StagingTree:
             if path.is_dir() and not path.is_symlink():
                 _set_attributes(str(path), self.directories[name])
 
-    def scan(self) -> dict[str, tuple[str, object]]:
-        """Every entry of the staged tree by archive path: ("d", None), ("l", target) or
-        ("f", size)."""
-        found: dict[str, tuple[str, object]] = {}
+    def scan(self) -> dict[str, tuple[str, object, int]]:
+        """Every entry of the staged tree by archive path, with its permission bits:
+        ("d", None, mode), ("l", target, mode) or ("f", size, mode)."""
+        found: dict[str, tuple[str, object, int]] = {}
         for name, root in self.roots.items():
-            found[name] = ("d", None)
+            found[name] = ("d", None, stat.S_IMODE(os.lstat(root).st_mode))
             pending = [(str(root), name)]
             while pending:
                 directory, prefix = pending.pop()
@@ -181,25 +205,27 @@ class StagingTree:
                     for entry in listing:
                         arcname = f"{prefix}/{entry.name}"
                         st = entry.stat(follow_symlinks=False)
+                        mode = stat.S_IMODE(st.st_mode)
                         if stat.S_ISDIR(st.st_mode):
-                            found[arcname] = ("d", None)
+                            found[arcname] = ("d", None, mode)
                             pending.append((entry.path, arcname))
                         elif stat.S_ISLNK(st.st_mode):
-                            found[arcname] = ("l", os.readlink(entry.path))
+                            found[arcname] = ("l", os.readlink(entry.path), mode)
                         else:
-                            found[arcname] = ("f", st.st_size)
+                            found[arcname] = ("f", st.st_size, mode)
         return found
 
     def regular_files(self) -> list[str]:
-        return [name for name, (kind, _) in self.scan().items() if kind == "f"]
+        return [name for name, (kind, _, _) in self.scan().items() if kind == "f"]
 
     def check(self, index: Any) -> list[str]:
         """Raise EngineError unless the staged tree is exactly what ``index`` describes (paths,
-        types, symlink targets, file sizes and SHA-256); returns the regular files restored."""
+        types, symlink targets, modes of files and directories, file sizes and SHA-256); returns
+        the regular files restored."""
         if not isinstance(index, dict):
             raise EngineError("the manifest's engine_info.index is not a mapping of paths")
         found = self.scan()
-        files = [name for name, (kind, _) in found.items() if kind == "f"]
+        files = [name for name, (kind, _, _) in found.items() if kind == "f"]
         problems: list[str] = []
         for name, entry in index.items():
             actual = found.pop(name, None)
@@ -211,8 +237,10 @@ class StagingTree:
                 problems.append(f"{name} is a {_KINDS[actual[0]]}, not a {_KINDS[entry[0]]}")
             elif entry[0] == "l" and actual[1] != entry[2:]:
                 problems.append(f"{name} points to {actual[1]!r}, not {entry[2:]!r}")
+            elif entry[0] == "d":
+                problems.extend(_check_mode(name, actual[2], entry[2:]))
             elif entry[0] == "f":
-                problems.extend(self._check_file(name, entry, actual[1]))
+                problems.extend(self._check_file(name, entry, actual[1], actual[2]))
         problems.extend(f"{name} is not in the backup's index" for name in sorted(found))
         if problems:
             shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
@@ -222,11 +250,13 @@ class StagingTree:
             )
         return files
 
-    def _check_file(self, name: str, entry: str, size: object) -> list[str]:
+    def _check_file(self, name: str, entry: str, size: object, mode: int) -> list[str]:
         expected = parse_file_entry(entry)
         assert expected is not None
         if size != expected[0]:
             return [f"{name} has {size} bytes, not {expected[0]}"]
+        if mode != expected[2]:
+            return [f"{name} has mode {mode:04o}, not {expected[2]:04o} as the backup recorded"]
         if name not in self.digests:
             return [f"{name} was not restored from any archive of the chain"]
         digest = self.digests[name]
@@ -262,6 +292,17 @@ class StagingTree:
 
 
 _KINDS = {"d": "directory", "l": "symlink", "f": "regular file"}
+
+
+def _check_mode(name: str, mode: int, recorded: str) -> list[str]:
+    """A directory's mode against its index entry's (``"d <octal>"``)."""
+    try:
+        expected = int(recorded, 8)
+    except ValueError:
+        return [f"{name} has an unreadable mode {recorded!r} in the index"]
+    return (
+        [] if mode == expected else [f"{name} has mode {mode:04o}, not {expected:04o} as the backup recorded"]
+    )
 
 
 def _set_attributes(path: str, header: tarfile.TarInfo) -> None:

@@ -43,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from backups.engines.base import EngineError
-from backups.engines.process import StderrCollector
+from backups.engines.process import StderrCollector, base_env
 from backups.engines.redis.rdb import CheckReport, check_rdb_error, read_header
 
 SERVER = "redis-server"
@@ -195,8 +195,15 @@ def loaded_snapshot(
 
 def _spawn(argv: list[str], stdout: int | IO[bytes], stderr: int, cwd: Path) -> subprocess.Popen[bytes]:
     try:
+        # A minimal environment: the worker's own (its resolved ${ENV} secrets) stays out.
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            start_new_session=True,
+            env=base_env({}),
         )
     except FileNotFoundError:
         raise EngineError(f"{argv[0]} is not installed (not found on PATH)") from None

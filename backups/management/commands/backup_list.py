@@ -6,8 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from backups.cli import dump_json, human_bytes, usage_error
+from backups.cli import dump_json, human_bytes, usage_error, whole_number
 from backups.models import Backup, BackupStatus, Target
+
+MAX_LIMIT = 1_000_000_000
 
 
 class Command(BaseCommand):
@@ -16,7 +18,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--target", metavar="NAME")
         parser.add_argument("--status", metavar="STATUS", help=", ".join(BackupStatus.values))
-        parser.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
+        parser.add_argument(
+            "--limit", type=whole_number(0, MAX_LIMIT), default=0, help="at most this many (0: all)"
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -34,8 +38,6 @@ class Command(BaseCommand):
             if status not in BackupStatus.values:
                 raise usage_error(f"--status: must be one of {', '.join(BackupStatus.values)}")
             backups = backups.filter(status=status)
-        if options["limit"] < 0:
-            raise usage_error("--limit: must be 0 or more")
         rows = list(backups[: options["limit"]] if options["limit"] else backups)
         if options["json"]:
             dump_json(self.stdout, [{**backup.as_record(), "copies": _copies(backup)} for backup in rows])

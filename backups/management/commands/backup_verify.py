@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from backups import services
-from backups.cli import ProgressLine, dump_json, failed, usage_error
+from backups.cli import MAX_ID, ProgressLine, dump_json, failed, usage_error, whole_number
 from backups.models import Backup, Target
 
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
     help = "Verify a backup: size, SHA-256 and compression of every copy; --deep adds a trial restore."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--id", type=int, required=True, dest="backup_id")
+        parser.add_argument("--id", type=whole_number(1, MAX_ID), required=True, dest="backup_id")
         parser.add_argument("--deep", action="store_true", help="also run the engine's trial restore")
         parser.add_argument(
             "--sandbox",

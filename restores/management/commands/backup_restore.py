@@ -10,7 +10,16 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from backups.cli import ProgressLine, dump_json, failed, stop_cleanly_on_sigterm, usage_error, who
+from backups.cli import (
+    MAX_ID,
+    ProgressLine,
+    dump_json,
+    failed,
+    stop_cleanly_on_sigterm,
+    usage_error,
+    who,
+    whole_number,
+)
 from backups.humanize import human_bytes, relative_time
 from backups.models import Backup, Target
 from backups.services import record_audit
@@ -39,7 +48,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--id", type=int, required=True, dest="backup_id")
+        parser.add_argument("--id", type=whole_number(1, MAX_ID), required=True, dest="backup_id")
         parser.add_argument("--to", metavar="TARGET", help="destination target (default: the backup's own)")
         parser.add_argument(
             "--to-dir",

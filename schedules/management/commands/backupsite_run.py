@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
@@ -9,8 +10,20 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backups.cli import whole_number
 from schedules import services
 from schedules.supervisor import Supervisor, SupervisorError, site_children
+
+
+def stop_seconds(text: str) -> float:
+    """--stop-timeout: seconds, more than 0 and at most an hour (nan and inf refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be seconds from 0 to 3600, got {text[:30]!r}")
+    return value
 
 
 class Command(BaseCommand):
@@ -23,10 +36,13 @@ class Command(BaseCommand):
         parser.add_argument("--bind", default="127.0.0.1:8000", metavar="HOST:PORT", help="web address")
         parser.add_argument("--no-web", action="store_true", help="only the worker and beat")
         parser.add_argument(
-            "--concurrency", type=int, default=2, help="backups the worker runs at once (default 2)"
+            "--concurrency",
+            type=whole_number(1, 64),
+            default=2,
+            help="backups the worker runs at once (default 2)",
         )
         parser.add_argument(
-            "--stop-timeout", type=float, default=30.0, metavar="SECONDS",
+            "--stop-timeout", type=stop_seconds, default=30.0, metavar="SECONDS",
             help="how long a graceful stop may take before the children are killed (default 30)",
         )  # fmt: skip
 
