@@ -4,6 +4,7 @@ directory (LDAP, OIDC, proxy) are shown read-only there: the next login through 
 
 from __future__ import annotations
 
+import django.contrib.auth.admin  # noqa: F401  (its User admin first, whoever imports this module first)
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -42,8 +43,7 @@ class RoleGrantAdmin(admin.ModelAdmin):
 
 
 User = get_user_model()
-if admin.site.is_registered(User):
-    admin.site.unregister(User)
+admin.site.unregister(User)
 
 
 @admin.register(User)

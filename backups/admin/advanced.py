@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_celery_beat.admin  # noqa: F401  (its registrations first, whoever imports this module first)
 from django.apps import apps
 from django.contrib import admin
 from django.http import HttpRequest
