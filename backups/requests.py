@@ -3,7 +3,8 @@ never another app's objects (backups does not import the apps that build them).
 
 The schedules app builds a :class:`ScheduleInfo` for every run it starts, and registers a
 lookup so that code starting from a stored Backup row (alerts about a lost run, retention per
-schedule) can get the same facts by id.
+schedule) can get the same facts by id. The restores app registers the reaper of its running
+work, which the periodic watch calls beside the core's own reaping of lost runs.
 """
 
 from __future__ import annotations
@@ -128,3 +129,20 @@ def register_awaiting_decisions(lookup: AwaitingDecisionLookup) -> None:
 
 def awaiting_decisions() -> list[AwaitingDecision]:
     return [item for lookup in _awaiting for item in lookup()]
+
+
+Reaper = Callable[[datetime | None], int]
+_reapers: list[Reaper] = []
+
+
+def register_reaper(reaper: Reaper) -> None:
+    """Called by an app whose running work a dead worker leaves RUNNING (the restores app): the
+    periodic watch calls it with the time of its pass (None: now); it ends every row whose worker
+    is gone, announcing each, and returns how many it ended."""
+    if reaper not in _reapers:
+        _reapers.append(reaper)
+
+
+def reap_lost_work(now: datetime | None = None) -> int:
+    """Call every registered reaper once; how many rows they ended in all."""
+    return sum(reaper(now) for reaper in _reapers)

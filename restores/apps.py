@@ -16,3 +16,5 @@ class RestoresConfig(AppConfig):
         # The dashboard (in backups, which never imports restores) shows restores under way.
         backup_services.register_running_work(services.running_restores)
         backup_services.register_awaiting_decisions(approvals.awaiting_decisions)
+        # The watch (every minute) ends restores whose worker died, as it does backup runs.
+        backup_services.register_reaper(services.reap_lost_restores)

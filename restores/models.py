@@ -48,6 +48,10 @@ class RestoreLog(models.Model):
         blank=True,
         help_text="Bytes the restore reads in all: twice the stored size of its backups.",
     )
+    worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the process running it.")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life of the process running it (every few seconds)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

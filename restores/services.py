@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +38,7 @@ from backups.services import (
     stored_copies,
 )
 
+from . import reaping
 from .models import RestoreLog, RestoreStatus
 from .preview import RestorePreview, preview_restore
 from .progress import ProgressCallback, RestoreProgress
@@ -55,6 +57,7 @@ __all__ = [
     "check_restorable",
     "confirmation_word",
     "preview_restore",
+    "reap_lost_restores",
     "request_restore",
     "restore_backup",
     "restore_destinations",
@@ -178,13 +181,26 @@ def withdrawn_permission(log_id: int) -> str | None:
 
 
 def _claim(log_id: int) -> RestoreLog | None:
-    """The queued row ``log_id``, now started; None when it is not queued any more."""
+    """The queued row ``log_id``, now started by this process; None when it is not queued any
+    more. Then the restores into its destination whose worker died are ended (FAILED)."""
     claimed = RestoreLog.objects.filter(
         pk=log_id, status=RestoreStatus.RUNNING, started_at__isnull=True, destination__isnull=False
-    ).update(started_at=timezone.now())
+    ).update(**reaping.claim_fields())
     if not claimed:
         return None
-    return RestoreLog.objects.select_related("backup__target", "destination").get(pk=log_id)
+    log = RestoreLog.objects.select_related("backup__target", "destination").get(pk=log_id)
+    reap_lost_restores(destination=log.destination)
+    return log
+
+
+def reap_lost_restores(now: datetime | None = None, destination: Target | None = None) -> int:
+    """End FAILED every RUNNING restore (into ``destination``, or any) whose worker died (see
+    :mod:`.reaping`), each audited and announced as ``restore_finished``; returns how many. The
+    watch calls it every minute (registered with backups)."""
+    lost = reaping.end_lost(now or timezone.now(), destination)
+    for log in lost:
+        _announce(log, log.destination.name if log.destination else log.notes.removeprefix("into directory "))
+    return len(lost)
 
 
 def _carry_out(log: RestoreLog, progress: ProgressCallback | None, *, check_again: bool) -> RestoreLog:
@@ -235,10 +251,10 @@ def restore_to_directory(
         backup=backup,
         restore_type=backup.backup_type,
         status=RestoreStatus.RUNNING,
-        started_at=timezone.now(),
         initiated_by=initiated_by,
         confirmed_by=confirmed_by,
         notes=f"into directory {directory}",
+        **reaping.claim_fields(),
         total_bytes=_total_bytes(backup),
     )
     logger.info("restore %s of backup %s into directory %s started", log.pk, backup.pk, directory)
@@ -254,7 +270,8 @@ def _run(
     backup = log.backup
     tracker = RestoreProgress(log.pk, progress)
     try:
-        result = work(tracker)
+        with reaping.Heartbeat(log.pk):
+            result = work(tracker)
     except BaseException as exc:
         log.status = RestoreStatus.FAILED
         log.error_message = str(exc) if isinstance(exc, RestoreRefused) else redact(describe_error(exc))
@@ -272,16 +289,27 @@ def _run(
         log.completed_at = timezone.now()
         log.progress = tracker.done
         log.save()
+    _announce(log, into)
+    return log
+
+
+def _announce(log: RestoreLog, into: str) -> None:
+    """A finished restore into ``into``: the ``restore.result`` audit event, then
+    ``restore_finished``."""
     backup_services.record_audit(
         "restore.result",
         obj=log,
         outcome="success" if log.status == RestoreStatus.SUCCESS else "failure",
         auth_method="system",
         username=log.confirmed_by or log.initiated_by or "system",
-        details={"backup": backup.pk, "into": into, "status": log.status, "error": log.error_message[:500]},
+        details={
+            "backup": log.backup_id,
+            "into": into,
+            "status": log.status,
+            "error": log.error_message[:500],
+        },
     )
     _notify_finished(log, into)
-    return log
 
 
 def _notify_finished(log: RestoreLog, into: str) -> None:

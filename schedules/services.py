@@ -145,10 +145,12 @@ def run_schedule(schedule_id: int, now: datetime | None = None) -> Backup | None
 
 def watch(now: datetime | None = None) -> dict[str, int]:
     """The periodic watch: reap RUNNING backups whose worker died (process gone or heartbeat
-    silent), so they are FAILED "worker lost" and their partial uploads swept; then alert on
-    schedules whose due run has not succeeded (and on their recovery)."""
+    silent), so they are FAILED "worker lost" and their files removed, and the other apps' lost
+    work (restores); then alert on schedules whose due run has not succeeded (and on their
+    recovery)."""
     lost = backup_services.reap_stale_runs(now)
-    return {"lost": len(lost), **monitoring.check_missed(now)}
+    restores = backup_services.reap_lost_work(now)
+    return {"lost": len(lost), "lost_restores": restores, **monitoring.check_missed(now)}
 
 
 def due_verifications(now: datetime | None = None) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from backups import services as backup_services
 from backupsite.celery import app
 
 from . import services
@@ -16,8 +17,8 @@ def run_schedule(schedule_id: int) -> int | None:
 
 @app.task(ignore_result=True)
 def watch() -> None:
-    """Every minute (beat): reap runs whose worker died, look for what did not happen, and
-    queue the day's verifications."""
+    """Every minute (beat): reap runs and restores whose worker died, look for what did not
+    happen, and queue the day's verifications."""
     services.watch()
     for backup_id in services.due_verifications():
         verify_backup.delay(backup_id)

@@ -80,6 +80,13 @@ def _processes() -> list[tuple[str, bytes]]:
     return found
 
 
+def _parent(pid: str) -> int | None:
+    """The parent process id of ``pid`` (None once it is gone)."""
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/stat", "rb") as handle:
+        return int(handle.read().rsplit(b")", 1)[1].split()[1])
+    return None
+
+
 def environment(pid: str) -> dict[bytes, bytes]:
     """The environment process ``pid`` was started with (empty once it is gone)."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as handle:
@@ -142,6 +149,11 @@ class ProcessWatch:
             time.sleep(0.002)
 
     def _sample_environment(self, pid: str, line: bytes) -> None:
+        if _parent(pid) != os.getpid():
+            # Only the tools this process started (the engine under test runs in it): a tool
+            # some other test or fixture left running, with the suite's own environment, is
+            # not the code under test.
+            return
         variables = environment(pid)
         if not variables:
             return  # gone already, or not yet exec'd

@@ -82,8 +82,21 @@ def reap_lost_runs(target: Target, now: datetime | None = None) -> list[Backup]:
 
 
 def reap_stale_runs(now: datetime | None = None) -> list[Backup]:
-    """Reap lost runs of every target (the periodic watch)."""
-    return _reap(Backup.objects.all(), now or timezone.now())
+    """Reap lost runs of every target (the periodic watch), and end the steps left RUNNING on
+    finished backups by a process that died (a killed cleanup's ``cleanup`` step)."""
+    now = now or timezone.now()
+    lost = _reap(Backup.objects.all(), now)
+    orphans = BackupStep.objects.filter(status=StepStatus.RUNNING, started_at__lt=_silent_since(now)).exclude(
+        backup__status=BackupStatus.RUNNING
+    )
+    ended = orphans.update(
+        status=StepStatus.FAILED,
+        message="interrupted: the process doing it stopped before it finished (the next run of it redoes it)",
+        completed_at=now,
+    )
+    if ended:
+        logger.warning("ended %s step(s) left running by a lost process", ended)
+    return lost
 
 
 def _reap(backups: QuerySet[Backup], now: datetime) -> list[Backup]:
@@ -123,8 +136,14 @@ def _lose(backup: Backup, reason: str, now: datetime) -> bool:
         try:
             with storage_for(copy.storage) as storage:
                 storage.sweep_partials(copy.path)
+                if copy.path and copy.status != CopyStatus.DELETED:
+                    # Committed before the worker died (while confirming, or writing its
+                    # manifest): a failed run leaves nothing that looks like a backup. The data
+                    # first, then the manifest, as cleanup does.
+                    storage.delete(copy.path)
+                    storage.delete(copy.manifest_path)
         except (StorageError, secrets.SecretError) as exc:
-            logger.warning("could not sweep partial files of lost backup %s: %s", backup.pk, exc)
+            logger.warning("could not remove the files of lost backup %s: %s", backup.pk, exc)
         if copy.status != CopyStatus.DELETED:
             copy.status = CopyStatus.FAILED
             copy.save(update_fields=["status"])

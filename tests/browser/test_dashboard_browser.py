@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -76,14 +77,24 @@ def test_it_runs_a_backup_with_a_live_progress_bar(browser, live_url, targets, s
     row = f'tr[data-target="{big.pk}"]'
     browser.find_element(By.CSS_SELECTOR, f"{row} button[type=submit]").click()
 
-    bar = WebDriverWait(browser, 60).until(
-        lambda driver: driver.find_elements(By.CSS_SELECTOR, '#running [data-key^="backup-"] progress')
-    )[0]
-    assert bar.get_attribute("aria-label") == "full backup of big-db"
-    assert "elapsed" in browser.find_element(By.CSS_SELECTOR, "#running .progress-text").text
-    WebDriverWait(browser, 120).until(lambda driver: row_status(driver, big) == "OK")
-    strip = browser.find_elements(By.CSS_SELECTOR, f"{row} .strip i.success")
-    assert len(strip) == 1  # the fresh success, drawn without a manual reload
+    # The progress box and the table are redrawn by the page's script every 1.5 s: read what an
+    # element says in the same step that finds it, and look again when it was just replaced.
+    stale = (StaleElementReferenceException,)
+
+    def progress(driver):
+        bars = driver.find_elements(By.CSS_SELECTOR, '#running [data-key^="backup-"] progress')
+        texts = driver.find_elements(By.CSS_SELECTOR, "#running .progress-text")
+        return bars and texts and (bars[0].get_attribute("aria-label"), texts[0].text)
+
+    label, text = WebDriverWait(browser, 60, ignored_exceptions=stale).until(progress)
+    assert label == "full backup of big-db" and "elapsed" in text
+    WebDriverWait(browser, 120, ignored_exceptions=stale).until(
+        lambda driver: row_status(driver, big) == "OK"
+    )
+    cells = WebDriverWait(browser, 10, ignored_exceptions=stale).until(
+        lambda driver: len(driver.find_elements(By.CSS_SELECTOR, f"{row} .strip i.success")) or None
+    )
+    assert cells == 1  # the fresh success, drawn without a manual reload
     backup = Backup.objects.get(target=big)
     assert backup.status == BackupStatus.SUCCESS and backup.initiated_by == f"web:{user.username}"
     assert (backup.raw_size or 0) > 100 * 1024 * 1024

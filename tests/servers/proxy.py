@@ -4,8 +4,10 @@
 have gone upstream (client to server) in total, mid-transfer, and keeps cutting until
 ``allow()``; ``limit_connections(n)`` resets any one connection that carries more than ``n``
 bytes upstream (a link that breaks under load: small requests still pass, big uploads never
-do); ``refuse()`` makes new connections fail as well, until ``allow()``. The server behind it is
-real and unaware.
+do); ``refuse()`` makes new connections fail as well, until ``allow()``; ``stall()`` keeps every
+connection (and new ones) open but forwards no byte either way, a hung link, until ``allow()``;
+``throttle(rate)`` carries at most ``rate`` bytes a second per connection (either way or one way
+only), a slow link, until ``allow()``. The server behind it is real and unaware.
 """
 
 from __future__ import annotations
@@ -14,20 +16,26 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 
 class CuttableProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, listen_host: str = "127.0.0.1", listen_port: int = 0
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((listen_host, listen_port))
         self.port = int(self._listener.getsockname()[1])
-        self.host = "127.0.0.1"
+        self.host = listen_host
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._budget: int | None = None
         self._per_connection: int | None = None
         self._refusing = False
+        self._flowing = threading.Event()  # cleared by stall()
+        self._flowing.set()
+        self._rates: dict[bool, float] = {}  # bytes per second by direction (True: upstream)
         self.upstream_bytes = 0
         self.cuts = 0
         self._closed = False
@@ -55,8 +63,27 @@ class CuttableProxy:
         self._refusing = True
         self.cut()
 
+    def small_buffers(self, size: int) -> None:
+        """Give connections accepted from now on a receive buffer of about ``size`` bytes, so a
+        stalled link blocks the client's sends at once rather than after megabytes of loopback
+        buffering (a slow real link has no megabytes in flight either)."""
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+    def stall(self) -> None:
+        """Forward nothing, either way, on open and new connections, until ``allow()``: a link
+        that hangs (each pump holds the chunk it read; the senders' buffers fill and block)."""
+        self._flowing.clear()
+
+    def throttle(self, bytes_per_second: float, *, upstream: bool = True, downstream: bool = True) -> None:
+        """Carry at most ``bytes_per_second`` per connection in each chosen direction, until
+        ``allow()``: a slow link (each chunk read is held for its share of the time, then sent)."""
+        chosen = {True: upstream, False: downstream}
+        self._rates = {way: bytes_per_second for way, on in chosen.items() if on}
+
     def allow(self) -> None:
         self._refusing = False
+        self._rates = {}
+        self._flowing.set()
         with self._lock:
             self._budget = None
             self._per_connection = None
@@ -111,12 +138,28 @@ class CuttableProxy:
                     if exhausted:
                         self.cut()
                         return
+                self._hold()
+                self._pace(upstream, len(data))
                 sink.sendall(data)
             with contextlib.suppress(OSError):
                 sink.shutdown(socket.SHUT_WR)
         except OSError:
             _reset(sink)
             _reset(source)
+
+    def _hold(self) -> None:
+        """Wait while stalled (the proxy's close ends the wait: its sockets are reset by then)."""
+        while not self._flowing.wait(0.1) and not self._closed:
+            pass
+
+    def _pace(self, upstream: bool, size: int) -> None:
+        """Hold ``size`` bytes for their time at the throttled rate (``allow()`` or close ends it)."""
+        rate = self._rates.get(upstream)
+        if not rate:
+            return
+        deadline = time.monotonic() + size / rate
+        while (left := deadline - time.monotonic()) > 0 and self._rates.get(upstream) and not self._closed:
+            time.sleep(min(left, 0.05))
 
 
 def _reset(sock: socket.socket) -> None:
