@@ -4,10 +4,10 @@
 ``<file>.manifest.json`` next to a backup file describes its Backup row. A manifest is data from
 a storage, not configuration anyone checked: every field is validated as the TOML file and the
 admin validate theirs (a target name by the Target name field's rules, a registered engine,
-ids and sizes within the database's range, dates with an offset, a SHA-256 checksum), and a
-manifest that fails is skipped with its reason while the others are indexed. ``reconcile``
-reports catalog copies whose files are gone or differ in size, and files no catalog entry
-knows. Neither ever deletes a file.
+ids and sizes within the database's range, dates with an offset, a SHA-256 checksum that the
+file's bytes must have), and a manifest that fails is skipped with its reason while the others
+are indexed. ``reconcile`` reports catalog copies whose files are gone or differ in size, and
+files no catalog entry knows. Neither ever deletes a file.
 """
 
 from __future__ import annotations
@@ -119,8 +119,36 @@ def _reindex_manifest(
             f"{file_path}: {stored.size} bytes in storage, the manifest says {record['file_size']}"
         )
     target = _matching_target(report, target_name, engine)
+    if not _already_indexed(target, record, storage_row):
+        _check_bytes(storage, file_path, record["checksum"])
     with transaction.atomic():
         _index_one(report, storage_row, record, target_name, engine, target, manifest, stored)
+
+
+def _already_indexed(target: Target | None, record: dict[str, Any], storage_row: Storage) -> bool:
+    return target is not None and (
+        BackupCopy.objects.filter(
+            backup__target=target,
+            backup__file_path=record["file_path"],
+            backup__checksum=record["checksum"],
+            storage=storage_row,
+        ).exists()
+    )
+
+
+def _check_bytes(storage: BackupStorage, file_path: str, checksum: str) -> None:
+    """A manifest vouches for its file only if the file's SHA-256 is the one it records: a file
+    swapped for another backup's (sizes may match) or a manifest whose checksum was edited is not
+    indexed. This reads every backup not yet indexed once."""
+    try:
+        _size, sha256 = storage.digest(file_path)
+    except StorageError as exc:
+        raise ManifestRefused(f"its backup file {file_path} cannot be read ({exc})") from None
+    if sha256 != checksum:
+        raise ManifestRefused(
+            f"{file_path}: its SHA-256 is {sha256}, the manifest says {checksum} "
+            "(the file or the manifest was changed)"
+        )
 
 
 def validate_manifest(manifest: Any, file_path: str) -> tuple[dict[str, Any], str, str]:

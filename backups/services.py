@@ -83,7 +83,14 @@ from backups.runs.service import run_backup, supports_type, type_problem
 from backups.runs.steps import describe_error
 from backups.secrets import SecretError, redact
 from backups.storages import StorageError, storage_class
-from backups.verification import VerifyOutcome, check_copy_digest, check_sandbox, feed_copy, verify_backup
+from backups.verification import (
+    VerifyOutcome,
+    check_copy_digest,
+    check_manifest,
+    check_sandbox,
+    feed_copy,
+    verify_backup,
+)
 
 if TYPE_CHECKING:
     from backups.catalog import ReconcileReport, ReindexReport, reconcile, reindex_storage
@@ -177,6 +184,7 @@ __all__ = [
     "can_somewhere",
     "chain_of",
     "check_copy_digest",
+    "check_manifest",
     "check_sandbox",
     "cleanup_target",
     "connection_for",

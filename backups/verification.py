@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.utils import timezone
 
+from backups.runs.chains import MANIFEST_LIMIT
 from backups.runs.steps import describe_error, record_step
 from backups.streaming.codecs import DecompressingReader
 from backups.streaming.pipeline import HashingReader
@@ -55,6 +57,39 @@ def _compare(backup: Backup, copy: BackupCopy, reader: HashingReader) -> None:
         raise StorageError(
             f"{copy.storage.name}: checksum mismatch for {copy.path}: sha256 {reader.hexdigest()} "
             f"but the catalog says {backup.checksum}"
+        )
+
+
+def check_manifest(backup: Backup, copy: BackupCopy) -> None:
+    """The manifest beside a stored copy must describe the catalog's backup: one whose checksum,
+    size or file was changed would let ``backup_reindex`` rebuild a row that does not match the
+    bytes. A copy without a manifest passes: its bytes are checked, and reconcile reports the gap.
+    The caller names the storage in the message."""
+    with storage_for(copy.storage) as storage:
+        if not storage.exists(copy.manifest_path):
+            return
+        data = storage.read_bytes(copy.manifest_path, limit=MANIFEST_LIMIT)
+    try:
+        manifest = json.loads(data)
+        record = manifest["backup"]
+        described = {
+            "checksum": record["checksum"],
+            "file_size": record["file_size"],
+            "file_path": record["file_path"],
+        }
+    except (ValueError, RecursionError, TypeError, KeyError):
+        raise StorageError(
+            f"the manifest {copy.manifest_path} is not a readable Backupsite manifest"
+        ) from None
+    catalog = {"checksum": backup.checksum, "file_size": backup.file_size, "file_path": copy.path}
+    wrong = [
+        f"{name} {described[name]!r} (the catalog says {value!r})"
+        for name, value in catalog.items()
+        if described[name] != value
+    ]
+    if wrong:
+        raise StorageError(
+            f"the manifest {copy.manifest_path} does not describe this backup: it gives " + "; ".join(wrong)
         )
 
 
@@ -133,6 +168,7 @@ def verify_backup(
                 else:
                     consume = _trial(engine)
                 summary = feed_copy(backup, copy, consume, progress)
+                check_manifest(backup, copy)
                 outcome.messages.append(f"{copy.storage.name}: ok ({summary})")
             except Exception as exc:
                 outcome.ok = False

@@ -28,6 +28,7 @@ from backups.services import (
     RunningWork,
     ServiceError,
     check_copy_digest,
+    check_manifest,
     connection_for,
     describe_error,
     feed_copy,
@@ -344,10 +345,11 @@ def _intact_copy(backup: Backup, tracker: RestoreProgress) -> BackupCopy:
     problems = []
     for candidate in stored_copies(backup):
         try:
+            check_manifest(backup, candidate)  # an edited manifest: this copy is not trusted
             with tracker.reading(backup.file_size) as report:
                 check_copy_digest(backup, candidate, report)
         except Exception as exc:
-            problems.append(redact(describe_error(exc)))
+            problems.append(f"{candidate.storage.name}: {redact(describe_error(exc))}")
             continue
         return candidate
     raise ServiceError(

@@ -418,7 +418,10 @@ def test_it_fails_a_restore_that_the_server_rejects_with_its_message(
         assert (
             "Code: 43. Decimal data type family must have a two numbers" in log.error_message
         )  # the client's
-        assert "may be partially restored" in log.error_message
+        assert f"Database {destination_db} did not exist before this restore and was dropped again" in (
+            log.error_message
+        )
+        assert not clickhouse_server.database_exists(destination_db)
     finally:
         clickhouse_server.drop_database(destination_db)
 

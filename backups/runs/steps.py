@@ -35,12 +35,14 @@ def record_step(backup: Backup, name: str, message: str = "") -> Iterator[Backup
 def describe_error(exc: BaseException) -> str:
     """A one-line human message for an exception; known families carry their own wording."""
     from backups.engines import EngineError
+    from backups.resources import ServiceError
     from backups.secrets import SecretError
     from backups.storages import StorageError
     from backups.streaming.codecs import CodecError
     from backups.streaming.pipeline import PipelineError
 
-    if isinstance(exc, EngineError | StorageError | PipelineError | CodecError | SecretError | WorkerLost):
+    known = (EngineError, StorageError, PipelineError, CodecError, SecretError, ServiceError, WorkerLost)
+    if isinstance(exc, known):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted by the user (Ctrl-C)"

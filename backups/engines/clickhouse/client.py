@@ -186,8 +186,9 @@ def known_error(stderr: str, settings: Settings) -> str | None:
 
 
 def _clean(stderr: str) -> str:
-    """The client's error without its boilerplate: 'Code: 60. Table x doesn't exist.'"""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    """The client's error without its boilerplate: 'Code: 60. Table x doesn't exist.' Lines may
+    come joined with " | " (a tool's stderr tail, see process.StderrCollector.text)."""
+    lines = [line.strip() for line in re.split(r"\n| \| ", stderr) if line.strip()]
     lines = [line for line in lines if not line.startswith("Received exception from server")]
     text = " | ".join(lines[-4:])
     text = re.sub(r"DB::(?:Net)?Exception: Received from [^ ]+(?:, [^ .]+)?\. ", "", text)

@@ -185,8 +185,7 @@ class ClickHouseEngine(Engine):
                 at = f" at {restorer.current}" if restorer.current else ""
                 raise EngineError(
                     f"restore into database {settings.database} on {settings.where} failed{at}: "
-                    f"{str(exc).rstrip('.')}. "
-                    "The database may be partially restored (ClickHouse DDL and inserts are not transactional)."
+                    f"{str(exc).rstrip('.')}. {restorer.aftermath()}."
                 ) from None
             return restorer.check()
 

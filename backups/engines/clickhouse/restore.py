@@ -6,6 +6,11 @@ restored rows a second time; then the materialized views' own rows go into their
 tables. Statements are rewritten from the source's database to the destination's
 (:func:`.clickhouse_sql.rewrite_database` says what that cannot reach) and run with the
 destination as the current database.
+
+ClickHouse has no transactions, but a failed restore can still leave the destination as it was:
+every table and view it creates is new (it refuses when one exists, unless ``replace_existing``),
+so :meth:`Restorer.aftermath` drops them again, or the whole database when the restore created
+it. Only objects ``replace_existing`` already dropped cannot come back.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ class Restorer:
         self.trailer: dict[str, Any] = {}
         self.events = archive.events()
         self.schemas: list[Schema | Data | Trailer] = []
+        self.created_database = False
+        self.created: list[str] = []  # tables and views, in the order they were created
+        self.replaced: list[str] = []  # existing ones dropped (replace_existing)
 
     def qualified(self, name: str) -> str:
         return f"{quote_identifier(self.database)}.{quote_identifier(name)}"
@@ -71,9 +79,11 @@ class Restorer:
             )
         if not exists:
             self.ch.query(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self.database)}")
+            self.created_database = True
         # Views first: dropping a materialized view also drops its inner table.
         for name in sorted(conflicts, key=lambda name: existing[name] not in VIEW_ENGINES):
             self.ch.query(f"DROP TABLE IF EXISTS {self.qualified(name)}")
+            self.replaced.append(name)
 
     def run(self) -> None:
         for event in itertools.chain(self.schemas, self.events):
@@ -99,7 +109,35 @@ class Restorer:
     def create(self, entry: Entry, sql: str) -> None:
         self.current = entry.name
         self.ch.execute(sql, database=self.database, extra=needs_low_cardinality(sql))
+        self.created.append(entry.name)
         self.current = ""
+
+    def aftermath(self) -> str:
+        """After :meth:`run` failed: undo it where possible and say what the destination holds."""
+        database = quote_identifier(self.database)
+        if self.replaced:
+            return (
+                "The database may be partially restored (ClickHouse DDL and inserts are not transactional): "
+                f"replace_existing had already dropped {first_names(self.replaced)}"
+            )
+        try:
+            if self.created_database:
+                self.ch.query(f"DROP DATABASE IF EXISTS {database}")
+                return f"Database {self.database} did not exist before this restore and was dropped again"
+            # Newest first: a view goes before the tables it reads, a materialized view with its inner table.
+            for name in reversed(self.created):
+                self.ch.query(f"DROP TABLE IF EXISTS {self.qualified(name)}")
+        except EngineError as exc:
+            return (
+                f"Removing what it had created failed ({str(exc).rstrip('.')}): the database may be "
+                "partially restored (ClickHouse DDL and inserts are not transactional)"
+            )
+        if not self.created:
+            return "Nothing was changed"
+        return (
+            f"The {len(self.created)} table(s) and view(s) it had created were dropped again "
+            f"({first_names(self.created)}): database {self.database} is as it was"
+        )
 
     def create_views(self) -> None:
         for entry, sql in self.pending_views:

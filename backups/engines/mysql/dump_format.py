@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from backups.engines.base import EngineError
@@ -101,14 +102,95 @@ class DumpScanner:
         )
 
 
+# The comment mysqldump writes before each part of a dump (one table's DROP, CREATE, rows and
+# triggers; a view's placeholder or final statement; the events; the routines).
+_SECTION = re.compile(
+    rb"^-- (Table structure for table|Temporary (?:table|view) structure for view"
+    rb"|Final view structure for view|Dumping events for database|Dumping routines for database)"
+    rb"(?: `((?:[^`]|``)*)`)?",
+    re.MULTILINE,
+)
+_SECTION_KINDS = {
+    b"Table structure for table": "table",
+    b"Final view structure for view": "view",
+    b"Dumping events for database": "events",
+    b"Dumping routines for database": "routines",
+}
+_MARKER_LINE_MAX = 512  # a longer line (rows) is never a section comment
+
+
+@dataclass(frozen=True)
+class Section:
+    line: int  # 1-based, as the client counts in "ERROR ... at line N"
+    kind: str  # "table", "view" (also a view's placeholder), "events" or "routines"
+    name: str
+
+
+def _names(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+class SectionMap:
+    """Where each part of a mysqldump file begins, by line, so a failed restore can say which
+    tables it had already replaced and which it never reached. Fed chunk by chunk; holds only
+    the last incomplete line while it is short."""
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self._lines = 0
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._partial + chunk
+        end = data.rfind(b"\n") + 1
+        line, position = self._lines, 0
+        for match in _SECTION.finditer(data, 0, end):
+            line += data.count(b"\n", position, match.start())
+            position = match.start()
+            kind = _SECTION_KINDS.get(match.group(1), "view")
+            name = (match.group(2) or b"").replace(b"``", b"`").decode("utf-8", "replace")
+            self.sections.append(Section(line + 1, kind, name))
+        self._lines += data.count(b"\n", 0, end)
+        rest = data[end:]
+        # A long unfinished line is row data; "#" keeps its tail from looking like a line start.
+        self._partial = rest if len(rest) <= _MARKER_LINE_MAX else b"#"
+
+    def progress_at(self, line: int) -> str:
+        """What a restore that failed at ``line`` had done to the destination, in words; "" when
+        the file has no section comments (not made by mysqldump, or nothing in it)."""
+        tables = [s for s in self.sections if s.kind == "table"]
+        if not tables:
+            return ""
+        reached = [s for s in self.sections if s.line <= line]
+        if not reached:
+            return "it stopped before the first table: no table of the backup was touched"
+        current = reached[-1]
+        if current.kind != "table":
+            part = f"view {current.name}" if current.kind == "view" else f"the {current.kind}"
+            return f"all {len(tables)} table(s) had been restored; it stopped at {part}"
+        done = [s.name for s in tables if s.line < current.line]
+        untouched = [s.name for s in tables if s.line > current.line]
+        parts = [f"table(s) restored before the error: {_names(done)}"] if done else []
+        parts.append(
+            f"the error came in table {current.name}'s part (DROP, CREATE, rows, triggers): it may be "
+            "missing, empty or partly restored"
+        )
+        if untouched:
+            parts.append(f"table(s) not reached, left as they were: {_names(untouched)}")
+        return "; ".join(parts)
+
+
 class GuardedDump:
     """The stream fed to the client: refuses anything that does not start like a mysqldump file
-    before a byte reaches the server, and remembers whether the trailer arrived."""
+    before a byte reaches the server, remembers whether the trailer arrived and where each
+    table's part begins (:class:`SectionMap`)."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._scanner = DumpScanner(check_text=False)
         self._head: bytes | None = None
+        self.sections = SectionMap()
 
     def open(self) -> None:
         """Read and check the head of the dump (raises :class:`NotADump`)."""
@@ -120,10 +202,12 @@ class GuardedDump:
             self.open()
         if self._head:
             head, self._head = self._head, b""
+            self.sections.feed(head)
             return head
         chunk = self._stream.read(size)
         if chunk:
             self._scanner.feed(chunk)
+            self.sections.feed(chunk)
         return chunk
 
     def check_complete(self) -> None:

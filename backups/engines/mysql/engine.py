@@ -401,11 +401,36 @@ class MySQLEngine(Engine):
             except NotADump:
                 raise
             except EngineError as exc:
-                raise EngineError(
-                    f"restore into database {settings.database} on {settings.where} failed: {exc}. The "
-                    "database may be partially restored (MySQL DDL is not transactional)."
-                ) from None
+                raise EngineError(self._failure(settings, str(exc), guarded)) from None
         return self._check_restored(settings, options)
+
+    def _failure(self, settings: Settings, error: str, guarded: GuardedDump) -> str:
+        """The message of a restore the client stopped: its error, then what that left behind,
+        from the line it names. DDL commits implicitly, so nothing can be rolled back: the
+        message says which tables were replaced, which one was half done and which were left."""
+        text = f"restore into database {settings.database} on {settings.where} failed: {error.rstrip('.')}"
+        # A statement over the server's max_allowed_packet: the server says so and closes the
+        # connection, and the client reports whichever of the two it notices first.
+        if re.search(r"ERROR 1153 ", error):
+            text += f" ({self._packet_limit(settings)})"
+        elif re.search(r"ERROR (2006|2013) ", error):
+            text += (
+                " (the server closed the connection: it stopped, or a statement was larger than its "
+                f"max_allowed_packet; {self._packet_limit(settings)})"
+            )
+        text += ". The database may be partially restored (MySQL DDL is not transactional)"
+        line = re.search(r"ERROR \d+ \(\w+\) at line (\d+)", error)
+        progress = guarded.sections.progress_at(int(line.group(1))) if line else ""
+        return f"{text}: {progress}." if progress else f"{text}."
+
+    def _packet_limit(self, settings: Settings) -> str:
+        """The server's max_allowed_packet in words, when the server can still tell."""
+        try:
+            with self.session(settings, None) as session:
+                limit = int(query(session, "SELECT @@GLOBAL.max_allowed_packet")[0][0])
+        except (EngineError, MySQLdb.Error, IndexError, TypeError, ValueError):
+            return "raise max_allowed_packet on the server for larger rows"
+        return f"max_allowed_packet is {limit} bytes on this server: raise it there for larger rows"
 
     def _check_restored(self, settings: Settings, options: RestoreOptions) -> RestoreResult:
         info = options.manifest.get("engine_info") or {}

@@ -12,7 +12,8 @@ Tool versions: :mod:`.postgresql_tools` picks the client for the server and the 
 options and their defaults are in :mod:`.postgresql_settings`.
 
 Restores run in a single transaction with ``--exit-on-error`` by default: the first error rolls
-everything back and the destination is left as it was.
+everything back and the destination is left as it was; a database the failed restore created is
+dropped again.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def explain(text: str, connection: Connection) -> str:
     match = re.search(r'database "([^"]+)" does not exist', text)
     if match:
         return f"database {match.group(1)} does not exist on {where}"
+    if "server closed the connection unexpectedly" in lowered:
+        # Reached, then lost: the server stopped or crashed, or someone ended the session.
+        return f"the PostgreSQL server at {where} closed the connection: {' '.join(text.split())}"
     if any(
         word in lowered
         for word in (
@@ -416,12 +420,14 @@ class PostgreSQLEngine(Engine):
                 )
             except EngineError as exc:
                 rolled_back = settings.single_transaction and settings.exit_on_error
-                suffix = (
-                    " (nothing was changed: the restore ran in one transaction)"
+                outcome = (
+                    "nothing was changed: the restore ran in one transaction"
                     if rolled_back
-                    else " (the destination may be partially restored)"
+                    else "the destination may be partially restored"
                 )
-                raise EngineError(f"{exc}{suffix}") from None
+                if created:
+                    outcome = self._drop_created(connection, settings, outcome)
+                raise EngineError(f"{exc} ({outcome})") from None
         tables = list(info.get("tables", [])) or restored
         counts, proof = self._check_restored(connection, settings, info)
         where = f"database {connection.database}" + (" (created)" if created else "")
@@ -430,6 +436,21 @@ class PostgreSQLEngine(Engine):
             message=f"restored {len(tables)} table(s), data for {len(restored)}, into {where}; {proof}",
             row_counts=counts,
         )
+
+    def _drop_created(self, connection: Connection, settings: Settings, outcome: str) -> str:
+        """Drop the database a failed restore created, so the server is left as it was; returns
+        what the error message says about the destination (``outcome`` if the drop fails).
+        Without FORCE: a session someone opened in it meanwhile keeps it, and the message says so."""
+        name = connection.database
+        try:
+            with contextlib.closing(
+                self._connect(connection, settings, settings.maintenance_database)
+            ) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        except (psycopg.Error, EngineError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"{outcome}; database {name} was created by this restore and could not be dropped again: {detail}"
+        return f"nothing was changed: database {name}, which this restore had created, was dropped again"
 
     def _check_restored(
         self, connection: Connection, settings: Settings, info: dict[str, Any]

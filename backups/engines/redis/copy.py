@@ -53,11 +53,20 @@ class Copied:
     libraries: list[str] = field(default_factory=list)
 
 
+def scratch_error(exc: redis.RedisError) -> EngineError:
+    """An error of the scratch server, which holds the backup: never blamed on the destination."""
+    return EngineError(f"reading the backup from the scratch redis-server failed: {redis_message(exc)}")
+
+
 def scan(client: redis.Redis) -> Iterator[list[bytes]]:
-    """Every key of the client's database once (see redis_scratch: the tables never shrink)."""
+    """Every key of the scratch server's database ``client`` is on, once (see redis_scratch: the
+    tables never shrink)."""
     cursor = 0
     while True:
-        cursor, found = client.scan(cursor, count=BATCH)
+        try:
+            cursor, found = client.scan(cursor, count=BATCH)
+        except redis.RedisError as exc:
+            raise scratch_error(exc) from None
         keys = [key if isinstance(key, bytes) else key.encode() for key in found]
         for start in range(0, len(keys), BATCH):
             yield keys[start : start + BATCH]
@@ -76,7 +85,8 @@ def libraries(client: redis.Redis) -> list[str]:
 
 
 class Copier:
-    """Checks and copies one loaded snapshot into one destination."""
+    """Checks and copies one loaded snapshot into one destination; after a failure, undoes what
+    it wrote when it can (:meth:`aftermath`)."""
 
     def __init__(self, snapshot: LoadedSnapshot, connect: Connect, *, replace: bool, where: str) -> None:
         self.snapshot = snapshot
@@ -84,6 +94,11 @@ class Copier:
         self._sessions: dict[int, redis.Redis] = {}
         self.replace = replace
         self.where = where
+        #: Keys written so far, by database. Without ``replace`` each was absent before (RESTORE
+        #: without REPLACE refuses an existing key), so deleting them undoes the restore.
+        self.written: dict[int, list[bytes]] = {}
+        self.restored = 0
+        self.libraries_added: list[str] = []
 
     def connect(self, db: int) -> redis.Redis:
         """A session on the destination's database ``db`` (one per database, kept until close)."""
@@ -141,19 +156,30 @@ class Copier:
             )
 
     def copy(self, databases: list[int], with_functions: bool) -> Copied:
+        """Copy the keys of ``databases`` (and the function libraries); raises :class:`EngineError`
+        or the destination's :class:`redis.RedisError` at the first error, after which
+        :meth:`aftermath` says (and where it can, undoes) what was written."""
         copied = Copied()
         if with_functions:
-            copied.libraries = libraries(self.snapshot.client())
+            try:
+                copied.libraries = libraries(self.snapshot.client())
+                # bytes, which redis-py sends as they are
+                payload = self.snapshot.client().function_dump() if copied.libraries else b""
+            except redis.RedisError as exc:
+                raise scratch_error(exc) from None
             if copied.libraries:
-                payload = self.snapshot.client().function_dump()  # bytes, which redis-py sends as they are
                 policy = "REPLACE" if self.replace else "APPEND"
                 try:
                     self.connect(0).function_restore(payload, policy)  # type: ignore[arg-type]
                 except redis.RedisError as exc:
                     raise EngineError(
-                        f"FUNCTION RESTORE on {self.where} failed: {redis_message(exc)}; no key was written yet"
+                        f"FUNCTION RESTORE on {self.where} failed: {redis_message(exc)}"
                     ) from None
-        sizes = self.snapshot.keyspace()
+                self.libraries_added = copied.libraries
+        try:
+            sizes = self.snapshot.keyspace()
+        except redis.RedisError as exc:
+            raise scratch_error(exc) from None
         for db in databases:
             restored = self._copy_database(db, copied)
             copied.keys[db] = restored
@@ -170,20 +196,14 @@ class Copier:
         for keys in scan(source):
             while keys:
                 part, keys = keys[:group], keys[group:]
-                size, written = self._copy_part(db, part, source, destination, copied, restored)
+                size, written = self._copy_part(db, part, source, destination)
                 restored += written
                 # Next time read about BATCH_BYTES of serialised values (from the average so far).
                 group = max(1, min(BATCH, BATCH_BYTES * len(part) // max(size, 1)))
         return restored
 
     def _copy_part(
-        self,
-        db: int,
-        keys: list[bytes],
-        source: redis.Redis,
-        destination: redis.Redis,
-        copied: Copied,
-        restored: int,
+        self, db: int, keys: list[bytes], source: redis.Redis, destination: redis.Redis
     ) -> tuple[int, int]:
         """PTTL+DUMP ``keys`` from the scratch server and RESTORE them, pipelined; return the bytes
         of serialised values read and the number of keys restored."""
@@ -191,7 +211,10 @@ class Copier:
         for key in keys:
             read.pttl(key)
             read.dump(key)
-        replies = read.execute()
+        try:
+            replies = read.execute()
+        except redis.RedisError as exc:
+            raise scratch_error(exc) from None
         write = destination.pipeline(transaction=False)
         batch: list[bytes] = []
         size = 0
@@ -202,24 +225,63 @@ class Copier:
             write.restore(key, max(int(ttl), 0), payload, replace=self.replace)
             batch.append(key)
             size += len(payload)
-        if batch:
-            for key, result in zip(batch, write.execute(raise_on_error=False), strict=True):
-                if isinstance(result, redis.RedisError):
-                    raise EngineError(self._failure(db, key, result, copied, restored))
-                restored += 1
+        if not batch:
+            return size, 0
+        failure: tuple[bytes, redis.RedisError] | None = None
+        written = self.written.setdefault(db, [])
+        # The pipeline is not a transaction: every RESTORE in it ran, also those after a failed one.
+        for key, result in zip(batch, write.execute(raise_on_error=False), strict=True):
+            if isinstance(result, redis.RedisError):
+                failure = failure or (key, result)
+                continue
+            self.restored += 1
+            if not self.replace:
+                written.append(key)
+        if failure is not None:
+            refused, error = failure
+            raise EngineError(
+                f"RESTORE of key {show_key(refused)} into db{db} on {self.where} failed: {redis_message(error)}"
+            )
         return size, len(batch)
 
-    def _failure(self, db: int, key: bytes, exc: redis.RedisError, copied: Copied, restored: int) -> str:
-        done = sum(copied.keys.values()) + restored
-        failed = f"RESTORE of key {show_key(key)} into db{db} on {self.where} failed: {redis_message(exc)}"
-        if done:
-            return f"{failed}. {done} key(s) were restored before it: the destination is partially restored"
-        if copied.libraries:
-            return (
-                f"{failed}. No key was restored, but the function libraries were "
-                f"({', '.join(copied.libraries)}): the destination is partially restored"
+    def aftermath(self) -> str:
+        """After a failed :meth:`copy`: what it had written and what became of it. Without
+        ``replace`` the keys and function libraries it wrote are deleted again (each was absent
+        before), so the destination is as it was, apart from what others wrote to those keys
+        meanwhile; with ``replace`` the values it overwrote are gone, and it says so."""
+        if not self.restored and not self.libraries_added:
+            return "Nothing was written"
+        named = ", ".join(self.libraries_added)
+        if self.restored:
+            what = f"{self.restored} key(s) had been restored" + (
+                f", and the function libraries ({named})" if named else ""
             )
-        return f"{failed}. Nothing was written"
+        else:
+            what = f"No key was restored, but the function libraries were ({named})"
+        if self.replace:
+            return (
+                f"{what}: the destination is partially restored (with replace = true, the keys it "
+                "overwrote cannot get their old contents back)"
+            )
+        try:
+            self._undo()
+        except redis.RedisError as exc:
+            return (
+                f"{what}; deleting them again failed ({redis_message(exc)}): the destination is "
+                "partially restored"
+            )
+        return f"{what}; they were deleted again, so the destination is as it was"
+
+    def _undo(self) -> None:
+        for db, keys in self.written.items():
+            destination = self.connect(db)
+            for start in range(0, len(keys), BATCH):
+                pipe = destination.pipeline(transaction=False)
+                for key in keys[start : start + BATCH]:
+                    pipe.unlink(key)
+                pipe.execute()
+        for name in self.libraries_added:
+            self.connect(0).function_delete(name)
 
 
 def summary(copied: Copied, where: str, replace: bool) -> str:

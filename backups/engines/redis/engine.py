@@ -15,11 +15,13 @@ restart and losing every key written since. So the snapshot is loaded into a pri
 ``redis-server`` (:mod:`.redis_scratch`) and its keys are copied into the destination with
 ``DUMP``/``RESTORE`` (:mod:`.redis_copy`), TTLs preserved; the destination keeps serving. Without
 the ``replace`` option, a backup key that already exists in the destination stops the restore
-before anything is written.
+before anything is written, and a restore that fails midway deletes the keys it had written
+(each was absent before), so the destination is left as it was.
 
 ACL permissions that suffice (tested): a backup user ``-@all +ping +info +replconf +sync``; a
 restore user ``~* -@all +ping +select +exists +restore``, plus ``+function|list
-+function|restore`` when the backup holds function libraries.
++function|restore`` when the backup holds function libraries; ``+unlink`` (and
+``+function|delete``) let a failed restore delete what it wrote.
 """
 
 from __future__ import annotations
@@ -365,11 +367,9 @@ class RedisEngine(Engine):
                     raise EngineError(f"{describe_error(exc, settings)}; nothing was written") from None
                 try:
                     copied = copier.copy(chosen, with_functions)
-                except redis.RedisError as exc:
-                    raise EngineError(
-                        f"{describe_error(exc, settings)}; the restore stopped and the destination may be "
-                        "partially restored"
-                    ) from None
+                except (EngineError, redis.RedisError) as exc:
+                    error = describe_error(exc, settings) if isinstance(exc, redis.RedisError) else str(exc)
+                    raise EngineError(f"{error.rstrip('.')}. {copier.aftermath()}") from None
             finally:
                 copier.close()
         return RestoreResult(
