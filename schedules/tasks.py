@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from backups import services as backup_services
 from backupsite.celery import app
 
 from . import services

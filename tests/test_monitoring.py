@@ -85,7 +85,12 @@ def test_it_does_not_miss_new_inactive_and_graceful_schedules(sqlite_target, set
 def test_it_includes_the_missed_check_in_the_watch(sqlite_target, settings):
     settings.BACKUPSITE_MISSED_GRACE_MINUTES = 10
     nightly(sqlite_target)
-    assert services.watch(utc("2026-11-21 03:11")) == {"lost": 0, "lost_restores": 0, "missed": 1, "recovered": 0}
+    assert services.watch(utc("2026-11-21 03:11")) == {
+        "lost": 0,
+        "lost_restores": 0,
+        "missed": 1,
+        "recovered": 0,
+    }
 
 
 def shrink(path: Path, keep: int) -> None:

@@ -28,6 +28,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
+    ServiceRequestTimeoutError,
     ServiceResponseError,
 )
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContainerClient, LinearRetry
@@ -182,6 +183,7 @@ class AzureStorage(BackupStorage):
         super().__init__(name, options, prefix)
         self.container_name: str = options["container"]
         self.block_size = int(self.opt("block_size_mib", 8)) * MIB
+        self.timeout = int(self.opt("timeout_seconds", 60))
         self.base_url = self._base_url()
         self._backend: _Backend | None = None
 
@@ -227,7 +229,6 @@ class AzureStorage(BackupStorage):
     @property
     def backend(self) -> _Backend:
         if self._backend is None:
-            timeout = int(self.opt("timeout_seconds", 60))
             self._backend = _Backend(
                 endpoint_url=self.opt("endpoint_url"),
                 account_name=self.opt("account_name"),
@@ -241,8 +242,8 @@ class AzureStorage(BackupStorage):
                     "retry_policy": LinearRetry(
                         backoff=2, random_jitter_range=1, retry_total=self.opt("retries", 3)
                     ),
-                    "connection_timeout": timeout,
-                    "read_timeout": timeout,
+                    "connection_timeout": self.timeout,
+                    "read_timeout": self.timeout,
                     # Downloads come in 4 MiB pieces (the first GET would otherwise be 32 MiB).
                     "max_single_get_size": 4 * MIB,
                     "max_chunk_get_size": 4 * MIB,
@@ -289,6 +290,10 @@ class AzureStorage(BackupStorage):
             # The exception's text is only looked at, never shown.
             if any(word in str(exc) for word in ("NewConnectionError", "Failed to establish", "refused")):
                 reason = f"cannot connect to {self.base_url}; is it up and reachable?"
+            elif isinstance(exc, ServiceRequestTimeoutError):
+                reason = f"cannot connect to {self.base_url}: no answer within {self.timeout} s"
+            elif "timed out" in str(exc) or "Timeout" in type(exc).__name__:  # a send or a read
+                reason = f"{self.base_url} timed out: no answer within {self.timeout} s (timeout_seconds)"
             else:
                 reason = f"the connection to {self.base_url} failed ({type(exc).__name__})"
         elif isinstance(exc, HttpResponseError):

@@ -43,8 +43,8 @@ from .base import (
 )
 
 T = TypeVar("T")
-IO_TIMEOUT = 120  # seconds of silence mid-transfer before giving up; connect_timeout covers connecting
-REPLY_TIMEOUT = 5  # waiting for the reply to a transfer we cut ourselves
+IO_TIMEOUT = 120  # default seconds of silence mid-transfer before giving up (timeout_seconds)
+REPLY_TIMEOUT = 5  # waiting for the reply to a transfer we cut ourselves (at most timeout_seconds)
 FTP_ERRORS = ftplib.all_errors  # ftplib.Error, OSError (ssl.SSLError included), EOFError
 _DISCARD_ERRORS: tuple[type[BaseException], ...] = (*FTP_ERRORS, StorageError)
 
@@ -112,6 +112,9 @@ class FTPStorage(BackupStorage):
         "verify_tls": Option(bool, "verify the server certificate and host name (default true)"),
         "passive": Option(bool, "use passive mode data connections (default true)"),
         "connect_timeout": Option(int, "seconds to wait for the server to answer (default 10)"),
+        "timeout_seconds": Option(
+            int, "seconds a logged-in server may take to answer or to take more bytes (default 120)"
+        ),
     }
 
     @classmethod
@@ -124,6 +127,8 @@ class FTPStorage(BackupStorage):
             problems.append(("port", "must be between 1 and 65535"))
         if "connect_timeout" in options and options["connect_timeout"] <= 0:
             problems.append(("connect_timeout", "must be a positive number of seconds"))
+        if options.get("timeout_seconds", IO_TIMEOUT) < 1:
+            problems.append(("timeout_seconds", "must be at least 1"))
         return problems
 
     def __init__(self, name: str, options: dict[str, Any], prefix: str = "") -> None:
@@ -132,6 +137,8 @@ class FTPStorage(BackupStorage):
         self.port: int = self.opt("port", 21)
         self.user: str = options["user"]
         self.tls: bool = self.opt("tls", True)
+        self.io_timeout: int = self.opt("timeout_seconds", IO_TIMEOUT)
+        self.reply_timeout = min(REPLY_TIMEOUT, self.io_timeout)
         root = str(self.opt("root", "")).rstrip("/")
         self.root = root or ("/" if str(self.opt("root", "")).startswith("/") else "")
         self._ftp: ftplib.FTP | None = None
@@ -146,6 +153,8 @@ class FTPStorage(BackupStorage):
 
     def error(self, action: str, path: str, exc: BaseException | str) -> StorageError:
         why = exc if isinstance(exc, str) else _describe(exc)
+        if isinstance(exc, TimeoutError):
+            why = f"the server timed out: nothing sent or received for {self.io_timeout} s (timeout_seconds)"
         return StorageError(self._scrub(f"{self.name}: {action} {self.url(path)}: {why}"))
 
     # -- paths -------------------------------------------------------------------------------------
@@ -201,7 +210,7 @@ class FTPStorage(BackupStorage):
                 ftp.prot_p()
             ftp.voidcmd("TYPE I")  # binary, and SIZE is refused in ASCII mode by many servers
             ftp.set_pasv(self.opt("passive", True))
-            _timeout(ftp, IO_TIMEOUT)
+            _timeout(ftp, self.io_timeout)
         except FTP_ERRORS as exc:
             ftp.close()
             why = _describe(exc)
@@ -251,7 +260,7 @@ class FTPStorage(BackupStorage):
         ftp = self.login()
         try:
             data = ftp.transfercmd(f"RETR {remote}")
-            data.settimeout(IO_TIMEOUT)
+            data.settimeout(self.io_timeout)
         except FTP_ERRORS as exc:
             ftp.close()
             if _reply_code(exc) == "550":
@@ -361,7 +370,7 @@ class _FTPWriter(ObjectWriter):
         try:
             _mkdirs(self.ftp, str(name.parent) if str(name.parent) != "." else "")
             self.data = self.ftp.transfercmd(f"STOR {self.temp}")
-            self.data.settimeout(IO_TIMEOUT)
+            self.data.settimeout(storage.io_timeout)
         except FTP_ERRORS as exc:
             self._discard()
             raise storage.error("cannot start uploading", final, exc) from None
@@ -380,7 +389,7 @@ class _FTPWriter(ObjectWriter):
         self._close_data()
         if self.ftp is not None:
             try:
-                _timeout(self.ftp, REPLY_TIMEOUT)
+                _timeout(self.ftp, self.storage.reply_timeout)
                 self.ftp.voidresp()
             except ftplib.Error as reply:
                 return reply
@@ -454,7 +463,7 @@ class _FTPWriter(ObjectWriter):
         ftp, self.ftp = self.ftp, None
         if ftp is not None:
             with contextlib.suppress(*FTP_ERRORS):
-                _timeout(ftp, REPLY_TIMEOUT)
+                _timeout(ftp, self.storage.reply_timeout)
                 ftp.quit()
             ftp.close()
 
@@ -494,7 +503,7 @@ class _FTPReader(ObjectReader):
             with contextlib.suppress(OSError):
                 data.close()
         with contextlib.suppress(*FTP_ERRORS):
-            _timeout(self.ftp, REPLY_TIMEOUT)
+            _timeout(self.ftp, self.storage.reply_timeout)
             if wait:
                 self.ftp.getresp()  # the 426 for the transfer cut short
             self.ftp.quit()

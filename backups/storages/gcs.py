@@ -115,7 +115,9 @@ class _GCSWriter(ObjectWriter):
         blob = storage.bucket.blob(self.key)
         # GCS enforces ifGenerationMatch=0 itself; this look first gives the same answer on
         # servers that ignore preconditions (emulators), before any byte is sent.
-        if storage.call(lambda: blob.exists(retry=storage.retry), "cannot check", self.where):
+        if storage.call(
+            lambda: blob.exists(timeout=storage.timeout, retry=storage.retry), "cannot check", self.where
+        ):
             raise storage.exists_error(self.where)
         return cast(
             str,
@@ -312,7 +314,7 @@ class GCSStorage(BackupStorage):
         if isinstance(exc, google.auth.exceptions.RefreshError):
             reason = "the credentials were refused (check credentials_file)"
         elif isinstance(exc, requests.RequestException | google.auth.exceptions.TransportError):
-            reason = _connection_failure(endpoint, exc)
+            reason = _connection_failure(endpoint, exc, self.timeout)
         elif isinstance(exc, gexc.GoogleAPICallError) and exc.code is not None:
             return self.status_error(action, where, int(exc.code))
         elif isinstance(exc, AttributeError) and "private key" in str(exc):
@@ -334,29 +336,49 @@ class GCSStorage(BackupStorage):
 
     def open_reader(self, path: str) -> BinaryIO:
         where = self.location(path)
-        blob = self.call(lambda: self.bucket.get_blob(self.key(path), retry=self.retry), "cannot read", where)
+        blob = self.call(
+            lambda: self.bucket.get_blob(self.key(path), timeout=self.timeout, retry=self.retry),
+            "cannot read",
+            where,
+        )
         if blob is None:
             raise StorageError(f"{self.name}: {where} does not exist")
         # Pinned to the generation just seen, so a replaced object is never read half old, half new.
         inner = blob.open(
-            "rb", chunk_size=self.chunk_size, if_generation_match=blob.generation, retry=self.retry
+            "rb",
+            chunk_size=self.chunk_size,
+            if_generation_match=blob.generation,
+            timeout=self.timeout,
+            retry=self.retry,
         )
         return cast(BinaryIO, _GCSReader(self, where, inner))
 
     def exists(self, path: str) -> bool:
         blob = self.bucket.blob(self.key(path))
-        return bool(self.call(lambda: blob.exists(retry=self.retry), "cannot check", self.location(path)))
+        return bool(
+            self.call(
+                lambda: blob.exists(timeout=self.timeout, retry=self.retry),
+                "cannot check",
+                self.location(path),
+            )
+        )
 
     def size(self, path: str) -> int:
         where = self.location(path)
-        blob = self.call(lambda: self.bucket.get_blob(self.key(path), retry=self.retry), "cannot stat", where)
+        blob = self.call(
+            lambda: self.bucket.get_blob(self.key(path), timeout=self.timeout, retry=self.retry),
+            "cannot stat",
+            where,
+        )
         if blob is None:
             raise StorageError(f"{self.name}: {where} does not exist")
         return int(blob.size or 0)
 
     def delete(self, path: str) -> None:
         blob = self.bucket.blob(self.key(path))
-        self.call(lambda: _delete_if_there(blob, self.retry), "cannot delete", self.location(path))
+        self.call(
+            lambda: _delete_if_there(blob, self.retry, self.timeout), "cannot delete", self.location(path)
+        )
 
     def check_writable(self) -> None:
         probe = self.bucket.blob(self.key(probe_name()))
@@ -368,7 +390,9 @@ class GCSStorage(BackupStorage):
             "cannot write to",
             where,
         )
-        self.call(lambda: _delete_if_there(probe, self.retry), "cannot delete a test object in", where)
+        self.call(
+            lambda: _delete_if_there(probe, self.retry, self.timeout), "cannot delete a test object in", where
+        )
 
     def sweep_partials(self, path: str) -> int:
         return 0  # an unfinished resumable session is not an object (see the module docstring)
@@ -382,7 +406,9 @@ class GCSStorage(BackupStorage):
         prefix = f"{self.prefix}/" if self.prefix else ""
         where = f"gs://{self.bucket_name}/{prefix}"
         blobs = self.call(
-            lambda: iter(self.bucket.list_blobs(prefix=prefix, retry=self.retry)), "cannot list", where
+            lambda: iter(self.bucket.list_blobs(prefix=prefix, timeout=self.timeout, retry=self.retry)),
+            "cannot list",
+            where,
         )
         while True:
             blob = self.call(lambda: next(blobs, None), "cannot list", where)
@@ -414,13 +440,17 @@ class GCSStorage(BackupStorage):
         return cast(str, url)
 
 
-def _connection_failure(endpoint: str, exc: BaseException) -> str:
+def _connection_failure(endpoint: str, exc: BaseException, timeout: float) -> str:
     # The exception's text is only looked at, never shown (it may carry URLs with tokens).
     if any(word in str(exc) for word in ("NewConnectionError", "Failed to establish", "Connection refused")):
         return f"cannot connect to {endpoint}; is it up and reachable?"
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"cannot connect to {endpoint}: no answer within {timeout:g} s"
+    if isinstance(exc, requests.Timeout) or "timed out" in str(exc):  # also a send that timed out
+        return f"{endpoint} timed out: no answer within {timeout:g} s (timeout_seconds)"
     return f"the connection to {endpoint} failed ({type(exc).__name__})"
 
 
-def _delete_if_there(blob: Any, retry: Retry) -> None:
+def _delete_if_there(blob: Any, retry: Retry, timeout: float) -> None:
     with contextlib.suppress(gexc.NotFound):
-        blob.delete(retry=retry)
+        blob.delete(timeout=timeout, retry=retry)

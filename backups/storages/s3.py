@@ -46,6 +46,7 @@ from .base import (
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+CONNECT_TIMEOUT = 10  # seconds to open a connection (at most timeout_seconds)
 MAX_PART, MAX_PARTS = 5 * 1024 * MIB, 10_000  # S3's multipart limits (and 5 MiB minimum)
 GROWTH_EVERY = 1000  # the part size doubles every 1000 parts: 8 MiB parts reach ~8 TiB
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -62,6 +63,19 @@ _PLAIN = {
     "InvalidObjectState": "the object is archived (its storage class) and must be restored first",
     "KMS.NotFoundException": "the KMS key was not found (check sse_kms_key_id)",
 }
+
+
+def _timed_out_sending(exc: BaseException) -> bool:
+    """A request whose bytes the endpoint stopped taking: urllib3 reports the socket's timeout
+    while sending as a lost connection (ProtocolError("Connection aborted.", TimeoutError))."""
+    cause = getattr(exc, "kwargs", {}).get("error") if isinstance(exc, ConnectionClosedError) else None
+    return isinstance(cause, urllib3.exceptions.ProtocolError) and any(
+        isinstance(arg, TimeoutError) for arg in cause.args
+    )
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, ReadTimeoutError | ConnectTimeoutError) or _timed_out_sending(exc)
 
 
 def _code(exc: BaseException) -> str:
@@ -178,10 +192,12 @@ class _S3Writer(ObjectWriter):
             )
         except (BotoCoreError, ClientError) as exc:
             if _code(exc) != "NoSuchUpload":  # already gone is fine
-                # The upload id is kept: a later abort() retries, and sweep_stale() removes it.
                 error = self.storage.error("cannot abort the upload of", self.path, exc)
                 log.warning("%s; a later sweep removes its parts", error)
-                return
+                if not _timed_out(exc):
+                    return  # the upload id is kept: a later abort() retries once the link is back
+                # An endpoint that stalled is not asked again by this writer (each try would wait
+                # as long): sweep_partials() or sweep_stale() removes the upload.
         self.upload_id = None
 
 
@@ -229,6 +245,9 @@ class S3Storage(BackupStorage):
         "addressing_style": Option(str, "bucket addressing", choices=("auto", "path", "virtual")),
         "ca_bundle": Option(str, "a CA bundle to verify the endpoint's certificate", path=True),
         "verify_tls": Option(bool, "verify the endpoint's TLS certificate (default true)"),
+        "timeout_seconds": Option(
+            int, "seconds a request may wait for the endpoint to take or answer bytes (default 120)"
+        ),
     }
 
     def __init__(self, name: str, options: dict[str, Any], prefix: str = "") -> None:
@@ -236,6 +255,9 @@ class S3Storage(BackupStorage):
         self.bucket: str = options["bucket"]
         self.part_size = self.opt("part_size_mib", 8) * MIB
         self.concurrency = self.opt("upload_concurrency", 1)
+        self.timeout: int = self.opt("timeout_seconds", 120)
+        # Also the limit on each block of a request's body sent (urllib3 sends with this timeout).
+        self.connect_timeout = min(CONNECT_TIMEOUT, self.timeout)
         self._backend: DjangoS3Storage | None = None  # built on first use: no connection here
         self._secrets = [
             self.options[k] for k in ("access_key", "secret_key", "session_token") if self.opt(k)
@@ -255,6 +277,8 @@ class S3Storage(BackupStorage):
             problems.append(("part_size_mib", "must be between 5 (S3's minimum part) and 5120"))
         if not 1 <= options.get("upload_concurrency", 1) <= 16:
             problems.append(("upload_concurrency", "must be between 1 and 16"))
+        if options.get("timeout_seconds", 120) < 1:
+            problems.append(("timeout_seconds", "must be at least 1"))
         if "sse_kms_key_id" in has and options.get("server_side_encryption") != "aws:kms":
             problems.append(("sse_kms_key_id", "needs server_side_encryption = aws:kms"))
         if ("access_key" in has) != ("secret_key" in has):
@@ -294,8 +318,8 @@ class S3Storage(BackupStorage):
                 signature_version="s3v4",  # presigned URLs carry X-Amz-Expires
                 s3={"addressing_style": self.opt("addressing_style", "auto")},
                 retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=10,
-                read_timeout=120,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.timeout,
                 # Many S3-compatible servers reject the newer default CRC32 trailers.
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
@@ -334,10 +358,16 @@ class S3Storage(BackupStorage):
         elif isinstance(exc, SSLError):
             text = f"TLS failed with the endpoint{self.where()} (check ca_bundle and verify_tls)"
         elif isinstance(exc, ReadTimeoutError):
-            text = f"the endpoint{self.where()} did not answer in time"
+            text = (
+                f"the endpoint{self.where()} timed out: no answer within {self.timeout} s (timeout_seconds)"
+            )
+        elif _timed_out_sending(exc):
+            text = f"the endpoint{self.where()} stalled: it took no bytes for {self.connect_timeout} s"
         elif isinstance(exc, ConnectionClosedError):
             text = f"the connection to the endpoint{self.where()} was lost"
-        elif isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        elif isinstance(exc, ConnectTimeoutError):
+            text = f"cannot reach the S3 endpoint{self.where() or ' (AWS)'}: no answer within {self.connect_timeout} s"
+        elif isinstance(exc, EndpointConnectionError):
             text = f"cannot reach the S3 endpoint{self.where() or ' (AWS)'}"
         elif isinstance(exc, NoCredentialsError):
             text = "no credentials (set access_key and secret_key, or configure boto3's environment)"

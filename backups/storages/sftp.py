@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 import paramiko
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 REQUEST = paramiko.SFTPFile.MAX_REQUEST_SIZE  # 32 KiB: the largest read/write all servers accept
 READ_AHEAD = 4 * 1024 * 1024  # read requests in flight per reader: fast, and bounded memory
 WINDOW = 8 * 1024 * 1024  # SSH channel window: room for READ_AHEAD of answers plus headroom
-IO_TIMEOUT = 120  # seconds without progress after which a connected server is given up on
+IO_TIMEOUT = 120  # default seconds without progress after which a connected server is given up on
 KEEPALIVE = 30  # seconds: keeps NAT/firewall state alive while a slow dump produces nothing
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
 _KEY_TYPES = {  # the "(TYPE)" that ssh-keygen -lf prints, to ask the server for that key
@@ -68,7 +68,7 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, timeout: int = IO_TIMEOUT) -> str:
     """A plain sentence for an SFTP or connection error (paramiko's texts never hold secrets)."""
     code = getattr(exc, "errno", None)
     if code == errno.ENOENT:
@@ -78,12 +78,41 @@ def _reason(exc: BaseException) -> str:
     if code in (errno.ENOSPC, errno.EDQUOT) or "space" in str(exc).lower():
         return "no space left on the server"
     if isinstance(exc, TimeoutError):
-        return f"the server did not answer within {IO_TIMEOUT} s"
+        return f"the server timed out: no answer within {timeout} s (timeout_seconds)"
     if isinstance(exc, EOFError | paramiko.SSHException | ConnectionError) or "closed" in str(exc):
         return "the connection to the server was lost"
     if str(exc) == "Failure":  # SFTP v3 has no code for a full disk, a quota, ...; OpenSSH says this
         return "the server reported a failure (a full disk or quota, or a similar problem)"
     return str(exc) or type(exc).__name__
+
+
+class _StallGuard:
+    """The TCP socket under paramiko's transport, failing a send that has made no progress for
+    ``timeout`` seconds. paramiko retries a send its socket timeout interrupted for as long as
+    the transport is open (``Packetizer.write_all``), and the channel's timeout covers only the
+    wait for SSH window: a link that stalls once the socket's buffer is full would hang forever."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self.sock, self.timeout = sock, timeout
+        self.blocked_since: float | None = None
+        self.stalled = False
+
+    def send(self, data: bytes) -> int:
+        try:
+            sent = self.sock.send(data)
+        except TimeoutError:  # paramiko's short poll timeout: nothing went out this time
+            now = time.monotonic()
+            if self.blocked_since is None:
+                self.blocked_since = now
+            if now - self.blocked_since < self.timeout:
+                raise
+            self.stalled = True
+            raise BrokenPipeError(errno.EPIPE, "the server took no bytes") from None  # not retried
+        self.blocked_since = None
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
 class _SFTPWriter(ObjectWriter):
@@ -213,6 +242,9 @@ class SFTPStorage(BackupStorage):
         ),
         "root": Option(str, "the remote directory that holds the backups (default: the login directory)"),
         "connect_timeout": Option(int, "seconds to wait for the server when connecting (default 10)"),
+        "timeout_seconds": Option(
+            int, "seconds a connected server may take to answer or to take more bytes (default 120)"
+        ),
     }
 
     def __init__(self, name: str, options: dict[str, Any], prefix: str = "") -> None:
@@ -222,9 +254,11 @@ class SFTPStorage(BackupStorage):
         self.user: str = options["user"]
         self.root: str = posixpath.normpath(self.opt("root", "."))
         self.timeout: int = self.opt("connect_timeout", 10)
+        self.io_timeout: int = self.opt("timeout_seconds", IO_TIMEOUT)
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._dirs: set[str] = set()  # directories known to exist on this connection
+        self._guard: _StallGuard | None = None
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
@@ -246,6 +280,8 @@ class SFTPStorage(BackupStorage):
             problems.append(("port", "must be between 1 and 65535"))
         if options.get("connect_timeout", 10) <= 0:
             problems.append(("connect_timeout", "must be more than 0 seconds"))
+        if options.get("timeout_seconds", IO_TIMEOUT) < 1:
+            problems.append(("timeout_seconds", "must be at least 1"))
         return problems
 
     # -- the connection ------------------------------------------------------------------------
@@ -272,7 +308,8 @@ class SFTPStorage(BackupStorage):
             raise StorageError(f"{where}: no answer within {self.timeout} s") from None
         except OSError as exc:
             raise StorageError(f"{where}: {exc.strerror or exc}") from None
-        transport = paramiko.Transport(sock)
+        guard = _StallGuard(sock, self.io_timeout)
+        transport = paramiko.Transport(cast(socket.socket, guard))  # a socket-like object
         try:
             transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = self.timeout
             self._prefer_key_types(transport)
@@ -289,13 +326,13 @@ class SFTPStorage(BackupStorage):
                 raise StorageError(f"{where}: the server refused the SFTP subsystem")
             channel = sftp.get_channel()
             if channel is not None:
-                channel.settimeout(IO_TIMEOUT)
+                channel.settimeout(self.io_timeout)
         except BaseException as exc:
             transport.close()
             if isinstance(exc, Exception) and not isinstance(exc, StorageError):
-                raise StorageError(f"{where}: {_reason(exc)}") from None
+                raise StorageError(f"{where}: {_reason(exc, self.io_timeout)}") from None
             raise
-        self._transport, self._sftp = transport, sftp
+        self._transport, self._sftp, self._guard = transport, sftp, guard
         log.debug("%s: connected to %s as %s", self.name, self.endpoint, self.user)
         return sftp
 
@@ -377,7 +414,7 @@ class SFTPStorage(BackupStorage):
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 self._transport.close()
-        self._transport = self._sftp = None
+        self._transport = self._sftp = self._guard = None
         self._dirs.clear()
 
     # -- remote helpers ------------------------------------------------------------------------
@@ -390,9 +427,12 @@ class SFTPStorage(BackupStorage):
         return f"sftp://{quote(self.user, safe='')}@{self.endpoint}{shown}"
 
     def error(self, action: str, remote: str, exc: BaseException) -> StorageError:
+        reason = _reason(exc, self.io_timeout)
+        if self._guard is not None and self._guard.stalled:
+            reason = f"the server stalled: it took no bytes for {self.io_timeout} s (timeout_seconds)"
         if isinstance(exc, TimeoutError | EOFError | ConnectionError | paramiko.SSHException):
             self.close()  # the session may be out of step or dead: the next call reconnects
-        return StorageError(f"{self.name}: {action} {self.where(remote)}: {_reason(exc)}")
+        return StorageError(f"{self.name}: {action} {self.where(remote)}: {reason}")
 
     @contextlib.contextmanager
     def failing(self, action: str, remote: str) -> Iterator[None]:

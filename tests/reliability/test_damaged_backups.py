@@ -147,6 +147,9 @@ def test_it_refuses_to_restore_from_a_copy_whose_manifest_was_edited_before_any_
 
     log = restore_backup(first, copy_target, initiated_by="test")
     assert log.status == "failed"
-    assert "no intact copy to restore from; the destination was not touched: local: the manifest" in log.error_message
+    assert (
+        "no intact copy to restore from; the destination was not touched: local: the manifest"
+        in log.error_message
+    )
     assert "unexpected error" not in log.error_message
     assert digest(destination) == before

@@ -4,7 +4,8 @@
 have gone upstream (client to server) in total, mid-transfer, and keeps cutting until
 ``allow()``; ``limit_connections(n)`` resets any one connection that carries more than ``n``
 bytes upstream (a link that breaks under load: small requests still pass, big uploads never
-do); ``refuse()`` makes new connections fail as well, until ``allow()``; ``stall()`` keeps every
+do); ``refuse()`` makes new connections fail as well, until ``allow()``; ``down()`` stops
+listening (connections refused, as by a stopped server) until ``allow()``; ``stall()`` keeps every
 connection (and new ones) open but forwards no byte either way, a hung link, until ``allow()``;
 ``throttle(rate)`` carries at most ``rate`` bytes a second per connection (either way or one way
 only), a slow link, until ``allow()``. The server behind it is real and unaware.
@@ -33,6 +34,7 @@ class CuttableProxy:
         self._budget: int | None = None
         self._per_connection: int | None = None
         self._refusing = False
+        self._down = False
         self._flowing = threading.Event()  # cleared by stall()
         self._flowing.set()
         self._rates: dict[bool, float] = {}  # bytes per second by direction (True: upstream)
@@ -63,6 +65,16 @@ class CuttableProxy:
         self._refusing = True
         self.cut()
 
+    def down(self) -> None:
+        """Stop listening, like a stopped server: new connections are refused (ECONNREFUSED) and
+        open ones are cut, until ``allow()`` listens on the same port again."""
+        self._down = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept thread; close() alone does not
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self.cut()
+
     def small_buffers(self, size: int) -> None:
         """Give connections accepted from now on a receive buffer of about ``size`` bytes, so a
         stalled link blocks the client's sends at once rather than after megabytes of loopback
@@ -87,10 +99,16 @@ class CuttableProxy:
         with self._lock:
             self._budget = None
             self._per_connection = None
+        if self._down:
+            self._down = False
+            self._listener = socket.create_server((self.host, self.port))
+            threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def close(self) -> None:
         self._closed = True
         self.cut()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # else the blocked accept() keeps the port
         with contextlib.suppress(OSError):
             self._listener.close()
 
