@@ -77,7 +77,8 @@ from backups.retention.planner import BackupInfo
 from backups.retention.planner import plan as plan_retention
 from backups.retention.policy import Policy, PolicyError
 from backups.runs.chains import chain_of, load_manifest
-from backups.runs.claims import reap_lost_runs, reap_stale_runs, this_worker
+from backups.runs.claims import process_gone, reap_lost_runs, reap_stale_runs, this_worker
+from backups.runs.heartbeat import Heartbeat
 from backups.runs.manifests import build_manifest
 from backups.runs.service import run_backup, supports_type, type_problem
 from backups.runs.steps import describe_error
@@ -153,6 +154,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "GroupPlan",
+    "Heartbeat",
     "Known",
     "NoSuchBackup",
     "NotifierError",
@@ -211,6 +213,7 @@ __all__ = [
     "plan_cleanup",
     "plan_retention",
     "policy_for",
+    "process_gone",
     "progress",
     "reap_lost_runs",
     "reap_lost_work",

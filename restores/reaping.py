@@ -12,19 +12,14 @@ restoring", with what its engine guarantees about a destination left midway; the
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from backups.models import Target
-from backups.services import this_worker
+from backups.services import process_gone, this_worker
 
 from .models import RestoreLog, RestoreStatus
 
@@ -67,39 +62,6 @@ def claim_fields() -> dict[str, Any]:
     return {"started_at": now, "heartbeat_at": now, "worker": this_worker()}
 
 
-class Heartbeat:
-    """Context manager: while it is open, touch the RUNNING restore's ``heartbeat_at`` every
-    ``BACKUPSITE_HEARTBEAT_SECONDS``. A failed touch is logged, never fails the restore."""
-
-    def __init__(self, log_id: int, interval: float | None = None) -> None:
-        self.log_id = log_id
-        self.interval = interval if interval is not None else settings.BACKUPSITE_HEARTBEAT_SECONDS
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"restore-heartbeat-{log_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                try:
-                    RestoreLog.objects.filter(pk=self.log_id, status=RestoreStatus.RUNNING).update(
-                        heartbeat_at=timezone.now()
-                    )
-                except DatabaseError as exc:
-                    logger.warning("restore %s: heartbeat not recorded: %s", self.log_id, exc)
-        finally:
-            connection.close()  # this thread's own connection
-
-
 def end_lost(now: datetime, destination: Target | None = None) -> list[RestoreLog]:
     """End FAILED every started RUNNING restore (into ``destination``, or any) whose worker is
     gone, unless it finished or beat meanwhile; return the rows ended."""
@@ -113,7 +75,7 @@ def end_lost(now: datetime, destination: Target | None = None) -> list[RestoreLo
         assert last is not None  # started
         if last < silent_since:
             why = f"no heartbeat from {log.worker or 'its worker'} since {last:%Y-%m-%d %H:%M:%S %Z}"
-        elif log.worker and _process_gone(log.worker):
+        elif log.worker and process_gone(log.worker):
             why = f"process {log.worker} ended without finishing the restore"
         else:
             continue
@@ -130,18 +92,3 @@ def end_lost(now: datetime, destination: Target | None = None) -> list[RestoreLo
             logger.warning("restore %s of backup %s: %s", log.pk, log.backup_id, message)
             lost.append(log)
     return lost
-
-
-def _process_gone(worker: str) -> bool:
-    """True when ``worker`` (host:pid) is a process of this host that no longer exists (the
-    rule ``backups.runs.claims`` applies to backup runs)."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's process: only its heartbeat can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

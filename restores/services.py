@@ -23,6 +23,7 @@ from backups.services import (
     ConfigurationEngine,
     Connection,
     Engine,
+    Heartbeat,
     RestoreOptions,
     RestoreResult,
     RunningWork,
@@ -271,7 +272,9 @@ def _run(
     backup = log.backup
     tracker = RestoreProgress(log.pk, progress)
     try:
-        with reaping.Heartbeat(log.pk):
+        with Heartbeat(
+            RestoreLog.objects.filter(pk=log.pk, status=RestoreStatus.RUNNING), f"restore {log.pk}"
+        ):
             result = work(tracker)
     except BaseException as exc:
         log.status = RestoreStatus.FAILED

@@ -67,7 +67,7 @@ def test_it_reaps_a_dead_process_on_this_host_at_once(sqlite_target):
 def test_it_advances_the_heartbeat_while_open_and_stops_after(sqlite_target):
     backup = running(sqlite_target, "here:1", beat_age=600)
     before = Backup.objects.get(pk=backup.pk).heartbeat_at
-    with Heartbeat(backup.pk, interval=0.05):
+    with Heartbeat(Backup.objects.filter(pk=backup.pk, status="running"), "backup", interval=0.05):
         time.sleep(0.4)
     during = Backup.objects.get(pk=backup.pk).heartbeat_at
     assert before is not None and during is not None and during > before

@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from backups import services as backup_services
 from backups.models import AuditEvent, Backup, BackupStatus, Notification, Notifier, Target
+from backups.services import Heartbeat
 from restores import services
 from restores.models import RestoreLog, RestoreStatus
-from restores.reaping import Heartbeat
 from schedules.tasks import watch
 
 pytestmark = pytest.mark.django_db
@@ -120,7 +120,7 @@ def test_it_reaps_a_lost_restore_into_the_destination_when_the_next_one_starts(
 def test_it_advances_a_restores_heartbeat_while_open_and_stops_after(sqlite_target, copy_target):
     log = restoring(stored_backup(sqlite_target), copy_target, "here:1", beat_age=600)
     before = log.heartbeat_at
-    with Heartbeat(log.pk, interval=0.05):
+    with Heartbeat(RestoreLog.objects.filter(pk=log.pk, status="running"), "restore", interval=0.05):
         time.sleep(0.4)
     during = RestoreLog.objects.get(pk=log.pk).heartbeat_at
     assert before is not None and during is not None and during > before

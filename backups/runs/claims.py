@@ -58,7 +58,7 @@ def _try_claim(backup: Backup) -> bool:
         return False
 
 
-def _process_gone(worker: str) -> bool:
+def process_gone(worker: str) -> bool:
     """True when ``worker`` (host:pid) is a process of this host that no longer exists."""
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
@@ -112,7 +112,7 @@ def _reap(backups: QuerySet[Backup], now: datetime) -> list[Backup]:
         if backup.pk in silent:
             last = backup.heartbeat_at or backup.started_at or backup.created_at
             reason = f"worker lost: no heartbeat from {backup.worker or 'its worker'} since {last:%Y-%m-%d %H:%M:%S %Z}"
-        elif backup.worker and _process_gone(backup.worker):
+        elif backup.worker and process_gone(backup.worker):
             reason = f"worker lost: process {backup.worker} ended without finishing the backup"
         else:
             continue

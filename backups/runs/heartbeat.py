@@ -1,30 +1,32 @@
-"""A running backup's heartbeat: ``heartbeat_at`` touched every few seconds from a thread, so a
-run whose worker died (on any host) is recognised by its silence and reaped."""
+"""A running backup's (or restore's) heartbeat: ``heartbeat_at`` touched every few seconds from
+a thread, so work whose worker died (on any host) is recognised by its silence and reaped."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from types import TracebackType
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import QuerySet
 from django.utils import timezone
-
-from backups.models import Backup, BackupStatus
 
 logger = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Context manager: while it is open, touch the RUNNING backup's ``heartbeat_at`` every
-    ``BACKUPSITE_HEARTBEAT_SECONDS``. A failed touch is logged, never fails the backup."""
+    """Context manager: while it is open, touch ``heartbeat_at`` on ``rows`` (the one RUNNING row
+    of a backup or of another app's work, e.g. ``Backup.objects.filter(pk=..., status=RUNNING)``)
+    every ``BACKUPSITE_HEARTBEAT_SECONDS``. ``label`` names it in the log. A failed touch is
+    logged, never fails the work."""
 
-    def __init__(self, backup_id: int, interval: float | None = None) -> None:
-        self.backup_id = backup_id
+    def __init__(self, rows: QuerySet[Any], label: str, interval: float | None = None) -> None:
+        self.rows, self.label = rows, label
         self.interval = interval if interval is not None else settings.BACKUPSITE_HEARTBEAT_SECONDS
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{backup_id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {label}", daemon=True)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -40,10 +42,8 @@ class Heartbeat:
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    Backup.objects.filter(pk=self.backup_id, status=BackupStatus.RUNNING).update(
-                        heartbeat_at=timezone.now()
-                    )
+                    self.rows.update(heartbeat_at=timezone.now())
                 except DatabaseError as exc:
-                    logger.warning("backup %s: heartbeat not recorded: %s", self.backup_id, exc)
+                    logger.warning("%s: heartbeat not recorded: %s", self.label, exc)
         finally:
             connection.close()  # this thread's own connection

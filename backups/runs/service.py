@@ -97,7 +97,9 @@ def run_backup(
         return backup
     logger.info("backup %s of target %s started", backup.pk, target.name)
     try:
-        with Heartbeat(backup.pk):
+        with Heartbeat(
+            Backup.objects.filter(pk=backup.pk, status=BackupStatus.RUNNING), f"backup {backup.pk}"
+        ):
             _execute(backup, target, storages, schedule, progress)
     except BaseException as exc:
         _fail(backup, exc)
