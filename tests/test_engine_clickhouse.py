@@ -407,7 +407,12 @@ def test_it_fails_a_restore_that_the_server_rejects_with_its_message(
     damaged = data.replace(b"\x05price\x0eDecimal(18, 4)", b"\x05price\x0eDecimal(18, X)", 1)
     assert damaged != data
     stored.write_bytes(damaged)
-    Backup.objects.filter(pk=backup.pk).update(checksum=hashlib.sha256(damaged).hexdigest())
+    checksum = hashlib.sha256(damaged).hexdigest()
+    Backup.objects.filter(pk=backup.pk).update(checksum=checksum)
+    manifest_path = storage_dir / f"{backup.file_path}.manifest.json"  # the manifest agrees too
+    manifest = json.loads(manifest_path.read_text())
+    manifest["backup"]["checksum"] = checksum
+    manifest_path.write_text(json.dumps(manifest))
     backup.refresh_from_db()
     destination_db = unique_name("rejected")
     try:
