@@ -114,10 +114,13 @@ def expire_requests(now: datetime | None = None) -> int:
 
 
 def awaiting(now: datetime | None = None) -> list[RestoreLog]:
-    """The requests still awaiting a decision (expired ones are marked first), oldest first."""
-    expire_requests(now)
-    rows = RestoreLog.objects.filter(status=RestoreStatus.AWAITING).select_related(
-        "backup__target", "destination"
+    """The requests still awaiting a decision, oldest first. A read: requests past their expiry
+    are left out here and marked EXPIRED by the watch (``expire_requests``), never by a page."""
+    now = now or timezone.now()
+    rows = (
+        RestoreLog.objects.filter(status=RestoreStatus.AWAITING)
+        .exclude(expires_at__lte=now)
+        .select_related("backup__target", "destination")
     )
     return list(rows.order_by("created_at", "id"))
 

@@ -18,3 +18,5 @@ class RestoresConfig(AppConfig):
         backup_services.register_awaiting_decisions(approvals.awaiting_decisions)
         # The watch (every minute) ends restores whose worker died, as it does backup runs.
         backup_services.register_reaper(services.reap_lost_restores)
+        # ... and marks restore requests past their expiry EXPIRED (pages only read them).
+        backup_services.register_reaper(approvals.expire_requests)

@@ -11,36 +11,22 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from django.urls import reverse
 from django.utils import timezone
 
 from backups import services as backup_services
-from backups.models import Backup, BackupCopy, Target
+from backups.models import Backup, Target
 from backups.services import (
-    ChainLink,
-    ConfigurationEngine,
-    Connection,
-    Engine,
     Heartbeat,
-    RestoreOptions,
     RestoreResult,
     RunningWork,
     ServiceError,
-    check_copy_digest,
-    check_manifest,
-    connection_for,
     describe_error,
-    feed_copy,
-    get_engine,
     redact,
-    restore_manifest,
-    scratch_dir,
-    stored_copies,
 )
 
-from . import reaping
+from . import applying, reaping
 from .models import RestoreLog, RestoreStatus
 from .preview import RestorePreview, preview_restore
 from .progress import ProgressCallback, RestoreProgress
@@ -213,7 +199,7 @@ def _carry_out(log: RestoreLog, progress: ProgressCallback | None, *, check_agai
     def work(tracker: RestoreProgress) -> RestoreResult:
         if check_again:
             check_restorable(backup, destination)
-        return _restore(backup, destination, tracker)
+        return applying.restore_into(backup, destination, tracker)
 
     return _run(log, work, destination.name, progress)
 
@@ -260,7 +246,9 @@ def restore_to_directory(
         total_bytes=_total_bytes(backup),
     )
     logger.info("restore %s of backup %s into directory %s started", log.pk, backup.pk, directory)
-    return _run(log, functools.partial(_restore_configuration, backup, directory), str(directory), progress)
+    return _run(
+        log, functools.partial(applying.restore_configuration, backup, directory), str(directory), progress
+    )
 
 
 def _run(
@@ -341,79 +329,3 @@ def _notify_finished(log: RestoreLog, into: str) -> None:
         )
     except Exception:
         logger.exception("restore %s: notifications failed", log.pk)
-
-
-def _intact_copy(backup: Backup, tracker: RestoreProgress) -> BackupCopy:
-    """The first stored copy whose bytes match the catalog; the destination is not touched yet."""
-    problems = []
-    for candidate in stored_copies(backup):
-        try:
-            check_manifest(backup, candidate)  # an edited manifest: this copy is not trusted
-            with tracker.reading(backup.file_size) as report:
-                check_copy_digest(backup, candidate, report)
-        except Exception as exc:
-            problems.append(f"{candidate.storage.name}: {redact(describe_error(exc))}")
-            continue
-        return candidate
-    raise ServiceError(
-        "no intact copy to restore from"
-        + (f" (backup {backup.pk})" if backup.base_id or backup.incrementals.exists() else "")
-        + "; the destination was not touched: "
-        + "; ".join(problems)
-    )
-
-
-def _feed(
-    tracker: RestoreProgress, backup: Backup, copy: BackupCopy, consume: Callable[[BinaryIO], str]
-) -> str:
-    with tracker.reading(backup.file_size) as report:
-        return feed_copy(backup, copy, consume, report)
-
-
-def _restore(backup: Backup, destination: Target, tracker: RestoreProgress) -> RestoreResult:
-    engine = get_engine(destination.engine)
-    connection = connection_for(destination)
-    if backup.base_id is not None or "incremental" in engine.supported_types:
-        # Engines that make chains restore even one full link from its stored manifest, whose
-        # file index lets them check the restored tree before swapping it in.
-        return _restore_chain(backup, engine, connection, tracker)
-    copy = _intact_copy(backup, tracker)
-    options = RestoreOptions(scratch_dir=scratch_dir(), manifest=restore_manifest(backup))
-    outcome: list[RestoreResult] = []
-
-    def consume(stream: BinaryIO) -> str:
-        outcome.append(engine.restore(connection, stream, options))
-        return outcome[0].message
-
-    _feed(tracker, backup, copy, consume)
-    return outcome[0]
-
-
-def _restore_chain(
-    backup: Backup, engine: Engine, connection: Connection, tracker: RestoreProgress
-) -> RestoreResult:
-    """Apply the chain from its full backup to ``backup``: every link's bytes are checked first,
-    then the engine stages them all and swaps the result in only when the last one applied."""
-    chain = backup_services.chain_of(backup)
-    links: list[ChainLink] = []
-    for link in chain:
-        copy = _intact_copy(link, tracker)
-        manifest = backup_services.load_manifest(link)
-        links.append(ChainLink(manifest=manifest, feed=functools.partial(_feed, tracker, link, copy)))
-    options = RestoreOptions(scratch_dir=scratch_dir(), manifest=links[-1].manifest)
-    result = engine.restore_chain(connection, links, options)
-    ids = ", ".join(str(link.pk) for link in chain)
-    result.message += f" (chain of {len(links)} backups: {ids})"
-    return result
-
-
-def _restore_configuration(backup: Backup, directory: Path, tracker: RestoreProgress) -> RestoreResult:
-    copy = _intact_copy(backup, tracker)
-    outcome: list[RestoreResult] = []
-
-    def consume(stream: BinaryIO) -> str:
-        outcome.append(ConfigurationEngine().restore_to_directory(directory, stream))
-        return outcome[0].message
-
-    _feed(tracker, backup, copy, consume)
-    return outcome[0]

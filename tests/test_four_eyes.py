@@ -251,3 +251,21 @@ def test_it_lists_requests_on_the_dashboard_of_those_who_may_decide(shop):
     assert link in person("bob", "Restorer").get("/admin/").content.decode()
     assert "Awaiting your decision" in person("carol", "Administrator").get("/admin/").content.decode()
     assert link not in person("oscar", "Operator").get("/admin/").content.decode()
+
+
+def test_it_hides_an_expired_request_from_the_dashboard_and_leaves_its_expiry_to_the_watch(shop):
+    backup, protected = shop
+    log = approvals.request_approval(
+        backup, protected, typed=protected.database, by="web:alice", reason="drill"
+    )
+    RestoreLog.objects.filter(pk=log.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    page = person("bob", "Restorer").get("/admin/").content.decode()
+    assert reverse("restores:decide", args=[log.pk]) not in page
+    # A page only reads: the request is still AWAITING, no audit row was written by the GET.
+    log.refresh_from_db()
+    assert log.status == RestoreStatus.AWAITING
+    assert not AuditEvent.objects.filter(action="restore.expire").exists()
+    assert services.reap_lost_work() >= 1
+    log.refresh_from_db()
+    assert log.status == RestoreStatus.EXPIRED
+    assert AuditEvent.objects.filter(action="restore.expire", object_id=str(log.pk)).count() == 1
