@@ -323,3 +323,13 @@ def test_it_reconnects_after_the_server_dropped_an_idle_connection(
         cut(proxy)  # the shared control connection dies while idle
         assert store.exists("a.bin")
         store.close()
+
+
+def test_it_still_finds_a_file_after_listing_the_directory(ftp_server: FTPServer, ftp_root: str) -> None:
+    """A listing switches the connection to ASCII mode, where the server refuses SIZE with 550:
+    that must never read as "the file is gone" (it did, after a sweep's listing)."""
+    store = FTPStorage("remote", ftp_server.options(root=ftp_root))
+    store.put_bytes("db/a.sql.gz", b"twelve bytes")
+    assert [item.path for item in store.list_objects()] == ["db/a.sql.gz"]
+    assert store.exists("db/a.sql.gz") and store.size("db/a.sql.gz") == 12
+    store.close()

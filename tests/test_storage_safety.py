@@ -133,6 +133,35 @@ def test_it_sweeps_only_writer_leftovers_under_an_sftp_storages_prefix(
         site.close()
 
 
+@pytest.mark.parametrize("kind", ["sftp", "ftp"])
+def test_it_removes_only_the_writers_temporaries_of_the_object_it_sweeps_for(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A run's own sweep (before it writes ``NAME``) removes ``.NAME.partial-TOKEN`` and nothing
+    that merely starts like it."""
+    if kind == "sftp":
+        server: Any = request.getfixturevalue("sshd_server")
+        storage: Any = sftp_storage(server, server.fresh_dir("own-sweep"), tmp_path)
+    else:
+        server = request.getfixturevalue("ftp_server")
+        storage = build_storage("remote", "ftp", server.options(root=request.getfixturevalue("ftp_root")))
+    name = "app-db-full-1.sqlite3.gz"
+    mine = f"app-db/{partial_name(name, '0123456789ab')}"
+    others = [
+        f"app-db/.{name}.partial-draft",
+        f"app-db/.{name}.partial-0123456789ab.keep",
+        f"app-db/.{name}x.partial-0123456789ab",
+    ]
+    try:
+        for path in [mine, *others]:
+            storage.put_bytes(path, b"x")
+        assert storage.sweep_partials(f"app-db/{name}") == 1
+        assert not storage.exists(mine)
+        assert [path for path in others if not storage.exists(path)] == []
+    finally:
+        storage.close()
+
+
 # -- 2. the prefix and the local path ----------------------------------------------------------
 
 

@@ -28,7 +28,6 @@ from urllib.parse import quote
 from backups.plugins import Option
 
 from .base import (
-    PARTIAL_MARKER,
     READ_CHUNK,
     STALE_AFTER,
     BackupStorage,
@@ -37,6 +36,7 @@ from .base import (
     StorageError,
     StoredObject,
     is_partial,
+    is_partial_of,
     is_probe,
     partial_name,
     probe_name,
@@ -305,9 +305,8 @@ class FTPStorage(BackupStorage):
     def sweep_partials(self, path: str) -> int:
         remote = PurePosixPath(self.remote(path))
         parent = str(remote.parent) if str(remote.parent) != "." else ""
-        stem = f".{remote.name}{PARTIAL_MARKER}"
         listing = self._listing(parent, recursive=False)
-        leftovers = [remote for remote, _ in listing if PurePosixPath(remote).name.startswith(stem)]
+        leftovers = [entry for entry, _ in listing if is_partial_of(PurePosixPath(entry).name, remote.name)]
         for leftover in leftovers:
             self._run("cannot delete", leftover, methodcaller("delete", leftover))
         return len(leftovers)
@@ -525,7 +524,10 @@ def _timeout(ftp: ftplib.FTP, seconds: float) -> None:
 
 
 def _size(ftp: ftplib.FTP, remote: str) -> int | None:
-    """The size of a file, or None if there is none (SIZE answers 550)."""
+    """The size of a file, or None if there is none (SIZE answers 550). Binary mode first: a
+    listing leaves the connection in ASCII mode, where servers refuse SIZE with a 550 too
+    (pyftpdlib, vsftpd), which would read as "no such file"."""
+    ftp.voidcmd("TYPE I")
     try:
         size = ftp.size(remote)
     except ftplib.error_perm as exc:

@@ -35,7 +35,6 @@ from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL
 from backups.plugins import Option
 
 from .base import (
-    PARTIAL_MARKER,
     STALE_AFTER,
     BackupStorage,
     ObjectReader,
@@ -43,6 +42,7 @@ from .base import (
     StorageError,
     StoredObject,
     is_partial,
+    is_partial_of,
     is_probe,
     partial_name,
     probe_name,
@@ -547,7 +547,7 @@ class SFTPStorage(BackupStorage):
         names: list[str] = []
         with self.failing("cannot list", directory), contextlib.suppress(FileNotFoundError):
             names = self.client().listdir(directory)
-        leftovers = [n for n in names if n.startswith(f".{name}{PARTIAL_MARKER}")]
+        leftovers = [n for n in names if is_partial_of(n, name)]
         for leftover in leftovers:
             self.remove(posixpath.join(directory, leftover))
         return len(leftovers)
