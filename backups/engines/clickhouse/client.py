@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
 from backups.engines.base import Connection, EngineError, ServerSettings, login_fields, refuse_problems
+from backups.engines.clickhouse.sql import quote_identifier
 from backups.engines.options import boolean, option_problems, pem_file, seconds, whole_number
 from backups.engines.process import base_env, describe_exit, feed_process, secret_file
 from backups.plugins import Option
@@ -245,9 +246,13 @@ class Client:
         return result.stdout.decode("utf-8", "surrogateescape")
 
     def execute(self, sql: str, *, database: str, extra: tuple[str, ...] = ()) -> None:
-        """Run statements read from stdin (they may hold secrets) in ``database``."""
-        stream: BinaryIO = io.BytesIO(sql.encode("utf-8", "surrogateescape"))
-        self.feed(self.argv("--multiquery", *extra, database=database), stream)
+        """Run statements read from stdin (they may hold secrets) in ``database``. A ``USE``
+        statement selects it, not ``--database``: that one travels in the handshake, where the
+        server refuses a name with a control character (a line break) though it holds such
+        databases (Code: 36)."""
+        text = f"USE {quote_identifier(database)};\n{sql}"
+        stream: BinaryIO = io.BytesIO(text.encode("utf-8", "surrogateescape"))
+        self.feed(self.argv("--multiquery", *extra), stream)
 
     def feed(self, argv: list[str], stream: BinaryIO) -> None:
         try:

@@ -127,6 +127,15 @@ def _name_problems(connection: Connection) -> list[tuple[str, str]]:
         for name in names:
             if len(name) > 64 or "\x00" in name or name != name.rstrip(" "):
                 problems.append((field_name, f"{name!r} is not a valid MySQL name"))
+            elif any(ord(char) > 0xFFFF for char in name):
+                # Servers refuse them ("Invalid utf8mb4 character string"), whatever the quoting.
+                problems.append(
+                    (
+                        field_name,
+                        f"{name!r} is not a valid MySQL name: MySQL and MariaDB names hold no "
+                        "characters beyond U+FFFF (such as emoji)",
+                    )
+                )
     overlap = sorted(set(connection.include_tables) & set(connection.exclude_tables))
     if overlap:
         problems.append(("exclude_tables", f"also listed in include_tables: {', '.join(overlap)}"))

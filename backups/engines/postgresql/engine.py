@@ -38,17 +38,22 @@ from backups.engines.base import (
     RestoreOptions,
     RestoreResult,
 )
-from backups.engines.postgresql.settings import DEFAULT_PORT, Settings, qualified, settings_for, validate
+from backups.engines.postgresql.settings import DEFAULT_PORT, Settings, settings_for, validate
 from backups.engines.postgresql.tools import Tool, choose_tool, installed_tools, major
 from backups.engines.process import base_env, dump_process, feed_process, secret_file
 
 _DATA_LINE = re.compile(r'processing data for table "(?P<table>.+)"$')
 
 
-def pattern(name: str) -> str:
+def pattern(schema: str, table: str) -> str:
     """An exact (quoted) pg_dump pattern for ``schema.table``: no wildcards, no surprises."""
-    schema, table = qualified(name)
     return '"{}"."{}"'.format(schema.replace('"', '""'), table.replace('"', '""'))
+
+
+def table_parts(rows: list[tuple[Any, ...]]) -> dict[str, tuple[str, str]]:
+    """``schema.table`` -> (schema, table) for the catalog's rows (``TABLES_SQL``). Names are
+    looked up here, never split again at a dot: a schema's own name may hold dots."""
+    return {f"{row[0]}.{row[1]}": (str(row[0]), str(row[1])) for row in rows}
 
 
 def pgpass_line(password: str) -> str:
@@ -104,7 +109,7 @@ class _Counter:
     """Counts the rows of each table in the dump's own snapshot, in a thread beside pg_dump."""
 
     session: psycopg.Connection[Any]
-    tables: list[str]
+    tables: dict[str, tuple[str, str]]  # schema.table -> (schema, table)
     counts: dict[str, int] = field(default_factory=dict)
     error: BaseException | None = None
     thread: threading.Thread | None = None
@@ -116,8 +121,7 @@ class _Counter:
     def _run(self) -> None:
         try:
             with self.session.cursor() as cur:
-                for name in self.tables:
-                    schema, table = qualified(name)
+                for name, (schema, table) in self.tables.items():
                     cur.execute(
                         sql.SQL("SELECT count(*) FROM {}.{}").format(
                             sql.Identifier(schema), sql.Identifier(table)
@@ -264,8 +268,10 @@ class PostgreSQLEngine(Engine):
                 assert row is not None
                 version_num, server_version, encoding, snapshot = row
                 cur.execute(TABLES_SQL)
-                catalog = [(f"{schema}.{name}", kind) for schema, name, kind in cur.fetchall()]
-            tables = self._select(catalog, connection, settings)
+                rows = cur.fetchall()
+                catalog = [(f"{schema}.{name}", kind) for schema, name, kind in rows]
+                parts = table_parts(rows)
+            tables = self._select(catalog, parts, connection, settings)
             tool = choose_tool(
                 "pg_dump",
                 installed_tools("pg_dump", settings.bin_dir),
@@ -292,9 +298,9 @@ class PostgreSQLEngine(Engine):
                 "--strict-names",
             ]
             argv += [f"--schema={pattern_schema(s)}" for s in settings.schemas]
-            argv += [f"--table={pattern(t)}" for t in connection.include_tables]
-            argv += [f"--exclude-table={pattern(t)}" for t in connection.exclude_tables]
-            counter = _Counter(session, [name for name, kind in tables if kind == "r"])
+            argv += [f"--table={pattern(*parts[in_catalog(t)])}" for t in connection.include_tables]
+            argv += [f"--exclude-table={pattern(*parts[in_catalog(t)])}" for t in connection.exclude_tables]
+            counter = _Counter(session, {name: parts[name] for name, kind in tables if kind == "r"})
             with (
                 self._passfile(connection, options.scratch_dir) as passfile,
                 dump_process(
@@ -322,11 +328,15 @@ class PostgreSQLEngine(Engine):
             session.close()
 
     def _select(
-        self, catalog: list[tuple[str, str]], connection: Connection, settings: Settings
+        self,
+        catalog: list[tuple[str, str]],
+        parts: dict[str, tuple[str, str]],
+        connection: Connection,
+        settings: Settings,
     ) -> list[tuple[str, str]]:
         names = {name for name, _ in catalog}
-        wanted = [".".join(qualified(n)) for n in connection.include_tables]
-        unwanted = [".".join(qualified(n)) for n in connection.exclude_tables]
+        wanted = [in_catalog(n) for n in connection.include_tables]
+        unwanted = [in_catalog(n) for n in connection.exclude_tables]
         unknown = [n for n in wanted + unwanted if n not in names]
         if unknown:
             raise EngineError(
@@ -335,7 +345,7 @@ class PostgreSQLEngine(Engine):
             )
         selected = []
         for name, kind in catalog:
-            schema = name.partition(".")[0]
+            schema = parts[name][0]
             if settings.schemas and schema not in settings.schemas:
                 continue
             if wanted and name not in wanted:
@@ -504,8 +514,12 @@ class PostgreSQLEngine(Engine):
         """Runs ``query`` (a count, or an existence test) per table; missing tables are left out."""
         counts: dict[str, int] = {}
         with contextlib.closing(self._connect(connection, settings)) as conn, conn.cursor() as cur:
+            cur.execute(TABLES_SQL)
+            parts = table_parts(cur.fetchall())
             for name in tables:
-                schema, table = qualified(name)
+                if name not in parts:
+                    continue
+                schema, table = parts[name]
                 try:
                     cur.execute(sql.SQL(query).format(sql.Identifier(schema), sql.Identifier(table)))
                 except psycopg.errors.UndefinedTable:
@@ -565,6 +579,12 @@ class PostgreSQLEngine(Engine):
             f"pg_restore {newest.version} read the whole archive: {items['tables']} table(s), "
             f"{items['data']} with data, {items['other']} other object(s)"
         )
+
+
+def in_catalog(name: str) -> str:
+    """A table of ``include_tables``/``exclude_tables`` as the catalog names it (``public.`` added
+    to a bare name)."""
+    return name if "." in name else f"public.{name}"
 
 
 def pattern_schema(name: str) -> str:
