@@ -49,6 +49,9 @@ def sweep_storages(older_than: timedelta = STALE_AFTER) -> tuple[list[str], list
     return removed, errors
 
 
+DATED_AFTER_NOW = "dated after now (a clock ran ahead or went back): kept, counted toward no rule until then"
+# Hosts whose clocks are a few seconds apart (a worker stamps, another plans) are no clock jump.
+CLOCK_TOLERANCE = timedelta(minutes=5)
 PLAN_FIELDS = (
     "id",
     "target_id",
@@ -118,7 +121,10 @@ def plan_cleanup(
     """Plan retention for every group of ``target``'s live backups (per schedule, manual runs
     apart), or only the groups of ``schedule_ids`` (None stands for manual runs). ``policy``
     overrides the configured ones (the preview command). A group whose policy is invalid keeps
-    everything and reports the error."""
+    everything and reports the error. A backup dated after ``now`` (by more than the few minutes
+    two hosts' clocks may differ) is kept and left out of its group's plan: a clock set back
+    deletes nothing newer than itself, and backups stamped by a clock that ran ahead take no
+    rule's place from the others once it is set right."""
     now = now or timezone.now()
     result = CleanupPlan(target=target)
     rows = Backup.objects.filter(target=target, deleted_at__isnull=True).only(*PLAN_FIELDS)
@@ -145,7 +151,16 @@ def plan_cleanup(
             result.errors.append(group.error)
             result.keep.extend((row, ("invalid retention policy: nothing is deleted",)) for row in members)
             continue
-        group.plan = retention.plan([backup_info(row) for row in members], group.policy, now)
+        # A backup dated after now was stamped by a clock that ran ahead (or this one went back).
+        # Counted, it would take a daily, weekly ... place from a backup made at the right time.
+        current: list[retention.BackupInfo] = []
+        for row in members:
+            info = backup_info(row)
+            if info.timestamp > now + CLOCK_TOLERANCE:
+                result.keep.append((row, (DATED_AFTER_NOW,)))
+            else:
+                current.append(info)
+        group.plan = retention.plan(current, group.policy, now)
         result.keep.extend((by_id[kept.backup.id], kept.reasons) for kept in group.plan.keep)
         result.delete.extend((by_id[gone.backup.id], gone.reason) for gone in group.plan.delete)
     _protect_chains(result)

@@ -298,7 +298,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "schedules.beat:DatabaseScheduler"
 # Fixed entries beside the schedules' own tasks (django-celery-beat stores them on start).
 CELERY_BEAT_SCHEDULE = {
     "backupsite-watch": {"task": "schedules.tasks.watch", "schedule": 60.0},

@@ -58,6 +58,13 @@ class BackupSchedule(models.Model):
         null=True, blank=True, help_text="The due run that was missed; cleared when a backup succeeds again."
     )
     last_run_at = models.DateTimeField(null=True, blank=True)
+    latest_slot = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The latest cron slot ever claimed; it never moves back, so a clock set back "
+        "never runs a slot twice.",
+    )
     next_run_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -22,6 +22,8 @@ from .requests import info_for
 
 logger = logging.getLogger(__name__)
 
+SKIPPED_COUNTED = 1000  # skipped run times counted for one "missed" alert; more are "or more"
+
 
 def _notify(event: str, **kwargs: Any) -> None:
     """Alert through the notification service; an alert that cannot go out is logged, never
@@ -64,8 +66,9 @@ def check_missed(now: datetime | None = None) -> dict[str, int]:
         slot = due_slot(schedule, now)
         if slot is None:
             continue
+        # A success dated after now (stamped by a clock that ran ahead) is no run of this slot.
         succeeded = Backup.objects.filter(
-            schedule=schedule, status=BackupStatus.SUCCESS, started_at__gte=slot
+            schedule=schedule, status=BackupStatus.SUCCESS, started_at__gte=slot, started_at__lte=now
         )
         if succeeded.exists():
             counts["recovered"] += note_recovery(schedule)
@@ -105,6 +108,39 @@ def _mark_missed(schedule: BackupSchedule, slot: datetime) -> bool:
         subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
         text=text,
         fields={"schedule": schedule.name, "target": schedule.target.name, "due": local.isoformat()},
+        schedule=info_for(schedule),
+        target=schedule.target,
+    )
+    return True
+
+
+def note_skipped(schedule: BackupSchedule, skipped: list[datetime], slot: datetime) -> bool:
+    """Alert "missed" for run times no firing claimed, found when a later firing claims ``slot``
+    (the watch alone would take the later run's success for theirs). Once per outage, as the
+    watch's alert; the run about to start clears it when it succeeds. True when it alerted."""
+    if not BackupSchedule.objects.filter(pk=schedule.pk, missed_since__isnull=True).update(
+        missed_since=skipped[0]
+    ):
+        return False  # already alerted for this outage
+    schedule.missed_since = skipped[0]
+    tz = ZoneInfo(schedule.timezone)
+    first, now = skipped[0].astimezone(tz), slot.astimezone(tz)
+    more = f" and {len(skipped) - 1} later run time(s)" if len(skipped) > 1 else ""
+    if len(skipped) >= SKIPPED_COUNTED:
+        more = f" and {len(skipped) - 1} or more later run times"
+    text = (
+        f"Schedule {schedule.name} ({schedule.cron_expression} {schedule.timezone}) did not back up "
+        f"{schedule.target.name} at {first:%Y-%m-%d %H:%M %Z}{more}: no worker ever received that "
+        "firing (a broker restarted without persistence, beat or every worker down, or the clock "
+        "jumped forward). It backs up "
+        f"now, for its run time {now:%Y-%m-%d %H:%M %Z}."
+    )
+    logger.warning("missed backup: %s", text)
+    _notify(
+        "missed",
+        subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
+        text=text,
+        fields={"schedule": schedule.name, "target": schedule.target.name, "due": first.isoformat()},
         schedule=info_for(schedule),
         target=schedule.target,
     )

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
@@ -86,20 +87,67 @@ def sync_all_periodic_tasks() -> dict[str, int]:
 
 def claim_slot(schedule: BackupSchedule, now: datetime) -> datetime | None:
     """Claim the cron slot ``now`` belongs to (the latest run time at or before it) with a
-    conditional update; None when another delivery already claimed it."""
+    conditional update; None when another delivery already claimed it. A stale delivery (a
+    backlog, a redelivered message) so claims the current slot, never a past one: however many
+    wait, one run. Run times between the slot claimed before and this one that no delivery
+    claimed are reported "missed" (monitoring.note_skipped)."""
     tz = ZoneInfo(schedule.timezone)
     cron = parse_cron(schedule.cron_expression)
     slot = cron.previous_run(now, tz)
     if slot is None:
         return None
     upcoming = next(cron.runs_after(now, tz), None)
+    following = next(cron.runs_after(slot, tz), None)
     with transaction.atomic():
         claimed = (
             BackupSchedule.objects.filter(pk=schedule.pk)
-            .filter(Q(last_run_at__isnull=True) | Q(last_run_at__lt=slot))
-            .update(last_run_at=now, next_run_at=upcoming)
+            .filter(_free(slot, following))
+            .update(
+                last_run_at=now,
+                next_run_at=upcoming,
+                latest_slot=Greatest(
+                    Coalesce(F("latest_slot"), Value(slot, DateTimeField())), Value(slot, DateTimeField())
+                ),
+            )
         )
-    return slot if claimed else None
+    if not claimed:
+        return None
+    skipped = skipped_slots(schedule, slot)
+    if skipped:
+        monitoring.note_skipped(schedule, skipped, slot)
+    return slot
+
+
+def _free(slot: datetime, following: datetime | None) -> Q:
+    """Whether ``slot`` may be claimed, as one condition of the conditional update (so two
+    deliveries racing for it cannot both win): a slot after the latest ever claimed; or, when the
+    clock went back (or ran ahead and came back), an earlier slot that no delivery claimed last
+    and in which no backup of the schedule was made. A slot that ran never runs again, whatever
+    the clock says; one that never ran still runs, so backups go on while a clock is wrong."""
+    in_slot = Q(last_run_at__gte=slot) & (Q(last_run_at__lt=following) if following else Q())
+    made = Backup.objects.filter(schedule_id=OuterRef("pk"), created_at__gte=slot)
+    if following is not None:
+        made = made.filter(created_at__lt=following)
+    before_this_field = Q(latest_slot__isnull=True) & (Q(last_run_at__isnull=True) | Q(last_run_at__lt=slot))
+    regressed = Q(latest_slot__gt=slot) & ~in_slot & ~Q(Exists(made))
+    return before_this_field | Q(latest_slot__lt=slot) | regressed
+
+
+def skipped_slots(
+    schedule: BackupSchedule, slot: datetime, limit: int = monitoring.SKIPPED_COUNTED
+) -> list[datetime]:
+    """The run times before ``slot`` that no delivery claimed (at most ``limit``): those after the
+    slot claimed before, or after the schedule or its target last changed (a new, edited or
+    resumed schedule owes nothing for the time before). Their firings were lost by the broker
+    or never came (beat or every worker down)."""
+    moments = (schedule.latest_slot, schedule.last_run_at, schedule.updated_at, schedule.target.updated_at)
+    since = max(moment for moment in moments if moment is not None)
+    skipped: list[datetime] = []
+    for run in parse_cron(schedule.cron_expression).runs_after(since, ZoneInfo(schedule.timezone)):
+        if run >= slot or len(skipped) == limit:
+            break
+        skipped.append(run)
+    return skipped
 
 
 def run_schedule(schedule_id: int, now: datetime | None = None) -> Backup | None:

@@ -29,7 +29,7 @@ from typing import IO, Protocol
 
 logger = logging.getLogger(__name__)
 
-BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+BEAT_SCHEDULER = "schedules.beat:DatabaseScheduler"
 _POLL_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
 

@@ -3,6 +3,7 @@ found on real dumps."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,35 @@ def test_it_includes_the_missed_check_in_the_watch(sqlite_target, settings):
         "missed": 1,
         "recovered": 0,
     }
+
+
+def test_it_alerts_a_run_time_no_firing_claimed_when_the_next_one_runs(sqlite_target, tmp_path):
+    """A firing lost by the broker: the watch alone takes the next run's success for it."""
+    from backups.models import Notifier
+
+    audit = tmp_path / "audit.jsonl"
+    Notifier.objects.create(name="audit", kind="audit", options={"path": str(audit)}, is_default=True)
+    hourly = BackupSchedule.objects.create(name="hourly", target=sqlite_target, cron_expression="0 * * * *")
+    BackupSchedule.objects.filter(pk=hourly.pk).update(
+        created_at=utc("2026-11-21 08:30"), updated_at=utc("2026-11-21 08:30")
+    )
+    Target.objects.filter(pk=sqlite_target.pk).update(updated_at=utc("2026-11-21 08:30"))
+    assert services.run_schedule(hourly.pk, utc("2026-11-21 09:00:02")) is not None
+    assert not audit.exists()
+    # 10:00's firing never reaches a worker; 11:00's does: 10:00 is reported, then the recovery.
+    eleven = services.run_schedule(hourly.pk, utc("2026-11-21 11:00:02"))
+    assert eleven is not None and eleven.status == BackupStatus.SUCCESS
+    alerts = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [alert["event"] for alert in alerts] == ["missed", "recovered"]
+    assert "did not back up app-db at 2026-11-21 10:00 UTC" in alerts[0]["text"], alerts[0]
+    # Paused over 12:00 and resumed at 12:30 (saved): the paused run time is owed nothing.
+    BackupSchedule.objects.filter(pk=hourly.pk).update(updated_at=utc("2026-11-21 12:30"))
+    assert services.run_schedule(hourly.pk, utc("2026-11-21 13:00:02")) is not None
+    assert len(audit.read_text().splitlines()) == 2
+    # A week without a firing: one alert counting them.
+    services.run_schedule(hourly.pk, utc("2026-11-28 13:00:02"))
+    last = json.loads(audit.read_text().splitlines()[2])
+    assert last["event"] == "missed" and "at 2026-11-21 14:00 UTC and 166 later run time(s)" in last["text"]
 
 
 def shrink(path: Path, keep: int) -> None:

@@ -279,3 +279,50 @@ def test_it_sets_verification_and_grace_from_the_config(tmp_path, sqlite_source)
     apply_site(tmp_path, sqlite_source, verify="daily", grace_minutes=90)
     schedule = BackupSchedule.objects.get(name="nightly")
     assert (schedule.verify, schedule.grace_minutes) == ("daily", 90)
+
+
+@pytestmark_db
+def test_it_claims_a_slot_once_when_the_clock_went_back_though_no_backup_row_exists_yet(sqlite_target):
+    """Under a clock set back a day, a slot that never ran may be claimed, but by one of two
+    racing deliveries only: the second is refused before the first has made its backup row."""
+    schedule = make_schedule(sqlite_target, cron_expression="0 * * * *")
+    now = datetime(2030, 5, 2, 12, 0, 5, tzinfo=UTC)
+    assert services.claim_slot(schedule, now) is not None
+    schedule.refresh_from_db()
+    behind = now - timedelta(days=1)
+    assert services.claim_slot(schedule, behind) == behind.replace(second=0)
+    assert services.claim_slot(schedule, behind + timedelta(seconds=20)) is None
+    schedule.refresh_from_db()
+    assert schedule.latest_slot == now.replace(second=0)  # never moved back
+    # Back at the right time: the slot claimed before the clock went back stays claimed.
+    assert services.claim_slot(schedule, now + timedelta(minutes=1)) is None
+    assert services.claim_slot(schedule, now + timedelta(hours=1)) is not None
+
+
+@pytestmark_db
+def test_it_never_claims_again_a_slot_a_backup_was_made_in_when_the_clock_went_back(sqlite_target):
+    schedule = make_schedule(sqlite_target, cron_expression="0 3 * * *")
+    night = datetime.now(UTC).replace(hour=3, minute=0, second=10, microsecond=0) - timedelta(days=2)
+    made = services.run_schedule(schedule.pk, night)
+    assert made is not None and made.status == BackupStatus.SUCCESS
+    Backup.objects.filter(pk=made.pk).update(created_at=night)  # the row as that night's clock made it
+    assert services.run_schedule(schedule.pk, night + timedelta(days=1)) is not None
+    # The clock set back into the first night (a delivery that claimed no slot since): still ran.
+    assert services.run_schedule(schedule.pk, night + timedelta(hours=5)) is None
+    assert Backup.objects.count() == 2
+
+
+def test_it_makes_beat_fire_an_entry_whose_last_run_is_dated_after_now() -> None:
+    """django-celery-beat waits for the clock to pass a last run dated ahead; ours takes now."""
+    from django_celery_beat.models import CrontabSchedule
+
+    from backupsite.celery import app
+    from schedules.beat import ModelEntry
+
+    crontab = CrontabSchedule(minute="*", hour="*", day_of_week="*", day_of_month="*", month_of_year="*")
+    ahead = datetime.now(UTC) + timedelta(days=365)
+    task = PeriodicTask(name="ahead", task="x", crontab=crontab, last_run_at=ahead, enabled=True)
+    entry = ModelEntry(task, app=app)
+    _due, next_check = entry.is_due()
+    assert entry.last_run_at <= datetime.now(UTC) and task.last_run_at == entry.last_run_at
+    assert next_check <= 60  # due within the minute, not in a year

@@ -94,6 +94,6 @@ def test_it_runs_the_site_children_with_this_interpreter_and_keeps_beat_files_in
     worker, beat = specs[1].argv, specs[2].argv
     assert worker[worker.index("-c") + 1] == "3" and worker[worker.index("-n") + 1] == "n@%h"
     assert beat[beat.index("--pidfile") + 1] == str(tmp_path / "beat.pid")
-    assert beat[beat.index("-S") + 1] == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert beat[beat.index("-S") + 1] == "schedules.beat:DatabaseScheduler"
     no_web = site_children(base_dir=REPO, home=tmp_path, bind=None, concurrency=1, node_name="n@%h")
     assert [spec.name for spec in no_web] == ["worker", "beat"]

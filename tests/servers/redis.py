@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class RedisServer:
     #: A directory with ca.pem, server.pem and server.key when the server speaks only TLS.
     tls_dir: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    #: The command line, kept for restart().
+    argv: list[str] = field(default_factory=list)
 
     def url(self, db: int = 0) -> str:
         return f"redis://{self.host}:{self.port}/{db}"
@@ -68,6 +70,27 @@ class RedisServer:
         except OSError:
             return False
 
+    def start(self) -> None:
+        """Start (or start again) the server with its command line; wait until it answers."""
+        with open(self.base / "server.log", "ab") as log:
+            process = subprocess.Popen(self.argv, cwd=self.base, stdout=log, stderr=subprocess.STDOUT)
+        self.process = process
+        try:
+            wait_for(lambda: process.poll() is None and self.ping(), "the Redis server", 30)
+        except RuntimeError:
+            raise RuntimeError(f"the Redis server did not start:\n{self.log_tail()}") from None
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM: with ``appendonly`` the AOF is flushed first)."""
+        if self.process is not None:
+            stop_process(self.process)
+
+    def restart(self) -> None:
+        """Stop, then start again on the same port with the same files: what survives is what
+        the server persisted."""
+        self.stop()
+        self.start()
+
     def log_tail(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):
             return "\n".join((self.base / "server.log").read_text(errors="replace").splitlines()[-lines:])
@@ -76,11 +99,16 @@ class RedisServer:
 
 @contextlib.contextmanager
 def running_redis(
-    password: str = "", *, tls_dir: Path | None = None, extra_args: Sequence[str] = ()
+    password: str = "",
+    *,
+    tls_dir: Path | None = None,
+    extra_args: Sequence[str] = (),
+    appendonly: bool = False,
 ) -> Iterator[RedisServer]:
     """A Redis server for the test session; ``password`` goes into a 0600 config file (the
     server's ``requirepass``), ``tls_dir`` makes it speak only TLS, ``extra_args`` are more
-    ``--name value`` settings."""
+    ``--name value`` settings, ``appendonly`` turns the append-only file on (as a production
+    broker should run: queued and unacknowledged tasks then survive a restart)."""
     if shutil.which(REDIS_SERVER) is None:
         raise RuntimeError(
             "redis-server is not installed; run: apt-get install redis-server (make setup does)"
@@ -103,19 +131,14 @@ def running_redis(
         ]  # fmt: skip
     argv += [
         "--bind", server.host, *listen, "--dir", str(base),
-        "--save", "", "--appendonly", "no", "--daemonize", "no", *extra_args,
+        "--save", "", "--appendonly", "yes" if appendonly else "no", "--daemonize", "no", *extra_args,
     ]  # fmt: skip
-    with open(base / "server.log", "wb") as log:
-        process = subprocess.Popen(argv, cwd=base, stdout=log, stderr=subprocess.STDOUT)
-    server.process = process
+    server.argv = argv
     try:
-        try:
-            wait_for(lambda: process.poll() is None and server.ping(), "the Redis server", 30)
-        except RuntimeError:
-            raise RuntimeError(f"the Redis server did not start:\n{server.log_tail()}") from None
+        server.start()
         yield server
     finally:
-        stop_process(process)
+        server.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

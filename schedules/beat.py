@@ -1,0 +1,35 @@
+"""Celery beat's scheduler: django-celery-beat's DatabaseScheduler with one change. A last run
+dated after now (the clock was set back, or ran ahead and came back) is taken as now, so the
+entry is due at its next run time. Celery would otherwise wait until the clock caught up with
+that date: after a clock that ran a year ahead, every schedule, and the watch with them, would
+fire no more for a year."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from celery.utils.time import maybe_make_aware
+from django_celery_beat.schedulers import DatabaseScheduler as BaseScheduler
+from django_celery_beat.schedulers import ModelEntry as BaseEntry
+
+logger = logging.getLogger(__name__)
+
+
+class ModelEntry(BaseEntry):
+    def is_due(self) -> Any:
+        now = maybe_make_aware(self._default_now())
+        last: datetime | None = getattr(self, "last_run_at", None)
+        if last is not None and maybe_make_aware(last) > now:
+            logger.warning(
+                "beat: %s last ran at %s, after now (%s): the clock went back; taking now as its "
+                "last run, so it fires at its next run time",
+                self.name, last, now,
+            )  # fmt: skip
+            self.last_run_at = self.model.last_run_at = now
+        return super().is_due()
+
+
+class DatabaseScheduler(BaseScheduler):
+    Entry = ModelEntry
