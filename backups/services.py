@@ -80,7 +80,7 @@ from backups.runs.chains import chain_of, load_manifest
 from backups.runs.claims import process_gone, reap_lost_runs, reap_stale_runs, this_worker
 from backups.runs.heartbeat import Heartbeat
 from backups.runs.manifests import build_manifest
-from backups.runs.service import run_backup, supports_type, type_problem
+from backups.runs.service import CatalogUnreachable, run_backup, supports_type, type_problem
 from backups.runs.steps import describe_error
 from backups.secrets import SecretError, redact
 from backups.storages import StorageError, storage_class
@@ -142,6 +142,7 @@ __all__ = [
     "AuditObject",
     "AwaitingDecision",
     "BackupInfo",
+    "CatalogUnreachable",
     "ChainLink",
     "CleanupPlan",
     "Config",

@@ -131,9 +131,12 @@ def close_all(destinations: Iterable[Destination]) -> None:
 
 def discard_all(destinations: Iterable[Destination]) -> None:
     """Remove every trace of a failed run from storage: partial uploads, committed objects and
-    their manifests."""
+    their manifests; then mark the copy rows failed (every storage is cleared first, so a
+    catalog that cannot be written leaves no copy behind)."""
+    destinations = list(destinations)
     for destination in destinations:
         destination.discard()
+    for destination in destinations:
         destination.copy.status = CopyStatus.FAILED
         destination.copy.error_message = destination.error or "the backup failed"
         destination.copy.save(update_fields=["status", "error_message"])

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import Error, connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -20,7 +20,8 @@ class Heartbeat:
     """Context manager: while it is open, touch ``heartbeat_at`` on ``rows`` (the one RUNNING row
     of a backup or of another app's work, e.g. ``Backup.objects.filter(pk=..., status=RUNNING)``)
     every ``BACKUPSITE_HEARTBEAT_SECONDS``. ``label`` names it in the log. A failed touch is
-    logged, never fails the work."""
+    logged in one line, never fails the work, and the next touch uses a new connection (so the
+    beat resumes once a restarted catalog database is back)."""
 
     def __init__(self, rows: QuerySet[Any], label: str, interval: float | None = None) -> None:
         self.rows, self.label = rows, label
@@ -43,7 +44,9 @@ class Heartbeat:
             while not self._stop.wait(self.interval):
                 try:
                     self.rows.update(heartbeat_at=timezone.now())
-                except DatabaseError as exc:
-                    logger.warning("%s: heartbeat not recorded: %s", self.label, exc)
+                except Error as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    logger.warning("%s: heartbeat not recorded: %s", self.label, first)
+                    connection.close()  # a broken connection never recovers by itself
         finally:
             connection.close()  # this thread's own connection

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from backups import secrets
 from backups.engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from backups.engines.base import refuse_problems
-from backups.models import Backup, BackupStatus, Storage, Target
+from backups.models import Backup, BackupStatus, CopyStatus, StepStatus, Storage, Target
 from backups.notifications import notify_backup
 from backups.requests import ScheduleInfo
 from backups.resources import MANIFEST_SUFFIX, connection_for, engine_for, scratch_dir
@@ -30,11 +32,20 @@ from backups.streaming.codecs import EXTENSIONS
 from backups.streaming.pipeline import ProgressCallback, StreamResult, stream_backup
 
 logger = logging.getLogger(__name__)
+# A catalog database that restarts is back within seconds: a run that lost it tries this long to
+# record its failure (each try on a new connection) before leaving the row to the watch.
+CATALOG_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 
 class NotRecorded(Exception):
     """Every copy was stored, but the run could not be recorded as a success; its copies are
     removed (a copy never outlives a run that is not SUCCESS) and the run fails with this message."""
+
+
+class CatalogUnreachable(Exception):
+    """A run lost the catalog database and could not record its failure even on new connections
+    (CATALOG_RETRY_DELAYS): its stored copies are removed, its row stays RUNNING until the watch
+    reaps it. The message is one line for the operator."""
 
 
 def supports_type(target: Target, backup_type: str) -> bool:
@@ -102,10 +113,13 @@ def run_backup(
         ):
             _execute(backup, target, storages, schedule, progress)
     except BaseException as exc:
-        _fail(backup, exc)
+        recorded = _fail(backup, exc)  # raises CatalogUnreachable when the catalog stays away
         if not isinstance(exc, Exception):
-            notify_backup(backup)  # interrupted (SIGTERM, Ctrl-C): still say so
+            if recorded:
+                notify_backup(backup)  # interrupted (SIGTERM, Ctrl-C): still say so
             raise
+        if not recorded:
+            return backup  # the watch ended it meanwhile, and sent its alert
     notify_backup(backup)  # after the outcome is saved; it never raises
     return backup
 
@@ -277,13 +291,74 @@ def _confirm_and_describe(
         )
 
 
-def _fail(backup: Backup, exc: BaseException) -> None:
-    message = secrets.redact(str(exc) if isinstance(exc, NotRecorded) else describe_error(exc))
-    if not isinstance(exc, EngineError | StorageError | secrets.SecretError | WorkerLost):
+def _fail(backup: Backup, exc: BaseException) -> bool:
+    """Record ``exc`` on the row as FAILED. A lost catalog connection (the error, or the save of
+    another error) is retried on new connections; False when the watch had ended the run by then."""
+    lost = _catalog_error(exc)
+    if lost is not None:
+        message = (
+            f"the catalog database stopped answering during the run ({_first_line(lost)}); "
+            "nothing it stored was kept"
+        )
+    else:
+        message = secrets.redact(str(exc) if isinstance(exc, NotRecorded) else describe_error(exc))
+    if lost is None and not isinstance(exc, EngineError | StorageError | secrets.SecretError | WorkerLost):
         logger.error(
             "backup %s of target %s failed: %s", backup.pk, backup.target.name, message, exc_info=exc
         )
     else:
         logger.warning("backup %s of target %s failed: %s", backup.pk, backup.target.name, message)
     backup.error_message = message
-    backup.save(update_fields=[*backup.finish(BackupStatus.FAILED), "error_message"])
+    fields = [*backup.finish(BackupStatus.FAILED), "error_message"]
+    if lost is None:
+        try:
+            backup.save(update_fields=fields)
+            return True
+        except (OperationalError, InterfaceError) as save_error:
+            lost = save_error
+    return _record_failure_again(backup, fields, lost)
+
+
+def _record_failure_again(backup: Backup, fields: list[str], lost: BaseException) -> bool:
+    """Record the failure on a new connection (a broken one never recovers), retrying while the
+    catalog restarts; also end the steps and copies the lost connection left open."""
+    for delay in (0.0, *CATALOG_RETRY_DELAYS):
+        time.sleep(delay)
+        connection.close()
+        try:
+            with transaction.atomic():
+                ended = Backup.objects.filter(pk=backup.pk, status=BackupStatus.RUNNING).update(
+                    **{name: getattr(backup, name) for name in fields}
+                )
+                backup.steps.filter(status=StepStatus.RUNNING).update(
+                    status=StepStatus.FAILED, message=backup.error_message, completed_at=backup.completed_at
+                )
+                backup.copies.filter(status=CopyStatus.PENDING).update(
+                    status=CopyStatus.FAILED, error_message=backup.error_message
+                )
+            return bool(ended)
+        except (OperationalError, InterfaceError) as exc:
+            lost = exc
+    raise CatalogUnreachable(
+        f"backup {backup.pk} of target {backup.target.name} failed and the catalog database cannot "
+        f"record it ({_first_line(lost)}); nothing it stored was kept; the next watch "
+        "marks it failed"
+    )
+
+
+def _catalog_error(exc: BaseException) -> BaseException | None:
+    """The first lost-connection error of the catalog in ``exc``'s chain (the cause, not the
+    "connection is closed" of every later query), or None."""
+    found = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError | InterfaceError):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _first_line(exc: BaseException) -> str:
+    return secrets.redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)

@@ -66,6 +66,10 @@ class PostgresServer:
             check=True, capture_output=True, cwd=self.base,
         )  # fmt: skip
         pwfile.unlink()
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the initialised cluster (again, after ``halt()``) and wait until it accepts."""
         settings = (
             f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.base} "
             # autovacuum off: skip-if-unchanged tests need a WAL position that only moves on writes
@@ -74,9 +78,17 @@ class PostgresServer:
         )
         subprocess.run(
             self._as_owner(
-                [str(tools / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"),
+                [str(bin_dir(self.version) / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"),
                  "-o", settings, "-w", "-t", "60", "start"]
             ),
+            check=True, capture_output=True, cwd=self.base,
+        )  # fmt: skip
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m mode``: fast ends every session, immediate also skips
+        the checkpoint) and keep its data for ``resume()``."""
+        subprocess.run(
+            self._as_owner([str(bin_dir(self.version) / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
             check=True, capture_output=True, cwd=self.base,
         )  # fmt: skip
 

@@ -43,10 +43,14 @@ class Command(BaseCommand):
             line = ProgressLine(
                 self.stdout, target.name, previous.raw_size if previous else None, enabled=not options["json"]
             )
-            with stop_cleanly_on_sigterm():
-                backup = services.run_backup(
-                    target, backup_type=backup_type, initiated_by=who(), progress=line
-                )
+            try:
+                with stop_cleanly_on_sigterm():
+                    backup = services.run_backup(
+                        target, backup_type=backup_type, initiated_by=who(), progress=line
+                    )
+            except services.CatalogUnreachable as exc:
+                line.done()
+                raise failed(str(exc)) from None
             line.done()
             results.append(backup)
             if not options["json"]:
