@@ -16,7 +16,7 @@ STAMP_PIP := $(VENV)/.pip-done
 AZURITE_VERSION := 3
 STAMP_NPM := $(VENV)/.npm-done
 
-.PHONY: setup run test lint typecheck pytest bench screenshots clean
+.PHONY: setup run test lint typecheck pytest bench soak screenshots clean
 
 setup: $(STAMP_PIP)
 
@@ -75,6 +75,12 @@ test: setup $(STAMP_NPM)
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# The soak (bench/soak.py, issue 18): 200 targets every minute, 2 workers, SIGKILLs and a 10-minute
+# storage outage; checks the invariants and writes bench/RESULTS.md's Soak section. ~30 minutes.
+# Not part of `make test`.
+soak: setup $(STAMP_NPM)
+	$(BIN)/python bench/soak.py
 
 # docs/screenshots/*.png of the admin in headless Chromium (tests/browser/screenshots.py): a
 # throwaway catalog with demo backups, served on a free loopback port. Not part of `make test`.

@@ -309,6 +309,10 @@ BACKUPSITE_CHUNK_SIZE = env_int("BACKUPSITE_CHUNK_SIZE", 1024 * 1024)
 BACKUPSITE_PROGRESS_INTERVAL = 1.0
 # A copy that failed is retried from a confirmed copy after each of these delays (seconds).
 BACKUPSITE_COPY_RETRY_DELAYS = env_seconds_list("BACKUPSITE_COPY_RETRY_DELAYS", [5, 30, 120])
+# A required storage a worker found unreachable after every retry is probed once, not retried,
+# by that worker's runs for this long after (an outage fails runs at once instead of holding
+# every worker for the retries).
+BACKUPSITE_STORAGE_DOWN_SECONDS = env_int("BACKUPSITE_STORAGE_DOWN_SECONDS", 300)
 # Four eyes: a restore into a protected target waits this long for a second person's approval.
 BACKUPSITE_RESTORE_APPROVAL_HOURS = env_int("BACKUPSITE_RESTORE_APPROVAL_HOURS", 24)
 # Another authorisation scheme's veto: a dotted path to f(user, action, target) -> bool that

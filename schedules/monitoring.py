@@ -130,10 +130,11 @@ def note_skipped(schedule: BackupSchedule, skipped: list[datetime], slot: dateti
         more = f" and {len(skipped) - 1} or more later run times"
     text = (
         f"Schedule {schedule.name} ({schedule.cron_expression} {schedule.timezone}) did not back up "
-        f"{schedule.target.name} at {first:%Y-%m-%d %H:%M %Z}{more}: no worker ever received that "
-        "firing (a broker restarted without persistence, beat or every worker down, or the clock "
-        "jumped forward). It backs up "
-        f"now, for its run time {now:%Y-%m-%d %H:%M %Z}."
+        f"{schedule.target.name} at {first:%Y-%m-%d %H:%M %Z}{more}: no firing of it reached a "
+        "worker in time. Either the workers are behind (firings wait in the queue longer than "
+        "the schedule's interval: add workers or space the schedules out), or the firing was "
+        "lost (a broker restarted without persistence, beat or every worker down), or the clock "
+        f"jumped forward. It backs up now, for its run time {now:%Y-%m-%d %H:%M %Z}."
     )
     logger.warning("missed backup: %s", text)
     _notify(

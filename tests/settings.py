@@ -19,3 +19,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 BACKUPSITE_COPY_RETRY_DELAYS = [0.01, 0.02]
 # Tests write their secret files under pytest's tmp_path (in the system's temporary directory).
 BACKUPSITE_SECRETS_DIRS = [*BACKUPSITE_SECRETS_DIRS, tempfile.gettempdir()]  # noqa: F405
+BACKUPSITE_STORAGE_DOWN_SECONDS = 0  # off: tests share one process (tests/test_copies.py turns it on)

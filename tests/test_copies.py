@@ -194,6 +194,38 @@ def test_it_fails_before_the_dump_when_a_required_storage_is_unwritable_at_start
 
 
 @pytest.mark.django_db
+def test_it_probes_a_required_storage_once_while_this_worker_has_just_found_it_down(
+    tmp_path: Path, big_source: Path, settings
+) -> None:
+    """An outage must not hold every worker for the retries on every run: once a worker found
+    a required storage unreachable after every retry, its next runs probe it once and fail at
+    once, until it answers again."""
+    settings.BACKUPSITE_COPY_RETRY_DELAYS = [0.4, 0.4]
+    settings.BACKUPSITE_STORAGE_DOWN_SECONDS = 300
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = target_with(big_source, local("bad", blocker / "sub"))
+
+    def timed_run() -> tuple[Backup, float]:
+        started = time.monotonic()
+        backup = services.run_backup(target)
+        return backup, time.monotonic() - started
+
+    first, waited = timed_run()
+    assert first.status == BackupStatus.FAILED and waited >= 0.8
+    assert "not retried" not in first.error_message
+    second, waited = timed_run()
+    assert second.status == BackupStatus.FAILED and waited < 0.8, waited
+    assert (
+        "bad:" in second.error_message
+        and "not retried: this worker found it unreachable" in second.error_message
+    )
+    blocker.unlink()  # the storage answers again: the next run is a normal one
+    third = services.run_backup(target)
+    assert third.status == BackupStatus.SUCCESS, third.error_message
+
+
+@pytest.mark.django_db
 def test_it_retries_then_notes_an_optional_storage_unwritable_at_start(
     tmp_path: Path, big_source: Path
 ) -> None:

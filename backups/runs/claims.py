@@ -135,7 +135,8 @@ def _lose(backup: Backup, reason: str, now: datetime) -> bool:
     for copy in backup.copies.select_related("storage"):
         try:
             with storage_for(copy.storage) as storage:
-                storage.sweep_partials(copy.path)
+                if copy.path:  # no path yet: nothing was written under a known name
+                    storage.sweep_partials(copy.path)
                 if copy.path and copy.status != CopyStatus.DELETED:
                     # Committed before the worker died (while confirming, or writing its
                     # manifest): a failed run leaves nothing that looks like a backup. The data

@@ -107,7 +107,8 @@ def _destination(backup: Backup, row: Storage) -> Destination:
     except (StorageError, secrets.SecretError) as exc:
         raise StorageError(f"storage {row.name}: {describe_error(exc)}") from None
     destination = Destination(row=row, storage=storage, copy=copy)
-    delays = [0.0, *settings.BACKUPSITE_COPY_RETRY_DELAYS] if row.required else [0.0]
+    down = _seen_down(row)
+    delays = [0.0, *settings.BACKUPSITE_COPY_RETRY_DELAYS] if row.required and not down else [0.0]
     for delay in delays:
         time.sleep(delay)
         try:
@@ -117,9 +118,31 @@ def _destination(backup: Backup, row: Storage) -> Destination:
         except StorageError as exc:
             destination.error = describe_error(exc)
     if destination.error and row.required:
+        _DOWN[row.pk] = time.monotonic()
+        if down:
+            destination.error += (
+                f" (not retried: this worker found it unreachable {down:.0f} s ago, after every retry)"
+            )
         storage.close()
         raise StorageError(destination.error)
+    _DOWN.pop(row.pk, None)
     return destination
+
+
+# Required storages this process found unreachable after every retry: storage pk -> when
+# (time.monotonic()). While one stays down, each run probes it once instead of waiting through
+# the retries again: an outage fails runs at once, not after minutes holding a worker.
+_DOWN: dict[int, float] = {}
+
+
+def _seen_down(row: Storage) -> float | None:
+    """Seconds since this process last found ``row`` unreachable after every retry, if that was
+    within BACKUPSITE_STORAGE_DOWN_SECONDS; else None."""
+    since = _DOWN.get(row.pk)
+    if since is None:
+        return None
+    age = time.monotonic() - since
+    return age if age < settings.BACKUPSITE_STORAGE_DOWN_SECONDS else None
 
 
 def close_all(destinations: Iterable[Destination]) -> None:

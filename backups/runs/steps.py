@@ -47,7 +47,9 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted by the user (Ctrl-C)"
     if isinstance(exc, SystemExit):
-        return f"stopped: {exc}"
+        if isinstance(exc.code, str) and exc.code:
+            return f"stopped: {exc.code}"
+        return "stopped: the process was told to shut down (its worker was stopped or restarted)"
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror}{where}"
