@@ -82,21 +82,28 @@ def test_it_answers_each_user_rightly_while_requests_run_side_by_side(sqlite_tar
     backup = services.run_backup(sqlite_target)
     users = {"Restorer": staff("Restorer"), "Viewer": staff("Viewer")}
     link = download_link(backup)
+    # Logged in here, one after the other (a login writes; two at once can find SQLite's shared
+    # test database locked), so the threads only browse.
+    clients = {role: logged_in(user) for role, user in users.items()}
     start = threading.Barrier(len(users))
     wrong: list[str] = []
+    answered: list[str] = []
+    errors: list[str] = []
 
     def browse(role: str) -> None:
-        client = logged_in(users[role])
         try:
             start.wait(timeout=30)
             for number in range(15):
-                page = client.get(LIST).content.decode()
+                page = clients[role].get(LIST).content.decode()
+                answered.append(role)
                 if f"/admin/backups/backup/{backup.pk}/change/" not in page:
                     wrong.append(f"{role} request {number}: the backup is not listed")
                 elif (link in page) != (role == "Restorer"):
                     wrong.append(
                         f"{role} request {number}: download link {'shown' if link in page else 'missing'}"
                     )
+        except Exception as exc:  # reported below: a thread that died must fail the test
+            errors.append(f"{role}: {type(exc).__name__}: {exc}")
         finally:
             connection.close()  # this thread's own database connection
 
@@ -106,4 +113,6 @@ def test_it_answers_each_user_rightly_while_requests_run_side_by_side(sqlite_tar
     for thread in threads:
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert sorted(answered) == ["Restorer"] * 15 + ["Viewer"] * 15  # every request was answered
     assert wrong == []
