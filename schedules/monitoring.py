@@ -77,9 +77,32 @@ def check_missed(now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def _mark_missed(schedule: BackupSchedule, slot: datetime) -> bool:
-    if not BackupSchedule.objects.filter(pk=schedule.pk, missed_since__isnull=True).update(missed_since=slot):
+def _open_episode(schedule: BackupSchedule, since: datetime) -> bool:
+    """Mark ``schedule`` missed since ``since`` unless it already is: one "missed" alert per
+    outage, whoever finds it first (the watch or a later firing's claim). True when it opened."""
+    if not BackupSchedule.objects.filter(pk=schedule.pk, missed_since__isnull=True).update(
+        missed_since=since
+    ):
         return False  # already alerted for this outage
+    schedule.missed_since = since
+    return True
+
+
+def _alert_missed(schedule: BackupSchedule, text: str, due: datetime) -> None:
+    logger.warning("missed backup: %s", text)
+    _notify(
+        "missed",
+        subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
+        text=text,
+        fields={"schedule": schedule.name, "target": schedule.target.name, "due": due.isoformat()},
+        schedule=info_for(schedule),
+        target=schedule.target,
+    )
+
+
+def _mark_missed(schedule: BackupSchedule, slot: datetime) -> bool:
+    if not _open_episode(schedule, slot):
+        return False
     last = (
         Backup.objects.filter(schedule=schedule, status=BackupStatus.SUCCESS)
         .order_by("-started_at")
@@ -102,15 +125,7 @@ def _mark_missed(schedule: BackupSchedule, slot: datetime) -> bool:
         text += (
             f" Latest attempt: {latest.status}{f' ({latest.error_message})' if latest.error_message else ''}."
         )
-    logger.warning("missed backup: %s", text)
-    _notify(
-        "missed",
-        subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
-        text=text,
-        fields={"schedule": schedule.name, "target": schedule.target.name, "due": local.isoformat()},
-        schedule=info_for(schedule),
-        target=schedule.target,
-    )
+    _alert_missed(schedule, text, local)
     return True
 
 
@@ -118,11 +133,8 @@ def note_skipped(schedule: BackupSchedule, skipped: list[datetime], slot: dateti
     """Alert "missed" for run times no firing claimed, found when a later firing claims ``slot``
     (the watch alone would take the later run's success for theirs). Once per outage, as the
     watch's alert; the run about to start clears it when it succeeds. True when it alerted."""
-    if not BackupSchedule.objects.filter(pk=schedule.pk, missed_since__isnull=True).update(
-        missed_since=skipped[0]
-    ):
-        return False  # already alerted for this outage
-    schedule.missed_since = skipped[0]
+    if not _open_episode(schedule, skipped[0]):
+        return False
     tz = ZoneInfo(schedule.timezone)
     first, now = skipped[0].astimezone(tz), slot.astimezone(tz)
     more = f" and {len(skipped) - 1} later run time(s)" if len(skipped) > 1 else ""
@@ -136,15 +148,7 @@ def note_skipped(schedule: BackupSchedule, skipped: list[datetime], slot: dateti
         "lost (a broker restarted without persistence, beat or every worker down), or the clock "
         f"jumped forward. It backs up now, for its run time {now:%Y-%m-%d %H:%M %Z}."
     )
-    logger.warning("missed backup: %s", text)
-    _notify(
-        "missed",
-        subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
-        text=text,
-        fields={"schedule": schedule.name, "target": schedule.target.name, "due": first.isoformat()},
-        schedule=info_for(schedule),
-        target=schedule.target,
-    )
+    _alert_missed(schedule, text, first)
     return True
 
 
