@@ -46,8 +46,8 @@ $(STAMP_PIP): $(STAMP_APT) pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
-# Web, one Celery worker and one beat in one command (broker: files under var/broker); Ctrl-C
-# stops them all.
+# Web, the Celery worker, the watch's own small worker and one beat in one command (broker: files
+# under var/broker); Ctrl-C stops them all.
 BIND ?= 127.0.0.1:8000
 run: setup
 	$(BIN)/python manage.py migrate --noinput

@@ -4,12 +4,18 @@ Notification row per delivery with its outcome.
 A channel that fails (unreachable, refused, misconfigured, a secret not set on this host) is
 recorded FAILED with a redacted message and logged without secrets; it never fails the caller,
 and the other channels are still tried. Secrets are resolved right before each delivery.
+
+The rows are an outbox: each is written PENDING with its whole (redacted) message and its
+sender's ``host:pid`` before the send, so an alert whose sender died (SIGKILL, a lost host)
+before the send is sent by the watch (:func:`send_unsent`); so is the ``backup_failed`` alert
+of a run that died between recording FAILED and writing its rows (``Backup.alert_pending``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -32,6 +38,7 @@ from .models import (
 )
 from .notifiers import Message, NotifierError, build_notifier
 from .notifiers.email import parse_addresses
+from .processes import process_gone, this_worker
 from .requests import ScheduleInfo, schedule_info
 
 logger = logging.getLogger(__name__)
@@ -98,15 +105,12 @@ def notify(
         if target is None:
             target = backup.target
     values = {str(name): secrets.redact(str(value)) for name, value in (fields or {}).items()}
-    severity = SEVERITY[event]
-    if event == RESTORE_FINISHED and values.get("status", "").lower() == "failed":
-        severity = "error"
     message = Message(
         event=event,
         subject=secrets.redact(subject),
         text=secrets.redact(text),
         fields=values,
-        severity=severity,
+        severity=severity_of(event, values),
     )
     started = timezone.now()
     deliveries = [
@@ -116,6 +120,12 @@ def notify(
     if backup is not None and deliveries:
         _record_step(backup, event, deliveries, started)
     return deliveries
+
+
+def severity_of(event: str, fields: dict[str, str]) -> str:
+    if event == RESTORE_FINISHED and fields.get("status", "").lower() == "failed":
+        return "error"
+    return SEVERITY.get(event, "info")
 
 
 def channels_for(event: str, schedule: ScheduleInfo | None = None) -> list[Channel]:
@@ -156,10 +166,18 @@ def _deliver(
         kind=channel.kind,
         event=message.event,
         subject=message.subject[:255],
+        text=message.text,
+        fields=message.fields,
+        sender=this_worker(),
         backup=backup,
         schedule_id=schedule.pk if schedule is not None else None,
         target=target,
     )
+    return _send(delivery, channel, message)
+
+
+def _send(delivery: Notification, channel: Channel, message: Message) -> Notification:
+    """Send ``message`` through ``channel`` and record the outcome on ``delivery``."""
     notifier = None
     try:
         if channel.problem:
@@ -167,15 +185,17 @@ def _deliver(
         notifier = build_notifier(channel.name, channel.kind, secrets.resolve_values(channel.options))
         notifier.deliver(message)
     except BaseException as exc:
-        delivery.status = NotificationStatus.FAILED
+        interrupted = not isinstance(exc, Exception)  # Ctrl-C or SIGTERM: the process stops
+        # An interrupted send stays PENDING under this (ending) process: the watch sends it.
+        delivery.status = NotificationStatus.PENDING if interrupted else NotificationStatus.FAILED
         delivery.error_message = secrets.redact(_describe(channel, exc))
         logger.warning(
             "notification %s (%s) via %s failed: %s",
             delivery.pk, message.event, channel.name, delivery.error_message,
         )  # fmt: skip
-        if not isinstance(exc, Exception):
-            _save(delivery, notifier)
-            raise  # Ctrl-C or SIGTERM: recorded, then the process stops
+        if interrupted:
+            _save(delivery, notifier, sender=delivery.sender)
+            raise
     else:
         delivery.status = NotificationStatus.SENT
         delivery.sent_at = timezone.now()
@@ -183,9 +203,10 @@ def _deliver(
     return delivery
 
 
-def _save(delivery: Notification, notifier: Any) -> None:
-    delivery.attempts = notifier.attempts if notifier is not None else 0
-    delivery.save(update_fields=["status", "error_message", "sent_at", "attempts"])
+def _save(delivery: Notification, notifier: Any, sender: str = "") -> None:
+    delivery.attempts += notifier.attempts if notifier is not None else 0
+    delivery.sender = sender
+    delivery.save(update_fields=["status", "error_message", "sent_at", "attempts", "sender"])
 
 
 def _describe(channel: Channel, exc: BaseException) -> str:
@@ -194,7 +215,7 @@ def _describe(channel: Channel, exc: BaseException) -> str:
     if isinstance(exc, secrets.SecretError):
         return f"{channel.kind} notifier {channel.name}: {exc}"
     if isinstance(exc, KeyboardInterrupt | SystemExit):
-        return "interrupted before it was sent"
+        return "interrupted before it was sent; the watch sends it"
     return f"{channel.kind} notifier {channel.name}: unexpected error: {type(exc).__name__}: {exc}"
 
 
@@ -277,9 +298,10 @@ def backup_link(backup: Backup) -> str:
         return ""
 
 
-def notify_backup(backup: Backup, event: str | None = None) -> list[Notification]:
+def notify_backup(backup: Backup, event: str | None = None, late: str = "") -> list[Notification]:
     """Tell the channels about ``backup``: ``event``, or by its status FAILED -> backup_failed,
     SUCCESS -> backup_succeeded (only channels that list it); any other status says nothing.
+    ``late``: why the message comes late (a "sent late" field), when the watch sends it.
 
     Never raises: whatever goes wrong is logged and the backup's outcome stands as recorded.
     """
@@ -291,7 +313,138 @@ def notify_backup(backup: Backup, event: str | None = None) -> list[Notification
             return []
     try:
         summary = describe_backup(backup, event)
-        return notify(event, subject=summary.subject, text=summary.text, fields=summary.fields, backup=backup)
+        fields = {**summary.fields, "sent late": late} if late else summary.fields
+        deliveries = notify(event, subject=summary.subject, text=summary.text, fields=fields, backup=backup)
     except Exception:
         logger.exception("backup %s of target %s: notifications failed", backup.pk, backup.target.name)
-        return []
+        return []  # alert_pending stays set: the watch tries again
+    if event == BACKUP_FAILED:  # handed to its channels (rows written): the watch's job is done
+        Backup.objects.filter(pk=backup.pk, alert_pending=True).update(alert_pending=False)
+        backup.alert_pending = False
+    return deliveries
+
+
+# -- the outbox: what a sender that stopped left unsent ------------------------------------------
+
+# A sender on this host is known gone at once; one on another host is presumed gone after
+# BACKUPSITE_NOTIFICATION_RESEND_SECONDS (longer than any channel's retries); an unknown one
+# after SETTLE.
+SETTLE = timedelta(seconds=30)
+GIVE_UP = timedelta(days=1)  # an alert not out within a day is recorded FAILED, not sent
+
+
+class Outbox(NamedTuple):
+    resent: int
+    alerted: int
+    abandoned: int
+
+
+def send_unsent(now: datetime | None = None) -> Outbox:
+    """The watch's outbox pass. PENDING deliveries whose sender stopped (a process of this host
+    that is gone, or any sender silent for BACKUPSITE_NOTIFICATION_RESEND_SECONDS) are sent
+    through their own channel, taken over with a conditional update so two watches never both
+    send one; FAILED backups whose ``backup_failed`` alert has no delivery row yet (the run died
+    after recording FAILED, before its rows) are alerted. Either, a day late, is given up and
+    logged. Never raises for a channel."""
+    now = now or timezone.now()
+    resent = abandoned = alerted = 0
+    pending = Notification.objects.filter(status=NotificationStatus.PENDING).select_related(
+        "notifier", "backup"
+    )
+    for row in pending.order_by("created_at", "id"):
+        if not sender_stopped(row.sender, row.resent_at or row.created_at, now):
+            continue  # its sender may still be sending it
+        if not Notification.objects.filter(
+            pk=row.pk, status=NotificationStatus.PENDING, sender=row.sender, resent_at=row.resent_at
+        ).update(sender=this_worker(), resent_at=now):
+            continue  # another watch took it over
+        row.sender, row.resent_at = this_worker(), now
+        if row.created_at < now - GIVE_UP:
+            _abandon(row, "not sent: the process sending it stopped, and it could not be sent within a day")
+            abandoned += 1
+        else:
+            _resend(row)
+            resent += 1
+    failures = Backup.objects.filter(alert_pending=True).select_related("target")
+    for backup in failures.order_by("completed_at", "id"):
+        ended = backup.completed_at or now
+        if not sender_stopped(backup.worker, ended, now):
+            continue  # the run's process may be about to send it
+        if ended < now - GIVE_UP:
+            logger.warning(
+                "backup %s failed over a day ago and its alert never went out; given up", backup.pk
+            )
+        elif not Notification.objects.filter(backup=backup, event=BACKUP_FAILED).exists():
+            logger.warning(
+                "backup %s of target %s failed and its alert was never sent (the process stopped): sending it now",
+                backup.pk, backup.target.name,
+            )  # fmt: skip
+            ended_at = f"{ended:%Y-%m-%d %H:%M:%S %Z}"
+            notify_backup(
+                backup,
+                BACKUP_FAILED,
+                late=f"failed {ended_at}; the process that ran it stopped before saying so",
+            )
+            alerted += 1
+            continue
+        Backup.objects.filter(pk=backup.pk).update(
+            alert_pending=False
+        )  # its rows exist: the pass above owns them
+    return Outbox(resent, alerted, abandoned)
+
+
+def sender_stopped(sender: str, since: datetime, now: datetime) -> bool:
+    """Whether what ``sender`` (host:pid) had to send by ``since`` is no longer its to send: it
+    is a process of this host that is gone, or it is unknown and ``since`` is SETTLE old, or
+    (another host's) ``since`` is BACKUPSITE_NOTIFICATION_RESEND_SECONDS old."""
+    if sender and process_gone(sender):
+        return True
+    if not sender:
+        return since < now - SETTLE
+    return since < now - timedelta(seconds=settings.BACKUPSITE_NOTIFICATION_RESEND_SECONDS)
+
+
+def _resend(row: Notification) -> None:
+    """Send ``row``'s stored message through its channel as it is configured now."""
+    channel = _channel_of(row)
+    if isinstance(channel, str):
+        _abandon(row, channel)
+        return
+    fields = dict(row.fields or {})
+    fields["sent late"] = f"raised {row.created_at:%Y-%m-%d %H:%M:%S %Z}; the process sending it stopped"
+    message = Message(
+        event=row.event,
+        subject=row.subject,
+        text=row.text or row.subject,
+        fields=fields,
+        severity=severity_of(row.event, fields),
+    )
+    started = timezone.now()
+    logger.warning(
+        "notification %s (%s) via %s: its sender stopped; sending it now", row.pk, row.event, row.channel
+    )
+    _send(row, channel, message)
+    if row.backup is not None:
+        _record_step(row.backup, row.event, [row], started)
+
+
+def _channel_of(row: Notification) -> Channel | str:
+    """The channel ``row`` goes through, or why it cannot go anywhere now."""
+    if row.notifier is not None:
+        if not row.notifier.is_active:
+            return f"not sent: notifier {row.channel} was disabled before it could be sent again"
+        return Channel(
+            name=row.notifier.name, kind=row.notifier.kind, options=row.notifier.options, row=row.notifier
+        )
+    if row.channel == SCHEDULE_EMAIL_CHANNEL and row.schedule_id is not None:
+        info = schedule_info(row.schedule_id)
+        addresses = parse_addresses(info.notification_email) if info is not None else []
+        if addresses:
+            return Channel(name=SCHEDULE_EMAIL_CHANNEL, kind="email", options={"to": addresses})
+    return f"not sent: channel {row.channel} no longer exists"
+
+
+def _abandon(row: Notification, reason: str) -> None:
+    logger.warning("notification %s (%s) via %s: %s", row.pk, row.event, row.channel, reason)
+    row.status, row.error_message, row.sender = NotificationStatus.FAILED, reason, ""
+    row.save(update_fields=["status", "error_message", "sender"])

@@ -47,8 +47,16 @@ from backups.engines import Connection, Engine, EngineError, engine_keys, get_en
 from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
 from backups.engines.configuration import ConfigurationEngine
 from backups.models import AuditEvent
-from backups.notifications import RESTORE_FINISHED, RESTORE_REQUESTED, notify, notify_backup
+from backups.notifications import (
+    RESTORE_FINISHED,
+    RESTORE_REQUESTED,
+    notify,
+    notify_backup,
+    send_unsent,
+    sender_stopped,
+)
 from backups.notifiers import NotifierError, notifier_class
+from backups.processes import process_gone, this_worker
 from backups.requests import (
     AwaitingDecision,
     RunningWork,
@@ -77,7 +85,7 @@ from backups.retention.planner import BackupInfo
 from backups.retention.planner import plan as plan_retention
 from backups.retention.policy import Policy, PolicyError
 from backups.runs.chains import chain_of, load_manifest
-from backups.runs.claims import process_gone, reap_lost_runs, reap_stale_runs, this_worker
+from backups.runs.claims import reap_lost_runs, reap_stale_runs
 from backups.runs.heartbeat import Heartbeat
 from backups.runs.manifests import build_manifest
 from backups.runs.service import CatalogUnreachable, run_backup, supports_type, type_problem
@@ -236,6 +244,8 @@ __all__ = [
     "run_backup",
     "scratch_dir",
     "secret_problems",
+    "send_unsent",
+    "sender_stopped",
     "set_storages",
     "start_download",
     "storage_class",

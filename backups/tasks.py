@@ -56,3 +56,16 @@ def verify_backup_task(backup_id: int, deep: bool = False, initiated_by: str = "
         # request has no one to tell but the log, and retrying would not change the answer.
         logger.warning("verify of backup %s asked by %s refused: %s", backup.pk, initiated_by, exc)
         return False
+
+
+@app.task(ignore_result=True)
+def sweep_leftovers() -> None:
+    """Every 6 hours (beat, on the watch queue): remove upload leftovers older than a day from
+    every storage. Without it, what a worker killed mid-upload left (an open multipart upload,
+    a temporary file) stays until someone runs ``backup_cleanup``; no row records a sweep, so
+    what it removed and what failed go to the log."""
+    removed, errors = services.sweep_storages()
+    for line in removed:
+        logger.info("sweep of upload leftovers: %s", line)
+    for error in errors:
+        logger.error("sweep of upload leftovers: %s", error)

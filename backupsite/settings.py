@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -298,10 +299,37 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Two queues. "celery" carries the backups, restores and verifications; "watch" carries the
+# watch and the sweep to a small worker of their own (`celery worker -Q watch -c 1`, which
+# backupsite_run and docker/compose.yaml start), so the watch that reaps dead workers' runs never
+# waits behind backup firings while every backup process is busy (the soak saw killed runs wait
+# 12 minutes). A worker started without -Q consumes every queue listed here, both: a deployment
+# with only plain workers keeps working as before (its watch may still wait behind backups).
+CELERY_TASK_QUEUES = (
+    Queue("celery", Exchange("celery"), routing_key="celery"),
+    Queue("watch", Exchange("watch"), routing_key="watch"),
+)
+CELERY_TASK_ROUTES = {
+    "schedules.tasks.watch": {"queue": "watch"},
+    "backups.tasks.sweep_leftovers": {"queue": "watch"},
+}
 CELERY_BEAT_SCHEDULER = "schedules.beat:DatabaseScheduler"
-# Fixed entries beside the schedules' own tasks (django-celery-beat stores them on start).
+# Fixed entries beside the schedules' own tasks (django-celery-beat stores them on start). A
+# firing that waited longer than expire_seconds (django-celery-beat's name for Celery's
+# `expires`; it silently drops an `expires` option) is discarded by the worker instead of
+# running late in a pile: the next firing does the same work.
 CELERY_BEAT_SCHEDULE = {
-    "backupsite-watch": {"task": "schedules.tasks.watch", "schedule": 60.0},
+    "backupsite-watch": {
+        "task": "schedules.tasks.watch",
+        "schedule": 60.0,
+        "options": {"expire_seconds": 120},
+    },
+    # Upload leftovers older than a day (backups.cleanup.sweep_storages), from every storage.
+    "backupsite-sweep": {
+        "task": "backups.tasks.sweep_leftovers",
+        "schedule": 6 * 3600.0,
+        "options": {"expire_seconds": 6 * 3600},
+    },
 }
 
 # Backups
@@ -352,6 +380,10 @@ BACKUPSITE_NOTIFICATION_EMAIL_EVENTS = env_list(
     "BACKUPSITE_NOTIFICATION_EMAIL_EVENTS",
     ["backup_failed", "missed", "anomaly", "verification_failed", "recovered"],
 )
+# An alert whose sender stopped before sending it is sent by the watch: at once when the sender
+# was a process of the watch's host, after this many seconds (longer than any channel's
+# retries) when it ran elsewhere.
+BACKUPSITE_NOTIFICATION_RESEND_SECONDS = env_int("BACKUPSITE_NOTIFICATION_RESEND_SECONDS", 3600)
 # Where the admin is reached (e.g. https://backups.example.net): notifications then link to it.
 BACKUPSITE_BASE_URL = env_str("BACKUPSITE_BASE_URL", "")
 

@@ -11,8 +11,10 @@ S3 storage (moto, ``tests/servers/s3.py``) reached through the suite's TCP proxy
 (``tests/servers/proxy.py``), each with a ``* * * * *`` schedule (grace ``--grace-minutes``,
 retention ``max_backups = --keep``) and an audit-file notifier that hears every alert. All of it
 is applied with ``backup_config apply``. Then ``--workers`` real Celery workers (``--concurrency``
-each) and one beat (DatabaseScheduler: the schedules plus the product's own ``backupsite-watch``
-every minute) run ``--minutes`` minute slots. Meanwhile:
+each, the default queue only: ``-Q celery``), the watch's own worker (``-Q watch -c 1``, as
+``backupsite_run`` starts it; never killed) and one beat (DatabaseScheduler: the schedules plus
+the product's own ``backupsite-watch`` every minute, routed to the watch queue) run ``--minutes``
+minute slots. Meanwhile:
 
 - the storage goes away: the proxy stops listening (``down()``) ``--outage-start`` minutes in,
   for ``--outage-minutes`` minutes, then listens again (``allow()``);
@@ -23,9 +25,11 @@ every minute) run ``--minutes`` minute slots. Meanwhile:
   ``--sample-seconds``, the broker's queue every 5 s.
 
 Then the quiet period: beat is stopped 30 s into the last slot, the watch task is sent to the
-workers every minute (``schedules.tasks.watch``, what beat would fire), for at least
+watch queue every minute (``schedules.tasks.watch``, what beat would fire), for at least
 ``--quiet-minutes`` and until the queue is empty and nothing is pending or running (at most 6
-minutes more). The workers get SIGTERM; ``backup_reconcile`` runs; the invariants are checked on
+minutes more). The workers get SIGTERM; ``backup_reconcile`` runs; the evidence is collected,
+with the product's own sweep of upload leftovers run once as if the day had passed (multipart
+uploads an outage or a kill left open are the sweep's to remove); the invariants are checked on
 the catalog, the alert file, both storages and the logs (``soak_report.py``), a summary printed
 and the "## Soak" section of bench/RESULTS.md rewritten. Exit status 1 when an invariant is
 broken, 2 when the soak could not run.
@@ -38,18 +42,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import pickle
 import random
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 
 from tests.config_builder import write_config
 from tests.servers.postgres import PostgresServer, running_postgres
-from tests.servers.proxy import CuttableProxy
+from tests.servers.proxy import CuttableProxy, cuttable_proxy
 from tests.servers.redis import RedisServer, running_redis
 from tests.servers.s3 import S3Server, running_s3
 
@@ -186,6 +189,8 @@ class Fleet:
     started: float  # time.time() the soak's clock counts from (the first slot)
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     incarnations: list[Incarnation] = field(default_factory=list)
+    watch: subprocess.Popen[bytes] | None = None  # the watch's own worker, never killed
+    watch_starts: int = 0
     beat: subprocess.Popen[bytes] | None = None
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -199,11 +204,19 @@ class Fleet:
     def start_worker(self, worker: str) -> Incarnation:
         number = sum(1 for i in self.incarnations if i.worker == worker) + 1
         name = f"{worker}-{number}"
-        process = self._spawn(name, ["worker", "-c", str(self.concurrency), "-n", f"{name}@%h"])
+        process = self._spawn(
+            name, ["worker", "-Q", "celery", "-c", str(self.concurrency), "-n", f"{name}@%h"]
+        )
         self.workers[worker] = process
         incarnation = Incarnation(name=name, worker=worker, pid=process.pid, started=self.now())
         self.incarnations.append(incarnation)
         return incarnation
+
+    def start_watch(self) -> None:
+        """The watch's own worker, as ``backupsite_run`` starts it: one process on the watch queue."""
+        self.watch_starts += 1
+        name = f"watch-{self.watch_starts}"
+        self.watch = self._spawn("watch", ["worker", "-Q", "watch", "-c", "1", "-n", f"{name}@%h"])
 
     def start_beat(self) -> None:
         self.beat = self._spawn(
@@ -254,6 +267,8 @@ class Fleet:
             incarnation = self.current(worker)
             if incarnation.ended is None:
                 incarnation.ended, incarnation.end = self.now(), f"stopped (exit status {status})"
+        if self.watch is not None:
+            self.stop(self.watch)
         if self.beat is not None:
             self.stop(self.beat)
 
@@ -263,7 +278,7 @@ class Fleet:
 
     def ready(self) -> bool:
         workers = all(" ready." in self.log(self.current(w).name) for w in self.workers)
-        return workers and "beat: Starting..." in self.log("beat")
+        return workers and " ready." in self.log("watch") and "beat: Starting..." in self.log("beat")
 
 
 # -- the site --------------------------------------------------------------------------------------
@@ -307,41 +322,6 @@ class Site:
             client.close()
 
 
-class ClosingProxy(CuttableProxy):
-    """The suite's TCP proxy, closing a connection's two sockets once both directions ended. The
-    suite's proxy keeps them until the next ``cut()``, which a test never notices; a soak's
-    thousands of S3 connections an hour ran this process out of file descriptors (20 000)."""
-
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self._ended: dict[frozenset[int], int] = {}
-        self._ended_lock = threading.Lock()
-        super().__init__(upstream_host, upstream_port)
-
-    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
-        super()._pump(source, sink, upstream)
-        pair = frozenset((id(source), id(sink)))
-        with self._ended_lock:
-            self._ended[pair] = self._ended.get(pair, 0) + 1
-            both = self._ended[pair] == 2
-            if both:
-                del self._ended[pair]
-        if both:
-            with self._lock:
-                self._sockets = [sock for sock in self._sockets if sock is not source and sock is not sink]
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.close()
-
-
-@contextlib.contextmanager
-def closing_proxy(host: str, port: int) -> Iterator[CuttableProxy]:
-    proxy = ClosingProxy(host, port)
-    try:
-        yield proxy
-    finally:
-        proxy.close()
-
-
 def fill_source(path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, payload BLOB)")
@@ -375,7 +355,7 @@ def running_site(home: Path, args: argparse.Namespace) -> Iterator[Site]:
         running_postgres() as postgres,
         running_redis() as redis,
         running_s3() as s3,
-        closing_proxy(s3.host, s3.port) as proxy,
+        cuttable_proxy(s3.host, s3.port) as proxy,
     ):
         postgres.execute("postgres", "CREATE ROLE soak LOGIN PASSWORD 'soak'")
         postgres.execute("postgres", "CREATE DATABASE soak OWNER soak")
@@ -456,6 +436,8 @@ def soak(site: Site, args: argparse.Namespace, run: SoakRun, fleet: Fleet) -> No
     workers = [f"w{i + 1}" for i in range(args.workers)]
     for worker in workers:
         fleet.start_worker(worker)
+    fleet.start_watch()
+    run.watch_worker = True
     fleet.start_beat()
     deadline = time.monotonic() + 120
     while not fleet.ready():
@@ -523,6 +505,9 @@ def soak(site: Site, args: argparse.Namespace, run: SoakRun, fleet: Fleet) -> No
                 incarnation.ended, incarnation.end = now, f"exited by itself ({process.returncode})"
                 run.event(now, f"{incarnation.name} exited by itself with {process.returncode}; restarting")
                 fleet.start_worker(worker)
+        if fleet.watch is not None and fleet.watch.poll() is not None:
+            run.event(now, f"the watch worker exited by itself with {fleet.watch.returncode}; restarting")
+            fleet.start_watch()
         if quiet_started is None and fleet.beat is not None and fleet.beat.poll() is not None:
             run.event(now, f"beat exited by itself with {fleet.beat.returncode}; restarting")
             fleet.start_beat()
@@ -575,14 +560,35 @@ def soak(site: Site, args: argparse.Namespace, run: SoakRun, fleet: Fleet) -> No
 
 
 def send_watch(site: Site) -> None:
-    """Queue the watch task as beat's ``backupsite-watch`` entry does."""
+    """Queue the watch task as beat's ``backupsite-watch`` entry does (backupsite.settings: routed
+    to the watch queue, which only the watch's own worker consumes here; expires after 120 s)."""
     from celery import Celery
 
     app = Celery(broker=site.redis.url())
     try:
-        app.send_task("schedules.tasks.watch")
+        app.send_task("schedules.tasks.watch", queue="watch", expires=120)
     finally:
         app.close()
+
+
+# The product's sweep of upload leftovers (what beat's ``backupsite-sweep`` runs through
+# backups.tasks.sweep_leftovers), but with older_than=0: the day a leftover must age is simulated.
+SWEEP = (
+    "import json; from datetime import timedelta; from backups import services; "
+    "print(json.dumps(services.sweep_storages(timedelta(0))))"
+)
+
+
+def sweep_leftovers(site: Site) -> tuple[list[str], list[str]]:
+    """Run the product's sweep once in the soak's tree (every process has stopped, so no upload
+    is in flight); (what it removed, its errors). A sweep that crashed is an error to report,
+    not a reason to lose the soak's evidence."""
+    done = site.manage("shell", "-v0", "-c", SWEEP, ok=(0, 1))
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:] or ["no message"]
+        return [], [f"the sweep could not run (manage.py shell exited {done.returncode}): {last[0]}"]
+    removed, errors = json.loads(done.stdout.strip().splitlines()[-1])
+    return list(removed), list(errors)
 
 
 def quiet_done(site: Site) -> bool:
@@ -630,8 +636,9 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(path, LOGS / path.name)
             run.seconds = time.monotonic() - started
             evidence = soak_report.Evidence.collect(
-                site.query, site.s3.client(), BUCKET, site.local_dir, site.alerts, logs
-            )
+                site.query, site.s3.client(), BUCKET, site.local_dir, site.alerts, logs,
+                sweep=lambda: sweep_leftovers(site),
+            )  # fmt: skip
             with open(EVIDENCE, "wb") as raw:  # to analyse again if the checks fail
                 pickle.dump((run, evidence), raw)
             result = soak_report.analyse(run, evidence)

@@ -4,7 +4,10 @@ Evidence is read after the quiet period, once every worker has stopped: every ``
 row, the steps still RUNNING, every Notification row, the audit file's lines (what the alert
 channel heard), every copy row, the files of the local storage, the bucket's objects and open
 multipart uploads (asked of moto directly, not through the proxy), and the workers' and beat's
-logs.
+logs. Then the product's sweep of upload leftovers runs once with ``older_than=0`` (what beat's
+``backupsite-sweep`` does a day later; the soak is over, so no upload is still in flight) and
+the uploads still open after it are listed again: an upload an outage or a kill left open is the
+sweep's to remove, one the sweep leaves is not.
 
 A row belongs to the slot its firing claimed: the worker's log line ``schedule S slot T: backup
 N ...`` names it; a run killed before that line is written belongs to the minute its row was
@@ -18,6 +21,7 @@ import re
 import socket
 import statistics
 import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,12 +29,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: backups
+
+from backups.storages.base import is_probe
+
 ROOT = Path(__file__).resolve().parent.parent
 RSS_WARMUP_SECONDS = 60  # a worker's first minute (imports, first runs) is not its steady state
 RSS_MIN_LIFE_SECONDS = 300  # only a worker that lived this long is judged flat or not
 RSS_FLAT_LIMIT = 1.10  # last / first (after the warm-up) at most this: flat
 
 SLOT_LINE = re.compile(r"schedule (\S+) slot (\S+): backup (\d+) of target \S+ is (\w+)")
+RUN_TIME_NOTE = re.compile(r"skipped: run time (\d{4}-\d\d-\d\d \d\d:\d\d) UTC of schedule ")
 DUPLICATE_LINE = re.compile(r"schedule (\S+): this slot already ran; duplicate delivery ignored")
 SENT_LINE = re.compile(
     r"\[(\d{4}-\d\d-\d\d \d\d:\d\d):\d\d,\d+: INFO/MainProcess\] Scheduler: Sending due task (\S+) "
@@ -77,6 +86,7 @@ class SoakRun:
     seconds: float = 0.0
     reconcile_exit: int = -1
     reconcile_output: str = ""
+    watch_worker: bool = False  # the watch ran on a worker of its own (False in older evidence)
 
     def event(self, at: float, text: str) -> None:
         self.events.append((round(at, 1), text))
@@ -97,6 +107,7 @@ class Row:
 
 
 Query = Callable[[str], list[tuple[Any, ...]]]
+Sweep = Callable[[], tuple[list[str], list[str]]]  # the product's sweep: (removed, errors)
 
 
 @dataclass
@@ -110,12 +121,23 @@ class Evidence:
     ]  # backup, storage, path, copy status, backup status, deleted
     local_files: list[str]
     s3_objects: list[str]
-    s3_uploads: list[str]
+    s3_uploads: list[str]  # open at the end, before the sweep: "KEY (upload ID)"
     logs: dict[str, str]
+    # None in the evidence of a soak that ran no sweep (then every open upload counts).
+    s3_uploads_after_sweep: list[str] | None = None
+    sweep_removed: list[str] | None = None
+    sweep_errors: list[str] | None = None
 
     @classmethod
     def collect(
-        cls, query: Query, s3: Any, bucket: str, local_dir: Path, alerts: Path, logs: dict[str, str]
+        cls,
+        query: Query,
+        s3: Any,
+        bucket: str,
+        local_dir: Path,
+        alerts: Path,
+        logs: dict[str, str],
+        sweep: Sweep,
     ) -> Evidence:
         rows = [
             Row(*found)
@@ -128,7 +150,14 @@ class Evidence:
         objects: list[str] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             objects += [item["Key"] for item in page.get("Contents", [])]
-        uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        # Listed before the sweep, which also removes the local storage's temporaries.
+        local_files = (
+            sorted(str(path.relative_to(local_dir)) for path in local_dir.rglob("*") if not path.is_dir())
+            if local_dir.exists()
+            else []
+        )
+        uploads = open_uploads(s3, bucket)
+        removed, errors = sweep()
         lines = alerts.read_text().splitlines() if alerts.exists() else []
         return cls(
             rows=rows,
@@ -153,15 +182,23 @@ class Evidence:
                     "JOIN backup_history b ON b.id = c.backup_id"
                 )
             ],
-            local_files=sorted(
-                str(path.relative_to(local_dir)) for path in local_dir.rglob("*") if not path.is_dir()
-            )
-            if local_dir.exists()
-            else [],
+            local_files=local_files,
             s3_objects=sorted(objects),
-            s3_uploads=sorted(f"{item['Key']} (upload {item['UploadId']})" for item in uploads),
+            s3_uploads=uploads,
             logs=logs,
+            s3_uploads_after_sweep=open_uploads(s3, bucket),
+            sweep_removed=removed,
+            sweep_errors=errors,
         )
+
+
+def open_uploads(s3: Any, bucket: str) -> list[str]:
+    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return sorted(f"{item['Key']} (upload {item['UploadId']})" for item in uploads)
+
+
+def upload_key(upload: str) -> str:
+    return upload.rsplit(" (upload ", 1)[0]
 
 
 @dataclass
@@ -275,13 +312,20 @@ def _rss(run: SoakRun) -> tuple[list[dict[str, Any]], Check]:
     return table, check
 
 
+def run_time_of(row: Row) -> datetime | None:
+    """The run time a SKIPPED row records as never run (the soak's schedules are in UTC)."""
+    match = RUN_TIME_NOTE.match(row.notes) if row.status == "skipped" else None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=UTC) if match else None
+
+
 def slot_of_rows(evidence: Evidence) -> dict[int, datetime]:
-    """Each row's slot: from the worker's log line, else the minute its row was created in."""
+    """Each row's slot: the run time a SKIPPED row records as never run, else the worker's log
+    line, else the minute its row was created in."""
     logged = {}
     for text in evidence.logs.values():
         for match in SLOT_LINE.finditer(text):
             logged[int(match.group(3))] = _minute(datetime.fromisoformat(match.group(2)))
-    return {row.id: logged.get(row.id, _minute(row.created_at)) for row in evidence.rows}
+    return {row.id: run_time_of(row) or logged.get(row.id, _minute(row.created_at)) for row in evidence.rows}
 
 
 def fired_slots(run: SoakRun, evidence: Evidence) -> tuple[datetime, int]:
@@ -329,6 +373,8 @@ def analyse(run: SoakRun, evidence: Evidence) -> SoakResult:
             late.append(row)
             if row.status not in ("success", "failed", "skipped"):
                 outside.append(row)
+        elif row.schedule is not None and index < 0 and run_time_of(row):
+            late.append(row)  # a run time between the schedules' creation and beat's first firing
         elif row.schedule is None or index < 0:
             outside.append(row)
         else:
@@ -377,7 +423,9 @@ def analyse(run: SoakRun, evidence: Evidence) -> SoakResult:
                     violations["slot without a row and no missed alert"].append(f"{schedule} {slot:%H:%M}")
             else:
                 row = rows[0]
-                outcome[(schedule, index)] = row.status
+                outcome[(schedule, index)] = (
+                    "skipped (never ran, recorded)" if run_time_of(row) else row.status
+                )
                 reason = row.error_message if row.status == "failed" else row.notes
                 if row.status in ("failed", "skipped") and not reason.strip():
                     violations["failed or skipped without a reason"].append(
@@ -433,6 +481,15 @@ def analyse(run: SoakRun, evidence: Evidence) -> SoakResult:
             violations["killed run not reaped as worker lost"].append(
                 f"backup {lost_id}: {lost.status if lost else 'gone'} {lost.error_message[:120] if lost else ''}"
             )
+    reaped_after: list[float] = []  # seconds from a kill to its runs' end (the watch reaping them)
+    for incarnation in run.incarnations:
+        if incarnation.ended is None or run.first_slot is None:
+            continue
+        killed_at = run.first_slot + timedelta(seconds=incarnation.ended)
+        for pk in incarnation.running_at_kill:
+            reaped = rows_by_id.get(pk)
+            if reaped is not None and reaped.completed_at is not None:
+                reaped_after.append((reaped.completed_at - killed_at).total_seconds())
 
     # -- storages: reconcile, and every object belongs to a stored copy of a live SUCCESS backup
     try:
@@ -457,7 +514,23 @@ def analyse(run: SoakRun, evidence: Evidence) -> SoakResult:
             violations["object no stored copy of a live backup owns"].append(f"{storage}: {path}")
         for path in sorted(expected[storage] - set(present)):
             violations["stored copy without its object"].append(f"{storage}: {path}")
-    violations["open multipart upload"] += evidence.s3_uploads
+    # Open multipart uploads: an outage or a kill leaves some (an abort that could not reach the
+    # storage), and the product's sweep removes them once a day old; the soak ran it as if the
+    # day had passed. Wrong: what the sweep left, and an upload under a name no writer of the
+    # product uses (a backup's copy or its manifest, or a write probe; the soak's S3 storage has
+    # no prefix, so keys are the copies' paths).
+    product_keys = {path for _, storage, path, *_ in evidence.copies if storage == "offsite" and path}
+    product_keys |= {f"{path}.manifest.json" for path in product_keys}
+    violations["open multipart upload under a name the product never writes"] += [
+        upload
+        for upload in evidence.s3_uploads
+        if upload_key(upload) not in product_keys and not is_probe(upload_key(upload).rsplit("/", 1)[-1])
+    ]
+    if evidence.s3_uploads_after_sweep is None:  # an older soak's evidence: no sweep was run
+        violations["open multipart upload"] += evidence.s3_uploads
+    else:
+        violations["multipart upload still open after the sweep"] += evidence.s3_uploads_after_sweep
+        violations["sweep error"] += evidence.sweep_errors or []
 
     rss, rss_check = _rss(run)
     named = {
@@ -472,6 +545,8 @@ def analyse(run: SoakRun, evidence: Evidence) -> SoakResult:
         "backup_reconcile reports no disagreement": [k for k in violations if k.startswith("reconcile")],
         "no orphan object, no row without object": [
             "object no stored copy of a live backup owns", "stored copy without its object", "open multipart upload",
+            "open multipart upload under a name the product never writes", "multipart upload still open after the sweep",
+            "sweep error",
         ],
     }  # fmt: skip
     checks = []
@@ -552,6 +627,16 @@ def analyse(run: SoakRun, evidence: Evidence) -> SoakResult:
         "objects": {"local": len(evidence.local_files), "offsite": len(evidence.s3_objects)},
         "kills": sum(1 for i in run.incarnations if i.end == "killed"),
         "killed_running": len(lost_ids),
+        "reaped_after_s_p50": round(_percentile(reaped_after, 0.5), 1) if reaped_after else None,
+        "reaped_after_s_max": round(max(reaped_after), 1) if reaped_after else None,
+        "uploads_open_at_end": len(evidence.s3_uploads),
+        "uploads_swept": None
+        if evidence.s3_uploads_after_sweep is None
+        else len(set(evidence.s3_uploads) - set(evidence.s3_uploads_after_sweep)),
+        "uploads_open_after_sweep": None
+        if evidence.s3_uploads_after_sweep is None
+        else len(evidence.s3_uploads_after_sweep),
+        "sweep_removed": evidence.sweep_removed,
         "host": socket.gethostname(),
     }
     return SoakResult(
@@ -644,10 +729,23 @@ def markdown(result: SoakResult) -> str:
         f"Set-up: {args['targets']} SQLite targets (~28 KiB each) on `* * * * *` schedules (grace "
         f"{args['grace_minutes']} min, retention `max_backups = {args['keep']}`), each stored in a local storage and a "
         f"required S3 storage (moto through the suite's TCP proxy); PostgreSQL 15 catalog; Redis broker; "
-        f"{args['workers']} workers x `--concurrency {args['concurrency']}`, one beat (DatabaseScheduler, plus "
-        f"`backupsite-watch` every minute); an audit-file notifier hearing every alert. Storage down "
+        f"{args['workers']} workers x `--concurrency {args['concurrency']}`"
+        + (
+            " on the default queue, the watch's own worker (`-Q watch -c 1`, never killed)"
+            if run.watch_worker
+            else ""
+        )
+        + ", one beat (DatabaseScheduler, plus `backupsite-watch` every minute"
+        + (", routed to the watch queue" if run.watch_worker else "")
+        + "); an audit-file notifier hearing every alert. Storage down "
         f"+{args['outage_start']:g}..+{args['outage_start'] + args['outage_minutes']:g} min; {fig['kills']} worker "
-        f"SIGKILLs ({fig['killed_running']} runs in flight in the killed pools). Beat fired the schedules in {fig['slots']} minutes, the first {fig['first_slot']:%H:%M} UTC.",
+        f"SIGKILLs ({fig['killed_running']} runs in flight in the killed pools"
+        + (
+            f", reaped {fig['reaped_after_s_p50']} s (median), at most {fig['reaped_after_s_max']} s after the kill"
+            if fig["reaped_after_s_max"] is not None
+            else ""
+        )
+        + f"). Beat fired the schedules in {fig['slots']} minutes, the first {fig['first_slot']:%H:%M} UTC.",
         "",
         "### Invariants",
         "",
@@ -663,7 +761,8 @@ def markdown(result: SoakResult) -> str:
         + ", ".join(f"{n} {name}" for name, n in sorted(fig["outcomes"].items(), key=lambda kv: -kv[1]))
         + f". Rows: {fig['rows']} ({', '.join(f'{n} {s}' for s, n in sorted(fig['statuses'].items()))}); "
         f"{fig['rows_outside_slots']} outside the soak's slots; "
-        f"{sum(fig['late_rows'].values())} claimed minutes after beat stopped (firings taken late: "
+        f"{sum(fig['late_rows'].values())} for minutes beat did not fire (firings taken after it stopped, "
+        "run times before its first firing recorded SKIPPED: "
         + (", ".join(f"{n} {s}" for s, n in sorted(fig["late_rows"].items())) or "none")
         + "). Beat sent "
         + ", ".join(f"{n} `{task}`" for task, n in sorted(fig["beat_sends"].items()))
@@ -700,7 +799,17 @@ def markdown(result: SoakResult) -> str:
         + ".",
         "",
         f"Storages at the end: {fig['objects']['local']} files in the local storage, {fig['objects']['offsite']} "
-        f"objects in the bucket; `backup_reconcile` exit status {run.reconcile_exit}.",
+        f"objects in the bucket; `backup_reconcile` exit status {run.reconcile_exit}. "
+        f"{fig['uploads_open_at_end']} multipart upload(s) open in the bucket (an abort an outage or a kill kept from "
+        "the storage); "
+        + (
+            "the product's sweep was not run (evidence of an older soak): each counts as a violation."
+            if fig["uploads_swept"] is None
+            else f"the product's sweep, run with `older_than=0` as if the day had passed, removed {fig['uploads_swept']} "
+            f"and left {fig['uploads_open_after_sweep']} open (its report: "
+            + ("; ".join(fig["sweep_removed"] or []) or "nothing removed")
+            + ")."
+        ),
         "",
         "### Worker RSS (main process + pool children, VmRSS)",
         "",
@@ -739,7 +848,11 @@ def markdown(result: SoakResult) -> str:
         "Alerts are matched to FAILED rows by backup id, both as Notification rows and as lines of the "
         "audit file. Beside `backup_reconcile`, every file of the local storage and every object of the "
         "bucket (listed from moto directly) must be a stored copy (or its manifest) of a live SUCCESS "
-        "backup, and no multipart upload may be open. RSS is sampled every "
+        "backup. A multipart upload left open (an abort that could not reach the storage) is the product's sweep's "
+        "to remove once a day old: the evidence lists the open uploads, runs that sweep (`services.sweep_storages`, "
+        "what beat's `backupsite-sweep` runs) with `older_than=0` as if the day had passed, and lists them again; an "
+        "upload still open after it, or one under a name no writer of the product uses (a copy's path, its manifest, "
+        "a write probe), breaks the invariant. RSS is sampled every "
         f"{args['sample_seconds']:g} s; a process that lived {RSS_MIN_LIFE_SECONDS // 60}+ min is flat when its "
         f"last sample is at most {RSS_FLAT_LIMIT - 1:.0%} above its first after {RSS_WARMUP_SECONDS} s (for a process alive during the outage, {RSS_WARMUP_SECONDS} s after the storage came back: until then its pool only failed runs and had not grown to its working size). Raw "
         "results in `bench/work/results-soak.json`, logs in `bench/work/logs/soak/`.",

@@ -11,7 +11,7 @@ class RestoresConfig(AppConfig):
     def ready(self) -> None:
         from backups import services as backup_services
 
-        from . import approvals, services
+        from . import announcing, approvals, services
 
         # The dashboard (in backups, which never imports restores) shows restores under way.
         backup_services.register_running_work(services.running_restores)
@@ -20,3 +20,5 @@ class RestoresConfig(AppConfig):
         backup_services.register_reaper(services.reap_lost_restores)
         # ... and marks restore requests past their expiry EXPIRED (pages only read them).
         backup_services.register_reaper(approvals.expire_requests)
+        # ... and announces ended restores whose process stopped before saying so.
+        backup_services.register_reaper(announcing.announce_unannounced)

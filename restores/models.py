@@ -52,6 +52,10 @@ class RestoreLog(models.Model):
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Last sign of life of the process running it (every few seconds)."
     )
+    announce_pending = models.BooleanField(
+        default=False,
+        help_text="Ended, and its audit event and restore_finished alert not yet recorded (the watch does it).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -86,7 +86,7 @@ def end_lost(now: datetime, destination: Target | None = None) -> list[RestoreLo
         )
         ended = RestoreLog.objects.filter(
             pk=log.pk, status=RestoreStatus.RUNNING, heartbeat_at=log.heartbeat_at
-        ).update(status=RestoreStatus.FAILED, error_message=message, completed_at=now)
+        ).update(status=RestoreStatus.FAILED, error_message=message, completed_at=now, announce_pending=True)
         if ended:
             log.status, log.error_message, log.completed_at = RestoreStatus.FAILED, message, now
             logger.warning("restore %s of backup %s: %s", log.pk, log.backup_id, message)

@@ -26,7 +26,7 @@ from backups.services import (
     redact,
 )
 
-from . import applying, reaping
+from . import announcing, applying, reaping
 from .models import RestoreLog, RestoreStatus
 from .preview import RestorePreview, preview_restore
 from .progress import ProgressCallback, RestoreProgress
@@ -187,7 +187,7 @@ def reap_lost_restores(now: datetime | None = None, destination: Target | None =
     watch calls it every minute (registered with backups)."""
     lost = reaping.end_lost(now or timezone.now(), destination)
     for log in lost:
-        _announce(log, log.destination.name if log.destination else log.notes.removeprefix("into directory "))
+        announcing.announce(log, announcing.into_of(log))
     return len(lost)
 
 
@@ -280,52 +280,7 @@ def _run(
     finally:
         log.completed_at = timezone.now()
         log.progress = tracker.done
+        log.announce_pending = True  # until its audit event and alert rows exist
         log.save()
-    _announce(log, into)
+    announcing.announce(log, into)
     return log
-
-
-def _announce(log: RestoreLog, into: str) -> None:
-    """A finished restore into ``into``: the ``restore.result`` audit event, then
-    ``restore_finished``."""
-    backup_services.record_audit(
-        "restore.result",
-        obj=log,
-        outcome="success" if log.status == RestoreStatus.SUCCESS else "failure",
-        auth_method="system",
-        username=log.confirmed_by or log.initiated_by or "system",
-        details={
-            "backup": log.backup_id,
-            "into": into,
-            "status": log.status,
-            "error": log.error_message[:500],
-        },
-    )
-    _notify_finished(log, into)
-
-
-def _notify_finished(log: RestoreLog, into: str) -> None:
-    """``restore_finished``, success or failure; a notification problem never changes the log."""
-    backup, destination = log.backup, log.destination
-    outcome = "succeeded" if log.status == RestoreStatus.SUCCESS else "failed"
-    fields = {
-        "backup": f"{backup.pk} ({backup.backup_name})",
-        "destination": into,
-        "status": log.status,
-        "tables": str(len(log.tables_restored)) if log.tables_restored else "",
-        "error": log.error_message[:1000],
-        "initiated by": log.initiated_by,
-        "confirmed by": log.confirmed_by,
-    }
-    try:
-        backup_services.notify(
-            backup_services.RESTORE_FINISHED,
-            subject=f"Restore {outcome}: backup {backup.pk} of {backup.target.name} into {into}",
-            text=f"Restore {log.pk} of backup {backup.pk} into {into} {outcome}: "
-            + (log.error_message or log.notes or "done"),
-            fields={name: value for name, value in fields.items() if value},
-            backup=backup,
-            target=destination,
-        )
-    except Exception:
-        logger.exception("restore %s: notifications failed", log.pk)

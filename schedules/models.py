@@ -55,7 +55,22 @@ class BackupSchedule(models.Model):
         "(empty: BACKUPSITE_MISSED_GRACE_MINUTES).",
     )
     missed_since = models.DateTimeField(
-        null=True, blank=True, help_text="The due run that was missed; cleared when a backup succeeds again."
+        null=True,
+        blank=True,
+        help_text="The due run that was missed; cleared when a backup of a run on time succeeds again.",
+    )
+    missed_alert_due = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When a missed alert was found due and not yet handed to its channels (the watch "
+        "sends it if the process that found it stopped first).",
+    )
+    behind = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="The latest firing found run times before its own that no firing ran (workers "
+        "behind, firings lost); its success does not end a missed alert, an on-time one does.",
     )
     last_run_at = models.DateTimeField(null=True, blank=True)
     latest_slot = models.DateTimeField(

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from backups import services as backup_services
 from backups.cli import human_bytes
-from backups.models import Backup, BackupStatus, BackupStep, StepStatus
+from backups.models import Backup, BackupStatus, BackupStep, Notification, StepStatus
 
 from .cron import CronError, parse_cron
 from .models import BackupSchedule
@@ -23,6 +23,7 @@ from .requests import info_for
 logger = logging.getLogger(__name__)
 
 SKIPPED_COUNTED = 1000  # skipped run times counted for one "missed" alert; more are "or more"
+SETTLE = timedelta(seconds=30)  # a missed alert found this recently may still be on its way
 
 
 def _notify(event: str, **kwargs: Any) -> None:
@@ -63,6 +64,7 @@ def check_missed(now: datetime | None = None) -> dict[str, int]:
     counts = {"missed": 0, "recovered": 0}
     schedules = BackupSchedule.objects.filter(is_active=True, target__is_active=True).select_related("target")
     for schedule in schedules:
+        counts["missed"] += send_unsent_missed(schedule, now)
         slot = due_slot(schedule, now)
         if slot is None:
             continue
@@ -80,24 +82,52 @@ def check_missed(now: datetime | None = None) -> dict[str, int]:
 def _open_episode(schedule: BackupSchedule, since: datetime) -> bool:
     """Mark ``schedule`` missed since ``since`` unless it already is: one "missed" alert per
     outage, whoever finds it first (the watch or a later firing's claim). True when it opened."""
+    now = timezone.now()
     if not BackupSchedule.objects.filter(pk=schedule.pk, missed_since__isnull=True).update(
-        missed_since=since
+        missed_since=since, missed_alert_due=now
     ):
         return False  # already alerted for this outage
-    schedule.missed_since = since
+    schedule.missed_since, schedule.missed_alert_due = since, now
     return True
 
 
-def _alert_missed(schedule: BackupSchedule, text: str, due: datetime) -> None:
+def _alert_missed(schedule: BackupSchedule, text: str, due: datetime, late: str = "") -> None:
     logger.warning("missed backup: %s", text)
+    fields = {"schedule": schedule.name, "target": schedule.target.name, "due": due.isoformat()}
     _notify(
         "missed",
         subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
         text=text,
-        fields={"schedule": schedule.name, "target": schedule.target.name, "due": due.isoformat()},
+        fields={**fields, "sent late": late} if late else fields,
         schedule=info_for(schedule),
         target=schedule.target,
     )
+    # Handed to its channels (delivery rows written; the outbox owns them from here).
+    BackupSchedule.objects.filter(pk=schedule.pk).update(missed_alert_due=None)
+    schedule.missed_alert_due = None
+
+
+def send_unsent_missed(schedule: BackupSchedule, now: datetime) -> bool:
+    """The missed alert of an outage whose finder stopped between opening it and writing the
+    alert's delivery rows (a worker SIGKILLed in its claim): sent now, once. True when sent."""
+    due_since = schedule.missed_alert_due
+    if due_since is None or schedule.missed_since is None or due_since > now - SETTLE:
+        return False  # none due, or its finder may still be sending it
+    if Notification.objects.filter(schedule=schedule, event="missed", created_at__gte=due_since).exists():
+        BackupSchedule.objects.filter(pk=schedule.pk).update(missed_alert_due=None)
+        return False
+    if not BackupSchedule.objects.filter(pk=schedule.pk, missed_alert_due=due_since).update(
+        missed_alert_due=now
+    ):
+        return False  # another watch took it
+    local = schedule.missed_since.astimezone(ZoneInfo(schedule.timezone))
+    text = (
+        f"Schedule {schedule.name} ({schedule.cron_expression} {schedule.timezone}) missed its run time "
+        f"{local:%Y-%m-%d %H:%M %Z}: no backup of {schedule.target.name} succeeded for it."
+    )
+    late = f"found {due_since:%Y-%m-%d %H:%M:%S %Z}; the process that found it stopped before alerting"
+    _alert_missed(schedule, text, local, late)
+    return True
 
 
 def _mark_missed(schedule: BackupSchedule, slot: datetime) -> bool:
@@ -152,12 +182,51 @@ def note_skipped(schedule: BackupSchedule, skipped: list[datetime], slot: dateti
     return True
 
 
+def record_skipped(schedule: BackupSchedule, skipped: list[datetime], slot: datetime) -> None:
+    """One SKIPPED row per run time no firing ran, with its cause, so the catalog accounts for
+    every run time (the last of SKIPPED_COUNTED rows also stands for any later ones)."""
+    tz = ZoneInfo(schedule.timezone)
+    now = timezone.now()
+    target = schedule.target
+    due = slot.astimezone(tz)
+    rows = []
+    for number, run in enumerate(skipped, 1):
+        local = run.astimezone(tz)
+        note = (
+            f"skipped: run time {local:%Y-%m-%d %H:%M %Z} of schedule {schedule.name} never ran: no firing "
+            "of it reached a worker in time (workers behind, a firing lost, or the clock jumped); the "
+            f"run of {due:%Y-%m-%d %H:%M %Z} ran instead"
+        )
+        if number == SKIPPED_COUNTED:
+            note += f"; so did every later run time before {due:%Y-%m-%d %H:%M %Z}, not listed one by one"
+        rows.append(
+            Backup(
+                target=target,
+                schedule=schedule,
+                backup_type=schedule.backup_type,
+                backup_name=f"{target.name}-{schedule.backup_type}-{run:%Y%m%dT%H%M%SZ}",
+                status=BackupStatus.SKIPPED,
+                compression=schedule.compression or target.compression,
+                initiated_by=f"schedule:{schedule.name}",
+                completed_at=now,
+                notes=note,
+            )
+        )
+    Backup.objects.bulk_create(rows, batch_size=200)
+
+
 def note_recovery(schedule: BackupSchedule, backup: Backup | None = None) -> int:
-    """Clear a missed alert once a backup of the schedule succeeded; 1 when it was cleared."""
+    """Clear a missed alert once a backup of the schedule succeeded, unless the schedule is
+    ``behind`` (its latest firing skipped run times: a late success is no recovery, and would
+    make a backlog alert missed and recovered at every run); 1 when it was cleared."""
     missed_since = schedule.missed_since
-    if missed_since is None or not BackupSchedule.objects.filter(
-        pk=schedule.pk, missed_since__isnull=False
-    ).update(missed_since=None):
+    if (
+        missed_since is None
+        or schedule.behind
+        or not BackupSchedule.objects.filter(pk=schedule.pk, missed_since__isnull=False, behind=False).update(
+            missed_since=None
+        )
+    ):
         return 0
     schedule.missed_since = None
     _notify(

@@ -90,7 +90,8 @@ def claim_slot(schedule: BackupSchedule, now: datetime) -> datetime | None:
     conditional update; None when another delivery already claimed it. A stale delivery (a
     backlog, a redelivered message) so claims the current slot, never a past one: however many
     wait, one run. Run times between the slot claimed before and this one that no delivery
-    claimed are reported "missed" (monitoring.note_skipped)."""
+    claimed are recorded SKIPPED, one row each, and reported "missed" (monitoring.note_skipped);
+    the schedule is marked ``behind`` until a firing claims its slot skipping none."""
     tz = ZoneInfo(schedule.timezone)
     cron = parse_cron(schedule.cron_expression)
     slot = cron.previous_run(now, tz)
@@ -113,7 +114,11 @@ def claim_slot(schedule: BackupSchedule, now: datetime) -> datetime | None:
     if not claimed:
         return None
     skipped = skipped_slots(schedule, slot)
+    if skipped or schedule.behind:
+        BackupSchedule.objects.filter(pk=schedule.pk).update(behind=bool(skipped))
+        schedule.behind = bool(skipped)
     if skipped:
+        monitoring.record_skipped(schedule, skipped, slot)
         monitoring.note_skipped(schedule, skipped, slot)
     return slot
 
@@ -194,11 +199,17 @@ def run_schedule(schedule_id: int, now: datetime | None = None) -> Backup | None
 def watch(now: datetime | None = None) -> dict[str, int]:
     """The periodic watch: reap RUNNING backups whose worker died (process gone or heartbeat
     silent), so they are FAILED "worker lost" and their files removed, and the other apps' lost
-    work (restores); then alert on schedules whose due run has not succeeded (and on their
-    recovery)."""
+    work (restores); send the alerts whose sender stopped before sending them; then alert on
+    schedules whose due run has not succeeded (and on their recovery)."""
     lost = backup_services.reap_stale_runs(now)
     restores = backup_services.reap_lost_work(now)
-    return {"lost": len(lost), "lost_restores": restores, **monitoring.check_missed(now)}
+    outbox = backup_services.send_unsent(now)
+    return {
+        "lost": len(lost),
+        "lost_restores": restores,
+        "alerts_resent": outbox.resent + outbox.alerted,
+        **monitoring.check_missed(now),
+    }
 
 
 def due_verifications(now: datetime | None = None) -> list[int]:

@@ -1,12 +1,12 @@
-"""One command for the whole site on one machine (``make run``): the web server, one Celery
-worker and one beat as child processes, their output interleaved line by line with each child's
-name in front.
+"""One command for the whole site on one machine (``make run``): the web server, the Celery
+worker that runs the backups, a small worker of the watch's own and one beat as child processes,
+their output interleaved line by line with each child's name in front.
 
 Each child runs in its own process group, so a Ctrl-C at the terminal reaches only the
 supervisor, which then stops the children in order: SIGTERM to each (Celery's warm shutdown
 lets a running task finish), SIGKILL to each child's whole process group after ``stop_timeout``
 seconds or on a second Ctrl-C. A child that exits on its own stops the others and makes the
-supervisor fail: a site without its worker or beat must not look healthy.
+supervisor fail: a site without its workers or beat must not look healthy.
 """
 
 from __future__ import annotations
@@ -64,8 +64,11 @@ class SupervisorError(Exception):
 def site_children(
     *, base_dir: Path, home: Path, bind: str | None, concurrency: int, node_name: str
 ) -> list[ChildSpec]:
-    """The children of a site: web (unless ``bind`` is None), one worker and one beat, each
-    started with this interpreter (the venv's Celery, whatever PATH says)."""
+    """The children of a site: web (unless ``bind`` is None), ``worker`` (``concurrency`` pool
+    processes, the default ``celery`` queue: backups, restores, verifications), ``watch`` (one
+    process, the ``watch`` queue: the watch and the sweep, so a watch never waits behind backups
+    while every backup process is busy; named ``watch-<node_name>``) and beat, each started with
+    this interpreter (the venv's Celery, whatever PATH says)."""
     python = sys.executable
     celery = [python, "-m", "celery", "-A", "backupsite"]
     children = []
@@ -73,9 +76,10 @@ def site_children(
         children.append(
             ChildSpec("web", [python, str(base_dir / "manage.py"), "runserver", "--noreload", bind])
         )
-    children.append(
-        ChildSpec("worker", [*celery, "worker", "-l", "info", "-c", str(concurrency), "-n", node_name])
-    )
+    worker = [*celery, "worker", "-l", "info", "-Q", "celery", "-c", str(concurrency), "-n", node_name]
+    children.append(ChildSpec("worker", worker))
+    watch = [*celery, "worker", "-l", "info", "-Q", "watch", "-c", "1", "-n", f"watch-{node_name}"]
+    children.append(ChildSpec("watch", watch))
     beat = [*celery, "beat", "-l", "info", "-S", BEAT_SCHEDULER]
     beat += ["--pidfile", str(home / "beat.pid"), "-s", str(home / "celerybeat-schedule")]
     children.append(ChildSpec("beat", beat))

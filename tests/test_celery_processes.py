@@ -175,10 +175,19 @@ def test_it_serves_the_admin_and_runs_the_schedules_under_backupsite_run(sites):
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
     log = site.log("backupsite_run")
-    assert set(site.child_pids()) == {"web", "worker", "beat"}
-    for name in ("web", "worker", "beat"):
+    assert set(site.child_pids()) == {"web", "worker", "watch", "beat"}
+    for name in ("web", "worker", "watch", "beat"):
         assert re.search(rf"^{name} +\| ", log, re.MULTILINE), f"no output of {name}:\n{log}"
     assert site.processes["backupsite_run"].poll() is None, log
+
+    # Beat's every-minute watch goes to the watch's own worker, never to the backups' worker.
+    def watched() -> bool:
+        done = r"^watch +\| .*Task schedules\.tasks\.watch\[\S+\] succeeded"
+        return bool(re.search(done, site.log("backupsite_run"), re.MULTILINE))
+
+    wait_until(watched, "the watch to run on the watch worker", 75)
+    log = site.log("backupsite_run")
+    assert not re.search(r"^worker +\| .*schedules\.tasks\.watch\[", log, re.MULTILINE), log
 
 
 @pytest.fixture
@@ -195,13 +204,14 @@ def bare_site(tmp_path: Path, redis_server: RedisServer, request: pytest.Fixture
 
 
 def wait_until_up(site: Site) -> dict[str, int]:
-    """Wait for backupsite_run's worker to be ready and its beat to start; their pids."""
+    """Wait for backupsite_run's two workers to be ready and its beat to start; their pids."""
 
     def up() -> bool:
         log = site.log("backupsite_run")
-        return bool(re.search(r"^worker +\| .* ready\.$", log, re.MULTILINE)) and "beat: Starting..." in log
+        ready = all(re.search(rf"^{name} +\| .* ready\.$", log, re.MULTILINE) for name in ("worker", "watch"))
+        return ready and "beat: Starting..." in log
 
-    wait_until(up, "the worker and beat to start", 60)
+    wait_until(up, "the workers and beat to start", 60)
     return site.child_pids()
 
 
@@ -209,14 +219,15 @@ def wait_until_up(site: Site) -> dict[str, int]:
 def test_it_stops_backupsite_run_and_all_its_children_on_ctrl_c(bare_site):
     supervisor = bare_site.backupsite_run("--no-web")
     children = wait_until_up(bare_site)
-    assert set(children) == {"worker", "beat"}
+    assert set(children) == {"worker", "watch", "beat"}
     os.killpg(supervisor.pid, signal.SIGINT)  # what the terminal does: its foreground group
     started = time.monotonic()
     assert supervisor.wait(timeout=30) == 0, bare_site.log("backupsite_run")
     assert time.monotonic() - started < 15
     assert not [name for name, pid in children.items() if group_alive(pid)]
     log = bare_site.log("backupsite_run")
-    assert "worker stopped (exit status 0)" in log and "beat stopped (exit status 0)" in log, log
+    for name in ("worker", "watch", "beat"):
+        assert f"{name} stopped (exit status 0)" in log, log
 
 
 @pytest.mark.slow
@@ -226,10 +237,11 @@ def test_it_stops_everything_and_fails_backupsite_run_when_a_child_dies(bare_sit
     children = wait_until_up(bare_site)
     kill_group(children["worker"])
     assert supervisor.wait(timeout=30) == 1, bare_site.log("backupsite_run")
-    assert not group_alive(children["beat"])
+    assert not group_alive(children["watch"]) and not group_alive(children["beat"])
     log = bare_site.log("backupsite_run")
     assert (
-        f"worker (pid {children['worker']}) exited unexpectedly with signal SIGKILL; stopped beat" in log
+        f"worker (pid {children['worker']}) exited unexpectedly with signal SIGKILL; stopped watch, beat"
+        in log
     ), log
 
 

@@ -405,3 +405,96 @@ def test_it_refuses_plaintext_secrets_and_bad_options_in_the_admin_form(admin_cl
     response = admin_client.post("/admin/backups/notifier/add/", form)
     assert response.status_code == 302
     assert Notifier.objects.get(name="hook").options == {"url": "${HOOK_URL}"}
+
+
+# -- the outbox: alerts whose sender stopped (real processes: tests/reliability/test_lost_alerts.py)
+
+
+def pending_row(notifier: Notifier | None, sender: str, age: timedelta, **fields: Any) -> Notification:
+    row = Notification.objects.create(
+        notifier=notifier,
+        channel=notifier.name if notifier is not None else fields.pop("channel"),
+        kind=notifier.kind if notifier is not None else "email",
+        event="backup_failed",
+        subject="Backup failed: app-db",
+        text="Backup 7 of app-db failed: disk full",
+        fields={"target": "app-db"},
+        sender=sender,
+        **fields,
+    )
+    Notification.objects.filter(pk=row.pk).update(created_at=timezone.now() - age)
+    row.refresh_from_db()
+    return row
+
+
+def test_it_leaves_another_hosts_pending_alert_alone_until_it_is_stale_then_sends_it(tmp_path, settings):
+    settings.BACKUPSITE_NOTIFICATION_RESEND_SECONDS = 600
+    ops = audit(tmp_path, "ops", is_default=True)
+    row = pending_row(ops, "elsewhere:4242", timedelta(minutes=5))
+    assert notifications.send_unsent() == (0, 0, 0)
+    assert lines(tmp_path, "ops") == []
+    Notification.objects.filter(pk=row.pk).update(created_at=timezone.now() - timedelta(minutes=11))
+    assert notifications.send_unsent() == (1, 0, 0)
+    [line] = lines(tmp_path, "ops")
+    assert line["text"] == "Backup 7 of app-db failed: disk full" and line["fields"]["target"] == "app-db"
+    assert "the process sending it stopped" in line["fields"]["sent late"]
+    row.refresh_from_db()
+    assert (row.status, row.sender, row.attempts) == ("sent", "", 1)
+    assert notifications.send_unsent() == (0, 0, 0)
+
+
+def test_it_gives_up_an_alert_a_day_old_and_one_whose_channel_went_away(tmp_path):
+    ops = audit(tmp_path, "ops", is_default=True)
+    old = pending_row(ops, "", timedelta(days=2))
+    muted = audit(tmp_path, "muted", is_default=True)
+    disabled = pending_row(muted, "", timedelta(minutes=5))
+    Notifier.objects.filter(pk=muted.pk).update(is_active=False)
+    deleted = pending_row(None, "", timedelta(minutes=5), channel="gone")
+    assert notifications.send_unsent() == (2, 0, 1)  # two tried (and refused), one given up
+    for row, reason in (
+        (old, "could not be sent within a day"),
+        (disabled, "notifier muted was disabled"),
+        (deleted, "channel gone no longer exists"),
+    ):
+        row.refresh_from_db()
+        assert row.status == "failed" and reason in row.error_message, row.error_message
+    assert lines(tmp_path, "ops") == [] and lines(tmp_path, "muted") == []
+
+
+def test_it_resends_to_a_schedules_email_addresses(sqlite_target, smtp_server: SMTPServer):
+    schedule = schedule_for(sqlite_target, notification_email="dba@example.net")
+    pending_row(None, "", timedelta(minutes=5), channel="notification_email", schedule=schedule)
+    assert notifications.send_unsent() == (1, 0, 0)
+    (mail,) = smtp_server.messages
+    assert mail.recipients == ["dba@example.net"] and "disk full" in mail.body
+
+
+def test_it_keeps_an_interrupted_delivery_pending_for_the_watch(tmp_path, monkeypatch):
+    audit(tmp_path, "ops", is_default=True)
+
+    def interrupted(self: Any, message: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("backups.notifiers.audit.AuditNotifier.send", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        send()
+    row = Notification.objects.get()
+    assert row.status == "pending" and row.sender and "the watch sends it" in row.error_message
+
+
+def test_it_alerts_a_failure_whose_run_stopped_before_its_alert_and_only_once(tmp_path, sqlite_target):
+    audit(tmp_path, "ops", is_default=True)
+    failed = Backup.objects.create(
+        target=sqlite_target, backup_name="lost-alert", status=BackupStatus.RUNNING
+    )
+    failed.error_message = "disk full"
+    failed.finish(BackupStatus.FAILED, timezone.now() - timedelta(minutes=5))
+    failed.save()
+    assert failed.alert_pending  # recorded FAILED; its process died before the alert
+    assert notifications.send_unsent() == (0, 1, 0)
+    [line] = lines(tmp_path, "ops")
+    assert line["event"] == "backup_failed" and "disk full" in line["text"]
+    assert "stopped before saying so" in line["fields"]["sent late"]
+    failed.refresh_from_db()
+    assert not failed.alert_pending
+    assert notifications.send_unsent() == (0, 0, 0)

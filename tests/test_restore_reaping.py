@@ -126,3 +126,41 @@ def test_it_advances_a_restores_heartbeat_while_open_and_stops_after(sqlite_targ
     assert before is not None and during is not None and during > before
     time.sleep(0.2)
     assert RestoreLog.objects.get(pk=log.pk).heartbeat_at == during
+
+
+def test_it_announces_once_a_restore_whose_process_stopped_before_announcing_it(
+    sqlite_target, copy_target, alerts, tmp_path
+):
+    """Killed between saving its end and its audit event and alert: the watch says it, late."""
+    ended = restoring(stored_backup(sqlite_target), copy_target, dead_worker(), beat_age=1)
+    RestoreLog.objects.filter(pk=ended.pk).update(
+        status=RestoreStatus.SUCCESS, completed_at=timezone.now(), announce_pending=True
+    )
+    alive = restoring(stored_backup(sqlite_target), copy_target, backup_services.this_worker(), beat_age=1)
+    RestoreLog.objects.filter(pk=alive.pk).update(
+        status=RestoreStatus.FAILED, completed_at=timezone.now(), announce_pending=True
+    )  # this process: it may still be announcing it
+    watch()
+    watch()
+    (alert,) = Notification.objects.all()
+    assert alert.event == "restore_finished" and alert.fields["status"] == "success"
+    assert "the process that ran it stopped first" in alert.fields["sent late"]
+    (event,) = AuditEvent.objects.filter(action="restore.result")
+    assert (event.object_id, event.outcome) == (str(ended.pk), "success")
+    assert not RestoreLog.objects.get(pk=ended.pk).announce_pending
+    assert RestoreLog.objects.get(pk=alive.pk).announce_pending
+
+
+def test_it_records_no_second_audit_event_when_only_the_alert_was_lost(sqlite_target, copy_target, alerts):
+    ended = restoring(stored_backup(sqlite_target), copy_target, dead_worker(), beat_age=1)
+    RestoreLog.objects.filter(pk=ended.pk).update(
+        status=RestoreStatus.FAILED,
+        completed_at=timezone.now(),
+        announce_pending=True,
+        error_message="disk full",
+    )
+    backup_services.record_audit("restore.result", obj=ended, outcome="failure", auth_method="system")
+    watch()
+    assert AuditEvent.objects.filter(action="restore.result").count() == 1
+    (alert,) = Notification.objects.all()
+    assert alert.fields["status"] == "failed" and "disk full" in alert.text

@@ -326,3 +326,27 @@ def test_it_makes_beat_fire_an_entry_whose_last_run_is_dated_after_now() -> None
     _due, next_check = entry.is_due()
     assert entry.last_run_at <= datetime.now(UTC) and task.last_run_at == entry.last_run_at
     assert next_check <= 60  # due within the minute, not in a year
+
+
+@pytestmark_db
+def test_it_installs_the_watch_and_the_sweep_in_beat_on_the_watch_queue_dropped_when_late() -> None:
+    """What beat stores and sends for the fixed entries (settings.CELERY_BEAT_SCHEDULE): the
+    watch every minute and the sweep every 6 hours, both routed to the watch's own queue and
+    given an expiry (django-celery-beat keeps it only under the name ``expire_seconds``)."""
+    from backupsite.celery import app
+    from schedules.beat import DatabaseScheduler
+
+    app.loader.import_default_modules()  # what a worker does at start: autodiscover the tasks
+    scheduler = DatabaseScheduler(app=app)
+    expected = {
+        "backupsite-watch": ("schedules.tasks.watch", 60, 120),
+        "backupsite-sweep": ("backups.tasks.sweep_leftovers", 6 * 3600, 6 * 3600),
+    }
+    for name, (task, every, expires) in expected.items():
+        row = PeriodicTask.objects.get(name=name)
+        assert row.enabled and row.task == task and row.interval is not None
+        assert row.interval.every * {"seconds": 1, "minutes": 60, "hours": 3600}[row.interval.period] == every
+        entry = scheduler.schedule[name]
+        assert entry.options["expires"] == expires
+        assert app.amqp.router.route(entry.options, entry.task)["queue"].name == "watch"
+        assert task in app.tasks  # the name beat sends is a registered task

@@ -28,6 +28,7 @@ from backups.storages import LocalStorage, StorageError, build_storage
 from backups.storages.base import is_partial, is_probe, partial_name
 from backups.storages.local import _LocalWriter as LocalWriter
 from backups.storages.sftp import SFTPStorage
+from backups.tasks import sweep_leftovers
 from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.config_builder import toml_text
@@ -93,6 +94,35 @@ def test_it_sweeps_only_writer_leftovers_under_a_local_storages_prefix(tmp_path:
     assert young.temp.exists() and outside.exists() and linked.is_symlink()
     assert all((root / "site" / "app-db" / name).exists() for name in LOOK_ALIKES)
     young.abort()
+
+
+@pytest.mark.django_db
+def test_it_sweeps_stale_leftovers_in_the_periodic_task_and_logs_what_it_removed_and_what_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What beat's ``backupsite-sweep`` runs every 6 hours: the same sweep as ``backup_cleanup``."""
+    root = tmp_path / "disk"
+    Storage.objects.create(name="site", kind="local", options={"path": str(root)})
+    # A row saved before prefixes were checked: reported by the sweep, never swept.
+    Storage.objects.create(name="escaping", kind="local", options={"path": str(root)}, prefix="../etc")
+    folder = root / "app-db"
+    folder.mkdir(parents=True)
+    stale, young = folder / REAL, folder / partial_name("app-db-full-2.sqlite3.gz", "ba9876543210")
+    stale.write_bytes(b"half a backup")  # its worker died two days ago
+    age(stale)
+    young.write_bytes(b"still going")  # its writer may still be at work
+
+    with caplog.at_level(logging.INFO, logger="backups.tasks"):
+        sweep_leftovers.apply().get()
+
+    assert not stale.exists() and young.exists()
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "backups.tasks"]
+    assert logged[0] == (
+        "INFO",
+        "sweep of upload leftovers: storage site: removed 1 leftover upload(s) older than 1 day, 0:00:00",
+    )
+    assert [level for level, _ in logged[1:]] == ["ERROR"]
+    assert "storage escaping:" in logged[1][1] and "must not contain '..'" in logged[1][1]
 
 
 def sftp_storage(server: SSHServer, root: Path, tmp_path: Path, prefix: str = "") -> SFTPStorage:

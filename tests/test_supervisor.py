@@ -87,13 +87,33 @@ def test_it_fails_cleanly_when_a_child_cannot_start(tmp_path):
     assert all(c.process.poll() is not None for c in supervisor.children)
 
 
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
 def test_it_runs_the_site_children_with_this_interpreter_and_keeps_beat_files_in_the_home(tmp_path):
     specs = site_children(base_dir=REPO, home=tmp_path, bind="127.0.0.1:9", concurrency=3, node_name="n@%h")
-    assert [spec.name for spec in specs] == ["web", "worker", "beat"]
+    assert [spec.name for spec in specs] == ["web", "worker", "watch", "beat"]
     assert all(spec.argv[0] == sys.executable for spec in specs)
-    worker, beat = specs[1].argv, specs[2].argv
-    assert worker[worker.index("-c") + 1] == "3" and worker[worker.index("-n") + 1] == "n@%h"
-    assert beat[beat.index("--pidfile") + 1] == str(tmp_path / "beat.pid")
-    assert beat[beat.index("-S") + 1] == "schedules.beat:DatabaseScheduler"
+    worker, beat = specs[1].argv, specs[3].argv
+    assert option(worker, "-c") == "3" and option(worker, "-n") == "n@%h"
+    assert option(beat, "--pidfile") == str(tmp_path / "beat.pid")
+    assert option(beat, "-S") == "schedules.beat:DatabaseScheduler"
     no_web = site_children(base_dir=REPO, home=tmp_path, bind=None, concurrency=1, node_name="n@%h")
-    assert [spec.name for spec in no_web] == ["worker", "beat"]
+    assert [spec.name for spec in no_web] == ["worker", "watch", "beat"]
+
+
+def test_it_gives_the_watch_a_worker_of_its_own_that_backups_never_keep_busy(tmp_path):
+    """The backups' worker consumes only the default queue; the watch's worker only the queue the
+    settings route the watch and the sweep to, with one process and a node name of its own."""
+    from backupsite.celery import app
+
+    specs = site_children(base_dir=REPO, home=tmp_path, bind=None, concurrency=4, node_name="n@%h")
+    worker, watch = (spec.argv for spec in specs if spec.name in ("worker", "watch"))
+    assert worker[1:6] == watch[1:6] == ["-m", "celery", "-A", "backupsite", "worker"]
+    assert option(worker, "-Q") == app.conf.task_default_queue == "celery"
+    assert option(watch, "-Q") == "watch" and option(watch, "-c") == "1"
+    assert option(watch, "-n") == "watch-n@%h"
+    for task in ("schedules.tasks.watch", "backups.tasks.sweep_leftovers"):
+        assert app.amqp.router.route({}, task)["queue"].name == "watch"
+    assert app.amqp.router.route({}, "schedules.tasks.run_schedule")["queue"].name == "celery"

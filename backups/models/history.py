@@ -72,6 +72,10 @@ class Backup(models.Model):
         null=True, blank=True, help_text="Last sign of life of the process running it (every few seconds)."
     )
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="When retention removed its files.")
+    alert_pending = models.BooleanField(
+        default=False,
+        help_text="Failed and its backup_failed alert not yet handed to the channels (the watch sends it).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -95,6 +99,12 @@ class Backup(models.Model):
             # The backup list: newest first, and its date filter; filtered by status (failures).
             models.Index(fields=["-created_at", "-id"], name="backup_created_idx"),
             models.Index(fields=["status", "-created_at", "-id"], name="backup_status_created_idx"),
+            # Failures whose alert is not out yet (the watch's outbox; almost always empty).
+            models.Index(
+                fields=["completed_at"],
+                condition=models.Q(alert_pending=True),
+                name="backup_alert_pending_idx",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -125,6 +135,8 @@ class Backup(models.Model):
             "completed_at": now,
             "duration_seconds": (now - self.started_at).total_seconds() if self.started_at else None,
         }
+        if status == BackupStatus.FAILED:
+            fields["alert_pending"] = True  # cleared once the alert is handed to its channels
         if status == BackupStatus.SUCCESS and self.retention_days:
             fields["expires_at"] = (self.started_at or now) + timedelta(days=self.retention_days)
         return fields

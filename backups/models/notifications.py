@@ -88,8 +88,16 @@ class Notification(models.Model):
     kind = models.CharField(max_length=32, blank=True)
     event = models.CharField(max_length=32, choices=Event.choices, db_index=True)
     subject = models.CharField(max_length=255)
+    text = models.TextField(blank=True, help_text="The message as sent (redacted), kept to send it again.")
+    fields = models.JSONField(default=dict, blank=True, help_text="The message's fields (redacted).")
     status = models.CharField(
         max_length=16, choices=NotificationStatus.choices, default=NotificationStatus.PENDING, db_index=True
+    )
+    sender = models.CharField(
+        max_length=255, blank=True, help_text="host:pid of the process sending it, while it is pending."
+    )
+    resent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the watch last took it over from a sender that stopped."
     )
     attempts = models.PositiveIntegerField(default=0)
     error_message = models.TextField(blank=True)

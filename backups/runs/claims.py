@@ -6,8 +6,6 @@ their partial uploads swept."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -19,14 +17,11 @@ from django.utils import timezone
 from backups import secrets
 from backups.models import Backup, BackupStatus, BackupStep, CopyStatus, StepStatus, Target
 from backups.notifications import notify_backup
+from backups.processes import process_gone, this_worker
 from backups.resources import storage_for
 from backups.storages import StorageError
 
 logger = logging.getLogger(__name__)
-
-
-def this_worker() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def claim(backup: Backup) -> bool:
@@ -56,20 +51,6 @@ def _try_claim(backup: Backup) -> bool:
             )
     except IntegrityError:
         return False
-
-
-def process_gone(worker: str) -> bool:
-    """True when ``worker`` (host:pid) is a process of this host that no longer exists."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's process: only its heartbeat can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _silent_since(now: datetime) -> datetime:

@@ -133,10 +133,20 @@ class Site:
             return list(db.execute(sql, params))
 
     def backups(self, *, live: bool = False) -> dict[int, datetime]:
-        """Every backup row of the schedule (or only those not deleted): id -> started_at."""
-        sql = "SELECT id, started_at FROM backup_history WHERE schedule_id IS NOT NULL"
+        """Every run of the schedule (or only those not deleted): id -> started_at. The rows
+        recording run times that never ran (SKIPPED, never started) are :meth:`skipped`."""
+        sql = (
+            "SELECT id, started_at FROM backup_history WHERE schedule_id IS NOT NULL AND status != 'skipped'"
+        )
         rows = self.query(sql + (" AND deleted_at IS NULL" if live else "") + " ORDER BY id")
         return {pk: utc(started) for pk, started in rows}
+
+    def skipped(self) -> list[str]:
+        """The backup names of the rows recording run times that never ran, oldest first."""
+        rows = self.query(
+            "SELECT backup_name FROM backup_history WHERE status = 'skipped' ORDER BY backup_name"
+        )
+        return [name for (name,) in rows]
 
     def alerts(self, event: str) -> list[dict[str, Any]]:
         path = self.root / "alerts.jsonl"
@@ -234,7 +244,7 @@ def test_it_runs_the_next_slot_once_when_the_clock_comes_forward_again(site: Sit
 
 
 def test_it_runs_one_backup_after_a_jump_forward_not_one_per_skipped_slot(site: Site) -> None:
-    before = site.backups()
+    before, skipped_before = site.backups(), site.skipped()
     jump = TRUE_NOW + 400 * DAY
     outcomes = site.steps(
         (TRUE_NOW + DAY, "fire"),  # +1 day: the new slot (03:00) runs though 9 h late
@@ -245,6 +255,11 @@ def test_it_runs_one_backup_after_a_jump_forward_not_one_per_skipped_slot(site: 
     assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int)
     assert outcomes[1] is None and outcomes[3] is None
     assert sorted(set(site.backups()) - set(before)) == [outcomes[0], outcomes[2]]
+    # Each run time the jump passed over is recorded, not run: one SKIPPED row each.
+    skipped = sorted(set(site.skipped()) - set(skipped_before))
+    first, last = TRUE_NOW + 2 * DAY, jump - DAY
+    assert len(skipped) == (last - first).days + 1
+    assert skipped[0].endswith(f"{first:%Y%m%d}T030000Z") and skipped[-1].endswith(f"{last:%Y%m%d}T030000Z")
 
 
 def test_it_alerts_the_missed_slot_once_after_a_jump_forward_and_its_recovery(site: Site) -> None:
@@ -259,6 +274,12 @@ def test_it_alerts_the_missed_slot_once_after_a_jump_forward_and_its_recovery(si
     assert f"at {jump:%Y-%m-%d} 03:00 UTC" in text, text  # the slot it looked for, not 400 of them
     assert f"Last success: {FIRST + (NIGHTS - 1) * DAY:%Y-%m-%d %H:%M} UTC" in text, text
     assert isinstance(outcomes[2], int)
+    # That run passed over run times (recorded SKIPPED): late work, no recovery yet. The next
+    # run time's run, which passes over none, is.
+    assert site.alerts("recovered") == []
+    next_day = (jump + DAY).replace(hour=3, minute=0, second=10)
+    (on_time,) = site.steps((next_day, "fire"))
+    assert isinstance(on_time, int)
     assert len(site.alerts("recovered")) == 1
 
 
@@ -319,13 +340,15 @@ def test_it_alerts_and_runs_the_true_slot_when_a_clock_that_ran_ahead_comes_back
         (next_slot + timedelta(minutes=97), "watch"),
         (next_slot + DAY + timedelta(seconds=10), "fire"),  # the next night, as usual
     )
-    # The claim a year ahead holds no true slot: the backup dated ahead is no run of today's
-    # slot (the watch says so), the true slot runs once when it fires, and the nights go on.
+    # The claim a year ahead holds no true slot: it passed over a year of run times, so it
+    # alerts "missed" at once, naming the first (tomorrow's 03:00), and records each SKIPPED.
+    # Back at the true time the watch finds that outage already alerted; the true slot runs
+    # once when it fires, and its success (a run that passed over none) is the recovery.
     assert isinstance(outcomes[0], int)
-    assert outcomes[1]["missed"] == 1
+    (missed,) = site.alerts("missed")
+    assert f"did not back up app-db at {next_slot:%Y-%m-%d} 03:00 UTC and 363 later" in missed["text"], missed
+    assert outcomes[1]["missed"] == 0
     assert isinstance(outcomes[2], int) and outcomes[3] is None
     recovered = [alert for alert in site.alerts("recovered") if utc(alert["created_at"][:19]) < ahead]
     assert outcomes[4]["missed"] == 0 and len(recovered) == 1  # said by the run itself
     assert isinstance(outcomes[5], int)
-    (missed,) = [alert for alert in site.alerts("missed") if utc(alert["created_at"][:19]) < ahead]
-    assert f"should have backed up app-db at {next_slot:%Y-%m-%d} 03:00 UTC" in missed["text"], missed

@@ -17,13 +17,12 @@ import contextlib
 import json
 import os
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import pytest
 
 from tests.config_builder import write_config
 from tests.conftest import REPO, digest, fill_sqlite, sqlite_rows
+from tests.reliability.kill import kill_when
 from tests.servers.proxy import CuttableProxy, cuttable_proxy
 from tests.servers.s3 import S3Server
 
@@ -66,20 +66,6 @@ class Site:
             [sys.executable, str(REPO / "manage.py"), *args],
             cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-
-    def kill_when(self, process: subprocess.Popen[bytes], there: Callable[[], bool], what: str) -> None:
-        """SIGKILL ``process`` as soon as ``there()`` holds; fail if it never does."""
-        deadline = time.monotonic() + 60
-        try:
-            while not there():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the process never got to {what} (exit status {process.poll()})")
-                time.sleep(0.02)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-        assert process.returncode == -signal.SIGKILL
 
     def watch(self) -> None:
         """One pass of the watch task, as beat fires it every minute."""
@@ -201,7 +187,7 @@ def killed_in_confirm(s3_server: S3Server, tmp_path_factory: pytest.TempPathFact
             last = site.query("SELECT name, status FROM backups_backupstep ORDER BY id DESC LIMIT 1")
             return last == [("verify", "running")]
 
-        site.kill_when(victim, confirming, "the confirm read-back")
+        kill_when(victim, confirming, "the confirm read-back")
         site.proxy.allow()
         seen["objects after the kill"] = site.objects()
         seen["running after the kill"] = site.running()
@@ -270,7 +256,7 @@ def killed_in_cleanup(s3_server: S3Server, tmp_path_factory: pytest.TempPathFact
         seen["first"], seen["second"] = first, second
         site.proxy.throttle(SLOW_REPLY, upstream=False)
         victim = site.start("backup_cleanup", "--target", "small")
-        site.kill_when(victim, lambda: first["file_path"] not in site.objects(), "the first deletion")
+        kill_when(victim, lambda: first["file_path"] not in site.objects(), "the first deletion")
         killed_at = time.monotonic()
         site.proxy.allow()
         seen["objects after the kill"] = site.objects()
@@ -333,7 +319,7 @@ def killed_restoring(s3_server: S3Server, tmp_path_factory: pytest.TempPathFacto
             row = site.query("SELECT status, progress FROM backup_restore_log")
             return bool(row) and row[0][0] == "running" and row[0][1] > stored["file_size"]
 
-        site.kill_when(victim, restoring, "the restore pass")
+        kill_when(victim, restoring, "the restore pass")
         site.proxy.allow()
         seen["pid"] = victim.pid
         seen["digest after the kill"] = digest(path)

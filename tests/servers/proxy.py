@@ -131,8 +131,30 @@ class CuttableProxy:
                 continue
             with self._lock:
                 self._sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+            connection = _Connection(client, server)
+            for source, sink, upstream in ((client, server, True), (server, client, False)):
+                threading.Thread(
+                    target=self._carry, args=(connection, source, sink, upstream), daemon=True
+                ).start()
+
+    def _carry(
+        self, connection: _Connection, source: socket.socket, sink: socket.socket, upstream: bool
+    ) -> None:
+        """One direction of ``connection``; the second direction to end closes both sockets and
+        forgets them. Kept until ``cut()``, a finished connection held two descriptors for good:
+        a long run through the proxy (the soak's thousands of S3 requests an hour) ran out."""
+        try:
+            self._pump(source, sink, upstream)
+        finally:
+            with self._lock:
+                connection.directions -= 1
+                finished = connection.directions == 0
+                if finished:
+                    self._sockets = [sock for sock in self._sockets if sock not in connection.sockets]
+            if finished:
+                for sock in connection.sockets:
+                    with contextlib.suppress(OSError):
+                        sock.close()
 
     def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
         carried = 0
@@ -178,6 +200,14 @@ class CuttableProxy:
         deadline = time.monotonic() + size / rate
         while (left := deadline - time.monotonic()) > 0 and self._rates.get(upstream) and not self._closed:
             time.sleep(min(left, 0.05))
+
+
+class _Connection:
+    """One client's socket and its upstream socket, and how many directions still carry bytes."""
+
+    def __init__(self, client: socket.socket, server: socket.socket) -> None:
+        self.sockets = (client, server)
+        self.directions = 2
 
 
 def _reset(sock: socket.socket) -> None:

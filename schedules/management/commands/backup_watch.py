@@ -13,7 +13,7 @@ from schedules import services
 
 class Command(BaseCommand):
     help = (
-        "Reap backups whose worker died, alert on schedules whose due run has not succeeded "
+        "Reap backups whose worker died, send alerts whose sender stopped, alert on schedules whose due run has not succeeded "
         "within its grace period (once per outage) and on their recovery. Beat runs this every "
         "minute; run it from the system's cron too, so that a dead beat is noticed."
     )
@@ -27,6 +27,7 @@ class Command(BaseCommand):
             dump_json(self.stdout, counts)
         else:
             self.stdout.write(
-                f"lost runs reaped: {counts['lost']}, missed alerts: {counts['missed']}, "
+                f"lost runs reaped: {counts['lost']}, lost restores: {counts['lost_restores']}, "
+                f"alerts sent late: {counts['alerts_resent']}, missed alerts: {counts['missed']}, "
                 f"recoveries: {counts['recovered']}"
             )

@@ -28,13 +28,14 @@ def stop_seconds(text: str) -> float:
 
 class Command(BaseCommand):
     help = (
-        "Migrate, sync the schedules to beat, then run the web server, one Celery worker and one "
-        "beat until Ctrl-C or SIGTERM (exit 0). Exits 1 when any of them stops on its own."
+        "Migrate, sync the schedules to beat, then run the web server, the Celery worker, the "
+        "watch's own worker and one beat until Ctrl-C or SIGTERM (exit 0). Exits 1 when any of "
+        "them stops on its own."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default="127.0.0.1:8000", metavar="HOST:PORT", help="web address")
-        parser.add_argument("--no-web", action="store_true", help="only the worker and beat")
+        parser.add_argument("--no-web", action="store_true", help="only the workers and beat")
         parser.add_argument(
             "--concurrency",
             type=whole_number(1, 64),
