@@ -368,29 +368,26 @@ def send_unsent(now: datetime | None = None) -> Outbox:
     failures = Backup.objects.filter(alert_pending=True).select_related("target")
     for backup in failures.order_by("completed_at", "id"):
         ended = backup.completed_at or now
-        if not sender_stopped(backup.worker, ended, now):
-            continue  # the run's process may be about to send it
-        if ended < now - GIVE_UP:
-            logger.warning(
-                "backup %s failed over a day ago and its alert never went out; given up", backup.pk
-            )
-        elif not Notification.objects.filter(backup=backup, event=BACKUP_FAILED).exists():
-            logger.warning(
-                "backup %s of target %s failed and its alert was never sent (the process stopped): sending it now",
-                backup.pk, backup.target.name,
-            )  # fmt: skip
-            ended_at = f"{ended:%Y-%m-%d %H:%M:%S %Z}"
-            notify_backup(
-                backup,
-                BACKUP_FAILED,
-                late=f"failed {ended_at}; the process that ran it stopped before saying so",
-            )
-            alerted += 1
-            continue
-        Backup.objects.filter(pk=backup.pk).update(
-            alert_pending=False
-        )  # its rows exist: the pass above owns them
+        if sender_stopped(backup.worker, ended, now):  # else its process may be sending it now
+            alerted += _alert_unsent_failure(backup, ended, now)
     return Outbox(resent, alerted, abandoned)
+
+
+def _alert_unsent_failure(backup: Backup, ended: datetime, now: datetime) -> bool:
+    """Send the ``backup_failed`` alert of ``backup`` unless its delivery rows exist (the pending
+    pass owns them) or it failed over a day ago; True when sent. Its flag is cleared either way."""
+    if ended < now - GIVE_UP:
+        logger.warning("backup %s failed over a day ago and its alert never went out; given up", backup.pk)
+    elif not Notification.objects.filter(backup=backup, event=BACKUP_FAILED).exists():
+        logger.warning(
+            "backup %s of target %s failed and its alert was never sent (the process stopped): sending it now",
+            backup.pk, backup.target.name,
+        )  # fmt: skip
+        late = f"failed {ended:%Y-%m-%d %H:%M:%S %Z}; the process that ran it stopped before saying so"
+        notify_backup(backup, BACKUP_FAILED, late=late)  # clears the flag once its rows exist
+        return True
+    Backup.objects.filter(pk=backup.pk).update(alert_pending=False)
+    return False
 
 
 def sender_stopped(sender: str, since: datetime, now: datetime) -> bool:

@@ -224,11 +224,11 @@ def note_recovery(schedule: BackupSchedule, backup: Backup | None = None) -> int
         missed_since is None
         or schedule.behind
         or not BackupSchedule.objects.filter(pk=schedule.pk, missed_since__isnull=False, behind=False).update(
-            missed_since=None
+            missed_since=None, missed_alert_due=None
         )
     ):
         return 0
-    schedule.missed_since = None
+    schedule.missed_since = schedule.missed_alert_due = None
     _notify(
         "recovered",
         subject=f"Backups resumed: {schedule.target.name} ({schedule.name})",
