@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := libldap2-dev libsasl2-dev slapd ldap-utils default-libmysqlclient-dev pkg-config build-essential \
                 sqlite3 gzip zstd tar \
                 postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps \
-                openssh-server openssl redis-server redis-tools jq faketime \
+                openssh-server openssl redis-server redis-tools jq faketime age \
                 clickhouse-server clickhouse-client \
                 chromium chromium-driver
 # Named after the package list, so adding a package re-runs the check on an existing venv.

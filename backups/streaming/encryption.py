@@ -1,0 +1,205 @@
+"""Streaming encryption in the age format (https://age-encryption.org/v1, X25519 recipients),
+through pyrage, so that a stored file decrypts with the standard tool: ``age -d -i key.txt``.
+
+pyrage encrypts and decrypts file-like objects (``encrypt_io``/``decrypt_io``) that it pulls
+from. The backup pipeline pushes chunks through transforms instead, so :class:`AgeEncryptor`
+runs ``encrypt_io`` in one thread fed by a small bounded queue: memory stays bounded by a few
+chunks whatever the size of the backup. :func:`decrypted` is the restore side: ``decrypt_io``
+in one thread writing into a pipe that the caller reads.
+
+age authenticates its payload in 64 KiB chunks: a wrong identity is refused before any byte
+comes out, a damaged or truncated file only at the chunk that is damaged (the bytes before it
+have been read by then). Errors never contain an identity: pyrage's messages name none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+import pyrage
+from pyrage import x25519
+
+AGE_EXTENSION = ".age"
+_QUEUED_CHUNKS = 4  # chunks waiting for the encrypting thread; update() blocks beyond that
+_READ_SIZE = 1 << 16  # age's payload chunk
+
+
+class EncryptionError(Exception):
+    """A recipient or identity is not valid, or a stream could not be encrypted or decrypted."""
+
+
+def parse_recipient(text: str) -> x25519.Recipient:
+    """An X25519 recipient (``age1...``); EncryptionError naming it when it is not one."""
+    try:
+        return x25519.Recipient.from_str(text.strip())
+    except (pyrage.RecipientError, ValueError) as exc:
+        raise EncryptionError(f"not an age X25519 recipient (age1...): {text.strip()[:80]!r}") from exc
+
+
+def parse_identity(text: str) -> x25519.Identity:
+    """An X25519 identity (``AGE-SECRET-KEY-1...``, the key file's line; comment lines are
+    skipped). The error never repeats the text: it is a secret."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    try:
+        if len(lines) != 1:
+            raise ValueError("one identity line expected")
+        return x25519.Identity.from_str(lines[0])
+    except (pyrage.IdentityError, ValueError) as exc:
+        raise EncryptionError(
+            "not an age X25519 identity: expected one line AGE-SECRET-KEY-1... (age-keygen's key file)"
+        ) from exc
+
+
+class _QueueReader(io.RawIOBase):
+    """What the encrypting thread reads: chunks from a queue until None."""
+
+    def __init__(self, chunks: queue.Queue[bytes | None]) -> None:
+        self._chunks, self._pending, self._ended = chunks, b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending and not self._ended:
+            chunk = self._chunks.get()
+            if chunk is None:
+                self._ended = True
+            else:
+                self._pending = chunk
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+
+class _Collector(io.RawIOBase):
+    """Where the encrypting thread writes: ciphertext kept until the pipeline takes it."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        with self._lock:
+            self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        with self._lock:
+            taken, self._parts = b"".join(self._parts), []
+        return taken
+
+
+class AgeEncryptor:
+    """A pipeline transform (``update``/``finish``) encrypting to ``recipients`` (age1...).
+    ``update`` returns the ciphertext ready so far (often less than it was given, sometimes
+    nothing); ``finish`` returns the rest, including the final authenticated chunk."""
+
+    def __init__(self, recipients: Sequence[str]) -> None:
+        if not recipients:
+            raise EncryptionError("no recipient to encrypt to")
+        parsed = [parse_recipient(text) for text in recipients]
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
+        self._out = _Collector()
+        self._error: BaseException | None = None
+        reader = io.BufferedReader(_QueueReader(self._chunks), _READ_SIZE)
+        self._thread = threading.Thread(
+            target=self._run, args=(reader, parsed), name="age-encrypt", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, reader: io.BufferedReader, recipients: list[x25519.Recipient]) -> None:
+        try:
+            pyrage.encrypt_io(reader, self._out, recipients)
+        except BaseException as exc:  # handed to the pipeline's thread by update() / finish()
+            self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise EncryptionError(f"age encryption failed: {self._error}") from self._error
+
+    def update(self, data: bytes) -> bytes:
+        self._check()
+        if data:
+            while True:  # a thread that died stops reading: never block on it for good
+                try:
+                    self._chunks.put(data, timeout=1)
+                    break
+                except queue.Full as full:
+                    if not self._thread.is_alive():
+                        self._check()
+                        raise EncryptionError("age encryption stopped reading its input") from full
+        return self._out.take()
+
+    def finish(self) -> bytes:
+        self._chunks.put(None)
+        self._thread.join()
+        self._check()
+        return self._out.take()
+
+
+@contextlib.contextmanager
+def decrypted(source: BinaryIO, identities: Sequence[str]) -> Iterator[io.RawIOBase]:
+    """The plaintext of the age stream ``source``, read through a pipe that a thread fills with
+    ``decrypt_io``. Reading to the end raises EncryptionError when no identity matches or the
+    stream is damaged or truncated; leaving the block early stops the thread."""
+    parsed = [parse_identity(text) for text in identities]
+    if not parsed:
+        raise EncryptionError("no identity to decrypt with")
+    read_end, write_end = os.pipe()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with open(write_end, "wb", closefd=True) as sink:
+                pyrage.decrypt_io(source, sink, parsed)
+        except BaseException as exc:  # a reader that left early closes the pipe: BrokenPipeError
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="age-decrypt", daemon=True)
+    thread.start()
+    with _CheckedReader(open(read_end, "rb", closefd=True), thread, errors) as plain:
+        try:
+            yield plain
+        finally:
+            plain.close()  # a thread still writing gets a broken pipe and ends
+            thread.join()
+
+
+class _CheckedReader(io.RawIOBase):
+    """The pipe's read end; at its end, the decrypting thread's failure is raised."""
+
+    def __init__(self, pipe: BinaryIO, thread: threading.Thread, errors: list[BaseException]) -> None:
+        self._pipe, self._thread, self._errors = pipe, thread, errors
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        count = self._pipe.readinto(buffer)  # type: ignore[attr-defined]
+        if not count:
+            self._thread.join()
+            if self._errors:
+                raise _describe(self._errors[0])
+        return int(count or 0)
+
+    def close(self) -> None:
+        self._pipe.close()
+        super().close()
+
+
+def _describe(exc: BaseException) -> EncryptionError:
+    if isinstance(exc, pyrage.DecryptError) and "no matching keys" in str(exc).lower():
+        return EncryptionError(
+            "no identity here matches this backup's recipients: it was encrypted to another key"
+        )
+    return EncryptionError(f"the encrypted stream is damaged or truncated ({exc})")
