@@ -5,11 +5,14 @@ recipients and identities named without repeating a secret."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,38 @@ def test_it_names_bad_recipients_and_never_repeats_an_identity():
     identity, _ = key_pair()
     with pytest.raises(EncryptionError):
         parse_identity(f"{identity}\n{identity}\n")  # two keys where one is expected
+
+
+def encrypting_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "age-encrypt")
+
+
+def wait_for_no_encrypting_thread(before: int) -> None:
+    deadline = time.monotonic() + 5
+    while encrypting_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert encrypting_threads() == before
+
+
+def test_it_ends_its_thread_when_the_backup_fails_midway_or_drops_it():
+    """A worker runs thousands of backups: a failed one must not leave a thread waiting."""
+    _, recipient = key_pair()
+    before = encrypting_threads()
+
+    class FullDisk:
+        def write(self, data: bytes) -> None:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        stream_backup(
+            io.BytesIO(os.urandom(4 * MIB)),
+            [FullDisk()],
+            "none",
+            extra_transforms=[AgeEncryptor([recipient])],
+        )
+    wait_for_no_encrypting_thread(before)
+    dropped = AgeEncryptor([recipient])
+    dropped.update(os.urandom(MIB))
+    del dropped  # neither finished nor closed
+    gc.collect()
+    wait_for_no_encrypting_thread(before)

@@ -19,6 +19,7 @@ import io
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
@@ -28,6 +29,7 @@ from pyrage import x25519
 AGE_EXTENSION = ".age"
 _QUEUED_CHUNKS = 4  # chunks waiting for the encrypting thread; update() blocks beyond that
 _READ_SIZE = 1 << 16  # age's payload chunk
+_POLL_SECONDS = 0.5  # how often a waiting encrypting thread looks whether it was abandoned
 
 
 class EncryptionError(Exception):
@@ -57,17 +59,24 @@ def parse_identity(text: str) -> x25519.Identity:
 
 
 class _QueueReader(io.RawIOBase):
-    """What the encrypting thread reads: chunks from a queue until None."""
+    """What the encrypting thread reads: chunks from a queue until None, or an error once the
+    encryptor was abandoned (closed, or dropped by a pipeline that failed), so the thread ends."""
 
-    def __init__(self, chunks: queue.Queue[bytes | None]) -> None:
-        self._chunks, self._pending, self._ended = chunks, b"", False
+    def __init__(self, chunks: queue.Queue[bytes | None], abandoned: threading.Event) -> None:
+        self._chunks, self._abandoned = chunks, abandoned
+        self._pending, self._ended = b"", False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._pending and not self._ended:
-            chunk = self._chunks.get()
+            try:
+                chunk = self._chunks.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if self._abandoned.is_set():
+                    raise OSError("abandoned: the backup stopped before its end") from None
+                continue
             if chunk is None:
                 self._ended = True
             else:
@@ -110,22 +119,24 @@ class AgeEncryptor:
         parsed = [parse_recipient(text) for text in recipients]
         self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
         self._out = _Collector()
-        self._error: BaseException | None = None
-        reader = io.BufferedReader(_QueueReader(self._chunks), _READ_SIZE)
+        self._errors: list[BaseException] = []
+        self._abandoned = threading.Event()
+        reader = io.BufferedReader(_QueueReader(self._chunks, self._abandoned), _READ_SIZE)
+        # The thread holds no reference to this object, so dropping it (a pipeline that failed
+        # and never called finish) abandons the thread too.
         self._thread = threading.Thread(
-            target=self._run, args=(reader, parsed), name="age-encrypt", daemon=True
+            target=_encrypt, args=(reader, self._out, parsed, self._errors), name="age-encrypt", daemon=True
         )
         self._thread.start()
+        weakref.finalize(self, self._abandoned.set)
 
-    def _run(self, reader: io.BufferedReader, recipients: list[x25519.Recipient]) -> None:
-        try:
-            pyrage.encrypt_io(reader, self._out, recipients)
-        except BaseException as exc:  # handed to the pipeline's thread by update() / finish()
-            self._error = exc
+    def close(self) -> None:
+        """Give up: the thread ends within a second (a backup that stopped midway)."""
+        self._abandoned.set()
 
     def _check(self) -> None:
-        if self._error is not None:
-            raise EncryptionError(f"age encryption failed: {self._error}") from self._error
+        if self._errors:
+            raise EncryptionError(f"age encryption failed: {self._errors[0]}") from self._errors[0]
 
     def update(self, data: bytes) -> bytes:
         self._check()
@@ -145,6 +156,18 @@ class AgeEncryptor:
         self._thread.join()
         self._check()
         return self._out.take()
+
+
+def _encrypt(
+    reader: io.BufferedReader,
+    out: _Collector,
+    recipients: list[x25519.Recipient],
+    errors: list[BaseException],
+) -> None:
+    try:
+        pyrage.encrypt_io(reader, out, recipients)
+    except BaseException as exc:  # handed to the pipeline's thread by update() / finish()
+        errors.append(exc)
 
 
 @contextlib.contextmanager

@@ -84,13 +84,20 @@ def stream_backup(
                 data += transform.finish()
         emit(data)
 
-    while chunk := source.read(chunk_size):
-        raw += len(chunk)
-        push(chunk, final=False)
-        progress(raw, stored)
-    if raw == 0:
-        raise PipelineError("the dump is empty: the source produced no data")
-    push(b"", final=True)
+    try:
+        while chunk := source.read(chunk_size):
+            raw += len(chunk)
+            push(chunk, final=False)
+            progress(raw, stored)
+        if raw == 0:
+            raise PipelineError("the dump is empty: the source produced no data")
+        push(b"", final=True)
+    except BaseException:
+        for transform in transforms:  # a transform with a thread of its own (encryption) ends it
+            close = getattr(transform, "close", None)
+            if close is not None:
+                close()
+        raise
     progress(raw, stored, force=True)
     return StreamResult(
         raw_size=raw, size=stored, sha256=digest.hexdigest(), seconds=time.monotonic() - started
