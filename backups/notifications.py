@@ -86,8 +86,11 @@ def notify(
     backup: Backup | None = None,
     schedule: ScheduleInfo | None = None,
     target: Target | None = None,
+    late: str = "",
 ) -> list[Notification]:
     """Deliver one event through every channel that wants it; return a Notification per delivery.
+    ``late``: why the message comes late (the watch sending what a dead process left), added as
+    its "sent late" field.
 
     Channels: the schedule's ``notify_channels`` when it names any, else every active default
     notifier; of those, only the ones whose ``events`` include ``event``. Besides, a schedule's
@@ -104,6 +107,7 @@ def notify(
             schedule = schedule_info(backup.schedule_id)
         if target is None:
             target = backup.target
+    fields = {**(fields or {}), "sent late": late} if late else fields
     values = {str(name): secrets.redact(str(value)) for name, value in (fields or {}).items()}
     message = Message(
         event=event,
@@ -313,8 +317,9 @@ def notify_backup(backup: Backup, event: str | None = None, late: str = "") -> l
             return []
     try:
         summary = describe_backup(backup, event)
-        fields = {**summary.fields, "sent late": late} if late else summary.fields
-        deliveries = notify(event, subject=summary.subject, text=summary.text, fields=fields, backup=backup)
+        deliveries = notify(
+            event, subject=summary.subject, text=summary.text, fields=summary.fields, backup=backup, late=late
+        )
     except Exception:
         logger.exception("backup %s of target %s: notifications failed", backup.pk, backup.target.name)
         return []  # alert_pending stays set: the watch tries again

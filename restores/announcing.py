@@ -94,7 +94,6 @@ def _notify_finished(log: RestoreLog, into: str, late: str = "") -> None:
         "error": log.error_message[:1000],
         "initiated by": log.initiated_by,
         "confirmed by": log.confirmed_by,
-        "sent late": late,
     }
     try:
         backup_services.notify(
@@ -105,6 +104,7 @@ def _notify_finished(log: RestoreLog, into: str, late: str = "") -> None:
             fields={name: value for name, value in fields.items() if value},
             backup=backup,
             target=destination,
+            late=late,
         )
     except Exception:
         logger.exception("restore %s: notifications failed", log.pk)

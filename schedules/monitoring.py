@@ -93,14 +93,14 @@ def _open_episode(schedule: BackupSchedule, since: datetime) -> bool:
 
 def _alert_missed(schedule: BackupSchedule, text: str, due: datetime, late: str = "") -> None:
     logger.warning("missed backup: %s", text)
-    fields = {"schedule": schedule.name, "target": schedule.target.name, "due": due.isoformat()}
     _notify(
         "missed",
         subject=f"Missed backup: {schedule.target.name} ({schedule.name})",
         text=text,
-        fields={**fields, "sent late": late} if late else fields,
+        fields={"schedule": schedule.name, "target": schedule.target.name, "due": due.isoformat()},
         schedule=info_for(schedule),
         target=schedule.target,
+        late=late,
     )
     # Handed to its channels (delivery rows written; the outbox owns them from here).
     BackupSchedule.objects.filter(pk=schedule.pk).update(missed_alert_due=None)
