@@ -26,6 +26,23 @@ class ScheduleInfo:
     retention_days: int | None = None
     notify_channels: tuple[str, ...] = ()  # notifier names; empty: the default notifiers
     notification_email: str = ""  # extra addresses, comma-separated
+    encryption: str = ""  # a key name; empty: the target's
+    escrow: tuple[str, ...] = ()  # escrow key names added to the target's
+
+
+KeyUsersLookup = Callable[[], "Sequence[tuple[str, str]]"]
+_key_users: list[KeyUsersLookup] = []
+
+
+def register_key_users(lookup: KeyUsersLookup) -> None:
+    """Called by an app whose rows name encryption keys (schedules): the lookup returns
+    ``(key name, "schedule NAME")`` pairs, so that retiring a key in use is refused."""
+    if lookup not in _key_users:
+        _key_users.append(lookup)
+
+
+def schedule_key_users() -> list[tuple[str, str]]:
+    return [pair for lookup in _key_users for pair in lookup()]
 
 
 ScheduleLookup = Callable[[int], "ScheduleInfo | None"]

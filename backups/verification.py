@@ -17,9 +17,10 @@ from django.utils import timezone
 from backups.runs.chains import MANIFEST_LIMIT
 from backups.runs.steps import describe_error, record_step
 from backups.streaming.codecs import DecompressingReader
+from backups.streaming.encryption import EncryptionError, decrypted
 from backups.streaming.pipeline import HashingReader
 
-from . import secrets
+from . import keys, secrets
 from .engines import Engine, EngineError
 from .engines.base import RestoreOptions
 from .models import Backup, BackupCopy, BackupStatus, Target
@@ -99,24 +100,58 @@ def feed_copy(
     consume: Callable[[BinaryIO], str],
     progress: Callable[[int], None] | None = None,
 ) -> str:
-    """Stream a stored copy, decompressed, into ``consume``; then check the whole stream
-    (compression framing, size and SHA-256) even if ``consume`` stopped reading early."""
+    """Stream a stored copy, decrypted (age) and decompressed, into ``consume``; then check the
+    whole stream (authentication, compression framing, size and SHA-256) even if ``consume``
+    stopped reading early. An encrypted copy is checked against this host's identities before
+    ``consume`` sees a byte: no identity, or a wrong one, raises KeyUnavailable or
+    EncryptionError with ``consume`` never called."""
+    identities = keys.identities_for(backup)
     with storage_for(copy.storage) as storage, contextlib.closing(storage.open_reader(copy.path)) as handle:
         hashing = HashingReader(handle, progress, settings.BACKUPSITE_PROGRESS_INTERVAL)
-        plain = DecompressingReader(hashing, backup.compression, settings.BACKUPSITE_CHUNK_SIZE)  # type: ignore[arg-type]
         try:
-            summary = consume(plain)  # type: ignore[arg-type]
-            plain.drain()
+            summary = _consume_plaintext(backup, hashing, identities, consume)
         except Exception:
             # Changed bytes are the root cause to report, not the decoder's complaint about them.
-            plain.close()
             hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
             _compare(backup, copy, hashing)
             raise
-        plain.close()
         hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
     _compare(backup, copy, hashing)
     return summary
+
+
+def _consume_plaintext(
+    backup: Backup, hashing: HashingReader, identities: list[str], consume: Callable[[BinaryIO], str]
+) -> str:
+    """Decrypt (when there are identities) and decompress ``hashing`` into ``consume``, reading
+    the stream to its end; the decrypting thread has ended when this returns or raises."""
+    with contextlib.ExitStack() as stack:
+        source: Any = hashing
+        if identities:
+            source = stack.enter_context(decrypted(hashing, identities))  # type: ignore[arg-type]
+        plain = DecompressingReader(source, backup.compression, settings.BACKUPSITE_CHUNK_SIZE)
+        stack.callback(plain.close)
+        summary = consume(plain)  # type: ignore[arg-type]
+        plain.drain()
+        return summary
+
+
+def check_decryption(backup: Backup, copy: BackupCopy) -> None:
+    """For an encrypted backup: this host's identities open ``copy``'s header and its first
+    chunk authenticates (reads one chunk, not the file). Raises KeyUnavailable or
+    EncryptionError naming the key, before anything is restored."""
+    identities = keys.identities_for(backup)
+    if not identities:
+        return
+    with storage_for(copy.storage) as storage, contextlib.closing(storage.open_reader(copy.path)) as handle:
+        try:
+            with decrypted(handle, identities):
+                pass
+        except EncryptionError as exc:
+            raise EncryptionError(
+                f"backup {backup.pk} ({copy.storage.name}) cannot be decrypted with the identity this "
+                f"host has for {keys.describe_keys(backup)}: {exc}"
+            ) from None
 
 
 # -- verification ---------------------------------------------------------------------------------
@@ -152,6 +187,15 @@ def verify_backup(
         sandbox = backup.target.sandbox
     if sandbox is not None:
         check_sandbox(engine, backup.target, sandbox)
+    undecryptable = ""
+    try:
+        keys.identities_for(backup)
+    except keys.KeyUnavailable as exc:
+        if deep:  # a missing key is not a damaged backup: nothing is marked
+            raise keys.KeyUnavailable(f"cannot verify --deep: {exc}") from None
+        undecryptable = (
+            f"encrypted to {keys.describe_keys(backup)}; not decrypted: this host has no identity for it"
+        )
     outcome = VerifyOutcome(backup=backup, ok=True)
     # The step is marked FAILED by raising inside it; the outcome, not the exception, is returned.
     with (
@@ -167,7 +211,11 @@ def verify_backup(
                     consume = _sandbox_restore(engine, backup, sandbox)
                 else:
                     consume = _trial(engine)
-                summary = feed_copy(backup, copy, consume, progress)
+                if undecryptable:  # the stored bytes' size and SHA-256 need no key
+                    check_copy_digest(backup, copy, progress)
+                    summary = f"size and sha256 match; {undecryptable}"
+                else:
+                    summary = feed_copy(backup, copy, consume, progress)
                 check_manifest(backup, copy)
                 outcome.messages.append(f"{copy.storage.name}: ok ({summary})")
             except Exception as exc:

@@ -20,11 +20,13 @@ from backups.services import (
     RestoreResult,
     ServiceError,
     check_copy_digest,
+    check_decryption,
     check_manifest,
     connection_for,
     describe_error,
     feed_copy,
     get_engine,
+    identities_for,
     redact,
     restore_manifest,
     scratch_dir,
@@ -35,7 +37,9 @@ from .progress import RestoreProgress
 
 
 def intact_copy(backup: Backup, tracker: RestoreProgress) -> BackupCopy:
-    """The first stored copy whose bytes match the catalog; the destination is not touched yet."""
+    """The first stored copy whose bytes match the catalog and, for an encrypted backup, whose
+    header opens with this host's identity; the destination is not touched yet."""
+    identities_for(backup)  # no key here: refused before a byte is read (KeyUnavailable)
     problems = []
     for candidate in stored_copies(backup):
         try:
@@ -45,6 +49,7 @@ def intact_copy(backup: Backup, tracker: RestoreProgress) -> BackupCopy:
         except Exception as exc:
             problems.append(f"{candidate.storage.name}: {redact(describe_error(exc))}")
             continue
+        check_decryption(backup, candidate)  # a wrong identity is the key's fault, not the copy's
         return candidate
     raise ServiceError(
         "no intact copy to restore from"
@@ -86,6 +91,11 @@ def _restore_chain(
     """Apply the chain from its full backup to ``backup``: every link's bytes are checked first,
     then the engine stages them all and swaps the result in only when the last one applied."""
     chain = backup_services.chain_of(backup)
+    for number, link in enumerate(chain, 1):  # every link's key before any link is read
+        try:
+            identities_for(link)
+        except ServiceError as exc:
+            raise type(exc)(f"link {number} of {len(chain)} in the chain: {exc}") from None
     links: list[ChainLink] = []
     for link in chain:
         copy = intact_copy(link, tracker)

@@ -15,6 +15,7 @@ class SchedulesConfig(AppConfig):
 
         backup_services.register_schedule_lookup(requests.info_by_id)
         backup_services.register_schedule_overview(requests.overviews)
+        backup_services.register_key_users(requests.key_users)
         backup_services.register_section(
             backup_services.ConfigSection(
                 name="schedules",

@@ -29,7 +29,14 @@ class BackupSchedule(models.Model):
         help_text="Retention rules for this schedule's backups; empty: the target's policy applies.",
     )
     compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
-    encryption = models.CharField(max_length=16, default="none")
+    encryption = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="An encryption key name for this schedule's backups; empty: the target's key.",
+    )
+    escrow = models.JSONField(
+        default=list, blank=True, help_text="Escrow keys added to the target's for this schedule's backups."
+    )
     include_files = models.JSONField(default=list, blank=True)
     include_tables = models.JSONField(default=list, blank=True)
     exclude_tables = models.JSONField(default=list, blank=True)
@@ -100,6 +107,12 @@ class BackupSchedule(models.Model):
         if problem:
             raise ValidationError({"cron_expression": problem})
         validate_retention(self.retention, self.timezone)
+        from backups.models.catalog import encryption_problems
+
+        inherited = self.target.encryption if self.target_id is not None else ""
+        key_problems = encryption_problems(self.encryption, self.escrow, inherited)
+        if key_problems:
+            raise ValidationError(key_problems)
         if self.target_id is not None:
             from backups.services import type_problem
 

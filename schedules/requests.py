@@ -22,7 +22,19 @@ def info_for(schedule: BackupSchedule) -> ScheduleInfo:
         retention_days=schedule.retention_days,
         notify_channels=(channels,) if isinstance(channels, str) else tuple(channels),
         notification_email=schedule.notification_email or "",
+        encryption=schedule.encryption,
+        escrow=tuple(schedule.escrow or ()),
     )
+
+
+def key_users() -> list[tuple[str, str]]:
+    """(key name, "schedule NAME") for every key a schedule names (registered with backups)."""
+    pairs = []
+    for name, encryption, escrow in BackupSchedule.objects.values_list("name", "encryption", "escrow"):
+        for key in dict.fromkeys([encryption, *(escrow or [])]):
+            if key:
+                pairs.append((key, f"schedule {name}"))
+    return pairs
 
 
 def info_by_id(schedule_id: int) -> ScheduleInfo | None:

@@ -96,17 +96,42 @@ def test_it_writes_files_debians_age_decrypts_and_reads_files_it_encrypts(tmp_pa
     assert decrypt(theirs, [key.read_text()]) == plain  # the key file as written, comments and all
 
 
-def test_it_refuses_a_wrong_identity_before_any_byte_comes_out():
+def test_it_refuses_a_wrong_identity_on_entry_before_the_caller_reads():
     _, recipient = key_pair()
     stranger, _ = key_pair()
     ciphertext = encrypt(os.urandom(2 * MIB), [recipient])
     with (
-        decrypted(io.BytesIO(ciphertext), [stranger]) as plain,
         pytest.raises(EncryptionError, match="no identity here matches") as refused,
+        decrypted(io.BytesIO(ciphertext), [stranger]),
     ):
-        first = plain.read(1)
-        pytest.fail(f"read {first!r} with the wrong identity")
+        pytest.fail("entered the block with the wrong identity")
     assert stranger not in str(refused.value)
+
+
+def test_a_storage_failure_while_decrypting_stays_the_storage_error():
+    identity, recipient = key_pair()
+    ciphertext = encrypt(os.urandom(3 * MIB), [recipient])
+
+    class Failing(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() > MIB:
+                raise ConnectionResetError("the storage closed the connection")
+            return super().read(size)
+
+    with (
+        pytest.raises(ConnectionResetError, match="closed the connection"),
+        decrypted(Failing(ciphertext), [identity]) as plain,
+    ):
+        while plain.read(MIB):
+            pass
+
+
+def test_a_damaged_header_is_refused_on_entry():
+    identity, recipient = key_pair()
+    ciphertext = bytearray(encrypt(os.urandom(MIB), [recipient]))
+    ciphertext[40] ^= 0x01
+    with pytest.raises(EncryptionError), decrypted(io.BytesIO(bytes(ciphertext)), [identity]):
+        pytest.fail("entered the block with a damaged header")
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated"])

@@ -90,7 +90,7 @@ def admin_form(target: Target, **fields: str) -> dict[str, object]:
     """The schedule admin's form as a browser posts it."""
     form: dict[str, object] = {
         "name": "nightly", "target": target.pk, "backup_type": "full", "compression": "gzip",
-        "encryption": "none", "retention": "{}", "include_files": "[]", "include_tables": "[]",
+        "encryption": "", "escrow": "[]", "retention": "{}", "include_files": "[]", "include_tables": "[]",
         "exclude_tables": "[]", "notify_channels": "[]", "is_active": "on", "verify": "never",
     }  # fmt: skip
     form.update(fields)

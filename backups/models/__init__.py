@@ -24,6 +24,7 @@ from backups.models.history import (
     DownloadMethod,
     StepStatus,
 )
+from backups.models.keys import EncryptionKey, validate_recipient
 from backups.models.notifications import (
     Event,
     Notification,
@@ -48,6 +49,7 @@ __all__ = [
     "BackupType",
     "CopyStatus",
     "DownloadMethod",
+    "EncryptionKey",
     "Event",
     "GrantSource",
     "Notification",
@@ -63,6 +65,7 @@ __all__ = [
     "storage_kind_choices",
     "tag_problem",
     "validate_events",
+    "validate_recipient",
     "validate_retention",
     "validate_secret_reference",
 ]

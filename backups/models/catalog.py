@@ -46,6 +46,32 @@ def tag_problem(tags: Any) -> str:
 COMPRESSION_CHOICES = [(name, name) for name in COMPRESSIONS]
 
 
+def encryption_problems(encryption: Any, escrow: Any, inherited: str = "") -> dict[str, str]:
+    """Why a target's or schedule's ``encryption`` key name and ``escrow`` key names cannot be
+    used for new backups, by field: unknown or retired keys. ``inherited``: the target's key,
+    for a schedule that names none."""
+    from backups.models.keys import EncryptionKey
+
+    problems: dict[str, str] = {}
+    if not isinstance(escrow, list) or not all(isinstance(name, str) for name in escrow):
+        return {"escrow": 'a list of key names, e.g. ["offline"]'}
+    names = [name for name in [encryption, *escrow] if name]
+    keys = {key.name: key for key in EncryptionKey.objects.filter(name__in=names)}
+    for field, wanted in (("encryption", [encryption] if encryption else []), ("escrow", escrow)):
+        for name in wanted:
+            key = keys.get(name)
+            if key is None:
+                problems[field] = (
+                    f"no encryption key named {name!r}; add it ([keys.{name}] in the configuration "
+                    f"file, or backup_keys generate {name})"
+                )
+            elif key.is_retired:
+                problems[field] = f"key {name!r} is retired; name an active key"
+    if escrow and not (encryption or inherited):
+        problems["escrow"] = "escrow keys need an encryption key: set encryption as well"
+    return problems
+
+
 class BackupType(models.TextChoices):
     FULL = "full", "Full"
     DATABASE = "database", "Database"
@@ -146,6 +172,18 @@ class Target(models.Model):
         help_text='e.g. {"keep_daily": 7, "keep_weekly": 4, "tiers": ["1h:72h"], "retention_days": 90}; '
         "see the README's Retention section. Empty: nothing is ever deleted.",
     )
+    encryption = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The name of the encryption key (see Encryption keys) its backups are encrypted "
+        "to, in the age format; empty: backups are stored unencrypted.",
+    )
+    escrow = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Further keys every backup is also encrypted to, e.g. ["offline"]: any of them '
+        "can decrypt it (a key kept in a safe).",
+    )
     is_active = models.BooleanField(default=True)
     tags = models.JSONField(
         default=list,
@@ -185,6 +223,9 @@ class Target(models.Model):
 
     def clean(self) -> None:
         validate_retention(self.retention, self.timezone)
+        key_problems = encryption_problems(self.encryption, self.escrow)
+        if key_problems:
+            raise ValidationError(key_problems)
         problem = tag_problem(self.tags)
         if problem:
             raise ValidationError({"tags": problem})

@@ -57,8 +57,17 @@ class Backup(models.Model):
         help_text="For an incremental backup: the backup it was built on (the previous link of its chain).",
     )
     compression = models.CharField(max_length=16, choices=COMPRESSION_CHOICES, default="gzip")
-    encryption = models.CharField(max_length=16, default="none")
-    encryption_key_id = models.CharField(max_length=255, blank=True)
+    encryption = models.CharField(
+        max_length=16, default="none", choices=[("none", "None"), ("age", "age (X25519)")]
+    )
+    encryption_key_id = models.CharField(
+        max_length=255, blank=True, help_text="The fingerprint of the encryption key it was encrypted to."
+    )
+    encryption_recipients = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Every public key (age1...) it was encrypted to: its key's and the escrow keys'.",
+    )
     verified = models.BooleanField(default=False)
     verified_at = models.DateTimeField(null=True, blank=True)
     retention_days = models.PositiveIntegerField(null=True, blank=True)
@@ -164,7 +173,7 @@ RECORD_COLUMNS = (
     "completed_at", "duration_seconds", "tables_included", "files_included", "compression",
     "encryption", "encryption_key_id", "verified", "verified_at", "retention_days", "expires_at",
     "initiated_by", "notes", "error_message", "created_at", "raw_size", "progress", "deleted_at",
-    "fingerprint",
+    "fingerprint", "encryption_recipients",
 )  # fmt: skip
 
 

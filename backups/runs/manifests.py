@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from backups.engines import Engine
-from backups.models import Backup
+from backups.models import Backup, EncryptionKey
 from backups.resources import MANIFEST_FORMAT
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,28 @@ def build_manifest(backup: Backup, engine: Engine, info: dict[str, Any]) -> dict
         "file": Path(backup.file_path).name,
         "content_type": engine.content_type,
         "engine_info": info,
+        "encryption": _encryption(backup),
         "restore_by_hand": _restore_hint(backup, engine),
+    }
+
+
+def _encryption(backup: Backup) -> dict[str, Any]:
+    """How the file is encrypted: the key id and every recipient (public keys; never an identity)."""
+    if backup.encryption == "none":
+        return {"format": "none"}
+    names = dict(
+        EncryptionKey.objects.filter(recipient__in=backup.encryption_recipients).values_list(
+            "recipient", "name"
+        )
+    )
+    return {
+        "format": backup.encryption,
+        "key_id": backup.encryption_key_id,
+        "recipients": [
+            {"recipient": recipient, "key": names.get(recipient, "")}
+            for recipient in backup.encryption_recipients
+        ],
+        "decrypt_by_hand": f"age -d -i KEYFILE {Path(backup.file_path).name}",
     }
 
 
@@ -36,6 +57,11 @@ def _restore_hint(backup: Backup, engine: Engine) -> str:
     decompress = {"gzip": f"gunzip -c {name}", "zstd": f"zstd -dc {name}", "none": f"cat {name}"}[
         backup.compression
     ]
+    if backup.encryption == "age":  # KEYFILE: the age key file of any key the manifest lists
+        decrypt = f"age -d -i KEYFILE {name}"
+        decompress = {"gzip": f"{decrypt} | gunzip -c", "zstd": f"{decrypt} | zstd -dc", "none": decrypt}[
+            backup.compression
+        ]
     if engine.key == "sqlite":
         return f"{decompress} > restored.sqlite3 && sqlite3 restored.sqlite3 'PRAGMA integrity_check'"
     if engine.key == "configuration":

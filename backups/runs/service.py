@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from backups import secrets
+from backups import keys, secrets
 from backups.engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from backups.engines.base import refuse_problems
 from backups.models import Backup, BackupStatus, CopyStatus, StepStatus, Storage, Target
@@ -29,6 +29,7 @@ from backups.runs.manifests import build_manifest
 from backups.runs.steps import WorkerLost, describe_error, record_step
 from backups.storages import StorageError
 from backups.streaming.codecs import EXTENSIONS
+from backups.streaming.encryption import AGE_EXTENSION, AgeEncryptor
 from backups.streaming.pipeline import ProgressCallback, StreamResult, stream_backup
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,13 @@ def _execute(
 ) -> None:
     with record_step(backup, "validate") as step:
         engine, connection, rows = _prepare(backup, target, storages)
+        encryption = keys.encryption_for(target, schedule)
         step.message = f"engine {engine.key}; storages: {', '.join(row.name for row in rows)}"
+        if encryption is not None:
+            backup.encryption = keys.AGE
+            backup.encryption_key_id = encryption.key.fingerprint
+            backup.encryption_recipients = encryption.recipients
+            step.message += f"; encrypted: {encryption.describe()}"
         backup.fingerprint = unchanged.fingerprint(engine, connection, target, rows, backup)
         previous = unchanged.unchanged_since(backup, target) if target.skip_unchanged else None
         if previous is None:
@@ -150,7 +157,12 @@ def _execute(
 
     base_info = chains.link_to_previous(backup) if backup.backup_type == "incremental" else None
     backup.file_path = _object_path(backup, engine, schedule)
-    backup.save(update_fields=["file_path", "fingerprint", "base", "backup_type", "backup_name"])
+    backup.save(
+        update_fields=[
+            "file_path", "fingerprint", "base", "backup_type", "backup_name",
+            "encryption", "encryption_key_id", "encryption_recipients",
+        ]
+    )  # fmt: skip
     options = DumpOptions(
         backup_type=backup.backup_type,
         compression=backup.compression,
@@ -158,7 +170,9 @@ def _execute(
         previous=base_info,
     )
     try:
-        result, info = _stream(backup, engine, connection, FanOut(backup, opened), options, progress)
+        result, info = _stream(
+            backup, engine, connection, FanOut(backup, opened), options, progress, encryption
+        )
         _confirm_and_describe(backup, engine, opened, result, info)
         _record_success(backup)
     except BaseException:
@@ -216,6 +230,8 @@ def _prepare(
 
 def _object_path(backup: Backup, engine: Engine, schedule: ScheduleInfo | None) -> str:
     extension = engine.file_extension + EXTENSIONS[backup.compression]
+    if backup.encryption == keys.AGE:
+        extension += AGE_EXTENSION
     sub = schedule.storage_path.strip("/") + "/" if schedule is not None and schedule.storage_path else ""
     return f"{sub}{backup.target.name}/{backup.backup_name}-{backup.pk}{extension}"
 
@@ -227,6 +243,7 @@ def _stream(
     fan: FanOut,
     options: DumpOptions,
     progress: ProgressCallback | None,
+    encryption: keys.Encryption | None,
 ) -> tuple[StreamResult, dict[str, Any]]:
     def on_progress(raw: int, stored: int) -> None:
         Backup.objects.filter(pk=backup.pk).update(progress=raw)
@@ -240,6 +257,7 @@ def _stream(
                 dump.stream,
                 [fan],
                 backup.compression,
+                extra_transforms=[AgeEncryptor(encryption.recipients)] if encryption is not None else (),
                 on_progress=on_progress,
                 chunk_size=settings.BACKUPSITE_CHUNK_SIZE,
                 progress_interval=settings.BACKUPSITE_PROGRESS_INTERVAL,
@@ -250,6 +268,8 @@ def _stream(
         step.bytes = result.size
         ratio = result.size / result.raw_size if result.raw_size else 0
         step.message = f"{backup.compression}: {result.size} bytes ({ratio:.1%} of the dump)"
+        if encryption is not None:
+            step.message += f", encrypted ({encryption.describe()})"
     fan.commit()
     return result, dict(dump.info)
 

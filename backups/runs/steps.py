@@ -39,9 +39,13 @@ def describe_error(exc: BaseException) -> str:
     from backups.secrets import SecretError
     from backups.storages import StorageError
     from backups.streaming.codecs import CodecError
+    from backups.streaming.encryption import EncryptionError
     from backups.streaming.pipeline import PipelineError
 
-    known = (EngineError, StorageError, PipelineError, CodecError, SecretError, ServiceError, WorkerLost)
+    known = (
+        EngineError, StorageError, PipelineError, CodecError, EncryptionError, SecretError, ServiceError,
+        WorkerLost,
+    )  # fmt: skip
     if isinstance(exc, known):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):

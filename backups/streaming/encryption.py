@@ -15,6 +15,7 @@ have been read by then). Errors never contain an identity: pyrage's messages nam
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import queue
@@ -56,6 +57,29 @@ def parse_identity(text: str) -> x25519.Identity:
         raise EncryptionError(
             "not an age X25519 identity: expected one line AGE-SECRET-KEY-1... (age-keygen's key file)"
         ) from exc
+
+
+def key_fingerprint(recipient: str) -> str:
+    """The key id recorded on a backup: 16 hex digits of the recipient's SHA-256, the same in
+    every catalog (a rebuilt catalog finds the key by it)."""
+    return hashlib.sha256(recipient.strip().encode()).hexdigest()[:16]
+
+
+def recipient_of(identity_text: str) -> str:
+    """The recipient (age1...) of an identity key file's text."""
+    return str(parse_identity(identity_text).to_public())
+
+
+def identity_line(identity_text: str) -> str:
+    """The AGE-SECRET-KEY-1... line of a key file's text (to redact it wherever it appears)."""
+    return str(parse_identity(identity_text))
+
+
+def generate_key_file(created: str) -> tuple[str, str]:
+    """A new identity as age-keygen writes it (comment lines, then the key) and its recipient."""
+    identity = x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    return f"# created: {created}\n# public key: {recipient}\n{identity}\n", recipient
 
 
 class _QueueReader(io.RawIOBase):
@@ -173,29 +197,50 @@ def _encrypt(
 @contextlib.contextmanager
 def decrypted(source: BinaryIO, identities: Sequence[str]) -> Iterator[io.RawIOBase]:
     """The plaintext of the age stream ``source``, read through a pipe that a thread fills with
-    ``decrypt_io``. Reading to the end raises EncryptionError when no identity matches or the
-    stream is damaged or truncated; leaving the block early stops the thread."""
+    ``decrypt_io``. The header and the first authenticated chunk are checked on entry, before
+    the caller reads a byte: a wrong identity or a damaged start raises EncryptionError here.
+    Reading to the end raises EncryptionError when a later chunk is damaged or the stream is
+    truncated, and the source's own error (a storage that failed) unchanged; leaving the block
+    early stops the thread."""
     parsed = [parse_identity(text) for text in identities]
     if not parsed:
         raise EncryptionError("no identity to decrypt with")
     read_end, write_end = os.pipe()
     errors: list[BaseException] = []
+    watched = _SourceReader(source)
 
     def run() -> None:
         try:
             with open(write_end, "wb", closefd=True) as sink:
-                pyrage.decrypt_io(source, sink, parsed)
+                pyrage.decrypt_io(watched, sink, parsed)
         except BaseException as exc:  # a reader that left early closes the pipe: BrokenPipeError
-            errors.append(exc)
+            errors.append(watched.error or exc)
 
     thread = threading.Thread(target=run, name="age-decrypt", daemon=True)
     thread.start()
     with _CheckedReader(open(read_end, "rb", closefd=True), thread, errors) as plain:
         try:
+            plain.check_start()
             yield plain
         finally:
             plain.close()  # a thread still writing gets a broken pipe and ends
             thread.join()
+
+
+class _SourceReader:
+    """The ciphertext source as pyrage reads it, remembering the source's own failure so that a
+    storage error is not reported as damage."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._source.read(size)
+        except BaseException as exc:
+            self.error = exc
+            raise
 
 
 class _CheckedReader(io.RawIOBase):
@@ -203,26 +248,47 @@ class _CheckedReader(io.RawIOBase):
 
     def __init__(self, pipe: BinaryIO, thread: threading.Thread, errors: list[BaseException]) -> None:
         self._pipe, self._thread, self._errors = pipe, thread, errors
+        self._first = b""
 
     def readable(self) -> bool:
         return True
 
+    def check_start(self) -> None:
+        """Wait for the first plaintext bytes: age writes none before the header matched an
+        identity and the first chunk authenticated; raise the failure when it did not."""
+        self._first = self._pipe.read1(_READ_SIZE)  # type: ignore[attr-defined]
+        if not self._first:
+            self._raise_failure()
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._first:
+            count = min(len(buffer), len(self._first))
+            buffer[:count] = self._first[:count]
+            self._first = self._first[count:]
+            return count
         count = self._pipe.readinto(buffer)  # type: ignore[attr-defined]
         if not count:
-            self._thread.join()
-            if self._errors:
-                raise _describe(self._errors[0])
+            self._raise_failure()
         return int(count or 0)
+
+    def _raise_failure(self) -> None:
+        self._thread.join()
+        if self._errors:
+            raise _describe(self._errors[0])
 
     def close(self) -> None:
         self._pipe.close()
         super().close()
 
 
-def _describe(exc: BaseException) -> EncryptionError:
-    if isinstance(exc, pyrage.DecryptError) and "no matching keys" in str(exc).lower():
-        return EncryptionError(
-            "no identity here matches this backup's recipients: it was encrypted to another key"
-        )
-    return EncryptionError(f"the encrypted stream is damaged or truncated ({exc})")
+def _describe(exc: BaseException) -> BaseException:
+    """pyrage's failure as EncryptionError; the source's own failure unchanged."""
+    if isinstance(exc, pyrage.DecryptError):
+        if "no matching keys" in str(exc).lower():
+            return EncryptionError(
+                "no identity here matches this backup's recipients: it was encrypted to another key"
+            )
+        return EncryptionError(f"not a readable age file: its header is damaged ({exc})")
+    if type(exc) is OSError:  # pyrage's "decryption error": a chunk failed authentication
+        return EncryptionError(f"the encrypted stream is damaged or truncated ({exc})")
+    return exc
