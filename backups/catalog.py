@@ -31,6 +31,7 @@ from .engines import engine_keys
 from .models import RECORD_COLUMNS, Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
 from .resources import MANIFEST_FORMAT, MANIFEST_SUFFIX, storage_for
 from .storages import BackupStorage, StorageError, StoredObject
+from .streaming.encryption import EncryptionError, key_fingerprint, parse_recipient
 
 logger = logging.getLogger(__name__)
 DATETIME_COLUMNS = {"started_at", "completed_at", "verified_at", "expires_at", "created_at", "deleted_at"}
@@ -180,12 +181,38 @@ def validate_manifest(manifest: Any, file_path: str) -> tuple[dict[str, Any], st
         problem = column_problem(column, record.get(column))
         if problem:
             raise ManifestRefused(f"backup.{column}: {problem}")
+    problem = encryption_problem(record)
+    if problem:
+        raise ManifestRefused(problem)
     base = record.get("base_file_path")
     if base is not None and (not isinstance(base, str) or len(base) > 1024 or "\x00" in base):
         raise ManifestRefused("backup.base_file_path: must be the path of a backup file")
     if not isinstance(manifest.get("engine_info") or {}, dict):
         raise ManifestRefused("engine_info: must be a JSON object")
     return record, str(name), engine  # str(): already checked, told to the type checker
+
+
+def encryption_problem(record: dict[str, Any]) -> str:
+    """Why the record's encryption fields cannot be trusted, or "": an encrypted backup names
+    its recipients (age public keys) and its key id, the fingerprint of one of them."""
+    recipients = record.get("encryption_recipients") or []
+    if record.get("encryption", "none") in (None, "none"):
+        return "backup.encryption_recipients: an unencrypted backup lists none" if recipients else ""
+    if not recipients:
+        return (
+            "backup.encryption_recipients: an encrypted backup must list the public keys it was encrypted to"
+        )
+    for index, recipient in enumerate(recipients):
+        try:
+            parse_recipient(recipient if isinstance(recipient, str) else "")
+        except EncryptionError as exc:
+            return f"backup.encryption_recipients[{index}]: {exc}"
+    if record.get("encryption_key_id") not in {key_fingerprint(r) for r in recipients}:
+        return (
+            "backup.encryption_key_id: must be the fingerprint of one of its recipients (the key "
+            "backup_keys status lists as id)"
+        )
+    return ""
 
 
 def target_name_problem(name: Any) -> str:

@@ -9,6 +9,7 @@ password in the worker's or beat's log, nor in any other file of its BACKUPSITE_
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sqlite3
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from backups import services
 from backups.models import Backup, BackupStatus, Storage
@@ -235,3 +237,95 @@ def test_it_leaves_no_password_in_the_worker_and_beat_logs_of_failing_runs(
         if path.is_file() and secret in path.read_bytes()
     ]
     assert holding == []  # worker.log, beat.log, the catalog, the broker's messages, the alerts ...
+
+
+def identity_of_key_file(path: Path) -> str:
+    return next(line for line in path.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-"))
+
+
+def test_it_keeps_the_age_identity_out_of_tools_logs_steps_and_the_catalog(
+    pg_server: PostgresServer,
+    local_storage: Storage,
+    tmp_path: Path,
+    settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir(mode=0o700)
+    settings.BACKUPSITE_SECRETS_DIRS = [str(keys_dir)]
+    services.generate_key("leak", keys_dir / "leak.key")
+    identity = identity_of_key_file(keys_dir / "leak.key")
+    source = pg_server.create_database(unique_name("age_leak_source"))
+    pg_server.execute(
+        source, "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g"
+    )
+    destination = unique_name("age_leak_restored")
+    caplog.set_level(logging.DEBUG)
+    target = pg_target(pg_server, "age-leak-source", source, local_storage)
+    target.encryption = "leak"
+    target.save()
+    with ProcessWatch([identity], wanted=TOOLS) as watch:
+        backup = services.run_backup(target)
+        outcome = services.verify_backup(backup, deep=True)  # decrypts: the identity is read here
+        log = restore_backup(backup, pg_target(pg_server, "age-leak-destination", destination, local_storage))
+    try:
+        assert backup.status == BackupStatus.SUCCESS and backup.encryption == "age", backup.error_message
+        assert outcome.ok, outcome.messages
+        assert log.status == RestoreStatus.SUCCESS, log.error_message
+        assert {"pg_dump", "pg_restore"} <= programs(watch), programs(watch)
+        assert watch.leaked == [] and watch.env_leaked == []  # no command line, no tool's environment
+        assert not any(identity in text for text in texts_of(backup, log, caplog))
+        manifest = Path(local_storage.options["path"]) / (backup.file_path + services.MANIFEST_SUFFIX)
+        assert "age1" in manifest.read_text() and identity not in manifest.read_text()
+        catalog = io.StringIO()
+        call_command("dumpdata", stdout=catalog)  # every row of every table
+        assert identity not in catalog.getvalue()
+        assert backup.encryption_recipients and identity not in json.dumps(backup.encryption_recipients)
+    finally:
+        pg_server.drop_database(destination)
+
+
+def test_it_leaves_no_age_identity_in_the_worker_log_broker_or_catalog_of_an_encrypted_run(
+    tmp_path: Path, sqlite_source: Path
+) -> None:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir(mode=0o700)
+    site = LoudSite(
+        home=tmp_path / "site",
+        broker_url="filesystem://",
+        extra_env={"BACKUPSITE_SECRETS_DIRS": str(keys_dir)},
+    )
+    site.home.mkdir()
+    try:
+        site.manage("migrate", "--noinput", "-v0")
+        site.manage(
+            "shell",
+            "-c",
+            "from pathlib import Path; from backups import services; from backups.models import Storage, Target; "
+            f"services.generate_key('leak', Path({str(keys_dir / 'leak.key')!r})); "
+            f"s = Storage.objects.create(name='local', kind='local', options={{'path': {str(tmp_path / 'stored')!r}}}); "
+            f"t = Target.objects.create(name='app', engine='sqlite', database={str(sqlite_source)!r}, encryption='leak'); "
+            "t.storages.add(s)",
+        )
+        identity = identity_of_key_file(keys_dir / "leak.key")
+        site.worker()
+        site.manage("shell", "-c", "from backups.tasks import run_target_backup; run_target_backup.delay(1)")
+
+        def finished() -> tuple[str, str, str] | None:
+            with sqlite3.connect(site.catalog, timeout=30) as db:
+                row = db.execute("SELECT status, error_message, encryption FROM backup_history").fetchone()
+            db.close()
+            return row if row and row[0] not in ("pending", "running") else None
+
+        status, error, encryption = wait_until(finished, "the encrypted run to end on the worker", 120)
+        assert (status, encryption) == ("success", "age"), error
+        site.manage("backup_verify", "--id", "1", "--deep")  # decrypts in another process, also logged
+        assert "DEBUG" in site.log("worker")  # a talkative log, scanned
+    finally:
+        site.stop_all()
+    holding = [
+        str(path.relative_to(tmp_path))
+        for path in [*site.home.rglob("*"), *(tmp_path / "stored").rglob("*")]
+        if path.is_file() and identity.encode() in path.read_bytes()
+    ]
+    assert holding == []  # the worker's log, the broker's task messages, the catalog, the stored files

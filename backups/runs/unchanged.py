@@ -19,7 +19,8 @@ def fingerprint(
     engine: Engine, connection: Connection, target: Target, rows: list[Storage], backup: Backup
 ) -> str:
     """The source's change token joined with everything that shapes the backup, so a changed
-    table filter, option, compression or storage list never matches an older backup."""
+    table filter, option, compression, storage list or encryption key never matches an older
+    backup (a rotated key makes a new backup; an unencrypted one never stands in for it)."""
     try:
         token = engine.fingerprint(connection)
     except EngineError as exc:
@@ -35,6 +36,8 @@ def fingerprint(
             target.include_tables,
             target.exclude_tables,
             sorted(row.name for row in rows),
+            # only when encrypted, so unencrypted targets keep the fingerprints they had
+            *([backup.encryption, backup.encryption_recipients] if backup.encryption != "none" else []),
         ],
         sort_keys=True,
         default=str,
