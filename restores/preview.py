@@ -89,6 +89,7 @@ class RestorePreview:
     compression: str
     checksum: str
     checksum_state: str  # "verified", "unverified" or "corrupt"
+    encryption: str  # "" unencrypted; else its keys and whether this host can decrypt them
     verified_at: datetime | None
     chain: tuple[int, ...]  # the backups a restore applies, full backup first
     copies: tuple[str, ...]  # storages holding a stored copy
@@ -149,6 +150,7 @@ def preview_restore(backup: Backup, destination: Target | None = None) -> Restor
         compression=backup.compression,
         checksum=backup.checksum,
         checksum_state=checksum_state(backup),
+        encryption=encryption_note(backup),
         verified_at=backup.verified_at,
         chain=chain,
         copies=tuple(copy.storage.name for copy in stored_copies(backup)),
@@ -167,6 +169,28 @@ def preview_restore(backup: Backup, destination: Target | None = None) -> Restor
             else _configuration_problems(backup)
         ),
     )
+
+
+def encryption_note(backup: Backup) -> str:
+    """How the backup (each link of its chain) is encrypted and whether this host has a key for
+    it: "" when nothing is encrypted. Informational: the restore runs where the worker is, and
+    refuses there, before touching anything, when that host has no key."""
+    try:
+        chain = backup_services.chain_of(backup)
+    except ServiceError:
+        chain = [backup]
+    notes = []
+    for link in chain:
+        if link.encryption == "none":
+            continue
+        try:
+            backup_services.identities_for(link)
+            here = "this host can decrypt it"
+        except ServiceError:
+            here = "this host has no identity for it (a restore elsewhere needs one there)"
+        prefix = f"backup {link.pk}: " if len(chain) > 1 else ""
+        notes.append(f"{prefix}age, to {backup_services.describe_keys(link)}; {here}")
+    return "; ".join(notes)
 
 
 def _where(destination: Target) -> str:

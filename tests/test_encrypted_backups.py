@@ -221,3 +221,17 @@ def test_an_unchanged_source_is_backed_up_again_when_its_encryption_changes(
         assert rotated.encryption_key_id == EncryptionKey.objects.get(name="next").fingerprint
     finally:
         pg_server.drop_database(database)
+
+
+def test_the_restore_preview_names_the_keys_and_whether_this_host_can_decrypt(encrypted_target, key_dir):
+    from restores.preview import preview_restore
+
+    backup = services.run_backup(encrypted_target)
+    prod = EncryptionKey.objects.get(name="prod")
+    note = preview_restore(backup).encryption
+    assert note == f"age, to key prod (id {prod.fingerprint}) or escrow key offline; this host can decrypt it"
+    EncryptionKey.objects.update(identity="")
+    assert "this host has no identity for it" in preview_restore(backup).encryption
+    plain_target = Target.objects.create(name="plain", engine="sqlite", database=encrypted_target.database)
+    plain_target.storages.set(encrypted_target.storages.all())
+    assert preview_restore(services.run_backup(plain_target)).encryption == ""

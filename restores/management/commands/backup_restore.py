@@ -226,6 +226,8 @@ def preview_lines(preview: RestorePreview) -> list[str]:
         f"  checksum     {_checksum(preview)}",
         f"  copies       {', '.join(preview.copies) or 'none'}",
     ]
+    if preview.encryption:
+        lines.append(f"  encrypted    {preview.encryption}")
     if len(preview.chain) > 1:
         lines.append(f"  chain        {', '.join(map(str, preview.chain))} (full backup first)")
     if preview.tables:
