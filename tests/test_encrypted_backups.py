@@ -235,3 +235,11 @@ def test_the_restore_preview_names_the_keys_and_whether_this_host_can_decrypt(en
     plain_target = Target.objects.create(name="plain", engine="sqlite", database=encrypted_target.database)
     plain_target.storages.set(encrypted_target.storages.all())
     assert preview_restore(services.run_backup(plain_target)).encryption == ""
+
+
+def test_the_backup_page_says_how_it_is_encrypted(encrypted_target, admin_client):
+    backup = services.run_backup(encrypted_target)
+    page = admin_client.get(f"/admin/backups/backup/{backup.pk}/change/").content.decode()
+    prod = EncryptionKey.objects.get(name="prod")
+    assert f"age, to key prod (id {prod.fingerprint}) or escrow key offline" in page
+    assert "AGE-SECRET-KEY" not in page

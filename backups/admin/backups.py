@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from backups.admin.common import duration, size, status_badge, when
 from backups.admin.scoping import ScopedByTarget
 from backups.models import Backup, BackupCopy, BackupDownload, BackupStatus, BackupStep, CopyStatus
-from backups.services import can, can_somewhere
+from backups.services import can, can_somewhere, describe_keys
 
 COPY_MARKS: dict[str, str] = {
     CopyStatus.STORED: "✓",
@@ -96,7 +96,7 @@ class BackupAdmin(ScopedByTarget, admin.ModelAdmin):
     readonly_fields = [
         *(f.name for f in Backup._meta.get_fields() if f.concrete and not f.many_to_many),
         "started", "completed", "duration_label", "progress_size", "stored_size", "raw_size_label",
-        "verified_when", "expires", "deleted", "created",
+        "verified_when", "expires", "deleted", "created", "encryption_label",
     ]  # fmt: skip
     fieldsets = [
         (
@@ -123,8 +123,7 @@ class BackupAdmin(ScopedByTarget, admin.ModelAdmin):
                     "raw_size_label",
                     "checksum",
                     "compression",
-                    "encryption",
-                    "encryption_key_id",
+                    "encryption_label",
                 ]
             },
         ),
@@ -138,6 +137,12 @@ class BackupAdmin(ScopedByTarget, admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # backups are made by runs, never typed in
+
+    @admin.display(description="Encryption")
+    def encryption_label(self, obj: Backup) -> str:
+        if obj.encryption == "none":
+            return "none: stored unencrypted"
+        return f"{obj.encryption}, to {describe_keys(obj)}"
 
     def has_change_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
         return False
