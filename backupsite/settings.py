@@ -359,6 +359,9 @@ if BACKUPSITE_HEARTBEAT_STALE_SECONDS < 3 * BACKUPSITE_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured(
         "BACKUPSITE_HEARTBEAT_STALE_SECONDS must be at least 3 x BACKUPSITE_HEARTBEAT_SECONDS"
     )
+# This host restores and deep-verifies backups: every key a target or schedule encrypts to needs
+# its identity here (backup_config refuses one without). false on a backup-only host.
+BACKUPSITE_RESTORES_HERE = env_bool("BACKUPSITE_RESTORES_HERE", True)
 # Signed download URLs (S3, GCS, Azure) stay valid this long; at most 300 seconds.
 BACKUPSITE_DOWNLOAD_URL_SECONDS = min(env_int("BACKUPSITE_DOWNLOAD_URL_SECONDS", 300), 300)
 

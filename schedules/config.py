@@ -15,9 +15,9 @@ from .cron import cron_problem
 from .models import BackupSchedule, VerifyMode
 
 SCHEDULE_KEYS = {
-    "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "retention",
-    "retention_days", "notification_email", "storage_path", "include_tables", "exclude_tables",
-    "include_files", "is_active", "notify", "verify", "grace_minutes",
+    "target", "backup_type", "cron", "timezone", "storages", "compression", "encryption", "escrow",
+    "retention", "retention_days", "notification_email", "storage_path", "include_tables",
+    "exclude_tables", "include_files", "is_active", "notify", "verify", "grace_minutes",
 }  # fmt: skip
 
 
@@ -45,9 +45,9 @@ def validate_schedule(check: Validator, name: str, table: dict[str, Any], known:
         problem = cron_problem(cron)
         if problem:
             check.error(f"{path}.cron", problem)
-    encryption = check.string(table, "encryption", path, "none")
-    if encryption != "none":
-        check.error(f"{path}.encryption", "encryption is not available in this version; use 'none'")
+    encryption = _encryption(check, table, path, target, known)
+    escrow = check.string_list(table, "escrow", path)
+    known.keys.refs(check, path, encryption, escrow, inherited=known.target_keys.get(target, ""))
     notify = check.string_list(table, "notify", path)
     fields = {
         "target": target,
@@ -56,6 +56,7 @@ def validate_schedule(check: Validator, name: str, table: dict[str, Any], known:
         "timezone": check.timezone(table, path),
         "compression": check.compression(table, path, "gzip"),
         "encryption": encryption,
+        "escrow": escrow,
         "retention": backup_services.retention_rules(check, table, path),
         "retention_days": check.whole_number(table, "retention_days", path, 1, 100000),
         "notification_email": check.string(table, "notification_email", path),
@@ -73,6 +74,22 @@ def validate_schedule(check: Validator, name: str, table: dict[str, Any], known:
         if channel not in known.notifiers:
             check.error(f"{path}.notify", f"no notifier named {channel!r}{suggest(channel, known.notifiers)}")
     return SchedulePlan(fields=fields, storages=storages)
+
+
+def _encryption(check: Validator, table: dict[str, Any], path: str, target: str, known: Known) -> str:
+    """The key the schedule's backups are encrypted to; "" for the target's. Files written before
+    keys existed say ``encryption = "none"``: still read as "" while the target encrypts nothing."""
+    encryption = check.string(table, "encryption", path)
+    if encryption != "none":
+        return encryption
+    target_key = known.target_keys.get(target, "")
+    if target_key:
+        check.error(
+            f"{path}.encryption",
+            f'"none", but target {target} encrypts to key {target_key}; remove the line (the schedule '
+            "uses the target's key) or name another key",
+        )
+    return ""
 
 
 def _check_type(check: Validator, path: str, target: str, backup_type: str, known: Known) -> None:

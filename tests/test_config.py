@@ -188,7 +188,7 @@ def test_it_rejects_duplicate_tables(tmp_path, valid):
 def test_it_rejects_an_unknown_section(tmp_path, valid):
     errors = errors_of(tmp_path, valid + '\n[target.x]\nengine = "files"\n')
     assert errors == [
-        "target: unknown section (did you mean 'targets'?); sections are storages, targets, schedules, notifiers"
+        "target: unknown section (did you mean 'targets'?); sections are storages, keys, targets, schedules, notifiers"
     ]
 
 

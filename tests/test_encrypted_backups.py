@@ -22,7 +22,7 @@ from tests.conftest import digest, pg_target, sqlite_rows, unique_name
 
 pytestmark = pytest.mark.django_db
 
-AGE = shutil.which("age")
+AGE = shutil.which("age") or "age"
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from backups.config.loader import Config
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-SECTIONS = ("storages", "targets", "schedules", "notifiers")
+SECTIONS = ("storages", "keys", "targets", "schedules", "notifiers")
 PLAINTEXT_REFUSED = "write secrets as ${ENV_VAR} or ${file:/path}; plaintext secrets are refused"
 MALFORMED = (
     "malformed reference {text}: write ${{NAME}} (letters, digits and '_', not starting with a "

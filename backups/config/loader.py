@@ -2,7 +2,8 @@
 
 Every problem is reported with the key path that holds it (``targets.app-db.port: must be
 1-65535``) and nothing is changed unless the whole file is valid. Secrets stay references:
-they are checked for resolvability but only ever stored as written.
+they are checked for resolvability but only ever stored as written; an age identity written
+into the file itself is refused wherever it is, and never repeated in a message.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from backups.config.checks import Validator, suggest
 from backups.config.registry import (
     ApplyReport,
+    Keys,
     Known,
     Written,
     extra_sections,
@@ -29,14 +32,20 @@ from backups.config.registry import (
 from backups.config.sections import (
     sandbox_ref,
     storage_refs,
+    validate_key,
     validate_notifier,
     validate_storage,
     validate_target,
 )
-from backups.models import Notifier, Storage, Target
+from backups.models import EncryptionKey, Notifier, Storage, Target
 
 MAX_DEPTH = 20  # levels of tables and arrays; a real file needs about 6
 INTEGER_RANGE = range(-(2**63), 2**63)  # TOML's integers are 64-bit; tomllib reads any size
+IDENTITY_MARK = "AGE-SECRET-KEY-"  # how every age identity starts (Bech32: either case)
+IDENTITY_IN_FILE = (
+    "holds an age identity (AGE-SECRET-KEY-...), a secret that is never written here: give its key "
+    'file as identity = "${file:/run/secrets/KEY.key}" under [keys.NAME]'
+)
 
 
 class ConfigInvalid(Exception):
@@ -101,6 +110,9 @@ def shape_problems(data: dict[str, Any]) -> list[str]:
         if isinstance(value, dict | list) and depth >= MAX_DEPTH:
             problems.append(f"{where}: too deeply nested (at most {MAX_DEPTH} levels)")
         elif isinstance(value, dict):
+            if any(_holds_identity(key) for key in value):  # its path would repeat it: not walked
+                problems.append(f"{where or 'a section name'}: a key name {IDENTITY_IN_FILE}")
+            value = {key: item for key, item in value.items() if not _holds_identity(key)}
             paths = {key: f"{where}.{key}" if where else key for key in value}
             problems += [
                 f"{_visible(paths[key])}: a key holds a NUL character" for key in value if "\0" in key
@@ -115,6 +127,10 @@ def shape_problems(data: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _holds_identity(text: str) -> bool:
+    return IDENTITY_MARK in text.upper()
+
+
 def _visible(path: str) -> str:
     return path.replace("\0", "\\0")
 
@@ -126,6 +142,8 @@ def _value_problem(value: Any) -> str | None:
         return "must be a finite number (not nan or inf)"
     if isinstance(value, str) and "\0" in value:
         return "holds a NUL character"
+    if isinstance(value, str) and _holds_identity(value):
+        return IDENTITY_IN_FILE
     if isinstance(value, datetime.date | datetime.time):  # a datetime is a date
         return "no setting takes a date or time; quote it to make it a string"
     return None
@@ -136,6 +154,7 @@ class Plan:
     """Validated, normalised field values ready to write, keyed by name."""
 
     storages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_storages: dict[str, list[str]] = field(default_factory=dict)
     target_sandboxes: dict[str, str] = field(default_factory=dict)
@@ -155,9 +174,11 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
     for name, table in config.data["storages"].items():
         plan.storages[name] = validate_storage(check, name, table)
     known_storages = set(plan.storages) | set(Storage.objects.values_list("name", flat=True))
+    keys = _validate_keys(check, config, plan)
     for name, table in config.data["targets"].items():
         plan.targets[name] = validate_target(check, name, table)
         plan.target_storages[name] = storage_refs(check, table, f"targets.{name}", known_storages)
+        keys.refs(check, f"targets.{name}", plan.targets[name]["encryption"], plan.targets[name]["escrow"])
     known_targets = {
         **{t.name: t.engine for t in Target.objects.all()},
         **{n: t.get("engine", "") for n, t in plan.targets.items()},
@@ -177,15 +198,59 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
         targets=known_targets,
         targets_with_config=with_config,
         notifiers=set(plan.notifiers) | set(Notifier.objects.values_list("name", flat=True)),
+        keys=keys,
+        target_keys={
+            **dict(Target.objects.values_list("name", "encryption")),
+            **{n: t["encryption"] for n, t in plan.targets.items()},
+        },
     )
     for section in extra_sections():
         plan.extra[section.name] = {
             name: section.validate(check, name, table, known)
             for name, table in config.data[section.name].items()
         }
+    if settings.BACKUPSITE_RESTORES_HERE:
+        _identities_needed(check, keys, plan)
     if check.errors:
         raise ConfigInvalid(check.errors)
     return plan
+
+
+def _validate_keys(check: Validator, config: Config, plan: Plan) -> Keys:
+    """The ``[keys.*]`` tables into ``plan.keys``; the keys tables may name."""
+    catalog = {key.name: key for key in EncryptionKey.objects.all()}
+    owners: dict[str, str] = {}
+    for name, table in config.data["keys"].items():
+        plan.keys[name] = validate_key(check, name, table, catalog)
+        recipient = plan.keys[name]["recipient"]
+        owner = owners.setdefault(recipient, name) if recipient else name
+        if owner != name:
+            check.error(f"keys.{name}.recipient", f"the recipient of keys.{owner} too; a key has one name")
+    return Keys(
+        identities={
+            **{name: key.identity for name, key in catalog.items()},
+            **{name: key["identity"] for name, key in plan.keys.items()},
+        },
+        retired={name for name, key in catalog.items() if key.is_retired},
+    )
+
+
+def _identities_needed(check: Validator, keys: Keys, plan: Plan) -> None:
+    """On a host that restores and deep-verifies, each key a target or schedule encrypts to
+    needs its identity here (escrow keys do not: they are kept elsewhere). The catalog's targets
+    count for the keys this file declares, which could take their identity away."""
+    users = {name: list(tables) for name, tables in keys.encrypting.items()}
+    others = Target.objects.exclude(name__in=list(plan.targets)).filter(encryption__in=list(plan.keys))
+    for target, key in others.values_list("name", "encryption"):
+        users.setdefault(key, []).append(f"target {target} (in the catalog)")
+    for name, tables in users.items():
+        if name in keys.identities and name not in keys.retired and not keys.identities[name]:
+            check.error(
+                f"keys.{name}.identity",
+                f"required: this host restores (BACKUPSITE_RESTORES_HERE) and {', '.join(tables)} "
+                f"encrypt{'s' if len(tables) == 1 else ''} to it; give its key file as ${{file:...}}, "
+                "or set BACKUPSITE_RESTORES_HERE=false on a backup-only host",
+            )
 
 
 def apply(config: Config, *, probe: bool = True) -> ApplyReport:
@@ -198,6 +263,8 @@ def apply(config: Config, *, probe: bool = True) -> ApplyReport:
     plan = validate(config, probe=probe)
     report = ApplyReport()
     with transaction.atomic():
+        for name, fields in plan.keys.items():  # before the targets, which name them
+            upsert(EncryptionKey, name, fields, report, "key")
         storages = {
             name: upsert(Storage, name, fields, report, "storage") for name, fields in plan.storages.items()
         }

@@ -1,8 +1,8 @@
 """Sections other apps add to the TOML file, and the writing helpers they share with the core.
 
-The core validates and applies ``[storages.*]``, ``[targets.*]`` and ``[notifiers.*]``; an app
-that owns more configuration (the schedules app: ``[schedules.*]``) registers a
-:class:`ConfigSection` from its ``ready``. The loader never imports those apps: it calls what
+The core validates and applies ``[storages.*]``, ``[keys.*]``, ``[targets.*]`` and
+``[notifiers.*]``; an app that owns more configuration (the schedules app: ``[schedules.*]``)
+registers a :class:`ConfigSection` from its ``ready``. The loader never imports those apps: it calls what
 they registered, in ``position`` order, with what they may refer to.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 from django.db.models import Model
 
-from backups.config.checks import Validator
+from backups.config.checks import Validator, suggest
 from backups.models import Storage, Target
 
-CORE_SECTIONS = {"storages": 10, "targets": 20, "notifiers": 40}
+CORE_SECTIONS = {"storages": 10, "keys": 15, "targets": 20, "notifiers": 40}
 
 
 @dataclass
@@ -30,6 +30,42 @@ class ApplyReport:
         return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged}
 
 
+@dataclass
+class Keys:
+    """The encryption keys a table may name, declared in the file or already in the catalog, and,
+    noted while the tables are checked, which tables encrypt to each (so that a host that
+    restores can be required to hold its identity)."""
+
+    identities: dict[str, str]  # name -> identity reference as the apply leaves it ("": none)
+    retired: set[str]  # in the catalog
+    encrypting: dict[str, list[str]] = field(default_factory=dict)  # name -> "targets.T", ...
+
+    def refs(
+        self, check: Validator, path: str, encryption: str, escrow: list[str], inherited: str = ""
+    ) -> None:
+        """Report, under ``path.encryption`` and ``path.escrow``, names of no key or of a retired
+        one, and escrow keys without a key to add them to (``inherited``: the target's key, for a
+        schedule); note the table as encrypting to its key."""
+        for key, names in (("encryption", [encryption] if encryption else []), ("escrow", escrow)):
+            for name in names:
+                if name not in self.identities:
+                    check.error(f"{path}.{key}", self._unknown(name))
+                elif name in self.retired:
+                    check.error(f"{path}.{key}", f"key {name!r} is retired; name an active key")
+        if escrow and not (encryption or inherited):
+            check.error(f"{path}.escrow", "escrow keys need an encryption key: set encryption as well")
+        if encryption:
+            self.encrypting.setdefault(encryption, []).append(path)
+
+    def _unknown(self, name: str) -> str:
+        if name == "none":
+            return '"none" names no key: leave encryption out to store backups unencrypted'
+        return (
+            f"no key named {name!r}{suggest(name, self.identities)}; declare it as [keys.{name}] "
+            f"(or backup_keys generate {name})"
+        )
+
+
 @dataclass(frozen=True)
 class Known:
     """What a section's tables may refer to: declared in the file or already in the catalog."""
@@ -38,6 +74,8 @@ class Known:
     targets: dict[str, str]  # name -> engine key
     targets_with_config: set[str]  # targets that list config_paths
     notifiers: set[str]
+    keys: Keys
+    target_keys: dict[str, str]  # target name -> the name of the key it encrypts to ("": none)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The TOML loader's checks of whole tables (a storage, notifier or target), with
+"""The TOML loader's checks of whole tables (a storage, notifier, key or target), with
 the engines', storages' and notifiers' own validation and, when probing, their environment."""
 
 from __future__ import annotations
@@ -7,17 +7,22 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
+
 from backups import secrets
 from backups.config.checks import Validator, secret_problems, suggest
 from backups.engines import Connection, EngineError, engine_keys, get_engine
 from backups.engines.configuration import path_problems
-from backups.models import Event, default_notifier_events, tag_problem
+from backups.keys import KeyUnavailable, identity_of
+from backups.models import Backup, EncryptionKey, Event, default_notifier_events, tag_problem
 from backups.models.catalog import local_path_problem
 from backups.notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
 from backups.plugins import Option
 from backups.retention.policy import Policy
 from backups.storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 from backups.storages.base import prefix_problem
+from backups.streaming.encryption import EncryptionError, parse_recipient
 
 # An engine option holds a secret when its name ends with one of these words (the option
 # declarations carry no flag); names with "key" (sslkey, tls_key_file) are paths to key files.
@@ -28,8 +33,9 @@ NOTIFIER_KEYS = {"kind", "events", "default", "is_active"}  # plus the options o
 TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
-    "skip_unchanged", "sandbox", "config_paths", "tags", "protected",
+    "skip_unchanged", "sandbox", "config_paths", "tags", "protected", "encryption", "escrow",
 }  # fmt: skip
+KEY_KEYS = {"recipient", "identity"}
 
 
 def sandbox_ref(check: Validator, name: str, table: dict[str, Any], known_targets: dict[str, str]) -> str:
@@ -158,6 +164,77 @@ def validate_notifier(check: Validator, name: str, table: dict[str, Any]) -> dic
     return fields
 
 
+def validate_key(
+    check: Validator, name: str, table: dict[str, Any], catalog: dict[str, EncryptionKey]
+) -> dict[str, str]:
+    """A ``[keys.NAME]`` table: ``recipient`` (age1..., required) and ``identity``, where this
+    host finds the key file, as a reference only; when probing, it must resolve to the identity
+    of that recipient. A recipient that backups are encrypted to never changes."""
+    path = f"keys.{name}"
+    check.unknown_keys(table, KEY_KEYS, path)
+    if name == "none":
+        check.error(path, 'invalid name: "none" means no key on a schedule; choose another name')
+    recipient = check.string(table, "recipient", path).strip()
+    if not recipient:
+        check.error(
+            f"{path}.recipient", "required: the key's public key, age1... (age-keygen -y KEYFILE prints it)"
+        )
+    else:
+        try:
+            parse_recipient(recipient)
+        except EncryptionError as exc:
+            check.error(f"{path}.recipient", f"{exc}; age-keygen -y KEYFILE prints a key file's recipient")
+            recipient = ""
+    if recipient:
+        _catalog_problems(check, name, recipient, catalog)
+    before = len(check.errors)
+    identity = check.string(table, "identity", path)
+    if identity and not secrets.mentions_reference(identity):
+        check.error(
+            f"{path}.identity",
+            "write where this host finds the key file, as ${file:/run/secrets/KEY.key} or ${ENV_VAR}; "
+            "an identity itself is never stored",
+        )
+    elif identity:
+        identity = check.reference(identity, f"{path}.identity", must_be_reference=True)
+    if check.probe and identity and recipient and len(check.errors) == before:
+        try:
+            identity_of(EncryptionKey(name=name, recipient=recipient, identity=identity))
+        except KeyUnavailable as exc:
+            check.error(f"{path}.identity", str(exc).removeprefix(f"{path}.identity: "))
+    return {"recipient": recipient, "identity": identity}
+
+
+def _catalog_problems(check: Validator, name: str, recipient: str, catalog: dict[str, EncryptionKey]) -> None:
+    """What the catalog's keys forbid: another name in another case, another key's recipient,
+    and a new recipient for a key backups are encrypted to (its old identity would be lost)."""
+    path = f"keys.{name}"
+    for other, key in catalog.items():
+        if other != name and other.lower() == name.lower():
+            check.error(path, f"the catalog has key {other!r}, a name that differs only in case; use it")
+        elif other != name and key.recipient == recipient:
+            check.error(
+                f"{path}.recipient", f"key {other!r} in the catalog has this recipient; a key has one name"
+            )
+    existing = catalog.get(name)
+    if existing is None or existing.recipient == recipient:
+        return
+    listed = Cast("encryption_recipients", TextField())
+    used = (
+        Backup.objects.filter(deleted_at__isnull=True)
+        .annotate(listed=listed)
+        .filter(Q(encryption_key_id=existing.fingerprint) | Q(listed__contains=existing.recipient))
+        .count()
+    )
+    if used:
+        check.error(
+            f"{path}.recipient",
+            f"{used} backup(s) are encrypted to key {name} (id {existing.fingerprint}, {existing.recipient}) "
+            f"and a key is its recipient: give the new key a new name ([keys.{name}-2]) and point the "
+            f"targets at it; keep [keys.{name}] as it was, the old backups need its identity",
+        )
+
+
 def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
     path = f"targets.{name}"
     check.unknown_keys(table, TARGET_KEYS, path)
@@ -196,6 +273,8 @@ def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[
         "skip_unchanged": check.boolean(table, "skip_unchanged", path, False),
         "tags": check.string_list(table, "tags", path),
         "protected": check.boolean(table, "protected", path, False),
+        "encryption": check.string(table, "encryption", path),  # the names: checked against [keys.*]
+        "escrow": check.string_list(table, "escrow", path),
     }
     problem = tag_problem(fields["tags"])
     if problem:
