@@ -1,10 +1,11 @@
 """Benchmark: our backups and restores against the raw tools and django-dbbackup.
 
-    .venv/bin/python bench/run.py [--engines sqlite,postgresql,mariadb,storages,retention,admin,schedules]
+    .venv/bin/python bench/run.py
+        [--engines sqlite,postgresql,mariadb,storages,retention,admin,encryption,schedules]
         [--sizes 100,1024] [--pg-scales 10,50] [--mariadb-scales 10,50] [--runs 3] [--warmup 1]
         [--no-dbbackup] [--storages local,s3,sftp,ftp,gcs,azure] [--storage-mib 1024]
         [--storage-warmup-mib 64] [--retention-sizes 10000,100000] [--retention-runs 7]
-        [--admin-catalogs sqlite,postgresql] [--admin-runs 11]
+        [--admin-catalogs sqlite,postgresql] [--admin-runs 11] [--enc-sizes 1024] [--enc-pg-scales 50]
 
 SQLite: wall time of ``manage.py backup_create`` (gzip and zstd targets) as a ratio to
 ``sqlite3 SRC ".backup TMP" && gzip -6 -c TMP > OUT``. PostgreSQL and MariaDB (pgbench data at
@@ -16,7 +17,11 @@ local + s3 + sftp at once. Retention (``retentionbench.py``): in-process wall ti
 ``backups.retention.planner.plan`` on ``--retention-sizes`` backups with a policy using every rule kind
 (median of ``--retention-runs`` calls). Admin (``adminbench.py``): server time and SQL queries
 of the dashboard and the backup list on a catalog of 1 000 targets and 1 000 000 backups, on
-SQLite and PostgreSQL (generated once, cached under bench/work/admin/). Schedules
+SQLite and PostgreSQL (generated once, cached under bench/work/admin/). Encryption
+(``encryptionbench.py``): ``backup_create`` of gzip and zstd targets with and without age
+encryption, on ``--enc-sizes`` SQLite databases and ``--enc-pg-scales`` pgbench databases, the
+encrypted one as a ratio to its plain twin in the same run, each encrypted backup checked once
+with Debian's ``age -d``. Schedules
 (``schedulebench.py``, opt-in only): 200 schedules due in one minute run by 2 real Celery workers
 over Redis, checked for none twice or lost, with each worker's RSS sampled. Medians of
 ``--runs`` interleaved runs; peak RSS of every process. Prints tables and rewrites each engine's generated block of bench/RESULTS.md.
@@ -45,7 +50,7 @@ WORK = BENCH / "work"
 RESULTS_MD = BENCH / "RESULTS.md"
 MIB = 1024 * 1024
 CACHE_BUDGET = 6 * 1024 * MIB  # cached databases kept under bench/work/data
-ENGINES = ("sqlite", "postgresql", "mariadb", "storages", "retention", "admin")
+ENGINES = ("sqlite", "postgresql", "mariadb", "storages", "retention", "admin", "encryption")
 OPT_IN_ENGINES = ("schedules",)  # only with --engines schedules (takes ~3 min of mostly waiting)
 STORAGE_KINDS = ("local", "s3", "sftp", "ftp", "gcs", "azure")
 ADMIN_CATALOGS = ("sqlite", "postgresql")
@@ -91,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"catalogs the admin engine measures, comma-separated, from {', '.join(ADMIN_CATALOGS)}",
     )
     parser.add_argument("--admin-runs", type=int, default=11, help="timed rounds of the admin pages (median)")
+    parser.add_argument(
+        "--enc-sizes", default="1024", help="SQLite database sizes in MiB for the encryption engine"
+    )
+    parser.add_argument(
+        "--enc-pg-scales", default="50", help="pgbench scale factors for the encryption engine"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
     args.command = shlex.join([".venv/bin/python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
@@ -118,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.admin_catalogs = [kind for kind in ADMIN_CATALOGS if kind in args.admin_catalogs]
     if args.storage_mib < 1 or args.storage_warmup_mib < 1:
         parser.error("--storage-mib and --storage-warmup-mib must be >= 1")
-    for option in ("sizes", "pg_scales", "mariadb_scales", "retention_sizes"):
+    for option in ("sizes", "pg_scales", "mariadb_scales", "retention_sizes", "enc_sizes", "enc_pg_scales"):
         text = getattr(args, option)
         try:
             values = sorted({int(part) for part in text.split(",") if part.strip()})
@@ -141,8 +152,9 @@ def check_tools(engines: list[str]) -> None:
     needed["retention"] = []  # pure Python
     needed["schedules"] = ["redis-server"]
     needed["admin"] = []  # PostgreSQL's server programs: checked below
+    needed["encryption"] = ["gzip", "zstd", "age", "age-keygen"]
     missing = sorted({tool for key in engines for tool in needed[key] if shutil.which(tool) is None})
-    if "postgresql" in engines and not (PG_BIN / "pg_dump").exists():
+    if {"postgresql", "encryption"} & set(engines) and not (PG_BIN / "pg_dump").exists():
         missing.append(str(PG_BIN / "pg_dump"))
     if "admin" in engines and not (PG_BIN / "pg_ctl").exists():
         missing.append(str(PG_BIN / "pg_ctl"))
@@ -382,6 +394,28 @@ def run_admin(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
         print(f"\nwrote the admin block of {RESULTS_MD.relative_to(ROOT)}")
 
 
+def run_encryption(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
+    # Imported here, like the other engines; the PostgreSQL helpers load psycopg only after the
+    # SQLite sources are measured, so this process stays small (every child's ru_maxrss floor).
+    import encryptionbench
+    import report_encryption
+
+    datagen.prune(WORK / "data", args.enc_sizes, CACHE_BUDGET)
+    check_disk(args.enc_sizes)
+    check_server_disk(args.enc_pg_scales)
+    databases = {size: generate(size) for size in args.enc_sizes}
+    result = encryptionbench.measure(
+        databases, args.enc_pg_scales, args.runs, args.warmup, WORK / "encryption", logs
+    )
+    encryptionbench.save(result, WORK / "results-encryption.json")
+    machine = machine_note(code_at_start)
+    print()
+    print(report_encryption.console_table(result))
+    if not args.no_write:
+        report_encryption.write_markdown(RESULTS_MD, result, machine, args.command)
+        print(f"\nwrote the encryption block of {RESULTS_MD.relative_to(ROOT)}")
+
+
 def compile_app() -> None:
     """Byte-compile the application first, as an installed deployment is: with
     PYTHONDONTWRITEBYTECODE set (as on this machine) or a read-only tree, every changed module
@@ -417,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_admin(args, logs, code_at_start)
             elif key == "schedules":
                 run_schedules(args, logs, code_at_start)
+            elif key == "encryption":
+                run_encryption(args, logs, code_at_start)
             else:
                 run_server(key, args, logs, code_at_start)
     except BenchError as exc:
