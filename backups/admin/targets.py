@@ -129,9 +129,9 @@ class TargetForm(forms.ModelForm):
         model = Target
         # Everything but retention, which clean() assembles from the named rules.
         fields = [
-            "name", "engine", "is_active", "storages", "compression", "skip_unchanged", "host", "port",
-            "database", "user", "password", "paths", "timezone", "config_paths", "include_tables",
-            "exclude_tables", "options", "sandbox",
+            "name", "engine", "is_active", "storages", "compression", "skip_unchanged", "encryption",
+            "escrow", "host", "port", "database", "user", "password", "paths", "timezone", "config_paths",
+            "include_tables", "exclude_tables", "options", "sandbox",
         ]  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -246,6 +246,14 @@ class TargetAdmin(ScopedByTarget, admin.ModelAdmin):
     readonly_fields = ["created", "updated", "retention_plan"]
     fieldsets = [
         (None, {"fields": ["name", "engine", "is_active", "storages", "compression", "skip_unchanged"]}),
+        (
+            "Encryption",
+            {
+                "fields": ["encryption", "escrow"],
+                "description": "Keys are listed under Encryption keys. A change applies to new backups; "
+                "each backup keeps the key it was encrypted to.",
+            },
+        ),
         ("Access", {"fields": ["tags", "protected"]}),
         ("Source", {"fields": ["host", "port", "database", "user", "password", "paths", "timezone"]}),
         ("Configuration backups", {"fields": ["config_paths"]}),

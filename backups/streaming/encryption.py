@@ -42,6 +42,11 @@ def parse_recipient(text: str) -> x25519.Recipient:
     try:
         return x25519.Recipient.from_str(text.strip())
     except (pyrage.RecipientError, ValueError) as exc:
+        if "SECRET-KEY" in text.upper():  # a private key pasted by mistake: never repeated
+            raise EncryptionError(
+                "this is an age identity (a private key), not a recipient: give its public key "
+                "(age-keygen -y key.txt prints it) and keep the identity secret"
+            ) from None
         raise EncryptionError(f"not an age X25519 recipient (age1...): {text.strip()[:80]!r}") from exc
 
 
