@@ -111,6 +111,7 @@ from backups.runs.service import CatalogUnreachable, run_backup, supports_type, 
 from backups.runs.steps import describe_error
 from backups.secrets import SecretError, redact
 from backups.storages import StorageError, storage_class
+from backups.streaming.encryption import EncryptionError, KeyMismatch
 from backups.verification import (
     VerifyOutcome,
     check_copy_digest,
@@ -181,10 +182,12 @@ __all__ = [
     "Dashboard",
     "Download",
     "Encryption",
+    "EncryptionError",
     "Engine",
     "EngineError",
     "GroupPlan",
     "Heartbeat",
+    "KeyMismatch",
     "KeyProblem",
     "KeyStatus",
     "KeyUnavailable",

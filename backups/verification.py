@@ -17,7 +17,7 @@ from django.utils import timezone
 from backups.runs.chains import MANIFEST_LIMIT
 from backups.runs.steps import describe_error, record_step
 from backups.streaming.codecs import DecompressingReader
-from backups.streaming.encryption import EncryptionError, decrypted
+from backups.streaming.encryption import EncryptionError, KeyMismatch, decrypted
 from backups.streaming.pipeline import HashingReader
 
 from . import keys, secrets
@@ -40,13 +40,31 @@ logger = logging.getLogger(__name__)
 
 
 def check_copy_digest(
-    backup: Backup, copy: BackupCopy, progress: Callable[[int], None] | None = None
+    backup: Backup,
+    copy: BackupCopy,
+    progress: Callable[[int], None] | None = None,
+    *,
+    authenticate: bool = False,
 ) -> None:
-    """Re-read one stored copy and compare its size and SHA-256 with the catalog."""
+    """Re-read one stored copy and compare its size and SHA-256 with the catalog. With
+    ``authenticate``, an encrypted copy is also decrypted to its end in the same read (every age
+    chunk authenticated, the plaintext discarded): a restore then feeds an engine nothing that
+    fails half way, even when whoever damaged the file also rewrote the catalog."""
+    identities = keys.identities_for(backup) if authenticate else []
+    failure: EncryptionError | None = None
     with storage_for(copy.storage) as storage, contextlib.closing(storage.open_reader(copy.path)) as handle:
         reader = HashingReader(handle, progress, settings.BACKUPSITE_PROGRESS_INTERVAL)
+        if identities:
+            try:
+                with decrypted(reader, identities) as plain:  # type: ignore[arg-type]
+                    while plain.read(settings.BACKUPSITE_CHUNK_SIZE):
+                        pass
+            except EncryptionError as exc:
+                failure = exc
         reader.drain(settings.BACKUPSITE_CHUNK_SIZE)
-    _compare(backup, copy, reader)
+    _compare(backup, copy, reader)  # changed bytes first: the root cause
+    if failure is not None:
+        raise failure
 
 
 def _compare(backup: Backup, copy: BackupCopy, reader: HashingReader) -> None:
@@ -110,10 +128,14 @@ def feed_copy(
         hashing = HashingReader(handle, progress, settings.BACKUPSITE_PROGRESS_INTERVAL)
         try:
             summary = _consume_plaintext(backup, hashing, identities, consume)
-        except Exception:
-            # Changed bytes are the root cause to report, not the decoder's complaint about them.
+        except Exception as exc:
+            # Changed bytes are the root cause to report, not the decoder's complaint about them;
+            # what the engine said about the stop (what it left behind) is kept after it.
             hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
-            _compare(backup, copy, hashing)
+            try:
+                _compare(backup, copy, hashing)
+            except StorageError as changed:
+                raise StorageError(f"{changed}; {describe_error(exc)}") from exc
             raise
         hashing.drain(settings.BACKUPSITE_CHUNK_SIZE)
     _compare(backup, copy, hashing)
@@ -147,8 +169,8 @@ def check_decryption(backup: Backup, copy: BackupCopy) -> None:
         try:
             with decrypted(handle, identities):
                 pass
-        except EncryptionError as exc:
-            raise EncryptionError(
+        except KeyMismatch as exc:  # damage is reported as it is: the copy's, not the key's
+            raise KeyMismatch(
                 f"backup {backup.pk} ({copy.storage.name}) cannot be decrypted with the identity this "
                 f"host has for {keys.describe_keys(backup)}: {exc}"
             ) from None

@@ -16,6 +16,7 @@ from backups.services import (
     ConfigurationEngine,
     Connection,
     Engine,
+    KeyMismatch,
     RestoreOptions,
     RestoreResult,
     ServiceError,
@@ -44,12 +45,16 @@ def intact_copy(backup: Backup, tracker: RestoreProgress) -> BackupCopy:
     for candidate in stored_copies(backup):
         try:
             check_manifest(backup, candidate)  # an edited manifest: this copy is not trusted
+            check_decryption(backup, candidate)  # the header and first chunk: a wrong key at once
             with tracker.reading(backup.file_size) as report:
-                check_copy_digest(backup, candidate, report)
+                # The digest and, encrypted, every chunk's authentication: nothing damaged
+                # reaches the engine, even with a catalog rewritten to match the damage.
+                check_copy_digest(backup, candidate, report, authenticate=True)
+        except KeyMismatch:
+            raise  # the key's fault, not this copy's: every copy would say the same
         except Exception as exc:
             problems.append(f"{candidate.storage.name}: {redact(describe_error(exc))}")
             continue
-        check_decryption(backup, candidate)  # a wrong identity is the key's fault, not the copy's
         return candidate
     raise ServiceError(
         "no intact copy to restore from"

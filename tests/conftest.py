@@ -185,6 +185,15 @@ def toml_config(tmp_path: Path, storage_dir: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
+def key_dir(tmp_path: Path, settings: Any) -> Path:
+    """The only secret directory (BACKUPSITE_SECRETS_DIRS) for the test: encryption key files."""
+    path = tmp_path / "secrets"
+    path.mkdir(mode=0o700)
+    settings.BACKUPSITE_SECRETS_DIRS = [str(path)]
+    return path
+
+
+@pytest.fixture
 def local_storage(db: None, storage_dir: Path) -> Storage:
     return Storage.objects.create(name="local", kind="local", options={"path": str(storage_dir)})
 

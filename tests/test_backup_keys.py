@@ -28,14 +28,6 @@ AGE = shutil.which("age") or "/usr/bin/age"
 AGE_KEYGEN = shutil.which("age-keygen") or "/usr/bin/age-keygen"
 
 
-@pytest.fixture
-def key_dir(tmp_path: Path, settings) -> Path:
-    path = tmp_path / "secrets"
-    path.mkdir(mode=0o700)
-    settings.BACKUPSITE_SECRETS_DIRS = [str(path)]
-    return path
-
-
 def keys(*args: str) -> str:
     out = StringIO()
     call_command("backup_keys", *args, stdout=out)

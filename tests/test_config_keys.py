@@ -36,14 +36,6 @@ class KeyFile:
 
 
 @pytest.fixture
-def key_dir(tmp_path: Path, settings) -> Path:
-    path = tmp_path / "secrets"
-    path.mkdir(mode=0o700)
-    settings.BACKUPSITE_SECRETS_DIRS = [str(path)]
-    return path
-
-
-@pytest.fixture
 def prod(key_dir: Path) -> KeyFile:
     return KeyFile(key_dir, "prod")
 

@@ -25,14 +25,6 @@ pytestmark = pytest.mark.django_db
 AGE = shutil.which("age") or "age"
 
 
-@pytest.fixture
-def key_dir(tmp_path: Path, settings) -> Path:
-    path = tmp_path / "secrets"
-    path.mkdir(mode=0o700)
-    settings.BACKUPSITE_SECRETS_DIRS = [str(path)]
-    return path
-
-
 def new_key(name: str, key_dir: Path) -> EncryptionKey:
     key, _ = services.generate_key(name, key_dir / f"{name}.key")
     return key

@@ -117,6 +117,18 @@ CASES: dict[str, CaseFactory] = {
 }
 
 
+def verify_deeply_and_restore(backup: Backup, destination: Target, compare: Compare) -> None:
+    """The contract's second half: a deep verification passes and marks the backup verified,
+    then a restore into ``destination`` succeeds and ``compare`` finds the source's data there."""
+    outcome = services.verify_backup(backup, deep=True)
+    assert outcome.ok, outcome.messages
+    backup.refresh_from_db()
+    assert backup.verified and backup.status == BackupStatus.SUCCESS
+    log = restore_backup(backup, destination, initiated_by="contract-test")
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+    compare()
+
+
 def contract_case(key: str, request: pytest.FixtureRequest, tmp_path: Path) -> ContractCase:
     if key not in CASES:
         pytest.fail(
@@ -164,14 +176,7 @@ def test_it_backs_up_verifies_and_restores_every_engine(
     assert backup.file_size and backup.raw_size and len(backup.checksum) == 64
     assert [copy.status for copy in backup.copies.all()] == ["stored"]
 
-    outcome = services.verify_backup(backup, deep=True)
-    assert outcome.ok, outcome.messages
-    backup.refresh_from_db()
-    assert backup.verified and backup.status == BackupStatus.SUCCESS
-
-    log = restore_backup(backup, destination, initiated_by="contract-test")
-    assert log.status == RestoreStatus.SUCCESS, log.error_message
-    compare()
+    verify_deeply_and_restore(backup, destination, compare)
 
 
 @pytest.mark.django_db

@@ -183,7 +183,7 @@ def feed_process(
     reader.start()
     broken = False
     try:
-        while chunk := stream.read(chunk_size):
+        while chunk := _read_backup(stream, chunk_size, tool):
             try:
                 process.stdin.write(chunk)
             except BrokenPipeError:
@@ -209,6 +209,19 @@ def feed_process(
     if broken:
         raise EngineError(f"{tool} stopped reading its input before the end: {stderr or 'no message'}")
     return b"".join(output).decode("utf-8", "replace")
+
+
+def _read_backup(stream: BinaryIO, size: int, tool: str) -> bytes:
+    """A chunk of the backup being fed to ``tool``; a failure of the stream itself (a copy that
+    fails to decrypt or decompress half way, a storage that drops the connection) becomes an
+    EngineError, so that the engine adds what the stopped restore left behind."""
+    try:
+        return stream.read(size)
+    except EngineError:
+        raise
+    except Exception as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        raise EngineError(f"the backup stopped reading half way while {tool} applied it: {reason}") from exc
 
 
 def run_tool(argv: Sequence[str], env: dict[str, str], *, tool: str, timeout: float = 60) -> str:

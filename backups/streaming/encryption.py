@@ -37,6 +37,10 @@ class EncryptionError(Exception):
     """A recipient or identity is not valid, or a stream could not be encrypted or decrypted."""
 
 
+class KeyMismatch(EncryptionError):
+    """No identity given matches the stream's recipients: the key's fault, not the file's."""
+
+
 def parse_recipient(text: str) -> x25519.Recipient:
     """An X25519 recipient (``age1...``); EncryptionError naming it when it is not one."""
     try:
@@ -290,7 +294,7 @@ def _describe(exc: BaseException) -> BaseException:
     """pyrage's failure as EncryptionError; the source's own failure unchanged."""
     if isinstance(exc, pyrage.DecryptError):
         if "no matching keys" in str(exc).lower():
-            return EncryptionError(
+            return KeyMismatch(
                 "no identity here matches this backup's recipients: it was encrypted to another key"
             )
         return EncryptionError(f"not a readable age file: its header is damaged ({exc})")
