@@ -139,6 +139,12 @@ def console_table(result: EncryptionResult) -> str:
     return "\n".join([*lines, "", *verdicts(result)])
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters as escapes (``SQLite format 3\\x00``): no raw NUL in the
+    Markdown file."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
@@ -197,7 +203,7 @@ def _details(source: SourceResult) -> list[str]:
                     f"`{check.file}`",
                     str(check.stored_bytes),
                     str(check.decoded_bytes),
-                    f"`{check.content}`",
+                    f"`{_printable(check.content)}`",
                     f"`{check.command}`",
                 ]
                 for check in source.checks
