@@ -106,10 +106,18 @@ RESTORE_TOOLS = ("pg_restore", "psql", "mysql", "mariadb", "clickhouse-client", 
 ALLOWED_ENV = frozenset({b"REDISCLI_AUTH"})
 
 
+def program_of(line: bytes) -> bytes:
+    """The program name of a command line as /proc shows it: argv[0]'s last path part, up to a
+    space, because some servers retitle themselves once started (redis-server's command line
+    becomes ``redis-server *:6390``: a sampler that missed the moment before would never match
+    its name, and a test would find it only now and then)."""
+    return line.split(b"\0", 1)[0].split(b" ", 1)[0].rsplit(b"/", 1)[-1]
+
+
 def runs(*programs: str) -> Callable[[bytes], bool]:
     """A ``wanted`` for :class:`ProcessWatch`: command lines whose program is one of ``programs``."""
     names = {program.encode() for program in programs}
-    return lambda line: line.split(b"\0", 1)[0].rsplit(b"/", 1)[-1] in names
+    return lambda line: program_of(line) in names
 
 
 class ProcessWatch:

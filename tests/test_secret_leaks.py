@@ -28,7 +28,7 @@ from tests import test_engine_mysql as mysql
 from tests import test_engine_redis as redis
 from tests.config_builder import write_config
 from tests.conftest import PG_PASSWORD_ENV, pg_target, unique_name
-from tests.engine_checks import DUMP_TOOLS, RESTORE_TOOLS, ProcessWatch, runs
+from tests.engine_checks import DUMP_TOOLS, RESTORE_TOOLS, ProcessWatch, program_of, runs
 from tests.servers.clickhouse import ClickHouseServer
 from tests.servers.mariadb import MariaDBServer, fill_sample
 from tests.servers.postgres import PostgresServer
@@ -41,7 +41,7 @@ TOOLS = runs(*DUMP_TOOLS, *RESTORE_TOOLS)
 
 
 def programs(watch: ProcessWatch) -> set[str]:
-    return {line.split(b"\0", 1)[0].rsplit(b"/", 1)[-1].decode() for line in watch.seen}
+    return {program_of(line).decode() for line in watch.seen}
 
 
 def texts_of(backup: Backup, log: RestoreLog, caplog: pytest.LogCaptureFixture) -> list[str]:
