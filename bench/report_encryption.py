@@ -9,7 +9,7 @@ from pathlib import Path
 
 from encryptionbench import COMPRESSIONS, KEY_NAME, EncryptionResult, SourceResult
 from report import RSS_LIMIT_MIB
-from report_servers import MACHINE_VERSIONS, Side, begin_marker, end_marker, replace_block, side
+from report_servers import MACHINE_VERSIONS, Side, begin_marker, end_marker, replace_block, run_header, side
 
 KEY = "encryption"
 MIB = 1024 * 1024
@@ -246,10 +246,7 @@ def markdown_block(result: EncryptionResult, machine: dict[str, str], command: s
         begin_marker(KEY),
         "## Encryption (age): latest run",
         "",
-        f"Date: {m['date']}. Code: commit {m['code']}. Machine: {m['nproc']} CPUs ({m['CPU']}), "
-        f"{m['RAM']} RAM, Linux {m['kernel']}. This part of the run took {result.seconds / 60:.1f} min; "
-        f"load average (1/5/15 min) {' at the start, '.join(result.load)} at the end (the machine is "
-        f"shared). Launch floor (ru_maxrss of `true`): {m.get('launch floor', '?')}.",
+        run_header(m, result.seconds / 60, result.load),
         "",
         "Versions: " + "; ".join(f"{k} {v}" for k, v in versions.items()),
         "",

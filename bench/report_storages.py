@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from report_servers import begin_marker, end_marker, replace_block
+from report_servers import begin_marker, end_marker, replace_block, run_header
 from storagebench import OURS_CALL, RAW_CALLS, Run, StorageResult
 
 MIB = 1024 * 1024
@@ -232,10 +232,7 @@ def markdown_block(result: StorageResult, machine: dict[str, str], runs: int, wa
         begin_marker(KEY),
         "## Storages: upload throughput, latest run",
         "",
-        f"Date: {m['date']}. Code: commit {m['code']}. Machine: {m['nproc']} CPUs ({m['CPU']}), "
-        f"{m['RAM']} RAM, Linux {m['kernel']}. This part of the run took {result.seconds / 60:.1f} min; "
-        f"load average (1/5/15 min) {' at the start, '.join(result.load)} at the end (the machine is "
-        f"shared). Launch floor (ru_maxrss of `true`): {m.get('launch floor', '?')}.",
+        run_header(m, result.seconds / 60, result.load),
         "",
         "Versions: " + "; ".join(f"{k} {v}" for k, v in result.versions.items()),
         "",
