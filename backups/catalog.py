@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -96,7 +96,24 @@ def reindex_storage(storage_row: Storage, *, dry_run: bool = False) -> ReindexRe
                 report.skipped.append(f"{path}: the catalog refused it ({type(exc).__name__}: {exc})")
                 logger.warning("reindex of %s: %s refused by the database: %s", storage_row.name, path, exc)
     _link_bases(report)
+    if not dry_run:
+        _advance_id_sequence()
     return report
+
+
+def _advance_id_sequence() -> None:
+    """Rows inserted with their manifests' ids leave PostgreSQL's id sequence behind them, and the
+    next backup would collide with one of them (duplicate key). Move it past the highest id,
+    never back (a run may have taken an id meanwhile). SQLite and MySQL/MariaDB continue after
+    the highest id by themselves."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:  # Backup's table is backup_history
+        cursor.execute(
+            "SELECT setval(sequence, GREATEST((SELECT COALESCE(MAX(id), 1) FROM backup_history), "
+            "COALESCE(pg_sequence_last_value(sequence::regclass), 1))) "
+            "FROM (SELECT pg_get_serial_sequence('backup_history', 'id') AS sequence) AS found"
+        )
 
 
 def _reindex_manifest(

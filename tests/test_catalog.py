@@ -141,3 +141,49 @@ def test_it_reconciles_by_reporting_files_of_deleted_backups_that_are_still_ther
     assert report.unknown == [
         f"{backup.file_path}: backup {backup.pk} was deleted but the file is still here"
     ]
+
+
+def test_a_postgresql_catalog_rebuilt_by_reindex_makes_its_next_backup_without_a_duplicate_id(
+    pg_server, manage, tmp_path
+):
+    """Reindex inserts rows with their manifests' ids; on PostgreSQL the id sequence must then
+    move past them, or the next backup collides with a reindexed one (duplicate key)."""
+    from backups.engines.postgresql.engine import pgpass_line
+    from tests.conftest import fill_sqlite
+    from tests.servers.postgres import PostgresServer
+
+    server: PostgresServer = pg_server
+    source = fill_sqlite(tmp_path / "app.sqlite3", rows=5)
+    stored = tmp_path / "stored"
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f'[storages.local]\nkind = "local"\npath = "{stored}"\n\n'
+        f'[targets.app-db]\nengine = "sqlite"\ndatabase = "{source}"\nstorages = ["local"]\n'
+    )
+    # The first catalog (SQLite, the fixture's) makes three backups, ids 1-3, and is lost.
+    assert manage("backup_config", "apply", str(config)).returncode == 0
+    for _ in range(3):
+        made = manage("backup_create", "--target", "app-db")
+        assert made.returncode == 0, made.stdout + made.stderr
+    # A new catalog on PostgreSQL rebuilds them from the storage, then backs up again.
+    catalog_db = server.create_database("reindexed_catalog")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(pgpass_line(server.password))
+    passfile.chmod(0o600)
+    env = {
+        "DATABASE_URL": f"postgres://{server.user}@{server.host}:{server.port}/{catalog_db}",
+        "PGPASSFILE": str(passfile),
+        "BACKUPSITE_HOME": str(tmp_path / "new-home"),
+    }
+    try:
+        for args in (("migrate", "--noinput", "-v0"), ("backup_config", "apply", str(config))):
+            result = manage(*args, extra_env=env)
+            assert result.returncode == 0, result.stdout + result.stderr
+        reindexed = manage("backup_reindex", "--storage", "local", "--json", extra_env=env)
+        assert reindexed.returncode == 0, reindexed.stdout + reindexed.stderr
+        assert server.execute(catalog_db, "SELECT id FROM backup_history ORDER BY id") == [(1,), (2,), (3,)]
+        made = manage("backup_create", "--target", "app-db", "--json", extra_env=env)
+        assert made.returncode == 0, made.stdout + made.stderr  # found: duplicate key on id 1
+        assert [row["id"] for row in json.loads(made.stdout)] == [4]
+    finally:
+        server.drop_database(catalog_db)
