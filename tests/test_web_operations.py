@@ -309,7 +309,13 @@ def test_it_runs_and_verifies_through_the_worker_of_backupsite_run(served_site):
         return count if count >= 2 else None  # the run's own verify step, then the deep one
 
     wait_until(verify_steps, "the queued deep verification to finish in the worker", 60)
-    assert catalog_row(site, "SELECT verified FROM backup_history WHERE id = ?", backup_id) == (1,)
+
+    def verified() -> bool | None:  # saved just after its step ends: read it once it lands
+        return (
+            catalog_row(site, "SELECT verified FROM backup_history WHERE id = ?", backup_id) == (1,) or None
+        )
+
+    wait_until(verified, "the deep verification to mark the backup verified", 10)
 
 
 def _answers(browser: Browser) -> bool:
