@@ -126,9 +126,7 @@ def identity_of(key: EncryptionKey) -> str:
         text = secrets.resolve(key.identity, field=where)
         secrets.remember(identity_line(text))
         found = recipient_of(text)
-    except secrets.SecretError as exc:
-        raise KeyUnavailable(f"{where}: {exc}") from None
-    except EncryptionError as exc:
+    except (secrets.SecretError, EncryptionError) as exc:
         raise KeyUnavailable(f"{where}: {exc}") from None
     if found != key.recipient:
         raise KeyUnavailable(
