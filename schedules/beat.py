@@ -2,7 +2,13 @@
 dated after now (the clock was set back, or ran ahead and came back) is taken as now, so the
 entry is due at its next run time. Celery would otherwise wait until the clock caught up with
 that date: after a clock that ran a year ahead, every schedule, and the watch with them, would
-fire no more for a year."""
+fire no more for a year.
+
+And one guard: a Ctrl-C or SIGTERM while the scheduler is being built (the first second of beat)
+ends beat. Celery's signal handler saves the schedule through ``service.scheduler``, which is
+not built yet, so it builds a second scheduler inside the first one's database queries; that
+fails on the interrupted connection, the first one's entry loop logs the error and carries on,
+and the signal is lost: beat ran on until its supervisor killed it."""
 
 from __future__ import annotations
 
@@ -33,3 +39,16 @@ class ModelEntry(BaseEntry):
 
 class DatabaseScheduler(BaseScheduler):
     Entry = ModelEntry
+    _building = False  # one scheduler per beat process: set while it is being built
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if DatabaseScheduler._building:
+            # The signal handler's save, while the scheduler is being built: nothing has fired,
+            # so nothing needs saving. SystemExit is what the handler raises next anyway; no
+            # `except Exception` on the way out of the interrupted build can swallow it.
+            raise SystemExit()
+        DatabaseScheduler._building = True
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            DatabaseScheduler._building = False

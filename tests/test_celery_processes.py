@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -228,6 +229,26 @@ def test_it_stops_backupsite_run_and_all_its_children_on_ctrl_c(bare_site):
     log = bare_site.log("backupsite_run")
     for name in ("worker", "watch", "beat"):
         assert f"{name} stopped (exit status 0)" in log, log
+
+
+@pytest.mark.slow
+def test_it_stops_beat_on_ctrl_c_while_beat_is_still_building_its_scheduler(bare_site):
+    # The first tenth of a second after "beat: Starting..." is when beat builds its scheduler
+    # from the catalog. Before the fix, a signal in it was swallowed in about a run in four (the
+    # handler built a second scheduler on the interrupted connection) and beat ran on.
+    for attempt in range(8):
+        name = f"beat{attempt}"
+        beat = bare_site.beat(name)
+        wait_until(lambda: "beat: Starting..." in bare_site.log(name), "beat to start", 60)  # noqa: B023
+        time.sleep(attempt * 0.012)
+        beat.send_signal(signal.SIGINT)
+        try:
+            status = beat.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            kill_group(beat.pid)
+            beat.wait(timeout=30)
+            pytest.fail(f"beat ran on after SIGINT (attempt {attempt}):\n{bare_site.log(name)}")
+        assert status == 0, bare_site.log(name)
 
 
 @pytest.mark.slow
