@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from django.db import models
 
-from backups.models import COMPRESSION_CHOICES, BackupType, Storage, Target, validate_retention
+from backups.models import (
+    COMPRESSION_CHOICES,
+    BackupType,
+    Storage,
+    Target,
+    managed_by_field,
+    validate_retention,
+)
 
 
 class VerifyMode(models.TextChoices):
@@ -46,6 +53,7 @@ class BackupSchedule(models.Model):
     notification_email = models.CharField(max_length=500, blank=True)
     notify_channels = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True)
+    managed_by = managed_by_field()
     verify = models.CharField(
         max_length=16,
         choices=VerifyMode.choices,

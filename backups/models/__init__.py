@@ -8,6 +8,7 @@ from backups.models.catalog import (
     BackupType,
     Storage,
     Target,
+    managed_by_field,
     storage_kind_choices,
     tag_problem,
     validate_retention,
@@ -33,12 +34,14 @@ from backups.models.notifications import (
     default_notifier_events,
     validate_events,
 )
+from backups.models.site import AppliedConfig, ProcessHeartbeat
 
 __all__ = [
     "ACTIONS",
     "COMPRESSION_CHOICES",
     "RECORD_COLUMNS",
     "AppendOnlyError",
+    "AppliedConfig",
     "AuditEvent",
     "AuthMethod",
     "Backup",
@@ -56,12 +59,14 @@ __all__ = [
     "NotificationStatus",
     "Notifier",
     "Outcome",
+    "ProcessHeartbeat",
     "Role",
     "RoleGrant",
     "StepStatus",
     "Storage",
     "Target",
     "default_notifier_events",
+    "managed_by_field",
     "storage_kind_choices",
     "tag_problem",
     "validate_events",

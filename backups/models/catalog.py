@@ -97,6 +97,18 @@ def local_path_problem(path: Any) -> str:
     return ""
 
 
+def managed_by_field() -> models.CharField[str, str]:
+    """Which configuration file defines the row (read-only in the admin); empty: the admin's own."""
+    return models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="The configuration file that defines this (read-only in the admin while it does); "
+        "empty: managed in the admin.",
+    )
+
+
 class Storage(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=32, choices=storage_kind_choices)
@@ -109,6 +121,7 @@ class Storage(models.Model):
         help_text="A backup succeeds only when its copy here is stored and confirmed. An optional "
         "storage that fails is retried, then noted, and the backup still succeeds.",
     )
+    managed_by = managed_by_field()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -211,6 +224,14 @@ class Target(models.Model):
         "database, compares row counts with the manifest and drops it.",
     )
     storages = models.ManyToManyField(Storage, related_name="targets", blank=True)
+    queue = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text='The Celery queue of this target\'s runs, verifications and restores (e.g. "eu-db"), '
+        "so that workers near its database do its work; empty: the default queue.",
+    )
+    managed_by = managed_by_field()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

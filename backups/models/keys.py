@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 
-from backups.models.catalog import validate_secret_reference
+from backups.models.catalog import managed_by_field, validate_secret_reference
 from backups.streaming.encryption import EncryptionError, key_fingerprint, parse_recipient
 
 
@@ -41,6 +41,7 @@ class EncryptionKey(models.Model):
         "such as ${file:/run/secrets/backup.key}, resolved only when a backup is decrypted. Empty: "
         "this host cannot decrypt (an escrow key kept offline).",
     )
+    managed_by = managed_by_field()
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(
         null=True, blank=True, help_text="Retired: no new backup is encrypted to it; old ones still decrypt."

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 
-from backups.models.catalog import Target
+from backups.models.catalog import Target, managed_by_field
 from backups.models.history import Backup
 from backups.notifiers import notifier_kind_choices
 
@@ -61,6 +61,7 @@ class Notifier(models.Model):
         default=False, help_text="Used for schedules that name no channel and for runs without a schedule."
     )
     is_active = models.BooleanField(default=True)
+    managed_by = managed_by_field()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
