@@ -8,7 +8,7 @@ APT_PACKAGES := libldap2-dev libsasl2-dev slapd ldap-utils default-libmysqlclien
                 postgresql-15 postgresql-client-15 mariadb-server mariadb-client procps \
                 openssh-server openssl redis-server redis-tools jq faketime age \
                 clickhouse-server clickhouse-client \
-                chromium chromium-driver
+                chromium chromium-driver prometheus
 # Named after the package list, so adding a package re-runs the check on an existing venv.
 STAMP_APT := $(VENV)/.apt-done-$(shell echo '$(APT_PACKAGES)' | cksum | cut -d' ' -f1)
 STAMP_PIP := $(VENV)/.pip-done
@@ -64,6 +64,7 @@ typecheck: setup
 
 pytest: setup $(STAMP_NPM)
 	$(BIN)/pytest -q
+	BACKUPSITE_TEST_CATALOG=postgresql $(BIN)/pytest -q -m catalog
 
 test: setup $(STAMP_NPM)
 	$(BIN)/ruff check .
@@ -72,6 +73,7 @@ test: setup $(STAMP_NPM)
 	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest -q
+	BACKUPSITE_TEST_CATALOG=postgresql $(BIN)/pytest -q -m catalog
 
 bench: setup
 	$(BIN)/python bench/run.py

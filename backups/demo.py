@@ -62,7 +62,8 @@ def bootstrap_demo() -> DemoReport:
         report.skipped_reason = "BACKUPSITE_HOME or DATABASE_URL is customised; the demo config expects ./var"
         return report
     _demo_files(home / "demo-files")
-    services.apply_config(services.load_config(DEMO_CONFIG))
+    # The demo's rows stay editable in the admin: it is there to be tried out.
+    services.apply_config(services.load_config(DEMO_CONFIG), as_source=False)
     report.config_applied = True
     for target in Target.objects.filter(name__in=["backupsite-db", "demo-files"]):
         if not target.backups.filter(status=BackupStatus.SUCCESS).exists():

@@ -163,3 +163,26 @@ def register_reaper(reaper: Reaper) -> None:
 def reap_lost_work(now: datetime | None = None) -> int:
     """Call every registered reaper once; how many rows they ended in all."""
     return sum(reaper(now) for reaper in _reapers)
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """What the metrics export of one schedule: whose it is and whether it is missed now."""
+
+    name: str
+    target_id: int
+    missed: bool  # an active schedule whose due run has not succeeded within its grace
+
+
+ScheduleStatesLookup = Callable[[], Sequence[ScheduleState]]
+_states: list[ScheduleStatesLookup] = []
+
+
+def register_schedule_states(lookup: ScheduleStatesLookup) -> None:
+    """Called by the app that owns schedules: every schedule's state, in one query."""
+    if lookup not in _states:
+        _states.append(lookup)
+
+
+def schedule_states() -> list[ScheduleState]:
+    return [state for lookup in _states for state in lookup()]

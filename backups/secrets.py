@@ -40,6 +40,8 @@ OPENING = re.compile(r"\$\{[^}]*\}?")  # what a reader takes for a reference: ${
 APP_SECRETS = (
     "SECRET_KEY",
     "DATABASE_URL",
+    "DATABASE_PASSWORD",
+    "DATABASE_PASSWORD_FILE",
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",
     "AUTH_LDAP_BIND_PASSWORD",
@@ -48,6 +50,8 @@ APP_SECRETS = (
     "OIDC_RP_CLIENT_SECRET_FILE",
     "EMAIL_HOST_PASSWORD",
     "BACKUPSITE_ROLE_MAP",
+    "BACKUPSITE_METRICS_TOKEN",
+    "BACKUPSITE_METRICS_TOKEN_FILE",
     "DJANGO_*",
 )
 MAX_FILE_BYTES = 64 * 1024
@@ -138,7 +142,37 @@ def _file_refusal(path: str, real: str) -> str | None:
             f"${{file:{path}}}{via} is outside the secret directories ({directories}); "
             "put the file in one of them or set BACKUPSITE_SECRETS_DIRS"
         )
+    if _is_app_secret_file(real):
+        return (
+            f"${{file:{path}}} is a file Backupsite reads one of its own secrets from (a *_FILE "
+            "variable names it), which references never read; put the target's secret in a file of its own"
+        )
     return None
+
+
+def _is_app_secret_file(real: str) -> bool:
+    """Whether ``real`` is (or is a hard link to) a file named by the ``NAME_FILE`` variable of
+    one of the application's own secrets (``SECRET_KEY_FILE``, ``DATABASE_PASSWORD_FILE``...):
+    with those mounted in a secret directory (``/run/secrets``), a target's reference could
+    otherwise read them and send them to a server its editor chose."""
+    try:
+        wanted = os.stat(real)
+    except OSError:
+        wanted = None
+    for name, value in os.environ.items():
+        if not (name.endswith("_FILE") and value and os.path.isabs(value)):
+            continue
+        if not any(fnmatch.fnmatchcase(name[: -len("_FILE")], pattern) for pattern in APP_SECRETS):
+            continue
+        if os.path.realpath(value) == real:
+            return True
+        if wanted is not None:
+            try:
+                if os.path.samestat(os.stat(value), wanted):
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def _real_path(path: str) -> str:

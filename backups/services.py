@@ -36,12 +36,25 @@ from backups.cleanup import (
     policy_for,
     sweep_storages,
 )
+from backups.config.applied import Waited, file_digest, wait_until_applied
+from backups.config.applied import drift as config_drift
+from backups.config.applied import newest_applied as newest_applied_config
 from backups.config.checks import Validator, secret_problems, suggest
+from backups.config.diff import ConfigDiff
 from backups.config.loader import ApplyReport, Config, ConfigInvalid
 from backups.config.loader import apply as apply_config
+from backups.config.loader import diff as diff_config
 from backups.config.loader import load as load_config
 from backups.config.loader import validate as validate_config
-from backups.config.registry import ConfigSection, Known, Written, register_section, set_storages, upsert
+from backups.config.registry import (
+    ConfigSection,
+    Declared,
+    Known,
+    Written,
+    register_section,
+    set_storages,
+    upsert,
+)
 from backups.config.sections import engine_option_problems, option_problems, retention_rules, storage_refs
 from backups.engines import Connection, Engine, EngineError, engine_keys, get_engine
 from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
@@ -64,6 +77,7 @@ from backups.keys import (
 from backups.keys import (
     rotate as rotate_key,
 )
+from backups.logs import log_context
 from backups.models import AuditEvent
 from backups.notifications import (
     RESTORE_FINISHED,
@@ -75,11 +89,13 @@ from backups.notifications import (
 )
 from backups.notifiers import NotifierError, notifier_class
 from backups.processes import process_gone, this_worker
+from backups.queues import DEFAULT_QUEUE, WATCH_QUEUE, queue_for, queue_problem
 from backups.requests import (
     AwaitingDecision,
     RunningWork,
     ScheduleInfo,
     ScheduleOverview,
+    ScheduleState,
     awaiting_decisions,
     reap_lost_work,
     register_awaiting_decisions,
@@ -88,6 +104,7 @@ from backups.requests import (
     register_running_work,
     register_schedule_lookup,
     register_schedule_overview,
+    register_schedule_states,
 )
 from backups.resources import (
     MANIFEST_FORMAT,
@@ -126,7 +143,10 @@ if TYPE_CHECKING:
     from backups.catalog import ReconcileReport, ReindexReport, reconcile, reindex_storage
     from backups.downloads import Download, NoSuchBackup, start_download
     from backups.health.charts import history_charts
+    from backups.health.heartbeats import heartbeat_seen, touch_heartbeat
+    from backups.health.metrics import metrics_exposition, metrics_refusal
     from backups.health.progress import progress
+    from backups.health.readiness import Readiness, readiness
     from backups.health.summary import Dashboard, TargetSummary, dashboard
     from backups.retention.spec import SpecError, parse_moment, parse_spec, parse_timestamps
 
@@ -138,6 +158,13 @@ _ON_FIRST_USE = {
     "dashboard": "backups.health.summary",
     "progress": "backups.health.progress",
     "history_charts": "backups.health.charts",
+    # Health and metrics (/healthz, /readyz, /metrics; beat's heartbeat)
+    "heartbeat_seen": "backups.health.heartbeats",
+    "touch_heartbeat": "backups.health.heartbeats",
+    "metrics_exposition": "backups.health.metrics",
+    "metrics_refusal": "backups.health.metrics",
+    "Readiness": "backups.health.readiness",
+    "readiness": "backups.health.readiness",
     "ReconcileReport": "backups.catalog",
     "ReindexReport": "backups.catalog",
     "reconcile": "backups.catalog",
@@ -162,10 +189,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_QUEUE",
     "MANIFEST_FORMAT",
     "MANIFEST_SUFFIX",
     "RESTORE_FINISHED",
     "RESTORE_REQUESTED",
+    "WATCH_QUEUE",
     "ApplyReport",
     "AuditEvent",
     "AuditObject",
@@ -175,11 +204,13 @@ __all__ = [
     "ChainLink",
     "CleanupPlan",
     "Config",
+    "ConfigDiff",
     "ConfigInvalid",
     "ConfigSection",
     "ConfigurationEngine",
     "Connection",
     "Dashboard",
+    "Declared",
     "Download",
     "Encryption",
     "EncryptionError",
@@ -196,6 +227,7 @@ __all__ = [
     "NotifierError",
     "Policy",
     "PolicyError",
+    "Readiness",
     "ReconcileReport",
     "ReindexReport",
     "RestoreOptions",
@@ -203,6 +235,7 @@ __all__ = [
     "RunningWork",
     "ScheduleInfo",
     "ScheduleOverview",
+    "ScheduleState",
     "SecretError",
     "ServiceError",
     "SpecError",
@@ -210,6 +243,7 @@ __all__ = [
     "TargetSummary",
     "Validator",
     "VerifyOutcome",
+    "Waited",
     "Written",
     "apply_config",
     "apply_grants",
@@ -226,24 +260,32 @@ __all__ = [
     "check_manifest",
     "check_sandbox",
     "cleanup_target",
+    "config_drift",
     "connection_for",
     "dashboard",
     "describe_error",
     "describe_keys",
+    "diff_config",
     "encryption_for",
     "engine_for",
     "engine_keys",
     "engine_option_problems",
     "feed_copy",
+    "file_digest",
     "generate_key",
     "get_engine",
     "has_any_role",
+    "heartbeat_seen",
     "history_charts",
     "identities_for",
     "initiator_may",
     "key_status",
     "load_config",
     "load_manifest",
+    "log_context",
+    "metrics_exposition",
+    "metrics_refusal",
+    "newest_applied_config",
     "notifier_class",
     "notify",
     "notify_backup",
@@ -257,6 +299,9 @@ __all__ = [
     "policy_for",
     "process_gone",
     "progress",
+    "queue_for",
+    "queue_problem",
+    "readiness",
     "reap_lost_runs",
     "reap_lost_work",
     "reap_stale_runs",
@@ -271,6 +316,7 @@ __all__ = [
     "register_running_work",
     "register_schedule_lookup",
     "register_schedule_overview",
+    "register_schedule_states",
     "register_section",
     "reindex_storage",
     "restore_manifest",
@@ -293,9 +339,11 @@ __all__ = [
     "supports_type",
     "sweep_storages",
     "this_worker",
+    "touch_heartbeat",
     "type_problem",
     "upsert",
     "validate_config",
     "verify_backup",
     "visible_target_ids",
+    "wait_until_applied",
 ]

@@ -99,6 +99,55 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 SILENCED_SYSTEM_CHECKS = ["models.W040"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# HTTPS (docs/configuration.md, "Production"): BACKUPSITE_HTTPS=true turns on what Django's
+# `check --deploy` asks of a site served over HTTPS (redirect to HTTPS, secure cookies, HSTS);
+# each setting can also be set on its own from the variable of the same name. Off by default:
+# `make run` serves plain HTTP on the loopback.
+BACKUPSITE_HTTPS = env_bool("BACKUPSITE_HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", BACKUPSITE_HTTPS)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", BACKUPSITE_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", BACKUPSITE_HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if BACKUPSITE_HTTPS else 0)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "SECURE_HSTS_SECONDS: expected a whole number of seconds, 0 or more (0: no HSTS)"
+    )
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", BACKUPSITE_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", BACKUPSITE_HTTPS)
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """``"X-Forwarded-Proto: https"`` (the header a TLS-terminating proxy sets, and its value for
+    HTTPS) as Django's SECURE_PROXY_SSL_HEADER pair; unset or empty: None."""
+    raw = env_str(name).strip()
+    if not raw:
+        return None
+    header, colon, value = (part.strip() for part in raw.partition(":"))
+    valid_header = header.isascii() and header.replace("-", "").isalnum()
+    valid_value = value.isascii() and value.isprintable() and " " not in value and "," not in value
+    if not (colon and valid_header and valid_value and value):
+        raise ImproperlyConfigured(
+            f"{name}: expected a header and the value it has over HTTPS, e.g. "
+            f"'X-Forwarded-Proto: https', got {raw!r}"
+        )
+    return f"HTTP_{header.upper().replace('-', '_')}", value
+
+
+# Only behind a proxy that sets (and never passes on from the client) this header.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+
+# The admin's session ends after BACKUPSITE_SESSION_MINUTES without activity (backups/access/
+# sessions.py slides it, writing at most once a minute; the dashboard's background polls do not
+# count as activity, so an abandoned page does not stay logged in).
+BACKUPSITE_SESSION_MINUTES = env_int("BACKUPSITE_SESSION_MINUTES", 60)
+if BACKUPSITE_SESSION_MINUTES < 1:
+    raise ImproperlyConfigured("BACKUPSITE_SESSION_MINUTES: expected a whole number of minutes, at least 1")
+SESSION_COOKIE_AGE = BACKUPSITE_SESSION_MINUTES * 60
+
+# The catalog database's password, kept out of DATABASE_URL (a Docker or Kubernetes secret file):
+# it replaces the URL's password when set.
+_database_password = env_secret("DATABASE_PASSWORD")
+
 INSTALLED_APPS = [
     # The admin's modules are loaded by urls.py (admin.autodiscover()), so management commands
     # and workers, which never serve a page, do not import them at start-up.
@@ -119,6 +168,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "backups.access.sessions.IdleTimeoutMiddleware",  # slides the session's expiry with activity
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -170,6 +220,8 @@ DATABASES = {
         env_str("DATABASE_URL") or f"sqlite:///{BACKUPSITE_HOME / 'backupsite.sqlite3'}"
     )
 }
+if _database_password is not None:
+    DATABASES["default"]["PASSWORD"] = _database_password
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -362,6 +414,9 @@ if BACKUPSITE_HEARTBEAT_STALE_SECONDS < 3 * BACKUPSITE_HEARTBEAT_SECONDS:
 # This host restores and deep-verifies backups: every key a target or schedule encrypts to needs
 # its identity here (backup_config refuses one without). false on a backup-only host.
 BACKUPSITE_RESTORES_HERE = env_bool("BACKUPSITE_RESTORES_HERE", True)
+# The TOML file that defines this site (e.g. /etc/backupsite/backupsite.toml): applied at start,
+# the rows it defines read-only in the admin; backup_config check|apply|diff|wait use it by default.
+BACKUPSITE_CONFIG = env_str("BACKUPSITE_CONFIG")
 # Signed download URLs (S3, GCS, Azure) stay valid this long; at most 300 seconds.
 BACKUPSITE_DOWNLOAD_URL_SECONDS = min(env_int("BACKUPSITE_DOWNLOAD_URL_SECONDS", 300), 300)
 
@@ -398,15 +453,46 @@ BACKUPSITE_SECRETS_DIRS = [
 ] or ["/run/secrets", "/etc/backupsite/secrets", str(BACKUPSITE_HOME / "secrets")]
 BACKUPSITE_SECRET_ENV = env_list("BACKUPSITE_SECRET_ENV", [])
 
+# Health, readiness and metrics (backups/views/probes.py): /healthz, /readyz and /metrics are
+# answered by the first middleware, before any host check (ALLOWED_HOSTS) or HTTPS redirect:
+# Kubernetes probes send the pod's address over plain HTTP. /metrics needs a bearer token
+# (BACKUPSITE_METRICS_TOKEN or BACKUPSITE_METRICS_TOKEN_FILE) or a client address inside
+# BACKUPSITE_METRICS_ALLOW (comma-separated CIDRs, behind BACKUPSITE_TRUSTED_PROXIES); neither
+# set: refused. Readiness fails when beat's heartbeat is older than BACKUPSITE_BEAT_STALE_SECONDS.
+from backups.access.proxies import parse_networks  # noqa: E402
+
+MIDDLEWARE.insert(0, "backups.views.probes.ProbesMiddleware")
+BACKUPSITE_METRICS_TOKEN = env_secret("BACKUPSITE_METRICS_TOKEN") or ""
+try:
+    BACKUPSITE_METRICS_ALLOW = parse_networks(env_str("BACKUPSITE_METRICS_ALLOW"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"BACKUPSITE_METRICS_ALLOW: {exc}") from None
+BACKUPSITE_BEAT_STALE_SECONDS = env_int("BACKUPSITE_BEAT_STALE_SECONDS", 180)
+if BACKUPSITE_BEAT_STALE_SECONDS < 45:
+    raise ImproperlyConfigured(
+        "BACKUPSITE_BEAT_STALE_SECONDS: expected at least 45 (beat records its heartbeat every 15 s)"
+    )
+
+# LOG_FORMAT=json: one JSON object per line (backups/logs.py), with the run's id, target and step;
+# the Celery worker and beat use it too, with the same redacting filter (backupsite/celery.py).
+LOG_FORMATS = ("plain", "json")
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(
+        f"LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {env_str('LOG_FORMAT')!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact_secrets": {"()": "backups.secrets.RedactingFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "backups.logs.JsonFormatter"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["redact_secrets"],
         }
     },

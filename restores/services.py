@@ -23,6 +23,7 @@ from backups.services import (
     RunningWork,
     ServiceError,
     describe_error,
+    log_context,
     redact,
 )
 
@@ -259,28 +260,29 @@ def _run(
 ) -> RestoreLog:
     backup = log.backup
     tracker = RestoreProgress(log.pk, progress)
-    try:
-        with Heartbeat(
-            RestoreLog.objects.filter(pk=log.pk, status=RestoreStatus.RUNNING), f"restore {log.pk}"
-        ):
-            result = work(tracker)
-    except BaseException as exc:
-        log.status = RestoreStatus.FAILED
-        log.error_message = str(exc) if isinstance(exc, RestoreRefused) else redact(describe_error(exc))
-        logger.warning("restore %s of backup %s failed: %s", log.pk, backup.pk, log.error_message)
-        if not isinstance(exc, Exception):
-            raise  # Ctrl-C or SIGTERM: recorded (below), then the process stops
-    else:
-        log.status = RestoreStatus.SUCCESS
-        log.tables_restored = result.tables
-        log.files_restored = result.files[:FILES_LISTED]
-        log.notes = result.message
-        if len(result.files) > FILES_LISTED:
-            log.notes += f" (first {FILES_LISTED} of {len(result.files)} files listed)"
-    finally:
-        log.completed_at = timezone.now()
-        log.progress = tracker.done
-        log.announce_pending = True  # until its audit event and alert rows exist
-        log.save()
+    with log_context(restore_id=log.pk, backup_id=backup.pk):  # on every line of the restore
+        try:
+            with Heartbeat(
+                RestoreLog.objects.filter(pk=log.pk, status=RestoreStatus.RUNNING), f"restore {log.pk}"
+            ):
+                result = work(tracker)
+        except BaseException as exc:
+            log.status = RestoreStatus.FAILED
+            log.error_message = str(exc) if isinstance(exc, RestoreRefused) else redact(describe_error(exc))
+            logger.warning("restore %s of backup %s failed: %s", log.pk, backup.pk, log.error_message)
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C or SIGTERM: recorded (below), then the process stops
+        else:
+            log.status = RestoreStatus.SUCCESS
+            log.tables_restored = result.tables
+            log.files_restored = result.files[:FILES_LISTED]
+            log.notes = result.message
+            if len(result.files) > FILES_LISTED:
+                log.notes += f" (first {FILES_LISTED} of {len(result.files)} files listed)"
+        finally:
+            log.completed_at = timezone.now()
+            log.progress = tracker.done
+            log.announce_pending = True  # until its audit event and alert rows exist
+            log.save()
     announcing.announce(log, into)
     return log

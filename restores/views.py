@@ -5,6 +5,7 @@ queues it on Celery; the worker fills in the RestoreLog row, progress included."
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.views.decorators.http import require_http_methods
 
 from backups.humanize import human_bytes
 from backups.models import Backup, Target
-from backups.services import can, record_audit
+from backups.services import can, queue_for, record_audit
 
 from . import approvals, services
 from .models import RestoreLog
@@ -72,7 +73,7 @@ def restore_backup(request: HttpRequest, pk: int) -> HttpResponse:
                 "restore.start", request=request, obj=backup, outcome="refused", details={"reason": str(exc)}
             )
             return _page(request, backup, destination, error=str(exc))
-        transaction.on_commit(functools.partial(restore_backup_task.delay, log.pk))
+        transaction.on_commit(_queue_restore(log, destination))
         record_audit(
             "restore.start", request=request, obj=log, details={"backup": backup.pk, "into": destination.name}
         )
@@ -178,10 +179,16 @@ def _after_decision(request: HttpRequest, log: RestoreLog, decision: str) -> Non
         withdrawn = approvals.is_requester(log, _by(request))
         messages.success(request, f"Restore request {log.pk} {'withdrawn' if withdrawn else 'rejected'}.")
         return
-    transaction.on_commit(functools.partial(restore_backup_task.delay, log.pk))
+    transaction.on_commit(_queue_restore(log, log.destination or log.backup.target))
     record_audit("restore.approve", request=request, obj=log, details={"requested_by": log.initiated_by})
     record_audit("restore.start", request=request, obj=log, details={"backup": log.backup_id, "into": into})
     messages.success(request, f"Restore {log.pk} approved and queued; this page shows its progress.")
+
+
+def _queue_restore(log: RestoreLog, destination: Target) -> Callable[[], object]:
+    """Queueing restore ``log``, for ``transaction.on_commit``: on the queue of the workers near
+    the destination (services.queue_for), the database it writes to."""
+    return functools.partial(restore_backup_task.apply_async, (log.pk,), queue=queue_for(destination))
 
 
 def _destination(backup: Backup, chosen: str) -> Target | None:

@@ -8,13 +8,15 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html_join
 
+from backups.admin.common import ManagedByFile
+
 from . import services
 from .cron import CronError, next_runs
 from .models import BackupSchedule
 
 
 @admin.register(BackupSchedule)
-class BackupScheduleAdmin(admin.ModelAdmin):
+class BackupScheduleAdmin(ManagedByFile, admin.ModelAdmin):
     list_display = [
         "name",
         "target",
@@ -23,6 +25,7 @@ class BackupScheduleAdmin(admin.ModelAdmin):
         "timezone",
         "is_active",
         "last_run_at",
+        "managed",
     ]
     list_filter = ["is_active", "backup_type", "target"]
     list_select_related = ["target"]

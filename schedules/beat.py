@@ -8,19 +8,29 @@ And one guard: a Ctrl-C or SIGTERM while the scheduler is being built (the first
 ends beat. Celery's signal handler saves the schedule through ``service.scheduler``, which is
 not built yet, so it builds a second scheduler inside the first one's database queries; that
 fails on the interrupted connection, the first one's entry loop logs the error and carries on,
-and the signal is lost: beat ran on until its supervisor killed it."""
+and the signal is lost: beat ran on until its supervisor killed it.
+
+And a sign of life: every tick writes beat's heartbeat row (at most every HEARTBEAT_SECONDS),
+which readiness (``/readyz``) reads. A catalog error there is logged and never stops beat."""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
 from celery.utils.time import maybe_make_aware
+from django.db import close_old_connections
 from django_celery_beat.schedulers import DatabaseScheduler as BaseScheduler
 from django_celery_beat.schedulers import ModelEntry as BaseEntry
 
+from backups import services
+
 logger = logging.getLogger(__name__)
+
+HEARTBEAT_ROLE = "beat"
+HEARTBEAT_SECONDS = 15.0  # well under BACKUPSITE_BEAT_STALE_SECONDS (default 180)
 
 
 class ModelEntry(BaseEntry):
@@ -40,6 +50,7 @@ class ModelEntry(BaseEntry):
 class DatabaseScheduler(BaseScheduler):
     Entry = ModelEntry
     _building = False  # one scheduler per beat process: set while it is being built
+    _next_heartbeat = 0.0  # time.monotonic() of the next heartbeat write
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if DatabaseScheduler._building:
@@ -52,3 +63,22 @@ class DatabaseScheduler(BaseScheduler):
             super().__init__(*args, **kwargs)
         finally:
             DatabaseScheduler._building = False
+
+    def tick(self, *args: Any, **kwargs: Any) -> Any:
+        interval = super().tick(*args, **kwargs)
+        self._show_life()
+        return interval
+
+    def _show_life(self) -> None:
+        now = time.monotonic()
+        if now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + HEARTBEAT_SECONDS  # a failed write waits as long: no log flood
+        try:
+            services.touch_heartbeat(HEARTBEAT_ROLE)
+        except Exception as exc:  # the catalog is down or locked: beat's schedule must go on
+            logger.warning(
+                "beat: cannot record its heartbeat in the catalog (%s); beat carries on",
+                services.describe_error(exc),
+            )
+            close_old_connections()  # a broken connection is replaced at the next query

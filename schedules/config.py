@@ -9,7 +9,7 @@ from typing import Any
 
 from backups import services as backup_services
 from backups.models import BackupType
-from backups.services import Known, Validator, Written, suggest
+from backups.services import Declared, Known, Validator, Written, suggest
 
 from .cron import cron_problem
 from .models import BackupSchedule, VerifyMode
@@ -124,7 +124,14 @@ def _verify_mode(check: Validator, table: dict[str, Any], path: str) -> str:
 
 def apply_schedule(name: str, plan: SchedulePlan, written: Written) -> None:
     fields = {**plan.fields, "target": written.target(plan.fields["target"])}
-    schedule = backup_services.upsert(BackupSchedule, name, fields, written.report, "schedule")
+    schedule = backup_services.upsert(
+        BackupSchedule, name, written.marked(fields), written.report, "schedule"
+    )
     backup_services.set_storages(
         schedule, [written.storages[s] for s in plan.storages], written.report, f"schedule {name}"
     )
+
+
+def declared_schedule(plan: SchedulePlan) -> Declared:
+    """The row a plan declares, for ``backup_config diff``: its target by name, as planned."""
+    return Declared(fields=plan.fields, storages=plan.storages)

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
 from backups import services as backup_services
 from backups.models import Backup, BackupStatus, Target
@@ -59,6 +59,12 @@ def sync_periodic_task(schedule: BackupSchedule) -> PeriodicTask:
             "crontab": crontab,
             "interval": None,
             "kwargs": json.dumps({"schedule_id": schedule.pk}),
+            # Beat sends the firing to the target's queue. Celery derives the exchange and
+            # routing key from the queue's name; any left by an edit in the admin are cleared,
+            # or they would send the firing elsewhere.
+            "queue": backup_services.queue_for(schedule.target),
+            "exchange": None,
+            "routing_key": None,
             "enabled": enabled,
             "description": f"Backup of {schedule.target.name} ({schedule.name}, {schedule.cron_expression} "
             f"{schedule.timezone})",
@@ -67,6 +73,32 @@ def sync_periodic_task(schedule: BackupSchedule) -> PeriodicTask:
     upcoming = next_runs(schedule.cron_expression, schedule.timezone, timezone.now(), 1) if enabled else []
     BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=upcoming[0] if upcoming else None)
     return task
+
+
+def route_schedules_of(target: Target) -> int:
+    """Point the PeriodicTasks of ``target``'s schedules at its queue (after the target was
+    saved: its queue may have changed), in one update; beat is told when any changed. Returns
+    how many changed."""
+    names = [
+        periodic_task_name(pk)
+        for pk in BackupSchedule.objects.filter(target_id=target.pk).values_list("pk", flat=True)
+    ]
+    queue = backup_services.queue_for(target)
+    changed = (
+        PeriodicTask.objects.filter(name__in=names)
+        .exclude(queue=queue, exchange__isnull=True, routing_key__isnull=True)
+        .update(queue=queue, exchange=None, routing_key=None)
+    )
+    if changed:
+        PeriodicTasks.update_changed()  # a bulk update sends no signal: tell beat ourselves
+    return changed
+
+
+def backup_queue(backup_id: int) -> str:
+    """The queue of work on backup ``backup_id`` (its target's; the default one when the backup
+    is gone, where the task finds nothing to do)."""
+    backup = Backup.objects.select_related("target").filter(pk=backup_id).first()
+    return backup_services.queue_for(backup.target) if backup else backup_services.DEFAULT_QUEUE
 
 
 def remove_periodic_task(schedule_id: int) -> None:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -62,10 +62,17 @@ class SupervisorError(Exception):
 
 
 def site_children(
-    *, base_dir: Path, home: Path, bind: str | None, concurrency: int, node_name: str
+    *,
+    base_dir: Path,
+    home: Path,
+    bind: str | None,
+    concurrency: int,
+    node_name: str,
+    queues: Sequence[str] = ("celery",),
 ) -> list[ChildSpec]:
     """The children of a site: web (unless ``bind`` is None), ``worker`` (``concurrency`` pool
-    processes, the default ``celery`` queue: backups, restores, verifications), ``watch`` (one
+    processes consuming ``queues``, by default the default ``celery`` queue: backups, restores,
+    verifications; a target's own queue brings its work to workers near it), ``watch`` (one
     process, the ``watch`` queue: the watch and the sweep, so a watch never waits behind backups
     while every backup process is busy; named ``watch-<node_name>``) and beat, each started with
     this interpreter (the venv's Celery, whatever PATH says)."""
@@ -76,7 +83,8 @@ def site_children(
         children.append(
             ChildSpec("web", [python, str(base_dir / "manage.py"), "runserver", "--noreload", bind])
         )
-    worker = [*celery, "worker", "-l", "info", "-Q", "celery", "-c", str(concurrency), "-n", node_name]
+    worker = [*celery, "worker", "-l", "info", "-Q", ",".join(queues), "-c", str(concurrency)]
+    worker += ["-n", node_name]
     children.append(ChildSpec("worker", worker))
     watch = [*celery, "worker", "-l", "info", "-Q", "watch", "-c", "1", "-n", f"watch-{node_name}"]
     children.append(ChildSpec("watch", watch))

@@ -20,7 +20,9 @@ def watch() -> None:
     happen, and queue the day's verifications."""
     services.watch()
     for backup_id in services.due_verifications():
-        verify_backup.delay(backup_id)
+        # On the target's queue, not the watch's: the verification reads its copies and
+        # restores them into its sandbox, the work of the workers near its database.
+        verify_backup.apply_async((backup_id,), queue=services.backup_queue(backup_id))
 
 
 @app.task(acks_late=True, ignore_result=True)

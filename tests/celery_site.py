@@ -205,6 +205,14 @@ class Site:
         return f"backup-schedule:{pk}"
 
 
+def migrated_site(home: Path, broker_url: str) -> Site:
+    """A new site in ``home`` (created) with its catalog migrated and nothing declared."""
+    site = Site(home=home, broker_url=broker_url)
+    site.home.mkdir()
+    site.manage("migrate", "--noinput", "-v0")
+    return site
+
+
 def make_site(root: Path, broker_url: str, *, slow: bool) -> Site:
     """A migrated site with a `quick` schedule every minute (a small SQLite database) and, when
     ``slow``, a `slow` one whose source this test holds locked: its runs stay RUNNING (waiting

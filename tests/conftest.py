@@ -19,6 +19,7 @@ from tests.config_builder import Sections, write_config
 
 if TYPE_CHECKING:
     from tests.servers.mariadb import MariaDBServer
+from tests.servers.catalog import chosen_catalog, session_catalog
 from tests.servers.postgres import PostgresServer, running_postgres
 
 pytest_plugins = [
@@ -39,6 +40,21 @@ pytest_plugins = [
 
 REPO = Path(__file__).resolve().parent.parent
 PG_PASSWORD_ENV = "TEST_PG_PASSWORD"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    chosen_catalog()  # a mistyped BACKUPSITE_TEST_CATALOG stops the session before any test runs
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request: pytest.FixtureRequest) -> Iterator[None]:
+    """pytest-django's hook, just before it creates the test databases: the catalog is the one
+    BACKUPSITE_TEST_CATALOG names (tests/servers/catalog.py), alive until they are dropped."""
+    from django.conf import settings
+
+    with session_catalog(settings.DATABASES):
+        request.getfixturevalue("django_db_modify_db_settings_parallel_suffix")  # what it did before
+        yield
 
 
 @pytest.fixture(scope="session")

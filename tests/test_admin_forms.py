@@ -16,7 +16,7 @@ from django.utils import timezone
 from backups import services
 from backups.models import Backup, BackupCopy, Storage, Target
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def text_of(html: str) -> str:

@@ -15,7 +15,7 @@ from backups.engines import get_engine
 from backups.engines.base import Connection, Dump, DumpOptions, Engine
 from backups.models import Backup, BackupStatus, Target
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 class NeedsMissingToolEngine(Engine):

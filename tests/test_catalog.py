@@ -15,7 +15,7 @@ from restores.models import RestoreStatus
 from restores.services import restore_backup
 from tests.conftest import sqlite_rows
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def lose_the_catalog() -> None:

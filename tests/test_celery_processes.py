@@ -27,6 +27,7 @@ from tests.celery_site import (
     group_gone,
     kill_group,
     make_site,
+    migrated_site,
     minute,
     wait_until,
 )
@@ -195,9 +196,7 @@ def test_it_serves_the_admin_and_runs_the_schedules_under_backupsite_run(sites):
 def bare_site(tmp_path: Path, redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[Site]:
     """A migrated site with nothing declared; the broker named by the test's parameter."""
     url = redis_server.url(1) if getattr(request, "param", "filesystem") == "redis" else "filesystem://"
-    site = Site(home=tmp_path / "home", broker_url=url)
-    site.home.mkdir()
-    site.manage("migrate", "--noinput", "-v0")
+    site = migrated_site(tmp_path / "home", url)
     try:
         yield site
     finally:

@@ -17,7 +17,7 @@ from restores.models import RestoreLog
 from schedules.models import BackupSchedule
 from schedules.requests import info_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 DAY = timedelta(days=1)
 

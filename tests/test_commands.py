@@ -20,7 +20,7 @@ from backups.models import Backup, BackupStatus, CopyStatus, Target
 from restores.models import RestoreLog
 from tests.conftest import REPO, fill_sqlite, sqlite_rows
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def run(*args: str) -> str:

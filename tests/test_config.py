@@ -13,7 +13,7 @@ from backups.models import Storage, Target
 from schedules.models import BackupSchedule
 from tests.config_builder import toml_text, write_config
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def toml(tmp_path: Path, text: str, name: str = "c.toml") -> Path:

@@ -23,6 +23,8 @@ from backups import services
 from backups.models import Backup, BackupCopy, BackupStatus, BackupStep, CopyStatus, Storage, Target
 from tests.conftest import fill_sqlite
 
+pytestmark = pytest.mark.catalog
+
 
 @contextlib.contextmanager
 def small_disk(path: Path, size: str) -> Iterator[Path]:

@@ -36,7 +36,7 @@ from tests.conftest import fill_sqlite, pg_target, sqlite_rows, unique_name
 from tests.servers.postgres import PostgresServer
 from tests.test_engine_contract import tree
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 AGE = shutil.which("age") or "/usr/bin/age"
 MIB = 1024 * 1024
@@ -152,6 +152,9 @@ def untouched_copy(copy_target: Target) -> Callable[[], None]:
     return check
 
 
+# Committed, as in a shell: the command closes every connection as it ends (run_from_argv), which
+# ends a test's transaction on PostgreSQL (SQLite's in-memory test catalog ignores the close).
+@pytest.mark.django_db(transaction=True)
 def test_it_fails_naming_the_key_when_the_identity_file_is_gone_and_the_command_exits_1(
     prod_backup, copy_target, untouched_copy, key_dir, capsys
 ):
@@ -235,6 +238,9 @@ def test_it_restores_with_the_escrow_identity_alone(sqlite_target, copy_target, 
 # -- verification without the key -----------------------------------------------------------------
 
 
+# Committed, as in a shell: the command closes every connection as it ends (run_from_argv), which
+# ends a test's transaction on PostgreSQL (SQLite's in-memory test catalog ignores the close).
+@pytest.mark.django_db(transaction=True)
 def test_it_refuses_deep_verification_without_the_key_marking_nothing_while_a_plain_one_passes(
     prod_backup, key_dir, capsys
 ):

@@ -21,7 +21,7 @@ from restores.models import RestoreLog, RestoreStatus
 from tests.conftest import pg_target, unique_name
 from tests.servers.postgres import PostgresServer
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def person(name: str, role: str) -> Client:

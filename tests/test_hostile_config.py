@@ -22,8 +22,9 @@ from schedules.models import BackupSchedule
 from tests.conftest import REPO
 from tests.test_admin_forms import change_url, target_form
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 HUGE = 2**63 - 1
+HUGE_DAYS = 2**31 - 1  # past any calendar, yet a number every catalog's integer column holds
 
 
 def check_problems(path: Path, *args: str) -> list[str]:
@@ -237,13 +238,13 @@ def test_it_removes_the_committed_copies_when_the_run_cannot_be_recorded(
     second = Storage.objects.create(name="second", kind="local", options={"path": str(tmp_path / "second")})
     sqlite_target.storages.add(second)
     # Around the checks (a row written directly): the expiry overflows after every copy is stored.
-    Target.objects.filter(pk=sqlite_target.pk).update(retention={"retention_days": HUGE})
+    Target.objects.filter(pk=sqlite_target.pk).update(retention={"retention_days": HUGE_DAYS})
     backup = services.run_backup(Target.objects.get(pk=sqlite_target.pk))
 
     assert backup.status == BackupStatus.FAILED
     assert backup.error_message == (
         "the backup was stored but could not be recorded as a success (retention_days "
-        f"{HUGE} puts its expiry past the last date the calendar holds); its stored copies and "
+        f"{HUGE_DAYS} puts its expiry past the last date the calendar holds); its stored copies and "
         "manifests were removed"
     )
     assert Backup.objects.get(pk=backup.pk).status == BackupStatus.FAILED

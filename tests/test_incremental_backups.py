@@ -21,7 +21,7 @@ from schedules.models import BackupSchedule
 from schedules.requests import info_for
 from tests.test_engine_contract import tree
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 DAY = timedelta(days=1)
 
 

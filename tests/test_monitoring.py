@@ -15,7 +15,7 @@ from schedules import monitoring, services
 from schedules.models import BackupSchedule
 from tests.conftest import fill_sqlite
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def utc(text: str) -> datetime:

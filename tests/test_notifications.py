@@ -24,7 +24,7 @@ from tests.servers import free_port
 from tests.servers.http_receiver import HTTPReceiver
 from tests.servers.smtp import SMTPServer
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 FAST = [0.01]
 

@@ -13,7 +13,7 @@ from backups.models import Backup, BackupStatus, BackupStep, StepStatus
 from backups.runs.heartbeat import Heartbeat
 from schedules import services
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def running(target, worker: str, beat_age: float) -> Backup:

@@ -17,7 +17,7 @@ from backups import catalog, services
 from backups.models import Backup, BackupCopy, BackupStep, Storage, Target
 from tests.conftest import fill_sqlite
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def lose_the_catalog() -> None:

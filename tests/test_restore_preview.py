@@ -19,7 +19,7 @@ from restores.services import preview_restore, restore_backup, run_restore, star
 from tests.conftest import digest, pg_target, sqlite_rows, unique_name
 from tests.servers.postgres import PostgresServer
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def run(*args: str) -> str:

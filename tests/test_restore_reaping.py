@@ -22,7 +22,7 @@ from restores import services
 from restores.models import RestoreLog, RestoreStatus
 from schedules.tasks import watch
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 @pytest.fixture

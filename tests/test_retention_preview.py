@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from backups import services
 from backups.models import Backup, Target
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 def preview(*args: str) -> str:

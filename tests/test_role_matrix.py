@@ -17,7 +17,7 @@ from backups.models import AuditEvent, Backup, BackupDownload, Storage, Target
 from restores.models import RestoreLog
 from tests.conftest import digest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 ROLES = ("none", "Viewer", "Operator", "Restorer", "Administrator")
 ALLOWED = {

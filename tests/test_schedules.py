@@ -19,6 +19,8 @@ from schedules.models import BackupSchedule
 from schedules.tasks import run_schedule
 from tests.config_builder import write_config
 
+pytestmark = pytest.mark.catalog
+
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
@@ -328,7 +330,9 @@ def test_it_makes_beat_fire_an_entry_whose_last_run_is_dated_after_now() -> None
     assert next_check <= 60  # due within the minute, not in a year
 
 
-@pytestmark_db
+# Outside a test transaction, as in beat: django-celery-beat closes old connections itself, which
+# ends the test's transaction on PostgreSQL (SQLite's in-memory test catalog ignores the close).
+@pytest.mark.django_db(transaction=True)
 def test_it_installs_the_watch_and_the_sweep_in_beat_on_the_watch_queue_dropped_when_late() -> None:
     """What beat stores and sends for the fixed entries (settings.CELERY_BEAT_SCHEDULE): the
     watch every minute and the sweep every 6 hours, both routed to the watch's own queue and

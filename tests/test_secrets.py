@@ -37,6 +37,29 @@ def test_it_resolves_a_file_reference_without_the_trailing_newline(tmp_path: Pat
     assert resolve(f"${{file:{path}}}") == secret
 
 
+@pytest.mark.parametrize(
+    "variable", ["SECRET_KEY_FILE", "DATABASE_PASSWORD_FILE", "BACKUPSITE_METRICS_TOKEN_FILE"]
+)
+def test_it_refuses_a_file_reference_to_a_file_backupsite_reads_its_own_secret_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # Compose and Kubernetes mount the app's secrets in /run/secrets, a secret directory: a
+    # target's editor could otherwise point a password at the Django key and send it anywhere.
+    secret = unique_secret()
+    own = tmp_path / "own.secret"
+    own.write_text(secret)
+    linked = tmp_path / "linked.secret"
+    linked.hardlink_to(own)
+    monkeypatch.setenv(variable, str(own))
+    for path in (own, linked):
+        with pytest.raises(SecretError, match="Backupsite reads one of its own secrets") as refused:
+            resolve(f"${{file:{path}}}", "password")
+        assert secret not in str(refused.value)
+    assert check_resolvable(f"${{file:{own}}}") is not None
+    monkeypatch.delenv(variable)
+    assert resolve(f"${{file:{own}}}") == secret
+
+
 def test_it_resolves_several_references_inside_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     user, password = unique_secret(), unique_secret()
     monkeypatch.setenv("BACKUPSITE_TEST_USER", user)

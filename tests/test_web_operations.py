@@ -21,6 +21,7 @@ from django.test import Client
 
 from backups import services
 from backups.models import Backup, BackupStep
+from tests.celery_site import migrated_site
 from tests.config_builder import write_config
 from tests.conftest import REPO, fill_sqlite
 from tests.servers import free_port
@@ -243,9 +244,7 @@ def catalog_row(site: Site, query: str, *args: object) -> tuple | None:
 def served_site(tmp_path: Path):
     """``backupsite_run`` (web, worker, beat) on the filesystem broker, one SQLite target and
     the superuser alice."""
-    site = Site(home=tmp_path / "home", broker_url="filesystem://")
-    site.home.mkdir()
-    site.manage("migrate", "--noinput", "-v0")
+    site = migrated_site(tmp_path / "home", "filesystem://")
     write_config(
         tmp_path / "site.toml",
         storage_dir=tmp_path / "backups",

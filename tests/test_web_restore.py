@@ -15,7 +15,7 @@ from backups.models import Backup, Target
 from restores.models import RestoreLog, RestoreStatus
 from tests.conftest import digest, sqlite_rows
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 
 @pytest.fixture

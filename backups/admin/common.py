@@ -1,5 +1,6 @@
 """Pieces every admin page shares: status badges, sizes, durations and times as people read
-them (the exact value on hover), and the form of a plugin's options."""
+them (the exact value on hover), the form of a plugin's options, and rows a configuration file
+defines (read-only here)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -91,3 +94,45 @@ class PluginOptionsForm(forms.ModelForm):
         for key, message in option_problems(cls, options):
             self.add_error("options", f"{key}: {message}")
         return cleaned
+
+
+def managed_banner(path: str) -> str:
+    return f"Defined by {path}: change it there and run backup_config apply."
+
+
+class ManagedByFile:
+    """Mixed into a ModelAdmin before ``admin.ModelAdmin``, for models with ``managed_by``: a row
+    a configuration file defines cannot be changed or deleted here (its page renders view-only,
+    with a banner naming the file), since the next apply would undo the change. Operations (Run
+    now, Verify, retiring a key) are not changes of the row and keep working; rows managed in the
+    admin behave as before. ``managed`` is a changelist column."""
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.managed_by:
+            return False
+        return bool(super().has_change_permission(request, obj))  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.managed_by:
+            return False
+        return bool(super().has_delete_permission(request, obj))  # type: ignore[misc]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        if obj is not None and obj.managed_by:
+            messages.warning(request, managed_banner(obj.managed_by))
+        response: HttpResponse = super().render_change_form(  # type: ignore[misc]
+            request, context, add, change, form_url, obj
+        )
+        return response
+
+    @admin.display(description="Managed by file", boolean=True)
+    def managed(self, obj: Any) -> bool:
+        return bool(obj.managed_by)

@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from backups.admin.common import when
+from backups.admin.common import ManagedByFile, when
 from backups.models import EncryptionKey, Outcome
 from backups.services import KeyStatus, ServiceError, key_status, record_audit, retire_key
 
@@ -46,9 +46,11 @@ def live_text(status: KeyStatus | None) -> str:
 
 
 @admin.register(EncryptionKey)
-class EncryptionKeyAdmin(admin.ModelAdmin):
+class EncryptionKeyAdmin(ManagedByFile, admin.ModelAdmin):
     form = EncryptionKeyForm
-    list_display = ["name", "fingerprint", "recipient_short", "identity_reference", "created", "retired"]
+    list_display = [
+        "name", "fingerprint", "recipient_short", "identity_reference", "created", "retired", "managed",
+    ]  # fmt: skip
     list_filter = [("retired_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "fingerprint", "recipient"]
     actions = ["retire"]

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from backups.admin.common import PluginOptionsForm, when
+from backups.admin.common import ManagedByFile, PluginOptionsForm, when
 from backups.models import Notification, NotificationStatus, Notifier
 from backups.services import notifier_class
 
@@ -37,9 +37,9 @@ class NotifierForm(PluginOptionsForm):
 
 
 @admin.register(Notifier)
-class NotifierAdmin(admin.ModelAdmin):
+class NotifierAdmin(ManagedByFile, admin.ModelAdmin):
     form = NotifierForm
-    list_display = ["name", "kind", "event_list", "is_default", "is_active", "updated_at"]
+    list_display = ["name", "kind", "event_list", "is_default", "is_active", "updated_at", "managed"]
     list_filter = ["kind", "is_default", "is_active"]
     search_fields = ["name"]
     readonly_fields = ["created_at", "updated_at"]

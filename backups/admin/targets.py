@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from backups.admin.common import PluginOptionsForm, post_button, status_badge, when
+from backups.admin.common import ManagedByFile, PluginOptionsForm, post_button, status_badge, when
 from backups.admin.retention import retention_preview
 from backups.admin.scoping import ScopedByTarget
 from backups.models import Backup, BackupStatus, Storage, Target
@@ -215,9 +215,9 @@ class StorageForm(PluginOptionsForm):
 
 
 @admin.register(Storage)
-class StorageAdmin(admin.ModelAdmin):
+class StorageAdmin(ManagedByFile, admin.ModelAdmin):
     form = StorageForm
-    list_display = ["name", "kind", "location", "prefix", "required", "updated"]
+    list_display = ["name", "kind", "location", "prefix", "required", "updated", "managed"]
     list_filter = ["kind", "required"]
     search_fields = ["name"]
     readonly_fields = ["created", "updated"]
@@ -236,10 +236,10 @@ class StorageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Target)
-class TargetAdmin(ScopedByTarget, admin.ModelAdmin):
+class TargetAdmin(ManagedByFile, ScopedByTarget, admin.ModelAdmin):
     target_paths = ("pk",)
     form = TargetForm
-    list_display = ["name", "engine", "source", "compression", "is_active", "last_backup"]
+    list_display = ["name", "engine", "source", "compression", "is_active", "last_backup", "managed"]
     list_filter = ["engine", "is_active"]
     search_fields = ["name", "host", "database"]
     filter_horizontal = ["storages"]
@@ -275,9 +275,31 @@ class TargetAdmin(ScopedByTarget, admin.ModelAdmin):
                 "backups the rules keep. No rule at all: nothing is ever deleted.",
             },
         ),
+        (
+            "Workers",
+            {
+                "fields": ["queue"],
+                "description": "Only workers consuming this queue (celery worker -Q eu-db, backupsite_run "
+                "--queues eu-db) run this target's backups, verifications and restores into it; empty: "
+                "the default queue, celery.",
+            },
+        ),
         ("Verification", {"fields": ["sandbox"]}),
         ("Audit", {"fields": ["created", "updated"]}),
     ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Target | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        # A page without a form (a row a configuration file defines, a viewer) reads the model,
+        # where the rule fields above do not exist: show the stored policy instead.
+        return [
+            (name, {**options, "fields": ["retention_policy", "retention_plan"]})
+            if name == "Retention"
+            else (name, options)
+            for name, options in fieldsets
+        ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Target]:
         # The last backup of every row in the same query (no query per row).
@@ -335,6 +357,11 @@ class TargetAdmin(ScopedByTarget, admin.ModelAdmin):
     @admin.display(description="Updated")
     def updated(self, obj: Target) -> str:
         return when(obj.updated_at)
+
+    @admin.display(description="Policy")
+    def retention_policy(self, obj: Target) -> str:
+        rules = obj.retention if isinstance(obj.retention, dict) else {}
+        return "; ".join(f"{key} = {value}" for key, value in rules.items()) or "no rule: nothing is deleted"
 
     @admin.display(description="What the policy keeps")
     def retention_plan(self, obj: Target) -> str:

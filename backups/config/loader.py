@@ -9,7 +9,9 @@ into the file itself is refused wherever it is, and never repeated in a message.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 
 from backups.config.checks import Validator, suggest
+from backups.config.diff import ConfigDiff, compare, removed_rows
 from backups.config.registry import (
     ApplyReport,
     Keys,
@@ -37,7 +40,7 @@ from backups.config.sections import (
     validate_storage,
     validate_target,
 )
-from backups.models import EncryptionKey, Notifier, Storage, Target
+from backups.models import AppliedConfig, EncryptionKey, Notifier, Storage, Target
 
 MAX_DEPTH = 20  # levels of tables and arrays; a real file needs about 6
 INTEGER_RANGE = range(-(2**63), 2**63)  # TOML's integers are 64-bit; tomllib reads any size
@@ -56,8 +59,13 @@ class ConfigInvalid(Exception):
 
 @dataclass
 class Config:
-    source: Path
+    source: Path  # the file itself (symbolic links resolved): relative paths in it start here
     data: dict[str, dict[str, dict[str, Any]]]
+    digest: str = ""  # SHA-256 of the bytes read, as AppliedConfig records it
+    # The file as named, made absolute but with symbolic links kept: what ``managed_by`` and
+    # AppliedConfig record. A Kubernetes ConfigMap's file is a link whose target changes with
+    # every update; the name the operator gave stays the same.
+    path: str = ""
 
     @property
     def base_dir(self) -> Path:
@@ -96,7 +104,12 @@ def load(path: str | Path) -> Config:
             errors.append(f"{key}: must be tables written [{key}.NAME]")
     if errors:
         raise ConfigInvalid(errors)
-    return Config(source=source, data={section: data.get(section, {}) for section in sections})
+    return Config(
+        source=source,
+        data={section: data.get(section, {}) for section in sections},
+        digest=hashlib.sha256(raw).hexdigest(),
+        path=os.path.abspath(path),
+    )
 
 
 def shape_problems(data: dict[str, Any]) -> list[str]:
@@ -253,25 +266,35 @@ def _identities_needed(check: Validator, keys: Keys, plan: Plan) -> None:
             )
 
 
-def apply(config: Config, *, probe: bool = True) -> ApplyReport:
+def apply(config: Config, *, probe: bool = True, applied_by: str = "", as_source: bool = True) -> ApplyReport:
     """Validate, then create or update every declared object in one transaction.
 
-    Objects not named in the file are left alone. Applying the same file twice changes nothing.
+    The file is the source of truth for what it defines (``as_source``, the default): each row
+    it defines is marked ``managed_by`` its absolute path (read-only in the admin), and rows
+    marked so that it no longer defines are deactivated or released (:mod:`backups.config.diff`;
+    never deleted, their backups untouched). In the same transaction an :class:`AppliedConfig`
+    row records the file's path and digest, ``applied_by`` and when, if anything changed or the
+    newest such row names another version of the file (so applying the same file twice changes
+    nothing and records nothing). ``as_source=False`` (the demo): rows are written, not marked,
+    and nothing else is touched or recorded. Other objects are left alone.
     Registered sections are written after the core ones, in the same transaction; afterwards
     each section's ``after_apply`` runs (the schedules app syncs Celery beat).
     """
     plan = validate(config, probe=probe)
     report = ApplyReport()
+    path = config.path if as_source else None
     with transaction.atomic():
+        written = Written(storages={}, targets={}, report=report, managed_by=path)
         for name, fields in plan.keys.items():  # before the targets, which name them
-            upsert(EncryptionKey, name, fields, report, "key")
+            upsert(EncryptionKey, name, written.marked(fields), report, "key")
         storages = {
-            name: upsert(Storage, name, fields, report, "storage") for name, fields in plan.storages.items()
+            name: upsert(Storage, name, written.marked(fields), report, "storage")
+            for name, fields in plan.storages.items()
         }
         storages.update({s.name: s for s in Storage.objects.exclude(name__in=storages)})
         targets: dict[str, Target] = {}
         for name, fields in plan.targets.items():
-            target = upsert(Target, name, fields, report, "target")
+            target = upsert(Target, name, written.marked(fields), report, "target")
             set_storages(target, [storages[s] for s in plan.target_storages[name]], report, f"target {name}")
             targets[name] = target
         for name, target in targets.items():
@@ -285,12 +308,30 @@ def apply(config: Config, *, probe: bool = True) -> ApplyReport:
                 if f"target {name}" not in report.created:
                     report.updated.append(f"target {name} (sandbox)")
         for name, fields in plan.notifiers.items():
-            upsert(Notifier, name, fields, report, "notifier")
-        written = Written(storages=storages, targets=targets, report=report)
+            upsert(Notifier, name, written.marked(fields), report, "notifier")
+        written.storages, written.targets = storages, targets
         for section in extra_sections():
             for name, section_plan in plan.extra.get(section.name, {}).items():
                 section.apply(name, section_plan, written)
+        if path is not None:
+            for removed in removed_rows(plan, path):
+                report.deactivated.append(removed.carry_out())
+            _record(config, applied_by, report)
     for section in extra_sections():
         if section.after_apply is not None:
             section.after_apply()
     return report
+
+
+def diff(config: Config) -> ConfigDiff:
+    """What :func:`apply` of ``config`` would change now (validated without probes: raises
+    :class:`ConfigInvalid` as :func:`validate` does). Reads the catalog only."""
+    return compare(config, validate(config, probe=False))
+
+
+def _record(config: Config, applied_by: str, report: ApplyReport) -> None:
+    """An AppliedConfig row when the apply changed something or the newest row names another
+    file or version: what ``backup_config wait`` (the workers and beat) waits for."""
+    newest = AppliedConfig.objects.order_by("-applied_at", "-id").first()
+    if report.changed or newest is None or (newest.path, newest.digest) != (config.path, config.digest):
+        AppliedConfig.objects.create(path=config.path, digest=config.digest, applied_by=applied_by[:150])

@@ -25,9 +25,19 @@ class ApplyReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    deactivated: list[str] = field(default_factory=list)  # defined by the file before, no longer
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged}
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deactivated": self.deactivated,
+        }
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.deactivated)
 
 
 @dataclass
@@ -85,22 +95,44 @@ class Written:
     storages: dict[str, Storage]
     targets: dict[str, Target]
     report: ApplyReport
+    managed_by: str | None = None  # the file's absolute path; None: rows are not marked
 
     def target(self, name: str) -> Target:
         return self.targets.get(name) or Target.objects.get(name=name)
+
+    def marked(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` plus ``managed_by`` (the file), for :func:`upsert`, when the apply marks rows."""
+        return fields if self.managed_by is None else {**fields, "managed_by": self.managed_by}
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One row as a file declares it, for comparing with the catalog: field values as
+    :func:`upsert` writes them (a foreign key as the related row's name) and, for rows with
+    storages, the storages' names."""
+
+    fields: dict[str, Any]
+    storages: list[str] | None = None
 
 
 @dataclass(frozen=True)
 class ConfigSection:
     """One ``[name.*]`` section: ``validate`` checks one table (reporting through the Validator)
     and returns its plan; ``apply`` writes one plan inside the apply's transaction;
-    ``after_apply`` runs once after a successful apply (e.g. to sync Celery beat)."""
+    ``after_apply`` runs once after a successful apply (e.g. to sync Celery beat). With ``model``
+    (rows named by a unique ``name``, marked with ``managed_by``) and ``declared`` (one plan as
+    the row it declares), ``backup_config diff`` compares the section's rows, and rows the file
+    no longer defines are deactivated (``is_active``) or, for a model without that flag, released.
+    ``label`` names one row in reports ("schedule nightly")."""
 
     name: str
     position: int
     validate: Callable[[Validator, str, dict[str, Any], Known], Any]
     apply: Callable[[str, Any, Written], None]
     after_apply: Callable[[], object] | None = None
+    model: type[Model] | None = None
+    declared: Callable[[Any], Declared] | None = None
+    label: str = ""
 
 
 _SECTIONS: dict[str, ConfigSection] = {}

@@ -19,6 +19,7 @@ from backups.models import Backup, EncryptionKey, Event, default_notifier_events
 from backups.models.catalog import local_path_problem
 from backups.notifiers import NOTIFIER_KINDS, NotifierError, build_notifier, notifier_class
 from backups.plugins import Option
+from backups.queues import queue_problem
 from backups.retention.policy import Policy
 from backups.storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 from backups.storages.base import prefix_problem
@@ -33,7 +34,7 @@ NOTIFIER_KEYS = {"kind", "events", "default", "is_active"}  # plus the options o
 TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
-    "skip_unchanged", "sandbox", "config_paths", "tags", "protected", "encryption", "escrow",
+    "skip_unchanged", "sandbox", "config_paths", "tags", "protected", "encryption", "escrow", "queue",
 }  # fmt: skip
 KEY_KEYS = {"recipient", "identity"}
 
@@ -275,10 +276,14 @@ def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[
         "protected": check.boolean(table, "protected", path, False),
         "encryption": check.string(table, "encryption", path),  # the names: checked against [keys.*]
         "escrow": check.string_list(table, "escrow", path),
+        "queue": check.string(table, "queue", path),  # empty: the default queue
     }
     problem = tag_problem(fields["tags"])
     if problem:
         check.error(f"{path}.tags", problem)
+    problem = queue_problem(fields["queue"]) if fields["queue"] else ""
+    if problem:
+        check.error(f"{path}.queue", problem)
     if fields["password"]:
         fields["password"] = check.reference(fields["password"], f"{path}.password", must_be_reference=True)
     fields["options"] = {

@@ -13,6 +13,7 @@ from django.db.models.functions import Lower
 
 from backups import secrets
 from backups.engines import engine_choices
+from backups.queues import queue_problem
 from backups.retention.policy import Policy, PolicyError
 from backups.storages import STORAGE_KINDS
 from backups.storages.base import prefix_problem
@@ -250,6 +251,9 @@ class Target(models.Model):
         problem = tag_problem(self.tags)
         if problem:
             raise ValidationError({"tags": problem})
+        problem = queue_problem(self.queue) if self.queue else ""
+        if problem:
+            raise ValidationError({"queue": problem})
         from backups.engines.configuration import path_problems
 
         if not isinstance(self.config_paths, list):

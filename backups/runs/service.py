@@ -17,6 +17,7 @@ from django.utils import timezone
 from backups import keys, secrets
 from backups.engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from backups.engines.base import refuse_problems
+from backups.logs import log_context
 from backups.models import Backup, BackupStatus, CopyStatus, StepStatus, Storage, Target
 from backups.notifications import notify_backup
 from backups.requests import ScheduleInfo
@@ -107,21 +108,22 @@ def run_backup(
     )
     if not claim(backup):
         return backup
-    logger.info("backup %s of target %s started", backup.pk, target.name)
-    try:
-        with Heartbeat(
-            Backup.objects.filter(pk=backup.pk, status=BackupStatus.RUNNING), f"backup {backup.pk}"
-        ):
-            _execute(backup, target, storages, schedule, progress)
-    except BaseException as exc:
-        recorded = _fail(backup, exc)  # raises CatalogUnreachable when the catalog stays away
-        if not isinstance(exc, Exception):
-            if recorded:
-                notify_backup(backup)  # interrupted (SIGTERM, Ctrl-C): still say so
-            raise
-        if not recorded:
-            return backup  # the watch ended it meanwhile, and sent its alert
-    notify_backup(backup)  # after the outcome is saved; it never raises
+    with log_context(backup_id=backup.pk, target=target.name):  # on every line of the run (LOG_FORMAT=json)
+        logger.info("backup %s of target %s started", backup.pk, target.name)
+        try:
+            with Heartbeat(
+                Backup.objects.filter(pk=backup.pk, status=BackupStatus.RUNNING), f"backup {backup.pk}"
+            ):
+                _execute(backup, target, storages, schedule, progress)
+        except BaseException as exc:
+            recorded = _fail(backup, exc)  # raises CatalogUnreachable when the catalog stays away
+            if not isinstance(exc, Exception):
+                if recorded:
+                    notify_backup(backup)  # interrupted (SIGTERM, Ctrl-C): still say so
+                raise
+            if not recorded:
+                return backup  # the watch ended it meanwhile, and sent its alert
+        notify_backup(backup)  # after the outcome is saved; it never raises
     return backup
 
 

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from django.utils import timezone
 
+from backups.logs import log_context
 from backups.models import Backup, BackupStep, StepStatus
 from backups.secrets import redact
 
@@ -19,14 +20,16 @@ class WorkerLost(Exception):
 def record_step(backup: Backup, name: str, message: str = "") -> Iterator[BackupStep]:
     """Create a RUNNING step; mark it SUCCESS on exit or FAILED with the error, then re-raise."""
     step = BackupStep.objects.create(backup=backup, name=name, started_at=timezone.now(), message=message)
-    try:
-        yield step
-    except BaseException as exc:
-        step.status = StepStatus.FAILED
-        step.message = redact(describe_error(exc))
-        step.completed_at = timezone.now()
-        step.save(update_fields=["status", "message", "completed_at"])
-        raise
+    # In a run, the step that failed stays on the lines that report the failure.
+    with log_context(step=name, keep_on_error=True):
+        try:
+            yield step
+        except BaseException as exc:
+            step.status = StepStatus.FAILED
+            step.message = redact(describe_error(exc))
+            step.completed_at = timezone.now()
+            step.save(update_fields=["status", "message", "completed_at"])
+            raise
     step.status = StepStatus.SUCCESS
     step.completed_at = timezone.now()
     step.save(update_fields=["status", "message", "completed_at", "bytes"])

@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from backups.models import Backup, Target
-from backups.services import can, record_audit
+from backups.services import can, queue_for, record_audit
 from backups.tasks import run_target_backup, verify_backup_task
 
 TRUE_VALUES = ("1", "true", "on", "yes")
@@ -43,7 +43,7 @@ def run_now(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     if not can(request.user, "run", target):
         record_audit("backup.run", request=request, obj=target, outcome="refused")
         raise PermissionDenied(f"you may not run backups of {target.name}")
-    run_target_backup.delay(target.pk, initiated_by=initiator(request))
+    run_target_backup.apply_async((target.pk,), {"initiated_by": initiator(request)}, queue=queue_for(target))
     record_audit("backup.run", request=request, obj=target)
     messages.success(request, f"Backup of {target.name} queued")
     return back(request, reverse("admin:index"))
@@ -58,7 +58,7 @@ def verify(request: HttpRequest, pk: int) -> HttpResponseRedirect:
         record_audit("backup.verify", request=request, obj=backup, outcome="refused")
         raise PermissionDenied(f"you may not verify backups of {backup.target.name}")
     deep = request.POST.get("deep", "").lower() in TRUE_VALUES
-    verify_backup_task.delay(backup.pk, deep, initiator(request))
+    verify_backup_task.apply_async((backup.pk, deep, initiator(request)), queue=queue_for(backup.target))
     record_audit("backup.verify", request=request, obj=backup, details={"deep": deep})
     messages.success(request, f"{'Deep' if deep else 'Quick'} verification of {backup} queued")
     return back(request, reverse("admin:backups_backup_change", args=[backup.pk]))
