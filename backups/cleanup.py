@@ -160,7 +160,12 @@ def plan_cleanup(
                 result.keep.append((row, (DATED_AFTER_NOW,)))
             else:
                 current.append(info)
-        group.plan = retention.plan(current, group.policy, now)
+        # One dated a little after now (within the tolerance: another host's clock, or this
+        # one stepped back a moment) is taken as made now, so it is the newest success the
+        # rules count from, as it would be a moment later: planned at a "now" before it, the
+        # older backups' retention_days would be counted from the one before it.
+        plan_now = max([now, *(info.timestamp for info in current)])
+        group.plan = retention.plan(current, group.policy, plan_now)
         result.keep.extend((by_id[kept.backup.id], kept.reasons) for kept in group.plan.keep)
         result.delete.extend((by_id[gone.backup.id], gone.reason) for gone in group.plan.delete)
     _protect_chains(result)

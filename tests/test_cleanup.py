@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from backups import services
 from backups.models import Backup, BackupStatus, BackupStep, CopyStatus, Storage, Target
@@ -261,3 +262,26 @@ def test_it_reports_an_invalid_stored_policy_in_a_system_check(sqlite_target):
     problems = [p for p in run_checks() if p.id == "backups.E004"]
     assert len(problems) == 1
     assert "target 'app-db' has an invalid retention policy: keep_daily: must be" in problems[0].msg
+
+
+def test_it_counts_retention_from_a_backup_dated_a_moment_after_now(sqlite_target):
+    # A backup stamped by a clock a second ahead (another host's, or this one stepped back a
+    # moment) is the newest success: retention_days counts from it, as it will a second later.
+    # Planned at a "now" before it, the old backups' age was counted from the one before it and
+    # the plan changed with the millisecond (the flaky year-ahead clock test, fixed).
+    sqlite_target.retention = {"keep_daily": 7, "retention_days": 60, "max_delete_fraction": 1}
+    sqlite_target.save()
+    old = daily_backups(sqlite_target, 5)
+    now = timezone.now()
+    for backup in old:
+        assert backup.started_at is not None
+        Backup.objects.filter(pk=backup.pk).update(started_at=backup.started_at - timedelta(days=365))
+    ahead = services.run_backup(sqlite_target)
+    Backup.objects.filter(pk=ahead.pk).update(started_at=now + timedelta(seconds=1))
+    plan = services.plan_cleanup(sqlite_target, now)
+    assert sorted(backup.pk for backup, _ in plan.delete) == sorted(backup.pk for backup in old)
+    assert all(reason.startswith("expired: retention_days 60") for _, reason in plan.delete)
+    # Beyond the tolerance it is a clock that ran ahead: kept, counted toward no rule.
+    Backup.objects.filter(pk=ahead.pk).update(started_at=now + timedelta(hours=1))
+    plan = services.plan_cleanup(sqlite_target, now)
+    assert not plan.delete
