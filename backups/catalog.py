@@ -28,7 +28,7 @@ from django.utils.dateparse import parse_datetime
 from backups.runs import chains
 
 from .engines import engine_keys
-from .models import RECORD_COLUMNS, Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
+from .models import RECORD_COLUMNS, Backup, BackupCopy, BackupStatus, CopyStatus, Proof, Storage, Target
 from .resources import MANIFEST_FORMAT, MANIFEST_SUFFIX, storage_for
 from .storages import BackupStorage, StorageError, StoredObject
 from .streaming.encryption import EncryptionError, key_fingerprint, parse_recipient
@@ -388,6 +388,11 @@ def _fields(record: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     started: datetime | None = fields.get("started_at")
     if fields.get("completed_at") is None and started is not None:
         fields["completed_at"] = started
+    # The copy exists and matches its manifest, which is written once every copy is confirmed:
+    # stored, unless the manifest records a stronger proof.
+    claimed = record.get("proof")
+    fields["proof"] = claimed if claimed in Proof.values else Proof.STORED
+    fields["proof_at"] = fields.get("completed_at")
     return fields
 
 

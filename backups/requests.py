@@ -186,3 +186,22 @@ def register_schedule_states(lookup: ScheduleStatesLookup) -> None:
 
 def schedule_states() -> list[ScheduleState]:
     return [state for lookup in _states for state in lookup()]
+
+
+CronCheck = Callable[[str], "str | None"]
+_cron_checks: list[CronCheck] = []
+
+
+def register_cron_check(check: CronCheck) -> None:
+    """Called by the app that runs cron expressions (schedules, from its ``ready``): its check
+    returns the problem with an expression, or None when beat can run it. The core checks a
+    target's ``drill`` with it, so a cron means the same thing everywhere."""
+    if check not in _cron_checks:
+        _cron_checks.append(check)
+
+
+def cron_problem(expression: str) -> str | None:
+    """The problem with the cron ``expression`` (None when fine), by the registered checks."""
+    if not _cron_checks:
+        return "no scheduler is installed to run it (the schedules app registers the cron check)"
+    return next((problem for check in _cron_checks if (problem := check(expression))), None)

@@ -56,6 +56,7 @@ from backups.config.registry import (
     upsert,
 )
 from backups.config.sections import engine_option_problems, option_problems, retention_rules, storage_refs
+from backups.drills import DrillRefused, drill_dict, pick_drill_backup, reap_lost_drills, run_drill
 from backups.engines import Connection, Engine, EngineError, engine_keys, get_engine
 from backups.engines.base import ChainLink, RestoreOptions, RestoreResult
 from backups.engines.configuration import ConfigurationEngine
@@ -89,6 +90,7 @@ from backups.notifications import (
 )
 from backups.notifiers import NotifierError, notifier_class
 from backups.processes import process_gone, this_worker
+from backups.proof import record_proof
 from backups.queues import DEFAULT_QUEUE, WATCH_QUEUE, queue_for, queue_problem
 from backups.requests import (
     AwaitingDecision,
@@ -99,6 +101,7 @@ from backups.requests import (
     awaiting_decisions,
     reap_lost_work,
     register_awaiting_decisions,
+    register_cron_check,
     register_key_users,
     register_reaper,
     register_running_work,
@@ -127,6 +130,7 @@ from backups.runs.manifests import build_manifest
 from backups.runs.service import CatalogUnreachable, run_backup, supports_type, type_problem
 from backups.runs.steps import describe_error
 from backups.secrets import SecretError, redact
+from backups.secrets import remember as remember_secret  # provisioned passwords (restores)
 from backups.storages import StorageError, storage_class
 from backups.streaming.encryption import EncryptionError, KeyMismatch
 from backups.verification import (
@@ -212,6 +216,7 @@ __all__ = [
     "Dashboard",
     "Declared",
     "Download",
+    "DrillRefused",
     "Encryption",
     "EncryptionError",
     "Engine",
@@ -266,6 +271,7 @@ __all__ = [
     "describe_error",
     "describe_keys",
     "diff_config",
+    "drill_dict",
     "encryption_for",
     "engine_for",
     "engine_keys",
@@ -294,6 +300,7 @@ __all__ = [
     "parse_moment",
     "parse_spec",
     "parse_timestamps",
+    "pick_drill_backup",
     "plan_cleanup",
     "plan_retention",
     "policy_for",
@@ -302,14 +309,17 @@ __all__ = [
     "queue_for",
     "queue_problem",
     "readiness",
+    "reap_lost_drills",
     "reap_lost_runs",
     "reap_lost_work",
     "reap_stale_runs",
     "reconcile",
     "record_audit",
     "record_audit_deletions",
+    "record_proof",
     "redact",
     "register_awaiting_decisions",
+    "register_cron_check",
     "register_key",
     "register_key_users",
     "register_reaper",
@@ -319,12 +329,14 @@ __all__ = [
     "register_schedule_states",
     "register_section",
     "reindex_storage",
+    "remember_secret",
     "restore_manifest",
     "retention_errors",
     "retention_rules",
     "retire_key",
     "rotate_key",
     "run_backup",
+    "run_drill",
     "scratch_dir",
     "secret_problems",
     "send_unsent",

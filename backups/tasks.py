@@ -69,3 +69,22 @@ def sweep_leftovers() -> None:
         logger.info("sweep of upload leftovers: %s", line)
     for error in errors:
         logger.error("sweep of upload leftovers: %s", error)
+
+
+@app.task(acks_late=True)
+def drill_target(target_id: int) -> int | None:
+    """A scheduled restore drill of one target (beat's ``target-drill:<pk>``); returns the Drill
+    id (its row records the outcome), or None when nothing was drilled: the target is gone,
+    inactive or has no drill any more (a firing queued before the change), or the drill was
+    refused before it started (no backup to drill, the sandbox busy), each logged."""
+    target = Target.objects.filter(pk=target_id).first()
+    if target is None or not target.is_active or not target.drill:
+        logger.warning(
+            "scheduled drill of target %s skipped: the target is gone, inactive or has no drill", target_id
+        )
+        return None
+    try:
+        return services.run_drill(target, trigger="schedule", initiated_by="schedule").pk
+    except services.ServiceError as exc:
+        logger.error("scheduled drill of target %s not run: %s", target.name, exc)
+        return None

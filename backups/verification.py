@@ -23,8 +23,9 @@ from backups.streaming.pipeline import HashingReader
 from . import keys, secrets
 from .engines import Engine, EngineError
 from .engines.base import RestoreOptions
-from .models import Backup, BackupCopy, BackupStatus, Target
+from .models import Backup, BackupCopy, BackupStatus, Proof, Target
 from .notifications import VERIFICATION_FAILED, notify_backup
+from .proof import record_proof
 from .resources import (
     ServiceError,
     connection_for,
@@ -184,6 +185,7 @@ class VerifyOutcome:
     backup: Backup
     ok: bool
     messages: list[str] = field(default_factory=list)
+    proof: Proof | None = None  # what a passed verify proved; None when it failed
 
 
 def verify_backup(
@@ -196,7 +198,8 @@ def verify_backup(
     """Re-read every stored copy: size, SHA-256 and the compression stream; with ``deep``, also
     a restore: into a scratch database on the sandbox target (``sandbox``, else the target's
     configured one) when there is one, otherwise the engine's trial restore. Sets
-    verified/verified_at, or marks the backup CORRUPT."""
+    verified/verified_at and raises the backup's proof (verified; trial; drilled when a sandbox
+    restore's row counts matched the manifest), or marks the backup CORRUPT (its proof kept)."""
     if backup.deleted_at is not None:
         raise ServiceError(f"backup {backup.pk} was deleted by retention on {backup.deleted_at:%Y-%m-%d}")
     if backup.status not in (BackupStatus.SUCCESS, BackupStatus.CORRUPT):
@@ -219,6 +222,7 @@ def verify_backup(
             f"encrypted to {keys.describe_keys(backup)}; not decrypted: this host has no identity for it"
         )
     outcome = VerifyOutcome(backup=backup, ok=True)
+    counts_matched = True  # every sandbox restore's row counts matched the manifest's
     # The step is marked FAILED by raising inside it; the outcome, not the exception, is returned.
     with (
         contextlib.suppress(ServiceError),
@@ -230,7 +234,7 @@ def verify_backup(
                 if not deep:
                     consume = _count_only
                 elif sandbox is not None:
-                    consume = _sandbox_restore(engine, backup, sandbox)
+                    consume = _SandboxRestore(engine, backup, sandbox)
                 else:
                     consume = _trial(engine)
                 if undecryptable:  # the stored bytes' size and SHA-256 need no key
@@ -238,6 +242,8 @@ def verify_backup(
                     summary = f"size and sha256 match; {undecryptable}"
                 else:
                     summary = feed_copy(backup, copy, consume, progress)
+                    if isinstance(consume, _SandboxRestore):
+                        counts_matched = counts_matched and consume.counts_matched
                 check_manifest(backup, copy)
                 outcome.messages.append(f"{copy.storage.name}: ok ({summary})")
             except Exception as exc:
@@ -259,6 +265,14 @@ def verify_backup(
     backup.save(update_fields=["verified", "verified_at", "status", "error_message"])
     if not outcome.ok:
         notify_backup(backup, VERIFICATION_FAILED)
+        return outcome
+    if not deep:
+        outcome.proof = Proof.VERIFIED
+    elif sandbox is not None and counts_matched:
+        outcome.proof = Proof.DRILLED
+    else:  # a trial restore, or a sandbox restore without exact counts to compare
+        outcome.proof = Proof.TRIAL
+    record_proof(backup.pk, outcome.proof, now)
     return outcome
 
 
@@ -280,11 +294,19 @@ def check_sandbox(engine: Engine, target: Target, sandbox: Target) -> None:
         )
 
 
-def _sandbox_restore(engine: Engine, backup: Backup, sandbox: Target) -> Callable[[BinaryIO], str]:
-    """Restore into a scratch database on ``sandbox``, compare row counts with the manifest,
-    drop the scratch database whatever happens."""
+@dataclass
+class _SandboxRestore:
+    """A ``feed_copy`` consumer: restore into a scratch database on ``sandbox``, compare row
+    counts with the manifest, drop the scratch database whatever happens. ``counts_matched``
+    tells afterwards whether the manifest had row counts and every one matched."""
 
-    def consume(stream: BinaryIO) -> str:
+    engine: Engine
+    backup: Backup
+    sandbox: Target
+    counts_matched: bool = False
+
+    def __call__(self, stream: BinaryIO) -> str:
+        engine, backup, sandbox = self.engine, self.backup, self.sandbox
         connection = connection_for(sandbox)
         name = f"backupsite_verify_{backup.pk}_{os.urandom(3).hex()}"
         scratch = dataclasses.replace(connection, database=name)
@@ -301,17 +323,16 @@ def _sandbox_restore(engine: Engine, backup: Backup, sandbox: Target) -> Callabl
                 logger.error(
                     "verify of backup %s: scratch database %s was not dropped: %s", backup.pk, name, exc
                 )
-        return f"restored into scratch database {name} on {sandbox.name}: " + _compare_counts(
-            backup.engine_info, counts, result.tables
-        )
-
-    return consume
+        summary, self.counts_matched = _compare_counts(backup.engine_info, counts, result.tables)
+        return f"restored into scratch database {name} on {sandbox.name}: {summary}"
 
 
-def _compare_counts(info: dict[str, Any], counts: dict[str, int], tables: list[str]) -> str:
+def _compare_counts(info: dict[str, Any], counts: dict[str, int], tables: list[str]) -> tuple[str, bool]:
+    """The comparison's summary, and whether there were counts to compare and all matched."""
     expected: dict[str, int] = info.get("row_counts") or {}
     if not expected:
-        return f"{len(tables)} table(s), {sum(counts.values())} row(s); the backup recorded no row counts; dropped"
+        summary = f"{len(tables)} table(s), {sum(counts.values())} row(s); the backup recorded no row counts; dropped"
+        return summary, False
     missing = [name for name in expected if name not in counts]
     if missing:
         raise EngineError(f"table(s) missing after the restore: {', '.join(missing[:10])}")
@@ -327,8 +348,8 @@ def _compare_counts(info: dict[str, Any], counts: dict[str, int], tables: list[s
         return (
             f"{len(expected)} table(s) restored; row counts were taken while the source was written, "
             f"so they are approximate ({len(wrong)} differ); dropped"
-        )
-    return f"{len(expected)} table(s), {total} row(s), row counts match the backup; dropped"
+        ), False
+    return f"{len(expected)} table(s), {total} row(s), row counts match the backup; dropped", True
 
 
 def _trial(engine: Engine) -> Callable[[BinaryIO], str]:

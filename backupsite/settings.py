@@ -364,6 +364,7 @@ CELERY_TASK_QUEUES = (
 CELERY_TASK_ROUTES = {
     "schedules.tasks.watch": {"queue": "watch"},
     "backups.tasks.sweep_leftovers": {"queue": "watch"},
+    "restores.tasks.drop_expired_provisions": {"queue": "watch"},
 }
 CELERY_BEAT_SCHEDULER = "schedules.beat:DatabaseScheduler"
 # Fixed entries beside the schedules' own tasks (django-celery-beat stores them on start). A
@@ -381,6 +382,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "backups.tasks.sweep_leftovers",
         "schedule": 6 * 3600.0,
         "options": {"expire_seconds": 6 * 3600},
+    },
+    # Provisioned developer copies past their TTL (restores.provisioning.drop_expired).
+    "backupsite-provision-ttl": {
+        "task": "restores.tasks.drop_expired_provisions",
+        "schedule": 600.0,
+        "options": {"expire_seconds": 600},
     },
 }
 

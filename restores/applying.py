@@ -71,9 +71,13 @@ def _feed(
         return feed_copy(backup, copy, consume, report)
 
 
-def restore_into(backup: Backup, destination: Target, tracker: RestoreProgress) -> RestoreResult:
+def restore_into(
+    backup: Backup, destination: Target, tracker: RestoreProgress, connection: Connection | None = None
+) -> RestoreResult:
+    """Restore into ``destination``, or into ``connection`` (a database of it other than its own,
+    as a provisioned copy) when given."""
     engine = get_engine(destination.engine)
-    connection = connection_for(destination)
+    connection = connection or connection_for(destination)
     if backup.base_id is not None or "incremental" in engine.supported_types:
         # Engines that make chains restore even one full link from its stored manifest, whose
         # file index lets them check the restored tree before swapping it in.

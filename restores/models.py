@@ -73,3 +73,26 @@ class RestoreLog(models.Model):
     def is_queued(self) -> bool:
         """Confirmed and recorded, not yet picked up by a worker."""
         return self.status == RestoreStatus.RUNNING and self.started_at is None
+
+
+class Provision(models.Model):
+    """A copy of a backup restored into a new database on a sandbox for developers, with a
+    database user of its own (its password shown once, never stored), dropped after its TTL."""
+
+    restore = models.OneToOneField(RestoreLog, on_delete=models.PROTECT, related_name="provision")
+    sandbox = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="provisions")
+    database = models.CharField(max_length=128, unique=True, help_text="<target>_<yyyymmdd>_<random>")
+    username = models.CharField(max_length=128, help_text="The database user with rights on it only.")
+    masked = models.BooleanField(default=False, help_text="A masking script ran before the user existed.")
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    dropped_at = models.DateTimeField(null=True, blank=True)
+    drop_error = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "backup_provision"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.database} on {self.sandbox_id}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backupsite.celery import app
 
-from . import services
+from . import provisioning, services
 
 
 # Bound to the project's app explicitly, as backups.tasks is: the web process that queues it
@@ -18,3 +18,9 @@ def restore_backup_task(restore_log_id: int) -> str | None:
         return refusal
     log = services.run_restore(restore_log_id)
     return None if log is None else log.status
+
+
+@app.task(acks_late=True)
+def drop_expired_provisions() -> int:
+    """Drop the provisioned copies past their TTL (beat, every 10 minutes); returns how many."""
+    return provisioning.drop_expired()

@@ -15,6 +15,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from celery.schedules import ParseException, crontab_parser
+from django_celery_beat.models import CrontabSchedule
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
 FIELDS = (
@@ -122,6 +123,22 @@ def parse_cron(expression: str) -> Cron:
             "together (both day fields must match, as in Celery)"
         ) from None
     return cron
+
+
+def crontab_row(cron: Cron, tz_name: str) -> CrontabSchedule:
+    """The django-celery-beat crontab row of ``cron`` in ``tz_name``: an existing one (the
+    oldest, if the admin made duplicates) or a new one."""
+    fields = {
+        "minute": cron.minute,
+        "hour": cron.hour,
+        "day_of_month": cron.day_of_month,
+        "month_of_year": cron.month_of_year,
+        "day_of_week": cron.day_of_week,
+        "timezone": tz_name,
+    }
+    return CrontabSchedule.objects.filter(**fields).order_by("pk").first() or CrontabSchedule.objects.create(
+        **fields
+    )
 
 
 def cron_problem(expression: str) -> str | None:

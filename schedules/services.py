@@ -13,13 +13,13 @@ from django.db import transaction
 from django.db.models import DateTimeField, Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from backups import services as backup_services
 from backups.models import Backup, BackupStatus, Target
 
-from . import monitoring
-from .cron import next_runs, parse_cron
+from . import drills, monitoring
+from .cron import crontab_row, next_runs, parse_cron
 from .models import BackupSchedule, VerifyMode
 from .requests import info_for
 
@@ -38,17 +38,7 @@ def sync_periodic_task(schedule: BackupSchedule) -> PeriodicTask:
     kwargs holding only the schedule id, enabled while the schedule and its target are active.
     Also refreshes ``next_run_at``. Saving the PeriodicTask model tells beat it changed."""
     cron = parse_cron(schedule.cron_expression)
-    fields = {
-        "minute": cron.minute,
-        "hour": cron.hour,
-        "day_of_month": cron.day_of_month,
-        "month_of_year": cron.month_of_year,
-        "day_of_week": cron.day_of_week,
-        "timezone": schedule.timezone,
-    }
-    crontab = CrontabSchedule.objects.filter(**fields).order_by(
-        "pk"
-    ).first() or CrontabSchedule.objects.create(**fields)
+    crontab = crontab_row(cron, schedule.timezone)
     # The target's flag as stored now: a cached related object may be stale.
     target_active = Target.objects.filter(pk=schedule.target_id, is_active=True).exists()
     enabled = schedule.is_active and target_active
@@ -107,13 +97,15 @@ def remove_periodic_task(schedule_id: int) -> None:
 
 def sync_all_periodic_tasks() -> dict[str, int]:
     """Reconcile beat with the schedules: sync every schedule's task and delete tasks whose
-    schedule is gone (e.g. deleted from a shell). Returns counts."""
+    schedule is gone (e.g. deleted from a shell); the targets' drill tasks too. Returns counts
+    of the schedules' tasks."""
     schedules = list(BackupSchedule.objects.select_related("target"))
     for schedule in schedules:
         sync_periodic_task(schedule)
     wanted = {periodic_task_name(s.pk) for s in schedules}
     orphans = PeriodicTask.objects.filter(name__startswith=PREFIX).exclude(name__in=wanted)
     removed, _ = orphans.delete()
+    drills.sync_all_drill_tasks()
     return {"synced": len(schedules), "removed": removed}
 
 
@@ -231,14 +223,16 @@ def run_schedule(schedule_id: int, now: datetime | None = None) -> Backup | None
 def watch(now: datetime | None = None) -> dict[str, int]:
     """The periodic watch: reap RUNNING backups whose worker died (process gone or heartbeat
     silent), so they are FAILED "worker lost" and their files removed, and the other apps' lost
-    work (restores); send the alerts whose sender stopped before sending them; then alert on
+    work (restores) and drills; send the alerts whose sender stopped before sending them; then alert on
     schedules whose due run has not succeeded (and on their recovery)."""
     lost = backup_services.reap_stale_runs(now)
     restores = backup_services.reap_lost_work(now)
+    lost_drills = backup_services.reap_lost_drills()  # and their scratch copies dropped
     outbox = backup_services.send_unsent(now)
     return {
         "lost": len(lost),
         "lost_restores": restores,
+        "lost_drills": lost_drills,
         "alerts_resent": outbox.resent + outbox.alerted,
         **monitoring.check_missed(now),
     }

@@ -89,6 +89,7 @@ def test_it_includes_the_missed_check_in_the_watch(sqlite_target, settings):
     assert services.watch(utc("2026-11-21 03:11")) == {
         "lost": 0,
         "lost_restores": 0,
+        "lost_drills": 0,
         "alerts_resent": 0,
         "missed": 1,
         "recovered": 0,
@@ -220,6 +221,7 @@ def test_it_runs_the_watch_on_its_own_with_backup_watch(sqlite_target, settings)
     assert json.loads(out.getvalue()) == {
         "lost": 0,
         "lost_restores": 0,
+        "lost_drills": 0,
         "alerts_resent": 0,
         "missed": 1,
         "recovered": 0,

@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from backups.admin.common import duration, size, status_badge, when
 from backups.admin.scoping import ScopedByTarget
-from backups.models import Backup, BackupCopy, BackupDownload, BackupStatus, BackupStep, CopyStatus
+from backups.models import Backup, BackupCopy, BackupDownload, BackupStatus, BackupStep, CopyStatus, Proof
 from backups.services import can, can_somewhere, describe_keys
 
 COPY_MARKS: dict[str, str] = {
@@ -96,7 +96,7 @@ class BackupAdmin(ScopedByTarget, admin.ModelAdmin):
     readonly_fields = [
         *(f.name for f in Backup._meta.get_fields() if f.concrete and not f.many_to_many),
         "started", "completed", "duration_label", "progress_size", "stored_size", "raw_size_label",
-        "verified_when", "expires", "deleted", "created", "encryption_label",
+        "verified_when", "expires", "deleted", "created", "encryption_label", "proof_label",
     ]  # fmt: skip
     fieldsets = [
         (
@@ -130,7 +130,7 @@ class BackupAdmin(ScopedByTarget, admin.ModelAdmin):
         ("Contents", {"fields": ["tables_included", "files_included", "engine_info", "fingerprint"]}),
         (
             "Verification and retention",
-            {"fields": ["verified", "verified_when", "retention_days", "expires", "deleted"]},
+            {"fields": ["proof_label", "verified", "verified_when", "retention_days", "expires", "deleted"]},
         ),
         ("Audit", {"fields": ["initiated_by", "created"]}),
     ]
@@ -202,6 +202,8 @@ class BackupAdmin(ScopedByTarget, admin.ModelAdmin):
             found["download_url"] = reverse("backups:download", args=[obj.pk])
         if can(user, "restore", obj.target) and obj.status == BackupStatus.SUCCESS and obj.deleted_at is None:
             found["restore_url"] = reverse("restores:restore", args=[obj.pk])
+            if obj.target.engine in ("postgresql", "mysql", "mariadb"):  # restores.provisioning's
+                found["provision_url"] = reverse("restores:provision", args=[obj.pk])
         if can(user, "view", obj.target):
             found["retention_url"] = (
                 reverse("admin:backups_target_change", args=[obj.target_id]) + "#retention-preview"
@@ -263,6 +265,18 @@ class BackupAdmin(ScopedByTarget, admin.ModelAdmin):
                 )
                 for copy in copies
             ),
+        )
+
+    @admin.display(description="Proof")
+    def proof_label(self, obj: Backup) -> str:
+        """``drilled, 2 d ago`` with what the level means: how far it is proven restorable."""
+        if not obj.proof:
+            return "none (not a successful backup)" if obj.status != BackupStatus.SUCCESS else "none"
+        return format_html(
+            '{}, {}<div class="help">{}</div>',
+            obj.proof,
+            when(obj.proof_at),
+            Proof(obj.proof).label,
         )
 
     @admin.display(description="Verified at")

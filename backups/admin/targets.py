@@ -81,6 +81,10 @@ class TargetForm(forms.ModelForm):
         help_text="Only these tables, one per line (schema.table where the engine has schemas); empty: all."
     )
     exclude_tables = LinesField(help_text="Leave these tables out, one per line.")
+    drill_checks = LinesField(
+        help_text="SQL assertions run against a drill's scratch copy, one per line, each must return true "
+        "(e.g. select count(*) > 0 from orders); row counts are always checked."
+    )
 
     keep_last = forms.IntegerField(
         required=False,
@@ -136,10 +140,16 @@ class TargetForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if "drill_from_last" in self.fields:
+            self.fields["drill_from_last"].required = False
         stored = self.instance.retention if isinstance(self.instance.retention, dict) else {}
         for name in RETENTION_FIELDS:
             if name in stored:
                 self.initial.setdefault(name, stored[name])
+
+    def clean_drill_from_last(self) -> int:
+        value: int | None = self.cleaned_data.get("drill_from_last")
+        return 1 if value is None else value  # left empty: the newest backup
 
     def clean_password(self) -> str:
         password: str = self.cleaned_data["password"]
@@ -285,6 +295,15 @@ class TargetAdmin(ManagedByFile, ScopedByTarget, admin.ModelAdmin):
             },
         ),
         ("Verification", {"fields": ["sandbox"]}),
+        (
+            "Restore drills",
+            {
+                "fields": ["drill", "drill_checks", "drill_from_last"],
+                "description": "On the drill's cron a worker restores a backup into a scratch copy on the "
+                "sandbox, checks row counts (or the file index) and each SQL check, drops the copy and "
+                "alerts on failure. Engines with scratch databases need a sandbox above.",
+            },
+        ),
         ("Audit", {"fields": ["created", "updated"]}),
     ]
 

@@ -41,6 +41,7 @@ from backups.config.sections import (
     validate_target,
 )
 from backups.models import AppliedConfig, EncryptionKey, Notifier, Storage, Target
+from backups.models.drill_settings import drill_problems
 
 MAX_DEPTH = 20  # levels of tables and arrays; a real file needs about 6
 INTEGER_RANGE = range(-(2**63), 2**63)  # TOML's integers are 64-bit; tomllib reads any size
@@ -204,6 +205,15 @@ def validate(config: Config, *, probe: bool = True) -> Plan:
         sandbox = sandbox_ref(check, name, table, known_targets)
         if sandbox:
             plan.target_sandboxes[name] = sandbox
+        drilled = plan.targets[name]
+        for key, message in drill_problems(
+            drilled["drill"],
+            drilled["drill_checks"],
+            drilled["drill_from_last"],
+            drilled["engine"],
+            bool(sandbox),
+        ):
+            check.error(f"targets.{name}.{key}", message)
     for name, table in config.data["notifiers"].items():
         plan.notifiers[name] = validate_notifier(check, name, table)
     known = Known(

@@ -35,6 +35,7 @@ TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
     "skip_unchanged", "sandbox", "config_paths", "tags", "protected", "encryption", "escrow", "queue",
+    "drill", "drill_checks", "drill_from_last",
 }  # fmt: skip
 KEY_KEYS = {"recipient", "identity"}
 
@@ -277,6 +278,10 @@ def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[
         "encryption": check.string(table, "encryption", path),  # the names: checked against [keys.*]
         "escrow": check.string_list(table, "escrow", path),
         "queue": check.string(table, "queue", path),  # empty: the default queue
+        # Checked with the sandbox, once every target's is known (loader: drill_problems).
+        "drill": check.string(table, "drill", path).strip(),
+        "drill_checks": table.get("drill_checks", []),
+        "drill_from_last": table.get("drill_from_last", 1),
     }
     problem = tag_problem(fields["tags"])
     if problem:

@@ -187,3 +187,24 @@ class Engine:
     def drop_database(self, connection: Connection) -> None:
         """Drop ``connection.database`` (a scratch database made by a deep verify)."""
         raise EngineError(f"engine {self.key} has no scratch databases")
+
+    def check_assertion(self, connection: Connection, sql: str, timeout_seconds: float) -> str:
+        """Run one read-only SQL assertion (a restore drill's custom check) against
+        ``connection.database``, stopped after ``timeout_seconds``; return the first column of
+        its first row as text ("true"/"false" for booleans, "null" for none). Raises
+        :class:`EngineError` when it fails, times out or returns no row."""
+        raise EngineError(f"engine {self.key} runs no SQL checks")
+
+
+def assertion_text(row: Sequence[Any] | None) -> str:
+    """An assertion's first row as :meth:`Engine.check_assertion` returns it."""
+    if not row:
+        raise EngineError("the check returned no row")
+    value = row[0]
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)

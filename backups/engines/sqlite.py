@@ -47,7 +47,16 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
-from .base import Connection, Dump, DumpOptions, Engine, EngineError, RestoreOptions, RestoreResult
+from .base import (
+    Connection,
+    Dump,
+    DumpOptions,
+    Engine,
+    EngineError,
+    RestoreOptions,
+    RestoreResult,
+    assertion_text,
+)
 
 _CHUNK = 1024 * 1024
 #: Seconds a restore waits for the destination's exclusive lock before refusing.
@@ -380,6 +389,37 @@ class SQLiteEngine(Engine):
             raise
         _fsync_directory(destination.parent)
         return aside
+
+    def row_counts(self, connection: Connection) -> dict[str, int]:
+        """Exact row count of every table, read-only (a drill's scratch copy)."""
+        try:
+            with contextlib.closing(self._open_source(Path(connection.database))) as db:
+                counts: dict[str, int] = {}
+                for table in _user_tables(db):
+                    quoted = table.replace('"', '""')
+                    row = db.execute(f'SELECT count(*) FROM "{quoted}"').fetchone()  # noqa: S608  (quoted name)
+                    counts[table] = int(row[0])
+                return counts
+        except sqlite3.DatabaseError as exc:
+            raise EngineError(f"cannot count rows in {connection.database}: {exc}") from None
+
+    def check_assertion(self, connection: Connection, sql: str, timeout_seconds: float) -> str:
+        """Read-only (``mode=ro`` and ``query_only``); a progress handler interrupts the
+        statement after ``timeout_seconds``."""
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            with contextlib.closing(self._open_source(Path(connection.database))) as db:
+                db.execute("PRAGMA query_only = ON")
+                db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+                return assertion_text(db.execute(sql).fetchone())
+        except sqlite3.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    f"the check ran longer than {timeout_seconds:g} s and was stopped"
+                ) from None
+            raise EngineError(f"the check failed: {exc}") from None
+        except sqlite3.Error as exc:
+            raise EngineError(f"the check failed: {exc}") from None
 
     def trial_restore(self, stream: BinaryIO, options: RestoreOptions) -> str:
         options.scratch_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,7 +27,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from backups.access.proxies import Network, client_address
 from backups.health.summary import FINISHED, Word
-from backups.models import Backup, BackupCopy, BackupStatus, BackupStep, CopyStatus, Storage, Target
+from backups.models import (
+    PROOF_ORDER,
+    Backup,
+    BackupCopy,
+    BackupStatus,
+    BackupStep,
+    CopyStatus,
+    Drill,
+    DrillStatus,
+    Storage,
+    Target,
+)
 from backups.requests import ScheduleState, schedule_states
 
 COUNTED = (BackupStatus.SUCCESS, BackupStatus.FAILED, BackupStatus.CORRUPT, BackupStatus.SKIPPED)
@@ -90,6 +101,11 @@ class TargetFacts:
     last_failure_at: datetime | None
     last_verified_at: datetime | None
     last_duration_seconds: float | None
+    #: level -> when a backup of the target last obtained a proof at least that strong
+    proven_at: dict[str, datetime] = field(default_factory=dict)
+    last_drill_at: datetime | None = None  # the newest finished drill's end
+    last_drill_restore_seconds: float | None = None
+    last_drill_passed: bool | None = None
 
 
 @dataclass
@@ -112,6 +128,7 @@ def gather() -> CatalogFacts:
 
 _TARGET_COLUMNS = (
     "pk", "name", "is_active", "success_at", "success_bytes", "shrunken", "failure_at", "verified_at", "duration",
+    "drill_at", "drill_restore", "drill_status", *(f"proven_{level}" for level in PROOF_ORDER),
 )  # fmt: skip
 
 
@@ -122,6 +139,10 @@ def _target_facts() -> dict[int, TargetFacts]:
     failures = runs.filter(status=BackupStatus.FAILED, started_at__isnull=False).order_by(*newest_first)
     finished = runs.filter(status__in=FINISHED, started_at__isnull=False).order_by(*newest_first)
     verified = runs.filter(verified_at__isnull=False).order_by("-verified_at")
+    proven = runs.filter(status=BackupStatus.SUCCESS, proof_at__isnull=False).order_by("-proof_at")
+    drills = Drill.objects.filter(
+        target=OuterRef("pk"), status__in=(DrillStatus.PASSED, DrillStatus.FAILED)
+    ).order_by("-started_at", "-id")
     rows = (
         Target.objects.order_by("name")
         .annotate(
@@ -131,14 +152,26 @@ def _target_facts() -> dict[int, TargetFacts]:
             failure_at=Subquery(failures.values("completed_at")[:1]),
             verified_at=Subquery(verified.values("verified_at")[:1]),
             duration=Subquery(finished.values("duration_seconds")[:1]),
+            drill_at=Subquery(drills.values("finished_at")[:1]),
+            drill_restore=Subquery(drills.values("restore_seconds")[:1]),
+            drill_status=Subquery(drills.values("status")[:1]),
+            **{
+                f"proven_{level}": Subquery(
+                    proven.filter(proof__in=PROOF_ORDER[index:]).values("proof_at")[:1]
+                )
+                for index, level in enumerate(PROOF_ORDER)
+            },
         )
         .annotate(
             shrunken=Exists(BackupStep.objects.filter(backup_id=OuterRef("success_id"), name=ANOMALY_STEP))
         )
         .values_list(*_TARGET_COLUMNS)
     )
-    return {
-        pk: TargetFacts(
+    facts = {}
+    for row in rows:
+        pk, name, is_active, success_at, success_bytes, shrunken, failure_at, verified_at, duration = row[:9]
+        drill_at, drill_restore, drill_status = row[9:12]
+        facts[pk] = TargetFacts(
             name=name,
             is_active=is_active,
             last_success_at=success_at,
@@ -147,9 +180,14 @@ def _target_facts() -> dict[int, TargetFacts]:
             last_failure_at=failure_at,
             last_verified_at=verified_at,
             last_duration_seconds=duration,
+            proven_at={
+                str(level): moment for level, moment in zip(PROOF_ORDER, row[12:], strict=True) if moment
+            },
+            last_drill_at=drill_at,
+            last_drill_restore_seconds=drill_restore,
+            last_drill_passed=None if drill_status is None else drill_status == DrillStatus.PASSED,
         )
-        for pk, name, is_active, success_at, success_bytes, shrunken, failure_at, verified_at, duration in rows
-    }
+    return facts
 
 
 def _run_counts() -> dict[tuple[int, str], int]:
@@ -223,6 +261,7 @@ def metric_families(facts: CatalogFacts) -> Iterator[Metric]:
         if target.last_duration_seconds is not None:
             duration.add_metric(labels, target.last_duration_seconds)
     yield from (active, success, size, shrunken, failure, verified, duration, running)
+    yield from _proof_families(targets, gauge)
 
     backups = CounterMetricFamily(
         "backupsite_backups",
@@ -249,6 +288,33 @@ def metric_families(facts: CatalogFacts) -> Iterator[Metric]:
     for name, total in facts.storage_bytes.items():
         used.add_metric([name], total)
     yield used
+
+
+def _proof_families(
+    targets: dict[int, TargetFacts], gauge: Callable[..., GaugeMetricFamily]
+) -> Iterator[Metric]:
+    proven = gauge(
+        "last_proven_timestamp_seconds",
+        "When a backup of the target last obtained a proof at least as strong as level (stored < "
+        "verified < trial < drilled), Unix time; absent when none.",
+        ("target", "level"),
+    )
+    drilled = gauge("last_drill_timestamp_seconds", "When the target's newest finished restore drill ended.")
+    restore = gauge(
+        "last_drill_restore_seconds",
+        "How long the newest finished drill's restore took (what an outage costs).",
+    )
+    passed = gauge("last_drill_passed", "1 when the target's newest finished restore drill passed, else 0.")
+    for target in targets.values():
+        for level, moment in target.proven_at.items():
+            proven.add_metric([target.name, level], moment.timestamp())
+        if target.last_drill_at is not None:
+            drilled.add_metric([target.name], target.last_drill_at.timestamp())
+        if target.last_drill_restore_seconds is not None:
+            restore.add_metric([target.name], target.last_drill_restore_seconds)
+        if target.last_drill_passed is not None:
+            passed.add_metric([target.name], 1 if target.last_drill_passed else 0)
+    yield from (proven, drilled, restore, passed)
 
 
 class _Collector:

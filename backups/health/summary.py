@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backups.health.status import Facts, target_status
-from backups.models import Backup, BackupCopy, BackupStatus, CopyStatus, Storage, Target
+from backups.models import Backup, BackupCopy, BackupStatus, CopyStatus, Drill, DrillStatus, Storage, Target
 from backups.requests import RunningWork, ScheduleOverview, running_work, schedule_overviews
 
 STRIP_RUNS = 20  # the last runs shown as a coloured strip
@@ -54,6 +54,12 @@ class TargetSummary:
     stored_bytes: int = 0
     schedule: ScheduleOverview = field(default_factory=ScheduleOverview)
     running: list[Running] = field(default_factory=list)
+    proof: str = ""  # the newest success's proof level ("" without one)
+    proof_at: datetime | None = None
+    last_drill_status: str = ""  # the newest finished drill's: passed or failed
+    last_drill_at: datetime | None = None
+    last_drill_restore_seconds: float | None = None  # what an outage would cost
+    worst_data_age_seconds: float | None = None  # what would be lost, at worst, over 30 days
 
     @property
     def success_rate(self) -> float | None:
@@ -80,6 +86,7 @@ def dashboard(now: datetime | None = None, target_ids: Sequence[int] | None = No
     facts = _target_facts(now, target_ids)
     targets = [row.target for row in facts]
     stored, stored_by_storage = _stored_bytes(target_ids)
+    worst_ages = _worst_data_ages(now, target_ids)
     overviews = schedule_overviews([target.pk for target in targets])
     running = running_now()
     by_target: dict[int | None, list[Running]] = defaultdict(list)
@@ -102,6 +109,12 @@ def dashboard(now: datetime | None = None, target_ids: Sequence[int] | None = No
             stored_bytes=stored.get(target.pk) or 0,
             schedule=overview,
             running=by_target.get(target.pk, []),
+            proof=row.proof or "",
+            proof_at=row.proof_at,
+            last_drill_status=row.drill_status or "",
+            last_drill_at=row.drill_at,
+            last_drill_restore_seconds=row.drill_restore_seconds,
+            worst_data_age_seconds=worst_ages.get(target.pk),
         )
         summary.status = target_status(
             Facts(
@@ -145,6 +158,11 @@ class _Facts:
     successes_24h: int
     strip_dated: str | None
     strip_undated: str | None
+    proof: str | None
+    proof_at: datetime | None
+    drill_status: str | None
+    drill_at: datetime | None
+    drill_restore_seconds: float | None
 
 
 def _target_facts(now: datetime, target_ids: Sequence[int] | None) -> list[_Facts]:
@@ -162,6 +180,9 @@ def _target_facts(now: datetime, target_ids: Sequence[int] | None) -> list[_Fact
     shown = runs.exclude(status__in=(BackupStatus.PENDING, BackupStatus.RUNNING))
     dated = shown.filter(started_at__isnull=False).order_by(*newest_first)
     undated = shown.filter(started_at__isnull=True).order_by("-id")
+    drills = Drill.objects.filter(
+        target=OuterRef("pk"), status__in=(DrillStatus.PASSED, DrillStatus.FAILED)
+    ).order_by("-started_at", "-id")
     chosen = Target.objects.all() if target_ids is None else Target.objects.filter(pk__in=target_ids)
     rows = chosen.order_by("name").annotate(
         newest_finished=Subquery(finished.values("status")[:1]),
@@ -176,6 +197,11 @@ def _target_facts(now: datetime, target_ids: Sequence[int] | None) -> list[_Fact
         ),
         strip_dated=_last_statuses(dated),
         strip_undated=_last_statuses(undated),
+        proof=Subquery(successes.values("proof")[:1]),
+        proof_at=Subquery(successes.values("proof_at")[:1]),
+        drill_status=Subquery(drills.values("status")[:1]),
+        drill_at=Subquery(drills.values("finished_at")[:1]),
+        drill_restore_seconds=Subquery(drills.values("restore_seconds")[:1]),
     )
     return [
         _Facts(
@@ -190,9 +216,37 @@ def _target_facts(now: datetime, target_ids: Sequence[int] | None) -> list[_Fact
             successes_24h=target.successes_24h,
             strip_dated=target.strip_dated,
             strip_undated=target.strip_undated,
+            proof=target.proof,
+            proof_at=target.proof_at,
+            drill_status=target.drill_status,
+            drill_at=target.drill_at,
+            drill_restore_seconds=target.drill_restore_seconds,
         )
         for target in rows
     ]
+
+
+def _worst_data_ages(now: datetime, target_ids: Sequence[int] | None) -> dict[int, float]:
+    """Per target with a success in the last RATE_DAYS days: the longest time its data went
+    without a newer successful backup (the gaps between consecutive successes' starts, and from
+    the last one to ``now``), in seconds. One query over the successes of the window."""
+    successes = Backup.objects.filter(
+        status=BackupStatus.SUCCESS, started_at__gte=now - timedelta(days=RATE_DAYS), started_at__lte=now
+    )
+    if target_ids is not None:
+        successes = successes.filter(target_id__in=target_ids)
+    previous: dict[int, datetime] = {}
+    worst: dict[int, float] = {}
+    rows = successes.order_by("target_id", "started_at").values_list("target_id", "started_at")
+    started_at: datetime
+    for target_id, started_at in rows:  # type: ignore[assignment]  # the filter excludes NULL
+        if target_id in previous:
+            gap = (started_at - previous[target_id]).total_seconds()
+            worst[target_id] = max(worst.get(target_id, 0.0), gap)
+        previous[target_id] = started_at
+    for target_id, last in previous.items():
+        worst[target_id] = max(worst.get(target_id, 0.0), (now - last).total_seconds())
+    return worst
 
 
 def _count(runs: QuerySet[Backup]) -> Coalesce:

@@ -14,7 +14,9 @@ from backups.models.catalog import (
     validate_retention,
     validate_secret_reference,
 )
+from backups.models.drills import Drill, DrillStatus, DrillTrigger
 from backups.models.history import (
+    PROOF_ORDER,
     RECORD_COLUMNS,
     Backup,
     BackupCopy,
@@ -23,6 +25,7 @@ from backups.models.history import (
     BackupStep,
     CopyStatus,
     DownloadMethod,
+    Proof,
     StepStatus,
 )
 from backups.models.keys import EncryptionKey, validate_recipient
@@ -39,6 +42,7 @@ from backups.models.site import AppliedConfig, ProcessHeartbeat
 __all__ = [
     "ACTIONS",
     "COMPRESSION_CHOICES",
+    "PROOF_ORDER",
     "RECORD_COLUMNS",
     "AppendOnlyError",
     "AppliedConfig",
@@ -52,6 +56,9 @@ __all__ = [
     "BackupType",
     "CopyStatus",
     "DownloadMethod",
+    "Drill",
+    "DrillStatus",
+    "DrillTrigger",
     "EncryptionKey",
     "Event",
     "GrantSource",
@@ -60,6 +67,7 @@ __all__ = [
     "Notifier",
     "Outcome",
     "ProcessHeartbeat",
+    "Proof",
     "Role",
     "RoleGrant",
     "StepStatus",

@@ -224,6 +224,23 @@ class Target(models.Model):
         help_text="A server of the same engine where backup_verify --deep restores into a scratch "
         "database, compares row counts with the manifest and drops it.",
     )
+    drill = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text='When to drill a restore of its backups into its sandbox, as cron (e.g. "0 4 * * 0"); '
+        "empty: no scheduled drill.",
+    )
+    drill_checks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="SQL assertions run against the drill's scratch copy, each must return true, e.g. "
+        '["select count(*) > 0 from orders"].',
+    )
+    drill_from_last = models.PositiveIntegerField(
+        default=1,
+        help_text="Drill a random one of its last N successful backups (1: the newest).",
+    )
     storages = models.ManyToManyField(Storage, related_name="targets", blank=True)
     queue = models.CharField(
         max_length=100,
@@ -261,6 +278,13 @@ class Target(models.Model):
         problems = path_problems(self.config_paths)
         if problems:
             raise ValidationError({"config_paths": problems})
+        from backups.models.drill_settings import drill_problems
+
+        drill = drill_problems(
+            self.drill, self.drill_checks, self.drill_from_last, self.engine, self.sandbox_id is not None
+        )
+        if drill:
+            raise ValidationError({field: [m for f, m in drill if f == field] for field, _ in drill})
         if self.sandbox_id is None:
             return
         if self.pk is not None and self.sandbox_id == self.pk:

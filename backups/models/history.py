@@ -21,6 +21,18 @@ class BackupStatus(models.TextChoices):
     CORRUPT = "corrupt", "Corrupt"
 
 
+class Proof(models.TextChoices):
+    """How far a successful backup has been proven restorable, weakest first."""
+
+    STORED = "stored", "Stored (size and SHA-256 of every copy confirmed at write)"
+    VERIFIED = "verified", "Verified (every copy re-read later)"
+    TRIAL = "trial", "Trial restore (the engine read the whole backup)"
+    DRILLED = "drilled", "Drilled (restored into a sandbox and checked)"
+
+
+PROOF_ORDER = (Proof.STORED, Proof.VERIFIED, Proof.TRIAL, Proof.DRILLED)
+
+
 class Backup(models.Model):
     """One backup run (table ``backup_history``)."""
 
@@ -70,6 +82,15 @@ class Backup(models.Model):
     )
     verified = models.BooleanField(default=False)
     verified_at = models.DateTimeField(null=True, blank=True)
+    proof = models.CharField(
+        max_length=16,
+        choices=Proof.choices,
+        blank=True,
+        default="",
+        help_text="The strongest proof that it restores (stored < verified < trial < drilled); "
+        "empty: none (not a success).",
+    )
+    proof_at = models.DateTimeField(null=True, blank=True, help_text="When its strongest proof was obtained.")
     retention_days = models.PositiveIntegerField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     initiated_by = models.CharField(max_length=150, blank=True)

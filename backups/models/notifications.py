@@ -26,6 +26,8 @@ class Event(models.TextChoices):
     VERIFICATION_FAILED = "verification_failed", "Verification failed"
     RESTORE_FINISHED = "restore_finished", "Restore finished"
     RESTORE_REQUESTED = "restore_requested", "Restore awaiting approval"
+    DRILL_FAILED = "drill_failed", "Restore drill failed"
+    DRILL_RECOVERED = "drill_recovered", "Restore drills pass again"
 
 
 def default_notifier_events() -> list[str]:

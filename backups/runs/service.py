@@ -18,7 +18,7 @@ from backups import keys, secrets
 from backups.engines import Connection, DumpOptions, Engine, EngineError, get_engine
 from backups.engines.base import refuse_problems
 from backups.logs import log_context
-from backups.models import Backup, BackupStatus, CopyStatus, StepStatus, Storage, Target
+from backups.models import Backup, BackupStatus, CopyStatus, Proof, StepStatus, Storage, Target
 from backups.notifications import notify_backup
 from backups.requests import ScheduleInfo
 from backups.resources import MANIFEST_SUFFIX, connection_for, engine_for, scratch_dir
@@ -191,6 +191,7 @@ def _record_success(backup: Backup) -> None:
     removes the committed copies and their manifests like any other failure."""
     try:
         backup.finish(BackupStatus.SUCCESS)
+        backup.proof, backup.proof_at = Proof.STORED, backup.completed_at  # every copy confirmed
         backup.save()
     except Exception as exc:
         why = (

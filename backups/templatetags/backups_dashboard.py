@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from backups.humanize import human_bytes, relative_time
+from backups.humanize import human_bytes, human_duration, relative_time
 from backups.models import BackupStatus
 from backups.services import TargetSummary
 
@@ -105,10 +105,27 @@ def _row(summary: TargetSummary, page: _Page) -> str:
         f"<td>{rate}</td>"
         f"<td>{_strip(summary.strip)}</td>"
         f'<td class="size">{human_bytes(summary.stored_bytes)}</td>'
-        f"<td>{_moment(summary.last_verified_at, now, zone) if summary.last_verified_at else _quiet('never')}</td>"
+        f"<td>{_proven(summary, now, zone)}</td>"
         f'<td>{button}<a href="{page.history}?target__id__exact={pk}">History</a></td>'
         "</tr>\n"
     )
+
+
+def _proven(summary: TargetSummary, now: datetime, zone: tzinfo) -> str:
+    """How far its newest success is proven restorable (``drilled, 2 d ago``; ``never``), then
+    the last drill's restore time (what an outage would cost) and the worst data age over 30
+    days (what would be lost), each only when known."""
+    if summary.proof and summary.proof_at:
+        head = f"{escape(summary.proof)}, {_moment(summary.proof_at, now, zone)}"
+    else:
+        head = _quiet("never")
+    lines = []
+    if summary.last_drill_restore_seconds is not None:
+        failed = " (drill failed)" if summary.last_drill_status == "failed" else ""
+        lines.append(f"restore took {human_duration(summary.last_drill_restore_seconds)}{failed}")
+    if summary.worst_data_age_seconds is not None:
+        lines.append(f"worst data age, 30 d: {human_duration(summary.worst_data_age_seconds)}")
+    return head + "".join(f'<br><span class="quiet proof">{line}</span>' for line in lines)
 
 
 def _moment(moment: datetime, now: datetime, zone: tzinfo) -> str:

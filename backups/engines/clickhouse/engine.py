@@ -36,6 +36,7 @@ from backups.engines.base import (
     EngineError,
     RestoreOptions,
     RestoreResult,
+    assertion_text,
 )
 from backups.engines.clickhouse.archive import (
     VERSION,
@@ -246,6 +247,26 @@ class ClickHouseEngine(Engine):
     def drop_database(self, connection: Connection) -> None:
         with self._client(connection) as ch:
             ch.query(f"DROP DATABASE IF EXISTS {quote_identifier(connection.database)}")
+
+    def check_assertion(self, connection: Connection, sql: str, timeout_seconds: float) -> str:
+        """In ``connection.database`` with ``max_execution_time`` and, after it, ``readonly = 1``
+        (nothing may be written and no setting changed again)."""
+        seconds = max(1, int(timeout_seconds + 0.999))
+        text = (
+            f"SET max_execution_time = {seconds};\nSET readonly = 1;\n"
+            f"USE {quote_identifier(connection.database)};\n{sql}"
+        )
+        with self._client(connection) as ch:
+            try:
+                output = ch.query(text, timeout=timeout_seconds + 60)
+            except EngineError as exc:
+                if "TIMEOUT_EXCEEDED" in str(exc) or "Timeout exceeded" in str(exc):
+                    raise EngineError(
+                        f"the check ran longer than {timeout_seconds:g} s and was stopped"
+                    ) from None
+                raise EngineError(f"the check failed: {exc}") from None
+        lines = output.splitlines()
+        return assertion_text([lines[0].split("\t")[0]] if lines else None)
 
     def fingerprint(self, connection: Connection) -> str | None:
         """A hash of every table's engine, statement and metadata time and of every active data

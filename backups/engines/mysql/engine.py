@@ -54,6 +54,7 @@ from backups.engines.base import (
     EngineError,
     RestoreOptions,
     RestoreResult,
+    assertion_text,
 )
 from backups.engines.mysql.catalog import (
     RowCounter,
@@ -97,6 +98,10 @@ class Snapshot:
     objects: dict[str, tuple[str, str]]  # every table, view and sequence: (TABLE_TYPE, ENGINE)
     server_version: str
     dumped: list[str]  # the names the dump holds, after include/exclude
+
+
+#: MariaDB's ER_STATEMENT_TIMEOUT and MySQL's ER_QUERY_TIMEOUT.
+_STATEMENT_TIMEOUTS = (1969, 3024)
 
 
 def tool_info(binary: str) -> Tool:
@@ -503,6 +508,33 @@ class MySQLEngine(Engine):
         settings = self.settings(connection)
         with self.session(settings, None) as session:
             query(session, f"DROP DATABASE IF EXISTS {quote_name(settings.database)}")
+
+    def check_assertion(self, connection: Connection, sql: str, timeout_seconds: float) -> str:
+        """In a read-only session, stopped after ``timeout_seconds`` (MariaDB's
+        ``max_statement_time``; MySQL's ``max_execution_time``, which stops SELECTs only)."""
+        settings = self.settings(connection)
+        session = self.connect(settings, settings.database)
+        try:
+            cursor = session.cursor()
+            cursor.execute("SELECT VERSION()")
+            version = str(cursor.fetchone()[0])
+            if "mariadb" in version.lower():
+                cursor.execute("SET SESSION max_statement_time = %s", (float(timeout_seconds),))
+            else:
+                cursor.execute("SET SESSION max_execution_time = %s", (max(1, int(timeout_seconds * 1000)),))
+            cursor.execute("SET SESSION TRANSACTION READ ONLY")
+            cursor.execute(sql)
+            return assertion_text(cursor.fetchone() if cursor.description else None)
+        except MySQLdb.Error as exc:
+            code, text = error_parts(exc)
+            if code in _STATEMENT_TIMEOUTS:
+                raise EngineError(
+                    f"the check ran longer than {timeout_seconds:g} s and was stopped"
+                ) from None
+            raise EngineError(f"the check failed: {text}") from None
+        finally:
+            with contextlib.suppress(MySQLdb.Error):
+                session.close()
 
     def fingerprint(self, connection: Connection) -> str | None:
         """Always None: MySQL/MariaDB cannot say "nothing changed" both cheaply and for sure.

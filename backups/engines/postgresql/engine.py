@@ -37,6 +37,7 @@ from backups.engines.base import (
     EngineError,
     RestoreOptions,
     RestoreResult,
+    assertion_text,
 )
 from backups.engines.postgresql.settings import DEFAULT_PORT, Settings, settings_for, validate
 from backups.engines.postgresql.tools import Tool, choose_tool, installed_tools, major
@@ -546,6 +547,29 @@ class PostgreSQLEngine(Engine):
                 )
             except psycopg.Error as exc:
                 raise EngineError(f"cannot drop database {connection.database}: {exc}") from None
+
+    def check_assertion(self, connection: Connection, sql_text: str, timeout_seconds: float) -> str:
+        """Through the engine's own psycopg session (the password never in argv or a file), in a
+        read-only transaction with ``statement_timeout``."""
+        settings = self._settings(connection)
+        milliseconds = max(1, int(timeout_seconds * 1000))
+        with contextlib.closing(self._connect(connection, settings, autocommit=False)) as conn:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SET TRANSACTION READ ONLY")
+                    cur.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(milliseconds)))
+                    cur.execute(sql_text.encode())
+                    row = cur.fetchone() if cur.description else None
+            except psycopg.errors.QueryCanceled:
+                raise EngineError(
+                    f"the check ran longer than {timeout_seconds:g} s and was stopped"
+                ) from None
+            except psycopg.Error as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise EngineError(f"the check failed: {first}") from None
+            finally:
+                conn.rollback()
+        return assertion_text(row)
 
     # -- trial restore ---------------------------------------------------------------------------
 

@@ -40,25 +40,36 @@ class Command(BaseCommand):
             backups = backups.filter(status=status)
         rows = list(backups[: options["limit"]] if options["limit"] else backups)
         if options["json"]:
-            dump_json(self.stdout, [{**backup.as_record(), "copies": _copies(backup)} for backup in rows])
+            dump_json(
+                self.stdout,
+                [{**backup.as_record(), **_proof(backup), "copies": _copies(backup)} for backup in rows],
+            )
             return
         if not rows:
             self.stdout.write("no backups")
             return
         self.stdout.write(
-            f"{'ID':>6}  {'TARGET':<20} {'TYPE':<9} {'STATUS':<8} {'STARTED':<20} {'SIZE':>10}  VERIFIED  COPIES"
+            f"{'ID':>6}  {'TARGET':<20} {'TYPE':<9} {'STATUS':<8} {'STARTED':<20} {'SIZE':>10}  {'PROOF':<8}  COPIES"
         )
         for b in rows:
             started = b.started_at.strftime("%Y-%m-%d %H:%M:%S") if b.started_at else "-"
             status = "deleted" if b.deleted_at else b.status
             self.stdout.write(
                 f"{b.pk:>6}  {b.target.name:<20} {b.backup_type:<9} {status:<8} {started:<20} "
-                f"{human_bytes(b.file_size):>10}  {'yes' if b.verified else 'no':<8}  "
+                f"{human_bytes(b.file_size):>10}  {b.proof or '-':<8}  "
                 + ", ".join(
                     f"{c['storage']}{'' if c['status'] == 'stored' else ' (' + c['status'] + ')'}"
                     for c in _copies(b)
                 )
             )
+
+
+def _proof(backup: Backup) -> dict[str, Any]:
+    """The strongest proof that it restores (stored < verified < trial < drilled) and when."""
+    return {
+        "proof": backup.proof or None,
+        "proof_at": backup.proof_at.isoformat() if backup.proof_at else None,
+    }
 
 
 def _copies(backup: Backup) -> list[dict[str, Any]]:

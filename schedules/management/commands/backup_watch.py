@@ -28,6 +28,7 @@ class Command(BaseCommand):
         else:
             self.stdout.write(
                 f"lost runs reaped: {counts['lost']}, lost restores: {counts['lost_restores']}, "
+                f"lost drills: {counts['lost_drills']}, "
                 f"alerts sent late: {counts['alerts_resent']}, missed alerts: {counts['missed']}, "
                 f"recoveries: {counts['recovered']}"
             )
