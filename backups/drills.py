@@ -398,7 +398,7 @@ def _compare_tables(
             )
         drill.checks.append(
             _check(
-                "row counts", "recorded by the backup", f"none recorded; {sum(counts.values())} row(s)", True
+                "row counts", "none recorded by the backup", f"{sum(counts.values())} row(s) restored", True
             )
         )
         return
