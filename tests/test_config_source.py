@@ -393,7 +393,9 @@ def test_it_applies_the_file_when_the_site_starts(toml_config, site, tmp_path):
         )
     try:
         deadline = time.monotonic() + 240
-        while "Configuration applied" not in log.read_text() and run.poll() is None:
+        # Until beat's schedules are synced, the line after the apply and the system checks:
+        # stopped at the first line, the site could not say what came next.
+        while "Schedules synced to beat" not in log.read_text() and run.poll() is None:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
     finally:
