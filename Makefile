@@ -76,7 +76,7 @@ test: setup $(STAMP_NPM)
 	BACKUPSITE_TEST_CATALOG=postgresql $(BIN)/pytest -q -m catalog
 
 bench: setup
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(filter 1,$(QUICK)),--quick)
 
 # The soak (bench/soak.py, issue 18): 200 targets every minute, 2 workers, SIGKILLs and a 10-minute
 # storage outage; checks the invariants and writes bench/RESULTS.md's Soak section. ~30 minutes.

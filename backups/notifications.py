@@ -248,12 +248,15 @@ class Summary(NamedTuple):
     fields: dict[str, str]
 
 
-def describe_backup(backup: Backup, event: str | None = None) -> Summary:
-    """The standard subject, text and fields for a message about ``backup``."""
+def describe_backup(
+    backup: Backup, event: str | None = None, schedule: ScheduleInfo | None = None
+) -> Summary:
+    """The standard subject, text and fields for a message about ``backup``; ``schedule``: its
+    schedule's facts when the caller has them (else looked up)."""
     target = backup.target.name
-    info = schedule_info(backup.schedule_id)
-    schedule = info.name if info is not None else ""
-    via = f" ({schedule})" if schedule else ""
+    info = schedule if schedule is not None else schedule_info(backup.schedule_id)
+    schedule_name = info.name if info is not None else ""
+    via = f" ({schedule_name})" if schedule_name else ""
     run = f"Backup {backup.pk} ({backup.backup_name}) of {target}"
     if event == VERIFICATION_FAILED:
         subject = f"Verification failed: backup {backup.pk} of {target}"
@@ -278,7 +281,7 @@ def describe_backup(backup: Backup, event: str | None = None) -> Summary:
         "target": target,
         "backup": f"{backup.pk} ({backup.backup_name})",
         "status": backup.status,
-        "schedule": schedule,
+        "schedule": schedule_name,
         "type": backup.backup_type,
         "started": f"{backup.started_at:%Y-%m-%d %H:%M:%S %Z}" if backup.started_at else "",
         "duration": f"{backup.duration_seconds:.1f}s" if backup.duration_seconds is not None else "",
@@ -302,10 +305,14 @@ def backup_link(backup: Backup) -> str:
         return ""
 
 
-def notify_backup(backup: Backup, event: str | None = None, late: str = "") -> list[Notification]:
+def notify_backup(
+    backup: Backup, event: str | None = None, late: str = "", schedule: ScheduleInfo | None = None
+) -> list[Notification]:
     """Tell the channels about ``backup``: ``event``, or by its status FAILED -> backup_failed,
     SUCCESS -> backup_succeeded (only channels that list it); any other status says nothing.
     ``late``: why the message comes late (a "sent late" field), when the watch sends it.
+    ``schedule``: the facts of the backup's schedule when the caller has them (a run does), so
+    they are not looked up twice more; None: looked up from ``backup.schedule_id``.
 
     Never raises: whatever goes wrong is logged and the backup's outcome stands as recorded.
     """
@@ -316,9 +323,17 @@ def notify_backup(backup: Backup, event: str | None = None, late: str = "") -> l
         if event is None:
             return []
     try:
-        summary = describe_backup(backup, event)
+        if schedule is None:
+            schedule = schedule_info(backup.schedule_id)
+        summary = describe_backup(backup, event, schedule)
         deliveries = notify(
-            event, subject=summary.subject, text=summary.text, fields=summary.fields, backup=backup, late=late
+            event,
+            subject=summary.subject,
+            text=summary.text,
+            fields=summary.fields,
+            backup=backup,
+            schedule=schedule,
+            late=late,
         )
     except Exception:
         logger.exception("backup %s of target %s: notifications failed", backup.pk, backup.target.name)

@@ -77,4 +77,5 @@ def restore_manifest(backup: Backup) -> dict[str, Any]:
             "roots": {Path(path).name: path for path in backup.files_included},
         },
         "tables": backup.tables_included,
+        "raw_size": backup.raw_size,  # the decoded archive's size: what a spool of it needs
     }

@@ -419,6 +419,8 @@ def write_markdown(path: Path, summary: Summary) -> None:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]
         text = head + block + tail
+    elif text.strip():  # a file without this block yet (QUICK.md): append it, keep the rest
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
     else:
         text = (
             "# Benchmark results\n\nProduced by `make bench` (`bench/run.py`); see bench/README.md.\n\n"

@@ -1,12 +1,21 @@
-"""Summarise the schedule load run: a console table and the ``schedules`` block of
-bench/RESULTS.md (``bench:begin schedules`` / ``bench:end schedules`` markers)."""
+"""Summarise the schedule load runs (one per size): console tables and the ``schedules`` block
+of bench/RESULTS.md (``bench:begin schedules`` / ``bench:end schedules`` markers). Every
+function takes one ScheduleResult or a list of them (run.py hands over what measure returned)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from report_servers import begin_marker, end_marker, replace_block
+from schedule_profile import PHASES
 from schedulebench import SAMPLE_SECONDS, SETTLE_SECONDS, SOURCE_ROWS, TIMEOUT_SECONDS, ScheduleResult
+
+Results = ScheduleResult | list[ScheduleResult]
+# The parts of a run read from the catalog, in run order (steps by their BackupStep name).
+CATALOG_PARTS = (
+    "claim", "validate", "dump", "compress", "upload", "verify", "manifest", "finish", "notify",
+    "between runs", "run", "outside the dump",
+)  # fmt: skip
 
 KEY = "schedules"
 FLAT_LIMIT = 1.10  # RSS at the last completion / at the first: above this, not flat
@@ -50,14 +59,115 @@ def rows(result: ScheduleResult) -> list[list[str]]:
     return out
 
 
-def console_table(result: ScheduleResult) -> str:
-    table = [HEADERS, *rows(result)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADERS))]
-    lines = [f"Schedule load: {result.count} schedules in one minute, {len(result.workers)} workers"]
-    lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in table]
-    lines.insert(2, "  ".join("-" * width for width in widths))
-    lines += ["", *verdicts(result)]
+def _listed(results: Results) -> list[ScheduleResult]:
+    return results if isinstance(results, list) else [results]
+
+
+def _text_table(headers: list[str], body: list[list[str]]) -> list[str]:
+    table = [headers, *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
+def console_table(results: Results) -> str:
+    listed = _listed(results)
+    lines = [
+        "Schedule load: targets due in the same minute",
+        *_text_table(SUMMARY_HEADERS, summary_rows(listed)),
+    ]
+    for result in listed:
+        lines += ["", f"{result.count} schedules in one minute, {len(result.workers)} workers"]
+        lines += _text_table(HEADERS, rows(result))
+        lines += ["", f"Per run, from the catalog ({result.count} schedules):"]
+        lines += _text_table(PART_HEADERS, part_rows(result))
+        if result.profile is not None:
+            lines += ["", f"Per run, in-process ({result.profile['runs']} firings after the load):"]
+            lines += _text_table(PHASE_HEADERS, phase_rows(result))
+        lines += ["", *verdicts(result)]
     return "\n".join(lines)
+
+
+SUMMARY_HEADERS = [
+    "targets", "all succeed", "none twice", "minute start -> last completion s", "runs/s",
+    "per run outside the dump ms (median, catalog)", "between runs ms (median)",
+    "overhead in-process ms (median)", "catalog queries per run", "worker RSS at the slot -> end MiB",
+    "verdict",
+]  # fmt: skip
+
+
+def summary_rows(results: list[ScheduleResult]) -> list[list[str]]:
+    out = []
+    for result in results:
+        success = result.statuses.get("success", 0)
+        throughput = result.count / result.last_completion_s if result.last_completion_s > 0 else 0.0
+        outside = result.overhead.get("outside the dump")
+        between = result.overhead.get("between runs")
+        profile = result.profile
+        rss = "; ".join(
+            f"{w.name} {w.rss_start_kib / 1024:.0f} -> {w.rss_end_kib / 1024:.0f}" for w in result.workers
+        )
+        out.append(
+            [
+                f"{result.count:,}",
+                f"{success}/{result.count}",
+                "yes" if result.duplicates == 0 else f"NO ({result.duplicates})",
+                f"{result.last_completion_s:.1f}",
+                f"{throughput:.1f}",
+                f"{outside.median_ms:.1f}" if outside else "",
+                f"{between.median_ms:.1f}" if between else "",
+                f"{profile['outside_dump_ms_median']:.1f}" if profile else "",
+                f"{profile['queries_median']:.0f}" if profile else "",
+                rss,
+                "PASS" if passed(result) else "FAIL",
+            ]
+        )
+    return out
+
+
+PART_HEADERS = ["part", "runs", "median ms", "p90 ms", "max ms"]
+
+
+def part_rows(result: ScheduleResult) -> list[list[str]]:
+    out = []
+    for name in CATALOG_PARTS:
+        spread = result.overhead.get(name)
+        if spread is None or not spread.runs:
+            continue
+        out.append(
+            [
+                name,
+                str(spread.runs),
+                f"{spread.median_ms:.1f}",
+                f"{spread.p90_ms:.1f}",
+                f"{spread.max_ms:.1f}",
+            ]
+        )
+    return out
+
+
+PHASE_HEADERS = ["phase", "median ms", "p90 ms", "queries (median)"]
+
+
+def phase_rows(result: ScheduleResult) -> list[list[str]]:
+    profile = result.profile
+    if profile is None:
+        return []
+    out = [
+        [name, f"{stats['ms_median']:.1f}", f"{stats['ms_p90']:.1f}", f"{stats['queries_median']:g}"]
+        for name in PHASES
+        if (stats := profile["phases"].get(name))
+    ]
+    out.append(
+        [
+            "total (outside the dump)",
+            f"{profile['total_ms_median']:.1f} ({profile['outside_dump_ms_median']:.1f})",
+            "",
+            f"{profile['queries_median']:g} (max {profile['queries_max']})",
+        ]
+    )
+    return out
 
 
 def passed(result: ScheduleResult) -> bool:
@@ -104,36 +214,60 @@ def verdicts(result: ScheduleResult) -> list[str]:
         )
     if result.unattributed:
         lines.append(f"- {result.unattributed} backups name a worker pid not seen in either worker tree.")
+    if result.profile_error:
+        lines.append(f"- the in-process profile failed: {result.profile_error}")
     lines.append(f"- verdict: {'**PASS**' if passed(result) else '**FAIL**'}.")
     return lines
 
 
-def markdown_block(result: ScheduleResult, machine: dict[str, str], command: str) -> str:
+def markdown_block(results: Results, machine: dict[str, str], command: str) -> str:
     m = machine
+    listed = _listed(results)
+    result = listed[-1]  # the method is the same for every size; the largest is described
     lines = [
         begin_marker(KEY),
         "## Schedule load: latest run",
         "",
         f"Date: {m['date']}. Code: commit {m['code']}. Machine: {m['nproc']} CPUs ({m['CPU']}), "
-        f"{m['RAM']} RAM, Linux {m['kernel']}. This part of the run took {result.seconds:.0f} s "
-        f"(setup {result.setup_seconds:.0f} s, then waiting for the slot); load average (1/5/15 min) "
-        f"{' at the start, '.join(result.load)} at the end (the machine is shared). Python "
-        f"{result.versions.get('python', '?')}, Celery {result.versions.get('celery', '?')}. "
-        f"Launch floor (ru_maxrss of `true`): {m.get('launch floor', '?')}.",
+        f"{m['RAM']} RAM, Linux {m['kernel']}. "
+        + " ".join(
+            f"The {one.count:,}-target load took {one.seconds:.0f} s (setup {one.setup_seconds:.0f} s, then "
+            f"waiting for the slot); load average (1/5/15 min) {' at the start, '.join(one.load)} at the end."
+            for one in listed
+        )
+        + f" The machine is shared. Python {result.versions.get('python', '?')}, Celery "
+        f"{result.versions.get('celery', '?')}. Launch floor (ru_maxrss of `true`): {m.get('launch floor', '?')}.",
         "",
         f"Command: `{command}`",
         "",
-        f"### {result.count} schedules due at {result.slot} with {len(result.workers)} worker processes",
+        *_md_table(SUMMARY_HEADERS, summary_rows(listed)),
         "",
-        *_md_table(HEADERS, rows(result)),
-        "",
-        *verdicts(result),
-        "",
-        "Method: a throwaway BACKUPSITE_HOME with a SQLite catalog file (`DATABASE_URL`), a Redis "
+    ]
+    for one in listed:
+        lines += [
+            f"### {one.count:,} schedules due at {one.slot} with {len(one.workers)} worker processes",
+            "",
+            *_md_table(HEADERS, rows(one)),
+            "",
+            f"Per run, from the catalog ({one.statuses.get('success', 0)} successful runs):",
+            "",
+            *_md_table(PART_HEADERS, part_rows(one)),
+            "",
+        ]
+        if one.profile is not None:
+            lines += [
+                f"Per run, in-process ({one.profile['runs']} firings after the load, workers stopped):",
+                "",
+                *_md_table(PHASE_HEADERS, phase_rows(one)),
+                "",
+            ]
+        lines += [*verdicts(one), ""]
+    lines += [
+        "Method: for each size, a throwaway BACKUPSITE_HOME with a SQLite catalog file (`DATABASE_URL`), a Redis "
         "broker (`redis-server` on a free loopback port), `manage.py migrate`, then "
-        f"`backup_config apply` of a generated TOML: {result.count} SQLite targets (each a copy of a "
+        f"`backup_config apply` of a generated TOML: N SQLite targets (each a copy of a "
         f"{result.source_kib:.0f} KiB database, {SOURCE_ROWS} rows of ~1 KiB) on one local storage, "
-        f"and {result.count} schedules `M H * * *` (UTC) for one minute at least 50 s ahead. "
+        f"and N schedules `M H * * *` (UTC) for one minute at least 50 s (or 0.06 s per target) ahead. "
         f"{len(result.workers)} workers (`{result.argv[0]}`) and one beat (DatabaseScheduler), "
         "each in its own process group with the same environment. The catalog is read (read-only "
         "`sqlite3`) every second until every schedule has a terminal backup, then for "
@@ -143,13 +277,22 @@ def markdown_block(result: ScheduleResult, machine: dict[str, str], command: str
         "the pages they share since the fork); the RSS at a "
         "completion is the nearest sample. Times are `completed_at`/`started_at` from the catalog "
         "relative to the slot's minute. Backups are attributed to a worker by the pid in "
-        "`Backup.worker` (host:pid).",
+        "`Backup.worker` (host:pid). Per run from the catalog: `claim` is `created_at` -> "
+        "`started_at`, each step its BackupStep's span (summed when a step repeats), `finish` the "
+        "last step's end -> `completed_at`, `between runs` a worker process's previous "
+        "`completed_at` -> its next run's `created_at` (the firing's lookups, the slot claim, "
+        "notifications, shrinkage and recovery checks, retention, Celery's own work), `outside "
+        "the dump` the run minus its dump step. In-process: after the load, with the workers "
+        "stopped, `schedule_profile.py` fires the first schedules once more (each for the next "
+        "day's slot) in one process, exactly as the task does, and attributes every catalog query "
+        "(`connection.execute_wrapper`, transaction statements such as `BEGIN IMMEDIATE` "
+        "included) and every millisecond to the innermost phase running.",
         "",
         end_marker(KEY),
     ]
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, result: ScheduleResult, machine: dict[str, str], command: str) -> None:
+def write_markdown(path: Path, results: Results, machine: dict[str, str], command: str) -> None:
     """Replace the schedules block of RESULTS.md (appended if it has none yet)."""
-    replace_block(path, KEY, markdown_block(result, machine, command))
+    replace_block(path, KEY, markdown_block(results, machine, command))

@@ -12,27 +12,37 @@ from measure import Sample
 from serverbench import EngineResult, ScaleResult
 
 MIB = 1024 * 1024
-RATIO_LIMIT = 1.10
 RSS_LIMIT_MIB = report.RSS_LIMIT_MIB
-BACKUPS = ("raw-gzip", "ours-gzip", "ours-gzip-nocount", "ours-zstd", "dbbackup")
+BACKUPS = (
+    "raw-gzip", "ours-gzip", "ours-gzip-nocount", "raw-zstd", "ours-zstd", "raw-dump", "ours-gzip-warm",
+    "ours-zstd-warm", "dbbackup",
+)  # fmt: skip
 RESTORES = (
-    "raw-restore", "ours-restore", "ours-restore-zstd", "ours-restore-create", "ours-restore-exact",
-    "dbbackup-restore",
+    "raw-restore", "ours-restore", "ours-restore-zstd", "ours-restore-warm", "ours-restore-create",
+    "ours-restore-exact", "dbbackup-restore",
 )  # fmt: skip
 OURS = (
     "ours-gzip",
     "ours-gzip-nocount",
     "ours-zstd",
+    "ours-gzip-warm",
+    "ours-zstd-warm",
     "ours-restore",
+    "ours-restore-warm",
     "ours-restore-zstd",
     "ours-restore-create",
     "ours-restore-exact",
 )
 NAMES = {
     "raw-gzip": "raw dump | gzip -6",
+    "raw-zstd": "raw dump | zstd -3",
+    "raw-dump": "the dump tool alone (| cat > /dev/null)",
     "ours-gzip": "ours, gzip",
     "ours-gzip-nocount": "ours, gzip, row_counts = false",
     "ours-zstd": "ours, zstd",
+    "ours-gzip-warm": "ours, gzip, in a warm process (as a worker)",
+    "ours-zstd-warm": "ours, zstd, in a warm process (as a worker)",
+    "ours-restore-warm": "ours, from the gzip backup, in a warm process",
     "dbbackup": "django-dbbackup dbbackup -z",
     "raw-restore": "raw gunzip -c | restore",
     "ours-restore": "ours, from the gzip backup",
@@ -41,6 +51,57 @@ NAMES = {
     "ours-restore-exact": 'ours, from the gzip backup, restore_check = "exact"',
     "dbbackup-restore": "django-dbbackup dbrestore -z",
 }
+
+
+# Each side's ratio is to this side of the same scale (missing in results saved before raw-zstd
+# existed: then "-").
+BASELINES = {
+    "ours-gzip": "raw-gzip",
+    "ours-gzip-nocount": "raw-gzip",
+    "ours-zstd": "raw-zstd",
+    "ours-gzip-warm": "raw-gzip",
+    "ours-zstd-warm": "raw-zstd",
+    "dbbackup": "raw-gzip",
+    **{label: "raw-restore" for label in RESTORES if label != "raw-restore"},
+}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of issue 22's figures: median of ``side`` / median of ``baseline`` <= ``limit``."""
+
+    side: str
+    baseline: str
+    limit: float
+    text: str
+
+
+# Issue 22's table, measured at pgbench scale 50; the same goals are checked for MariaDB.
+GOALS = (
+    Goal("ours-gzip", "raw-gzip", 0.95, "backup gzip / raw `dump | gzip -6`"),
+    Goal("ours-zstd", "raw-zstd", 1.10, "backup zstd / raw `dump | zstd -3`"),
+    Goal("ours-zstd", "raw-dump", 1.20, "backup zstd / the dump tool alone (the floor)"),
+    Goal("ours-restore", "raw-restore", 1.05, "restore / raw `gunzip -c | restore`"),
+    Goal("ours-gzip", "dbbackup", 0.60, "backup gzip / django-dbbackup `dbbackup -z`"),
+)
+GOAL_SCALE = 50  # the issue's figures are for this scale; larger ones must hold them too
+
+
+def checked_scales(scales: list[int]) -> set[int]:
+    """The scales the goals apply to: GOAL_SCALE and above (the issue's figures are for scale 50
+    and it asks them to hold as data grows). Smaller scales are shown for information only, even
+    alone (``--quick``): our fixed start-up cost weighs more on small databases."""
+    return {scale for scale in scales if scale >= GOAL_SCALE}
+
+
+def goal_verdict(by: dict[str, Side], goal: Goal, checked: bool) -> tuple[float | None, str]:
+    """The ratio and ``met`` / ``**MISSED**`` / ``for information`` / ``not measured``."""
+    value = _ratio(by, goal.side, goal.baseline)
+    if value is None:
+        return None, "no data"
+    if not checked:
+        return value, "for information"
+    return value, "met" if value <= goal.limit else "**MISSED**"
 
 
 def begin_marker(key: str) -> str:
@@ -113,33 +174,44 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def verdicts(result: EngineResult) -> list[str]:
-    """The issue's requirements, checked one by one (bold where missed). Its time targets are for
-    pgbench scale 50; they are checked at the largest scale measured, the others are shown for
-    information (our fixed start-up cost weighs more on small databases)."""
+    """Issue 22's goals (``GOALS``), checked one by one (bold where missed) at the scales
+    ``checked_scales`` picks (50 and up); the other scales are shown for information."""
     lines = []
-    largest = result.scales[-1].scale
+    checked = checked_scales([scale.scale for scale in result.scales])
     for scale in result.scales:
         by = sides(scale)
-        gzip = _ratio(by, "ours-gzip", "raw-gzip")
-        zstd = _ratio(by, "ours-zstd", "raw-gzip")
-        restore = _ratio(by, "ours-restore", "raw-restore")
-        checked = scale.scale == largest
-
-        def ok(good: bool, checked: bool = checked) -> str:
-            if not checked:
-                return "for information"
-            return "met" if good else "**MISSED**"
-
-        lines.append(
-            f"- Scale {scale.scale}: backup gzip {_fmt(gzip)}x the raw pipeline "
-            f"(target <= {RATIO_LIMIT:.2f}: {ok(gzip is not None and gzip <= RATIO_LIMIT)}); "
-            f"zstd {_fmt(zstd)}x (target < 1: {ok(zstd is not None and zstd < 1)}); "
-            f"restore {_fmt(restore)}x (target <= {RATIO_LIMIT:.2f}: "
-            f"{ok(restore is not None and restore <= RATIO_LIMIT)})."
-        )
+        parts = []
+        for goal in GOALS:
+            value, verdict = goal_verdict(by, goal, scale.scale in checked)
+            ratio = "not measured" if value is None else f"{value:.2f}x"
+            parts.append(f"{goal.text} {ratio} (goal <= {goal.limit:.2f}: {verdict})")
+        lines.append(f"- Scale {scale.scale}: " + "; ".join(parts) + ".")
+        warm = [
+            (text, _ratio(by, side, baseline))
+            for text, side, baseline in (
+                ("gzip", "ours-gzip-warm", "raw-gzip"),
+                ("zstd", "ours-zstd-warm", "raw-zstd"),
+                ("zstd / the floor", "ours-zstd-warm", "raw-dump"),
+                ("restore", "ours-restore-warm", "raw-restore"),
+            )
+        ]
+        if any(value is not None for _, value in warm):
+            lines.append(
+                "  In a warm process, as a worker runs them (no interpreter or Django start): "
+                + ", ".join(f"{text} {_fmt(value)}x" for text, value in warm)
+                + "."
+            )
         nocount = _ratio(by, "ours-gzip-nocount", "raw-gzip")
         if nocount is not None:
-            lines.append(f"  With `row_counts = false` the gzip backup is {nocount:.2f}x.")
+            lines.append(
+                f"  With `row_counts = false` the gzip backup is {nocount:.2f}x the raw gzip pipeline."
+            )
+        zstd_gzip = _ratio(by, "ours-zstd", "raw-gzip")
+        if zstd_gzip is not None:
+            lines.append(f"  The zstd backup is {zstd_gzip:.2f}x the raw gzip pipeline.")
+        restore_zstd = _ratio(by, "ours-restore-zstd", "raw-restore")
+        if restore_zstd is not None:
+            lines.append(f"  Restoring the zstd backup: {restore_zstd:.2f}x the raw gzip restore.")
         create = _ratio(by, "ours-restore-create", "raw-restore")
         exact = _ratio(by, "ours-restore-exact", "raw-restore")
         if create is not None:
@@ -173,13 +245,12 @@ def console_table(result: EngineResult) -> str:
     for scale in result.scales:
         by = sides(scale)
         for label, item in by.items():
-            baseline = "raw-restore" if label in RESTORES else "raw-gzip"
             rows.append(
                 [
                     str(scale.scale),
                     label,
                     f"{item.seconds:.2f}",
-                    _fmt(_ratio(by, label, baseline)),
+                    _fmt(_ratio(by, label, BASELINES.get(label, ""))),
                     f"{item.rss_mib:.1f}",
                     f"{item.own_mib:.1f}",
                     f"{item.stored_mib:.1f}",
@@ -199,6 +270,10 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers), "|" + "|".join("---:" for _ in headers) + "|", *(line(row) for row in rows)]
 
 
+def _seconds(by: dict[str, Side], label: str) -> str:
+    return f"{by[label].seconds:.2f}" if label in by else "-"
+
+
 def _cell(by: dict[str, Side], label: str, baseline: str) -> list[str]:
     if label not in by:
         return ["-", "-", "-"]
@@ -210,13 +285,16 @@ def _summary_tables(result: EngineResult) -> list[str]:
     for scale in result.scales:
         by = sides(scale)
         head = [str(scale.scale), f"{scale.database_bytes / MIB:.0f}"]
-        raw = by["raw-gzip"]
         backup_rows.append(
             [
                 *head,
-                f"{raw.seconds:.2f}",
+                _seconds(by, "raw-gzip"),
+                _seconds(by, "raw-zstd"),
+                _seconds(by, "raw-dump"),
                 *_cell(by, "ours-gzip", "raw-gzip"),
-                *_cell(by, "ours-zstd", "raw-gzip"),
+                _fmt(_ratio(by, "ours-gzip", "dbbackup")),
+                *_cell(by, "ours-zstd", "raw-zstd"),
+                _fmt(_ratio(by, "ours-zstd", "raw-dump")),
                 *_cell(by, "ours-gzip-nocount", "raw-gzip")[:2],
                 *_cell(by, "dbbackup", "raw-gzip"),
             ]
@@ -235,11 +313,11 @@ def _summary_tables(result: EngineResult) -> list[str]:
     lines = ["### Backup", ""]
     lines += _md_table(
         [
-            "scale", "DB MiB", "raw dump | gzip s",
-            "ours gzip s", "ratio", "RSS MiB",
-            "ours zstd s", "ratio", "RSS MiB",
-            "ours gzip, no row counts s", "ratio",
-            "dbbackup -z s", "ratio", "RSS MiB",
+            "scale", "DB MiB", "raw dump | gzip s", "raw dump | zstd s", "dump alone s",
+            "ours gzip s", "/ raw gzip", "RSS MiB", "/ dbbackup",
+            "ours zstd s", "/ raw zstd", "RSS MiB", "/ dump alone",
+            "ours gzip, no row counts s", "/ raw gzip",
+            "dbbackup -z s", "/ raw gzip", "RSS MiB",
         ],
         backup_rows,
     )  # fmt: skip
@@ -359,7 +437,12 @@ def _method(result: EngineResult, runs: int, warmup: int) -> str:
         f"{DATA_NOTES.get(result.key, '')}. Per scale, {warmup} untimed warm-up round(s), then {runs} "
         "timed rounds in which each side runs once, in the order of the tables below, so drift on the "
         "machine hits every side alike; times are medians of wall time (launch to the exit of the last "
-        "process), ratio = median / median of the raw pipeline of the same scale. Backups are deleted "
+        "process), ratio = median / median of the raw pipeline of the same scale (ours gzip and "
+        "django-dbbackup to `dump | gzip -6`, ours zstd to `dump | zstd -3`, restores to `gunzip -c | "
+        "restore`). The floor is the dump tool writing into a pipe that `cat` empties into /dev/null: "
+        "every real consumer, ours included, reads the dump from a pipe, and `pg_dump -Fc > /dev/null` "
+        "is faster than any of them can be (no pipe copies; /dev/null is even seekable, so pg_dump "
+        "rewrites its table of contents there as it does in a file). Backups are deleted "
         "after each run. Restores: the database is dropped before and after each run, then created "
         "empty just before the clock starts (the raw tools and django-dbbackup need it to exist; ours "
         'restores into it the same way), except for "ours, creating the database", which times '
@@ -400,6 +483,16 @@ def markdown_block(result: EngineResult, machine: dict[str, str], runs: int, war
         "",
         "```sh",
         f"# raw backup (two processes joined by a pipe; both exit statuses checked)\n{c['raw backup']}",
+        *(
+            [f"# raw backup, zstd -3 instead of gzip -6\n{c['raw backup zstd']}"]
+            if "raw backup zstd" in c
+            else []
+        ),
+        *(
+            [f"# the floor: the dump tool alone, into a pipe emptied into /dev/null\n{c['raw dump floor']}"]
+            if "raw dump floor" in c
+            else []
+        ),
         f"# raw restore, into a database created just before (untimed)\n{c['raw restore']}",
         f"# ours, backup (the zstd target differs only in compression)\n{c['ours backup']}",
         f"# ours, restore of a kept backup into that database (or, creating it, one that does not exist yet)\n{c['ours restore']}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 from report_servers import begin_marker, end_marker, replace_block, run_header
 from storagebench import OURS_CALL, RAW_CALLS, Run, StorageResult
@@ -86,6 +87,31 @@ def rss_rows(result: StorageResult) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def buffer_bound(kind: str, settings: dict[str, Any]) -> str | None:
+    """What our writer of ``kind`` holds at most with ``settings`` (the storages' docstrings)."""
+    if kind in ("s3", "azure") and settings:
+        size = settings.get("part_size_mib", settings.get("block_size_mib"))
+        concurrency = settings["upload_concurrency"]
+        unit = "parts" if kind == "s3" else "blocks"
+        return f"{kind} ({concurrency} + 1) {unit} x {size} MiB = {(concurrency + 1) * size} MiB"
+    if kind == "gcs" and settings:
+        return f"gcs one {settings['upload_chunk_mib']} MiB chunk"
+    return None
+
+
+def settings_lines(result: StorageResult) -> list[str]:
+    """The upload settings our storages ran with and the buffers they bound (older results have none)."""
+    given = {kind: result.settings[kind] for kind in result.kinds if result.settings.get(kind)}
+    if not given:
+        return []
+    bounds = [bound for kind in given if (bound := buffer_bound(kind, given[kind]))]
+    return [
+        "Upload settings of ours in effect (defaults included): "
+        + "; ".join(f"{kind} `{json.dumps(settings)}`" for kind, settings in given.items())
+        + (". Upload buffers held at most, per copy: " + "; ".join(bounds) + "." if bounds else "."),
+    ]
 
 
 RSS_HEADERS = [
@@ -179,6 +205,7 @@ def console_table(result: StorageResult) -> str:
     widths = [max(len(row[i]) for row in rss) for i in range(len(RSS_HEADERS))]
     lines.append("Peak RSS, MiB (VmHWM of each child, and ru_maxrss)")
     lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rss]
+    lines += [line for text in settings_lines(result) for line in ("", text)]
     f = fanout_summary(result)
     if f is not None:
         lines += [
@@ -247,6 +274,7 @@ def markdown_block(result: StorageResult, machine: dict[str, str], runs: int, wa
         "",
         *_md_table(RSS_HEADERS, rss_rows(result)),
         "",
+        *(line for text in settings_lines(result) for line in (text, "")),
         "### Fan-out: one stream, several copies at once",
         "",
         *fanout_lines(result),

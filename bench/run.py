@@ -6,6 +6,7 @@
         [--no-dbbackup] [--storages local,s3,sftp,ftp,gcs,azure] [--storage-mib 1024]
         [--storage-warmup-mib 64] [--retention-sizes 10000,100000] [--retention-runs 7]
         [--admin-catalogs sqlite,postgresql] [--admin-runs 11] [--enc-sizes 1024] [--enc-pg-scales 50]
+        [--restore-jobs-scales 50] [--quick] [--summary-only] [--no-write]
 
 SQLite: wall time of ``manage.py backup_create`` (gzip and zstd targets) as a ratio to
 ``sqlite3 SRC ".backup TMP" && gzip -6 -c TMP > OUT``. PostgreSQL and MariaDB (pgbench data at
@@ -23,8 +24,14 @@ encryption, on ``--enc-sizes`` SQLite databases and ``--enc-pg-scales`` pgbench 
 encrypted one as a ratio to its plain twin in the same run, each encrypted backup checked once
 with Debian's ``age -d``. Schedules
 (``schedulebench.py``, opt-in only): 200 schedules due in one minute run by 2 real Celery workers
-over Redis, checked for none twice or lost, with each worker's RSS sampled. Medians of
-``--runs`` interleaved runs; peak RSS of every process. Prints tables and rewrites each engine's generated block of bench/RESULTS.md.
+over Redis, checked for none twice or lost, with each worker's RSS sampled. Restore jobs
+(``restorejobsbench.py``, opt-in only): PostgreSQL restores with ``jobs = N`` against the raw
+single-job pipeline. Medians of ``--runs`` interleaved runs; peak RSS of every process. Prints
+tables, rewrites each engine's generated block of bench/RESULTS.md, saves each engine's raw
+results in bench/work/results-ENGINE.json and rebuilds the side-by-side "Summary" block at the
+top of bench/RESULTS.md from those files (``summary.py``; ``--summary-only`` does only that).
+``--quick`` (``make bench QUICK=1``) runs a reduced set in a few minutes and writes
+bench/work/QUICK.md (results in bench/work/quick/), never bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -51,10 +58,35 @@ RESULTS_MD = BENCH / "RESULTS.md"
 MIB = 1024 * 1024
 CACHE_BUDGET = 6 * 1024 * MIB  # cached databases kept under bench/work/data
 ENGINES = ("sqlite", "postgresql", "mariadb", "storages", "retention", "admin", "encryption")
-OPT_IN_ENGINES = ("schedules",)  # only with --engines schedules (takes ~3 min of mostly waiting)
+# Only when named in --engines: schedules takes ~3 min of mostly waiting; restore-jobs measures
+# an option (pg_restore -j) rather than a default path.
+OPT_IN_ENGINES = ("schedules", "restore-jobs")
 STORAGE_KINDS = ("local", "s3", "sftp", "ftp", "gcs", "azure")
 ADMIN_CATALOGS = ("sqlite", "postgresql")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+QUICK_DIR = WORK / "quick"  # --quick's results-*.json and meta-*.json: never the full run's
+QUICK_MD = WORK / "QUICK.md"
+NO_WRITE_DIR = WORK / "no-write"  # --no-write's results-*.json: kept apart from the full run's
+# --quick's defaults (explicit flags still win): a smoke check of every side-by-side engine in a
+# few minutes (README: "Quick run").
+QUICK_DEFAULTS: dict[str, object] = {
+    "engines": "sqlite,postgresql,storages,retention,encryption",
+    "sizes": "100",
+    "pg_scales": "10",
+    "mariadb_scales": "2",
+    "runs": 1,
+    "warmup": 1,
+    "storages": "local,s3",
+    "storage_mib": 64,
+    "storage_warmup_mib": 16,
+    "retention_sizes": "10000",
+    "retention_runs": 3,
+    "admin_catalogs": "sqlite",
+    "admin_runs": 3,
+    "enc_sizes": "64",
+    "enc_pg_scales": "2",
+    "restore_jobs_scales": "2",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,8 +134,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--enc-pg-scales", default="50", help="pgbench scale factors for the encryption engine"
     )
+    parser.add_argument(
+        "--schedule-sizes",
+        default="200",
+        help="targets due in the same minute for the schedules engine, one load each (e.g. 200,2000)",
+    )
+    parser.add_argument(
+        "--restore-jobs-scales",
+        default="50",
+        help="pgbench scale factors for the restore-jobs engine (opt-in: --engines restore-jobs)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a reduced set for a smoke check (a few minutes); writes bench/work/QUICK.md, "
+        "never bench/RESULTS.md",
+    )
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="measure nothing: rebuild the Summary block of bench/RESULTS.md (with --quick: of "
+        "bench/work/QUICK.md) from the saved results-*.json",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(**QUICK_DEFAULTS)
     args = parser.parse_args(argv)
+    args.results = QUICK_DIR if args.quick else WORK
+    args.markdown = QUICK_MD if args.quick else RESULTS_MD
     args.command = shlex.join([".venv/bin/python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     args.engines = [part.strip() for part in args.engines.split(",") if part.strip()]
     known = ENGINES + OPT_IN_ENGINES
@@ -129,7 +187,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.admin_catalogs = [kind for kind in ADMIN_CATALOGS if kind in args.admin_catalogs]
     if args.storage_mib < 1 or args.storage_warmup_mib < 1:
         parser.error("--storage-mib and --storage-warmup-mib must be >= 1")
-    for option in ("sizes", "pg_scales", "mariadb_scales", "retention_sizes", "enc_sizes", "enc_pg_scales"):
+    numbered = ("sizes", "pg_scales", "mariadb_scales", "retention_sizes", "enc_sizes", "enc_pg_scales")
+    for option in (*numbered, "restore_jobs_scales", "schedule_sizes"):
         text = getattr(args, option)
         try:
             values = sorted({int(part) for part in text.split(",") if part.strip()})
@@ -146,15 +205,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_tools(engines: list[str]) -> None:
-    needed = {"sqlite": ["sqlite3", "gzip", "zstd"], "postgresql": ["gzip", "gunzip"]}
-    needed["mariadb"] = ["gzip", "gunzip", "mariadb-dump", "mariadb", "mariadbd", "mariadb-install-db"]
+    needed = {"sqlite": ["sqlite3", "gzip", "zstd"], "postgresql": ["gzip", "gunzip", "zstd", "cat"]}
+    needed["mariadb"] = [*needed["postgresql"], "mariadb-dump", "mariadb", "mariadbd", "mariadb-install-db"]
     needed["storages"] = ["ssh-keygen"]  # sshd, moto, pyftpdlib, the emulators: tests/servers checks them
     needed["retention"] = []  # pure Python
     needed["schedules"] = ["redis-server"]
     needed["admin"] = []  # PostgreSQL's server programs: checked below
     needed["encryption"] = ["gzip", "zstd", "age", "age-keygen"]
+    needed["restore-jobs"] = []  # PostgreSQL's programs: checked below
     missing = sorted({tool for key in engines for tool in needed[key] if shutil.which(tool) is None})
-    if {"postgresql", "encryption"} & set(engines) and not (PG_BIN / "pg_dump").exists():
+    if {"postgresql", "encryption", "restore-jobs"} & set(engines) and not (PG_BIN / "pg_dump").exists():
         missing.append(str(PG_BIN / "pg_dump"))
     if "admin" in engines and not (PG_BIN / "pg_ctl").exists():
         missing.append(str(PG_BIN / "pg_ctl"))
@@ -230,15 +290,32 @@ def _show(size: int, when: str, sample: Sample) -> None:
     )
 
 
-def save_raw(results: dict[int, dict[str, list[Sample]]], startup: list[Sample], floor: ChildRun) -> None:
+def save_raw(
+    path: Path,
+    results: dict[int, dict[str, list[Sample]]],
+    startup: list[Sample],
+    floor: ChildRun,
+    databases: dict[int, Path],
+) -> None:
+    """The SQLite samples, the database sizes and the commands (summary.py reads them back)."""
+    biggest = max(databases)
     payload = {
         "launch_floor": asdict(floor),
         "startup": [asdict(s) for s in startup],
+        "database_bytes": {str(size): path.stat().st_size for size, path in databases.items()},
+        "commands": report.commands(databases[biggest], target_name(biggest, "gzip")),
         "sizes": {
             str(size): {k: [asdict(s) for s in v] for k, v in by.items()} for size, by in results.items()
         },
     }
-    (WORK / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def save_meta(args: argparse.Namespace, key: str, machine: dict[str, str]) -> None:
+    """What the summary needs beside an engine's results: when, which code and machine, and how
+    (``meta-KEY.json`` next to ``results-KEY.json``)."""
+    meta = {"machine": machine, "command": args.command, "runs": args.runs, "warmup": args.warmup}
+    (args.results / f"meta-{key}.json").write_text(json.dumps(meta, indent=2))
 
 
 def run_sqlite(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -256,13 +333,14 @@ def run_sqlite(args: argparse.Namespace, logs: Path, code_at_start: str) -> None
     for size, database in databases.items():
         print(f"measuring {size} MiB ({args.warmup} warm-up + {args.runs} runs each) ...", flush=True)
         results[size] = measure_size(size, database, baseline, ours, args.runs, args.warmup)
-    save_raw(results, startup, floor)
+    save_raw(args.results / "results-sqlite.json", results, startup, floor, databases)
     summary = report.summarise(results, startup, floor, databases, args.runs, args.warmup, code_at_start)
+    save_meta(args, "sqlite", {**summary.machine, "launch floor": f"{floor.maxrss_kib / 1024:.1f} MiB"})
     print()
     print(report.console_table(summary))
     if not args.no_write:
-        report.write_markdown(RESULTS_MD, summary)
-        print(f"\nwrote the SQLite block of {RESULTS_MD.relative_to(ROOT)}")
+        report.write_markdown(args.markdown, summary)
+        print(f"\nwrote the SQLite block of {args.markdown.relative_to(ROOT)}")
 
 
 def run_server(key: str, args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -278,20 +356,21 @@ def run_server(key: str, args: argparse.Namespace, logs: Path, code_at_start: st
         versions["django-dbbackup"] = dbbackup.ensure()
     scales = args.pg_scales if key == "postgresql" else args.mariadb_scales
     check_server_disk(scales)
-    result = measure_engine(key, scales, args.runs, args.warmup, WORK, logs, dbbackup)
+    result = measure_engine(key, scales, args.runs, args.warmup, WORK, logs, dbbackup, not args.quick)
     result.versions.update(versions)
     result.versions["launch floor (ru_maxrss of `true`)"] = f"{launch_floor().maxrss_kib / 1024:.1f} MiB"
-    (WORK / f"results-{key}.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+    (args.results / f"results-{key}.json").write_text(json.dumps(asdict(result), indent=2, default=str))
     machine = report.machine_info()
     if not report.same_code(code_at_start, machine["code"]):
         machine["code"] = f"{code_at_start}, CHANGED DURING THE RUN to {machine['code']}"
     else:
         machine["code"] = code_at_start
+    save_meta(args, key, machine)
     print()
     print(report_servers.console_table(result))
     if not args.no_write:
-        report_servers.write_markdown(RESULTS_MD, result, machine, args.runs, args.warmup)
-        print(f"\nwrote the {result.title} block of {RESULTS_MD.relative_to(ROOT)}")
+        report_servers.write_markdown(args.markdown, result, machine, args.runs, args.warmup)
+        print(f"\nwrote the {result.title} block of {args.markdown.relative_to(ROOT)}")
 
 
 def run_storages(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -313,13 +392,14 @@ def run_storages(args: argparse.Namespace, logs: Path, code_at_start: str) -> No
         )
     except storagebench.StorageBenchError as exc:
         raise BenchError(str(exc)) from None
-    storagebench.save(result, WORK / "results-storages.json")
+    storagebench.save(result, args.results / "results-storages.json")
     machine = machine_note(code_at_start)
+    save_meta(args, "storages", machine)
     print()
     print(report_storages.console_table(result))
     if not args.no_write:
-        report_storages.write_markdown(RESULTS_MD, result, machine, args.runs, args.warmup)
-        print(f"\nwrote the storages block of {RESULTS_MD.relative_to(ROOT)}")
+        report_storages.write_markdown(args.markdown, result, machine, args.runs, args.warmup)
+        print(f"\nwrote the storages block of {args.markdown.relative_to(ROOT)}")
 
 
 def machine_note(code_at_start: str) -> dict[str, str]:
@@ -342,13 +422,14 @@ def run_retention(args: argparse.Namespace, logs: Path, code_at_start: str) -> N
         result = retentionbench.measure(args.retention_sizes, args.retention_runs, args.warmup, logs)
     except retentionbench.RetentionBenchError as exc:
         raise BenchError(str(exc)) from None
-    retentionbench.save(result, WORK / "results-retention.json")
+    retentionbench.save(result, args.results / "results-retention.json")
     machine = machine_note(code_at_start)
+    save_meta(args, "retention", machine)
     print()
     print(report_retention.console_table(result))
     if not args.no_write:
-        report_retention.write_markdown(RESULTS_MD, result, machine, args.command)
-        print(f"\nwrote the retention block of {RESULTS_MD.relative_to(ROOT)}")
+        report_retention.write_markdown(args.markdown, result, machine, args.command)
+        print(f"\nwrote the retention block of {args.markdown.relative_to(ROOT)}")
 
 
 def run_schedules(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -357,16 +438,17 @@ def run_schedules(args: argparse.Namespace, logs: Path, code_at_start: str) -> N
     import schedulebench
 
     try:
-        result = schedulebench.measure(WORK / "schedules", logs)
+        result = schedulebench.measure_sizes(WORK / "schedules", logs, args.schedule_sizes)
     except (schedulebench.ScheduleBenchError, RuntimeError) as exc:
         raise BenchError(str(exc)) from None
-    schedulebench.save(result, WORK / "results-schedules.json")
+    schedulebench.save(result, args.results / "results-schedules.json")
     machine = machine_note(code_at_start)
+    save_meta(args, "schedules", machine)
     print()
     print(report_schedules.console_table(result))
     if not args.no_write:
-        report_schedules.write_markdown(RESULTS_MD, result, machine, args.command)
-        print(f"\nwrote the schedules block of {RESULTS_MD.relative_to(ROOT)}")
+        report_schedules.write_markdown(args.markdown, result, machine, args.command)
+        print(f"\nwrote the schedules block of {args.markdown.relative_to(ROOT)}")
 
 
 def run_admin(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -385,13 +467,14 @@ def run_admin(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
         result = adminbench.measure(args.admin_catalogs, args.admin_runs, args.warmup, work, logs)
     except adminbench.AdminBenchError as exc:
         raise BenchError(str(exc)) from None
-    adminbench.save(result, WORK / "results-admin.json")
+    adminbench.save(result, args.results / "results-admin.json")
     machine = machine_note(code_at_start)
+    save_meta(args, "admin", machine)
     print()
     print(report_admin.console_table(result))
     if not args.no_write:
-        report_admin.write_markdown(RESULTS_MD, result, machine, args.command)
-        print(f"\nwrote the admin block of {RESULTS_MD.relative_to(ROOT)}")
+        report_admin.write_markdown(args.markdown, result, machine, args.command)
+        print(f"\nwrote the admin block of {args.markdown.relative_to(ROOT)}")
 
 
 def run_encryption(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -407,13 +490,57 @@ def run_encryption(args: argparse.Namespace, logs: Path, code_at_start: str) -> 
     result = encryptionbench.measure(
         databases, args.enc_pg_scales, args.runs, args.warmup, WORK / "encryption", logs
     )
-    encryptionbench.save(result, WORK / "results-encryption.json")
+    encryptionbench.save(result, args.results / "results-encryption.json")
     machine = machine_note(code_at_start)
+    save_meta(args, "encryption", machine)
     print()
     print(report_encryption.console_table(result))
     if not args.no_write:
-        report_encryption.write_markdown(RESULTS_MD, result, machine, args.command)
-        print(f"\nwrote the encryption block of {RESULTS_MD.relative_to(ROOT)}")
+        report_encryption.write_markdown(args.markdown, result, machine, args.command)
+        print(f"\nwrote the encryption block of {args.markdown.relative_to(ROOT)}")
+
+
+def run_restore_jobs(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
+    # Imported here, like the other engines (restorejobsbench.py measures, report_restorejobs.py
+    # reports); the servers and tools run in children.
+    try:
+        import report_restorejobs
+        import restorejobsbench
+    except ModuleNotFoundError as exc:
+        raise BenchError(f"the restore-jobs engine needs bench/{exc.name}.py, which is missing") from None
+
+    check_server_disk(args.restore_jobs_scales)
+    result = restorejobsbench.measure(
+        args.restore_jobs_scales, args.runs, args.warmup, WORK / "restore-jobs", logs
+    )
+    restorejobsbench.save(result, args.results / "results-restore-jobs.json")
+    machine = machine_note(code_at_start)
+    save_meta(args, "restore-jobs", machine)
+    print()
+    print(report_restorejobs.console_table(result))
+    if not args.no_write:
+        report_restorejobs.write_markdown(args.markdown, result, machine, args.command)
+        print(f"\nwrote the restore-jobs block of {args.markdown.relative_to(ROOT)}")
+
+
+def write_summary(args: argparse.Namespace) -> None:
+    """Rebuild the side-by-side Summary block from every saved results-*.json and print it."""
+    import summary  # imports every engine's report module: only once the measuring is done
+
+    block = summary.build(args.results)
+    print()
+    print(block)
+    if not args.no_write:
+        summary.write(args.markdown, block)
+        print(f"\nwrote the Summary block of {args.markdown.relative_to(ROOT)}")
+
+
+QUICK_HEADER = """# Quick benchmark (smoke check)
+
+Produced by `make bench QUICK=1` (`bench/run.py --quick`): a reduced set (small sizes, one warm-up
+and one timed round) to check that every side still runs and to see rough ratios. Not the numbers
+of record: those are in bench/RESULTS.md, from a full `make bench` on an idle machine.
+"""
 
 
 def compile_app() -> None:
@@ -432,6 +559,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.summary_only:
+        args.results.mkdir(exist_ok=True)
+        write_summary(args)
+        return 0
+    if args.no_write and not args.quick:
+        # A print-only run must not replace the results the Summary of RESULTS.md is built from.
+        args.results = NO_WRITE_DIR
+    if args.quick:  # a fresh quick report: only this run's results, never a stale engine's
+        shutil.rmtree(QUICK_DIR, ignore_errors=True)
+        if not args.no_write:
+            QUICK_MD.write_text(QUICK_HEADER)
+    args.results.mkdir(exist_ok=True)
     logs = WORK / "logs"
     logs.mkdir(exist_ok=True)
     code_at_start = report.code_version()
@@ -453,8 +592,11 @@ def main(argv: list[str] | None = None) -> int:
                 run_schedules(args, logs, code_at_start)
             elif key == "encryption":
                 run_encryption(args, logs, code_at_start)
+            elif key == "restore-jobs":
+                run_restore_jobs(args, logs, code_at_start)
             else:
                 run_server(key, args, logs, code_at_start)
+        write_summary(args)
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1

@@ -6,17 +6,27 @@ schedules (``M H * * *`` for one minute a little ahead, UTC) applied with ``back
 ``WORKERS`` worker processes (``--concurrency 1`` each) and one beat (DatabaseScheduler) run the
 slot; the catalog is polled read-only until every schedule's backup is terminal, while every
 worker process tree's RSS (VmRSS of the main process and its pool children) is sampled 4 times a
-second.
+second. Each size in ``--sizes`` (run.py's ``--schedule-sizes``) is a load of its own.
+
+Per-run overhead, two ways: from the catalog (each backup's claim, each BackupStep, the end of
+the run after its last step, and the gap between one run's end and the next run on the same
+worker process: the firing's lookups, the slot claim, notifications, monitoring, retention and
+Celery's own work), and in-process after the load (``schedule_profile.py``: ``PROFILE_RUNS``
+firings with every catalog query and millisecond attributed to its phase).
+
+    .venv/bin/python bench/schedulebench.py [--sizes 200,2000] [--profile-runs 30]
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from measure import ROOT
 
@@ -36,7 +47,10 @@ COUNT = 200
 WORKERS = 2
 TIMEOUT_SECONDS = 600
 SETTLE_SECONDS = 15  # after the last completion: time for a duplicate delivery to show up
-LEAD_SECONDS = 50  # at least this long between the TOML apply and the slot
+LEAD_SECONDS = 50  # at least this long between the TOML apply and the slot ...
+LEAD_PER_TARGET = 0.06  # ... or this per target, if longer (the apply of 2,000 takes ~40-55 s)
+PROFILE_RUNS = 30  # in-process firings after the load, for the queries and phases of one run
+DEFAULT_SIZES = (COUNT,)
 SAMPLE_SECONDS = 0.25  # RSS sampling interval (the catalog is read once a second)
 SOURCE_ROWS = 300  # x ~1 KiB rows: ~330 KiB per source database
 TERMINAL = {"success", "failed", "skipped", "corrupt"}
@@ -63,6 +77,16 @@ class WorkerResult:
 
 
 @dataclass
+class Spread:
+    """Milliseconds of one part of a run, over the runs that had it."""
+
+    runs: int
+    median_ms: float
+    p90_ms: float
+    max_ms: float
+
+
+@dataclass
 class ScheduleResult:
     count: int
     workers: list[WorkerResult]
@@ -83,6 +107,12 @@ class ScheduleResult:
     versions: dict[str, str]
     load: list[str]
     argv: list[str]
+    # Per run, from the catalog: "claim" (created -> started), each step by name, "finish" (the
+    # last step's end -> completed_at), "between runs" (a worker's previous completed_at -> this
+    # run's created_at), "run" (created -> completed) and "outside the dump" (all but the dump).
+    overhead: dict[str, Spread] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None  # schedule_profile.py's JSON, or None when it failed
+    profile_error: str = ""
 
 
 def _load() -> str:
@@ -197,13 +227,101 @@ def _rows(catalog: Path, slot: datetime) -> list[tuple[int, int, str, datetime |
     return [(pk, sid, status, _utc(s), _utc(c), worker) for pk, sid, status, s, c, worker in found]
 
 
+def _spread(values_ms: list[float]) -> Spread:
+    ordered = sorted(values_ms)
+    if not ordered:
+        return Spread(0, 0.0, 0.0, 0.0)
+    return Spread(
+        runs=len(ordered),
+        median_ms=statistics.median(ordered),
+        p90_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))],
+        max_ms=ordered[-1],
+    )
+
+
+def overhead(catalog: Path, slot: datetime) -> dict[str, Spread]:
+    """Each run's parts in milliseconds, from the slot's backups and their steps (see
+    ScheduleResult.overhead)."""
+    db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=30)
+    since = (slot - timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        backups = db.execute(
+            "SELECT id, created_at, started_at, completed_at, worker FROM backup_history "
+            "WHERE schedule_id IS NOT NULL AND created_at >= ? AND status = 'success'",
+            (since,),
+        ).fetchall()
+        steps = db.execute(
+            "SELECT s.backup_id, s.name, s.started_at, s.completed_at FROM backups_backupstep s "
+            "JOIN backup_history b ON b.id = s.backup_id "
+            "WHERE b.schedule_id IS NOT NULL AND b.created_at >= ? AND s.completed_at IS NOT NULL",
+            (since,),
+        ).fetchall()
+    finally:
+        db.close()
+    by_backup: dict[int, dict[str, float]] = {}
+    last_step_end: dict[int, datetime] = {}
+    for backup_id, name, started, completed in steps:
+        begin, end = _utc(started), _utc(completed)
+        assert begin is not None and end is not None
+        parts = by_backup.setdefault(backup_id, {})
+        parts[name] = parts.get(name, 0.0) + (end - begin).total_seconds() * 1000
+        if name != "notify":
+            last_step_end[backup_id] = max(end, last_step_end.get(backup_id, end))
+    values: dict[str, list[float]] = {}
+    by_worker: dict[str, list[tuple[datetime, datetime]]] = {}
+    for pk, created_text, started_text, completed_text, worker in backups:
+        created, started, completed = _utc(created_text), _utc(started_text), _utc(completed_text)
+        if created is None or started is None or completed is None:
+            continue
+        parts = dict(by_backup.get(pk, {}))
+        parts["claim"] = (started - created).total_seconds() * 1000
+        if pk in last_step_end:
+            parts["finish"] = (completed - last_step_end[pk]).total_seconds() * 1000
+        parts["run"] = (completed - created).total_seconds() * 1000
+        parts["outside the dump"] = parts["run"] - parts.get("dump", 0.0)
+        for name, value in parts.items():
+            values.setdefault(name, []).append(value)
+        by_worker.setdefault(worker, []).append((created, completed))
+    for runs in by_worker.values():
+        runs.sort()
+        for (_, previous_end), (created, _) in itertools.pairwise(runs):
+            values.setdefault("between runs", []).append((created - previous_end).total_seconds() * 1000)
+    return {name: _spread(found) for name, found in values.items()}
+
+
+def _profile(env: dict[str, str], runs: int) -> tuple[dict[str, Any] | None, str]:
+    """schedule_profile.py in a child with the load's environment (its workers stopped)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "schedule_profile.py"), str(runs)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return None, (done.stderr.strip().splitlines() or ["no output"])[-1]
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1]), ""
+    except (ValueError, IndexError) as exc:
+        return None, f"unreadable output: {exc}"
+
+
 def _nearest(samples: list[tuple[float, int]], at: float) -> int:
     if not samples:
         return 0
     return min(samples, key=lambda sample: abs(sample[0] - at))[1]
 
 
-def measure(work: Path, logs: Path, count: int = COUNT, workers: int = WORKERS) -> ScheduleResult:
+def measure_sizes(
+    work: Path,
+    logs: Path,
+    sizes: list[int] | tuple[int, ...] = DEFAULT_SIZES,
+    profile_runs: int = PROFILE_RUNS,
+) -> list[ScheduleResult]:
+    """One load per size, smallest first, each in a home of its own."""
+    return [measure(work, logs, count, profile_runs=profile_runs) for count in sorted(sizes)]
+
+
+def measure(
+    work: Path, logs: Path, count: int = COUNT, workers: int = WORKERS, profile_runs: int = PROFILE_RUNS
+) -> ScheduleResult:
     import celery
 
     started = time.monotonic()
@@ -232,7 +350,8 @@ def measure(work: Path, logs: Path, count: int = COUNT, workers: int = WORKERS) 
                 sources.append(source)
             source_kib = (sources_dir / "template.sqlite3").stat().st_size / 1024
             now = datetime.now(UTC)
-            slot = (now + timedelta(seconds=LEAD_SECONDS + 60)).replace(second=0, microsecond=0)
+            lead = max(LEAD_SECONDS, LEAD_PER_TARGET * count)
+            slot = (now + timedelta(seconds=lead + 60)).replace(second=0, microsecond=0)
             (home / "load.toml").write_text(_toml(home, sources, slot))
             print(
                 f"  schedules: applying {count} targets + schedules due at {slot:%H:%M} UTC ...", flush=True
@@ -291,6 +410,9 @@ def measure(work: Path, logs: Path, count: int = COUNT, workers: int = WORKERS) 
                 time.sleep(SAMPLE_SECONDS)
             rows = _rows(catalog, slot)
             load.append(_load())
+            parts = overhead(catalog, slot)
+            processes.stop_all()  # the profile runs alone, on the catalog the load left
+            profile, profile_error = _profile(env, min(profile_runs, count)) if profile_runs else (None, "")
     finally:
         if processes is not None:
             processes.stop_all()
@@ -361,8 +483,45 @@ def measure(work: Path, logs: Path, count: int = COUNT, workers: int = WORKERS) 
         versions={"python": sys.version.split()[0], "celery": celery.__version__},
         load=load,
         argv=[f"{sys.executable} -m celery -A backupsite worker --concurrency 1 -n wN@%h -l warning"],
+        overhead=parts,
+        profile=profile,
+        profile_error=profile_error,
     )
 
 
-def save(result: ScheduleResult, path: Path) -> None:
-    path.write_text(json.dumps(asdict(result), indent=2, default=str))
+def save(result: ScheduleResult | list[ScheduleResult], path: Path) -> None:
+    results = result if isinstance(result, list) else [result]
+    path.write_text(json.dumps([asdict(one) for one in results], indent=2, default=str))
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    import report_schedules
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="targets due at once, per load"
+    )
+    parser.add_argument(
+        "--profile-runs", type=int, default=PROFILE_RUNS, help="in-process firings after a load"
+    )
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="where homes and logs go")
+    args = parser.parse_args(argv)
+    sizes = sorted({int(part) for part in args.sizes.split(",") if part.strip()})
+    logs = args.work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        results = measure_sizes(args.work / "schedules", logs, sizes, args.profile_runs)
+    except ScheduleBenchError as exc:
+        print(f"schedule bench failed: {exc}", file=sys.stderr)
+        return 1
+    save(results, args.work / "results-schedules.json")
+    print(report_schedules.console_table(results))
+    return 0 if all(report_schedules.passed(result) for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

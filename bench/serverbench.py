@@ -4,7 +4,8 @@ Per scale, after untimed warm-up rounds, every round runs each side once, interl
 on the machine hits every side alike:
 
     backup:  raw dump | gzip -6 > file, ours gzip, (PostgreSQL: ours gzip without row counts),
-             ours zstd, django-dbbackup -z
+             raw dump | zstd -3 > file, ours zstd, the dump tool alone (| cat > /dev/null: the
+             floor), django-dbbackup -z
     restore: gunzip -c file | raw client NEW, ours from the gzip backup, ours from the zstd
              backup, ours creating the database, django-dbbackup dbrestore -z
 
@@ -27,9 +28,19 @@ from pathlib import Path
 from dbbackup_runner import DbBackup
 from measure import ROOT, BenchError, Ours, Sample, _check, manage_argv, run_pipeline
 from servers import RESTORE_DATABASE, Flavour, clean_env, running, source_database
+from warm import WarmOurs
 
 GZIP = ["gzip", "-6"]
+ZSTD = ["zstd", "-3", "-q", "-c"]
 GUNZIP = ["gunzip", "-c"]
+# The floor: the dump tool writing into a pipe that a trivial consumer empties into /dev/null.
+# Not `> /dev/null` directly: every real consumer (ours, gzip, zstd) reads the dump from a pipe,
+# and pg_dump -Fc treats /dev/null as a seekable file (it goes back to rewrite the table of
+# contents), so the pipe is the cost no streaming backup can avoid (README: "The dump floor").
+DISCARD = ["cat"]
+# Sides that vary one of ours (no row counts, creating the database, exact restore checks): in
+# the engine's block, not in the Summary; --quick leaves them out.
+VARIANTS = ("ours-gzip-nocount", "ours-restore-create", "ours-restore-exact")
 
 
 @dataclass
@@ -82,35 +93,43 @@ def ours_targets(flavour: Flavour, scales: list[int]) -> list[str]:
 
 
 class RawTools:
-    """``dump DB | gzip -6 > file`` and ``gunzip -c file | client NEW``: two processes and a pipe."""
+    """``dump DB | gzip -6 > file`` (or ``| zstd -3``, or ``| cat > /dev/null``, the floor) and
+    ``gunzip -c file | client NEW``: two processes and a pipe."""
 
     def __init__(self, flavour: Flavour, work: Path, logs: Path) -> None:
         self.flavour, self.work, self.logs = flavour, work, logs
         work.mkdir(parents=True, exist_ok=True)
 
-    def dump(self, database: str, out: Path, label: str) -> Sample:
+    def dump(self, database: str, out: Path, label: str, consumer: list[str] = GZIP) -> Sample:
+        """``dump DB | CONSUMER > out``, timed from launch to the exit of the last process."""
         log = self.logs / f"{label}.stderr"
         with open(out, "wb") as sink, open(log, "wb") as err:
-            dump, gzip, seconds = run_pipeline(
-                self.flavour.dump_argv(database), GZIP, stdout=sink, stderr=err, env=self.flavour.tool_env()
+            dump, second, seconds = run_pipeline(
+                self.flavour.dump_argv(database),
+                consumer,
+                stdout=sink,
+                stderr=err,
+                env=self.flavour.tool_env(),
             )
         _check(dump, log)
-        _check(gzip, log)
+        _check(second, log)
         return Sample(
             label=label,
             seconds=seconds,
-            peak_rss_kib=max(dump.maxrss_kib, gzip.maxrss_kib),
+            peak_rss_kib=max(dump.maxrss_kib, second.maxrss_kib),
             raw_bytes=0,
-            stored_bytes=out.stat().st_size,
-            processes={Path(dump.argv[0]).name: dump, "gzip": gzip},
+            stored_bytes=out.stat().st_size if out.is_file() else 0,
+            processes={Path(dump.argv[0]).name: dump, consumer[0]: second},
         )
 
-    def backup(self, database: str, label: str) -> Sample:
-        out = self.work / "out.gz"
+    def backup(self, database: str, label: str, consumer: list[str] = GZIP) -> Sample:
+        """A timed raw backup whose file is deleted afterwards (``DISCARD``: into /dev/null)."""
+        out = Path(os.devnull) if consumer == DISCARD else self.work / f"out.{consumer[0]}"
         try:
-            return self.dump(database, out, label)
+            return self.dump(database, out, label, consumer)
         finally:
-            out.unlink(missing_ok=True)
+            if out != Path(os.devnull):
+                out.unlink(missing_ok=True)
 
     def restore(self, source: Path, database: str, label: str) -> Sample:
         log = self.logs / f"{label}.stderr"
@@ -135,8 +154,17 @@ class RawTools:
 
 
 def measure_engine(
-    key: str, scales: list[int], runs: int, warmup: int, work: Path, logs: Path, dbbackup: DbBackup | None
+    key: str,
+    scales: list[int],
+    runs: int,
+    warmup: int,
+    work: Path,
+    logs: Path,
+    dbbackup: DbBackup | None,
+    variants: bool = True,
 ) -> EngineResult:
+    """Every side at every scale; ``variants=False`` (``--quick``) leaves out ``VARIANTS``, the
+    sides no Summary row or goal reads."""
     started = time.perf_counter()
     load = [_loadavg()]
     with running(key, work) as flavour:
@@ -157,7 +185,9 @@ def measure_engine(
             database = source_database(scale)
             rows = flavour.counts(database)
             print(f"  measuring scale {scale} ({rows['pgbench_accounts']} accounts) ...", flush=True)
-            samples, verified = _measure_scale(flavour, scale, rows, ours, raw, dbbackup, runs, warmup)
+            samples, verified = _measure_scale(
+                flavour, scale, rows, ours, raw, dbbackup, runs, warmup, variants
+            )
             result.scales.append(
                 ScaleResult(
                     scale, flavour.database_bytes(database), rows, generated[scale], samples, verified
@@ -183,6 +213,7 @@ def _measure_scale(
     dbbackup: DbBackup | None,
     runs: int,
     warmup: int,
+    variants: bool = True,
 ) -> tuple[dict[str, list[Sample]], dict[str, bool]]:
     key, database = flavour.key, source_database(scale)
     # The restore sources, made once (untimed).
@@ -224,6 +255,7 @@ def _measure_scale(
         return run
 
     restore_target = f"{key}-restore"
+    warm = WarmOurs(ours.home, ours.logs, ours.env)
     actions: dict[str, Callable[[], Sample]] = {
         "raw-gzip": lambda: raw.backup(database, "raw-gzip"),
         "ours-gzip": lambda: ours.run(target_name(key, scale, "gzip"), "ours-gzip"),
@@ -232,7 +264,12 @@ def _measure_scale(
         actions["ours-gzip-nocount"] = lambda: ours.run(
             target_name(key, scale, "gzip-nocount"), "ours-gzip-nocount"
         )
+    actions["raw-zstd"] = lambda: raw.backup(database, "raw-zstd", ZSTD)
     actions["ours-zstd"] = lambda: ours.run(target_name(key, scale, "zstd"), "ours-zstd")
+    actions["raw-dump"] = lambda: raw.backup(database, "raw-dump", DISCARD)
+    # The same backups in a warm process, as a worker runs them (bench/warm.py): no start-up.
+    actions["ours-gzip-warm"] = lambda: warm.run(ours, target_name(key, scale, "gzip"), "ours-gzip-warm")
+    actions["ours-zstd-warm"] = lambda: warm.run(ours, target_name(key, scale, "zstd"), "ours-zstd-warm")
     if dbbackup is not None:
         actions["dbbackup"] = lambda: dbbackup.backup(source_env, "dbbackup")
     actions["raw-restore"] = restored(lambda: raw.restore(raw_file, RESTORE_DATABASE, "raw-restore"), True)
@@ -241,6 +278,9 @@ def _measure_scale(
     actions["ours-restore"] = restored(lambda: ours.restore(kept_gzip, restore_target, "ours-restore"), True)
     actions["ours-restore-zstd"] = restored(
         lambda: ours.restore(kept_zstd, restore_target, "ours-restore-zstd"), True
+    )
+    actions["ours-restore-warm"] = restored(
+        lambda: warm.restore_sample(kept_gzip, restore_target, "ours-restore-warm"), True
     )
     actions["ours-restore-create"] = restored(
         lambda: ours.restore(kept_gzip, restore_target, "ours-restore-create"), False
@@ -254,15 +294,24 @@ def _measure_scale(
             lambda: dbbackup.restore(restore_env, "dbbackup-restore"), True
         )
 
-    for round_ in range(warmup):
-        for action in actions.values():
-            _show(key, scale, f"warm-up {round_ + 1}/{warmup}", action())
-    samples: dict[str, list[Sample]] = {label: [] for label in actions}
-    for round_ in range(runs):
-        for label, action in actions.items():
-            sample = action()
-            samples[label].append(sample)
-            _show(key, scale, f"run {round_ + 1}/{runs}", sample)
+    if not variants:
+        for label in VARIANTS:
+            actions.pop(label, None)
+            verified.pop(label, None)
+
+    verified["ours-restore-warm"] = verified["ours-restore"]
+    try:
+        for round_ in range(warmup):
+            for action in actions.values():
+                _show(key, scale, f"warm-up {round_ + 1}/{warmup}", action())
+        samples: dict[str, list[Sample]] = {label: [] for label in actions}
+        for round_ in range(runs):
+            for label, action in actions.items():
+                sample = action()
+                samples[label].append(sample)
+                _show(key, scale, f"run {round_ + 1}/{runs}", sample)
+    finally:
+        warm.stop()
     raw_file.unlink(missing_ok=True)
     return samples, verified
 
@@ -305,7 +354,10 @@ def _commands(
     )
     commands = {
         "raw backup": f"{prefix}{_display(flavour.dump_argv(database))} | {_display(GZIP)} > "
-        f"{_display([str(raw.work / 'out.gz')])}",
+        f"{_display([str(raw.work / 'out.gzip')])}",
+        "raw backup zstd": f"{prefix}{_display(flavour.dump_argv(database))} | {_display(ZSTD)} > "
+        f"{_display([str(raw.work / 'out.zstd')])}",
+        "raw dump floor": f"{prefix}{_display(flavour.dump_argv(database))} | {_display(DISCARD)} > /dev/null",
         "raw restore": f"CREATE DATABASE {RESTORE_DATABASE}; then\n{prefix}"
         f"{_display([*GUNZIP, str(raw.work / f'source-{scale}.gz')])} | "
         f"{_display(flavour.load_argv(RESTORE_DATABASE))}",

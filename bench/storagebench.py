@@ -93,6 +93,7 @@ class Run:
     hwm_upload_kib: int  # its VmHWM right after the upload (before confirm)
     ready_kib: int  # its VmRSS after imports, when its clock started
     extra: dict[str, float] = field(default_factory=dict)  # fan-out: per-destination done times
+    settings: dict[str, Any] = field(default_factory=dict)  # ours: upload settings in effect
 
 
 @dataclass
@@ -110,6 +111,8 @@ class StorageResult:
     load: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     child_argv: str = ""
+    # kind -> the upload settings our storage used, defaults included (part size, concurrency...)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def source_file(work: Path, mib: int) -> tuple[Path, str]:
@@ -223,6 +226,7 @@ class Child:
             hwm_upload_kib=report["hwm_upload_kib"],
             ready_kib=report["ready_kib"],
             extra=report.get("extra", {}),
+            settings=report.get("settings", {}),
         )
 
 
@@ -317,6 +321,7 @@ def measure(
         warmups=warmups,
         versions=_versions(kinds),
         options={kind: _masked(options[kind]) for kind in kinds},
+        settings={kind: samples[f"ours-{kind}"][0].settings for kind in kinds if samples[f"ours-{kind}"]},
         fanout=fanout,
         seconds=time.perf_counter() - started,
         load=load,
@@ -570,6 +575,24 @@ def _stream(source: IO[bytes], write: Any) -> None:
         write(chunk)
 
 
+# What bounds each kind's upload buffers: (option, attribute of the built storage, divisor).
+UPLOAD_SETTINGS = {
+    "s3": [("part_size_mib", "part_size", MIB), ("upload_concurrency", "concurrency", 1)],
+    "gcs": [("upload_chunk_mib", "upload_chunk_size", MIB), ("chunk_size_mib", "chunk_size", MIB)],
+    "azure": [("block_size_mib", "block_size", MIB), ("upload_concurrency", "concurrency", 1)],
+}
+
+
+def upload_settings(kind: str, storage: Any) -> dict[str, Any]:
+    """The upload settings ``storage`` runs with, its defaults included (the options given to it
+    name only what the test plugins set)."""
+    return {
+        name: getattr(storage, attribute) // divisor
+        for name, attribute, divisor in UPLOAD_SETTINGS.get(kind, [])
+        if hasattr(storage, attribute)
+    }
+
+
 def _child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     _django()
     from backups.storages import build_storage, storage_class
@@ -599,6 +622,7 @@ def _child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "seconds": seconds, "confirm_seconds": confirm, "ready_kib": ready,
         "hwm_kib": hwm, "hwm_upload_kib": hwm_upload,
+        "settings": upload_settings(spec["kind"], storage),
     }  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from django.core import checks
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import Connection, Dump, DumpOptions, Engine
+from backups.humanize import human_bytes
 from backups.models import Backup, BackupStatus, Target
 
 pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
@@ -131,3 +132,12 @@ def test_it_records_progress_on_the_row(sqlite_target, settings):
     backup = services.run_backup(sqlite_target, progress=lambda raw, stored: seen.append(raw))
     assert len(seen) > 2 and seen == sorted(seen)
     assert Backup.objects.get(pk=backup.pk).progress == backup.raw_size == seen[-1]
+
+
+def test_it_says_in_the_dump_step_where_the_time_went(sqlite_target):
+    backup = services.run_backup(sqlite_target)
+    assert backup.status == BackupStatus.SUCCESS
+    message = backup.steps.get(name="dump").message
+    # e.g. "8.0 KiB from SQLite in 0.01 s (...): first byte after 0.00 s; ...; paced by the source"
+    assert message.startswith(f"{human_bytes(backup.raw_size)} from SQLite in ")
+    assert "first byte after" in message and "paced by" in message

@@ -7,12 +7,20 @@ import hashlib
 import io
 import os
 import random
+import time
 import tracemalloc
 
 import pytest
 
 from backups.streaming.codecs import COMPRESSIONS, DecompressingReader
-from backups.streaming.pipeline import HashingReader, PipelineError, stream_backup
+from backups.streaming.pipeline import (
+    HashingReader,
+    PipelineError,
+    StreamResult,
+    dump_profile,
+    pace,
+    stream_backup,
+)
 
 SOURCE = b"".join(f"row {i}, value {i * 7 % 1000}\n".encode() for i in range(100_000)) + os.urandom(100_000)
 
@@ -225,3 +233,62 @@ def test_it_hashes_and_counts_what_is_read_through_a_hashing_reader() -> None:
     assert reader.size == len(SOURCE)
     assert reader.hexdigest() == hashlib.sha256(SOURCE).hexdigest()
     assert seen and seen[-1] == len(SOURCE)
+
+
+class Upper:
+    """A toy second transform (as encryption is one)."""
+
+    def update(self, data: bytes) -> bytes:
+        return data.upper()
+
+    def finish(self) -> bytes:
+        return b""
+
+
+class SlowSource:
+    """Sleeps before each chunk, as a dump tool that sets the pace does."""
+
+    def __init__(self, chunks: int, delay: float) -> None:
+        self.left, self.delay = chunks, delay
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        self.left -= 1
+        time.sleep(self.delay)
+        return b"x" * 1000
+
+
+def test_it_accounts_for_the_streaming_threads_time_stage_by_stage() -> None:
+    source = SlowSource(chunks=5, delay=0.05)
+    result = stream_backup(source, [BytesSink()], "gzip", extra_transforms=[Upper()])  # type: ignore[arg-type]
+    stages = result.stages
+    assert set(stages) == {"first_byte", "source", "compress", "encrypt", "store"}
+    # The first chunk's wait is the source starting; the four after it are waits for more bytes.
+    assert stages["first_byte"] >= 0.05
+    assert stages["source"] >= 4 * 0.05
+    # Every moment of the run is charged to exactly one stage.
+    assert sum(stages.values()) == pytest.approx(result.seconds, abs=0.02)
+    assert pace(stages) == "the source"
+
+
+def test_it_describes_the_dump_step_with_its_profile() -> None:
+    result = StreamResult(
+        raw_size=512 * 1024 * 1024,
+        size=4 * 1024 * 1024,
+        sha256="0" * 64,
+        seconds=1.8,
+        stages={"first_byte": 0.21, "source": 1.3, "compress": 0.25, "store": 0.04},
+    )
+    text = dump_profile(result, "PostgreSQL", opening=0.03, finishing=0.07)
+    assert text == (
+        "512.0 MiB from PostgreSQL in 1.9 s (269.5 MiB/s): opening 0.03 s, first byte after 0.21 s; "
+        "waiting on the source 1.3 s, compressing 0.25 s, storing 0.04 s; finishing 0.07 s; "
+        "paced by the source"
+    )
+    slow_storage = StreamResult(1024, 10, "0" * 64, 2.0, {"first_byte": 0.0, "source": 0.1, "store": 1.9})
+    assert dump_profile(slow_storage, "SQLite", 0.0, 0.0).endswith("storing 1.9 s; paced by the storages")
+    assert (
+        dump_profile(StreamResult(1024, 10, "0" * 64, 0.0), "SQLite", 0.0, 0.0)
+        == "1.0 KiB from SQLite in 0.00 s"
+    )

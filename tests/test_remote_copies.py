@@ -329,3 +329,21 @@ def test_it_leaves_no_sftp_session_open_after_runs_verifies_and_cleanups(
     assert services.verify_backup(second).ok  # else the first stays as the newest verified backup
     assert [b.pk for b, _ in services.cleanup_target(target).delete] == [first.pk]
     assert no_sessions()
+
+
+def test_it_writes_the_local_copy_from_the_streaming_thread_and_the_remote_one_from_its_own(
+    s3_storage: Any, source: Path, local_storage: Storage, settings: Any
+) -> None:
+    settings.BACKUPSITE_PROGRESS_INTERVAL = 0  # the callback runs in the streaming thread, per chunk
+    row, _ = s3_storage()
+    seen: set[str] = set()
+
+    def progress(raw: int, stored: int) -> None:
+        seen.update(thread.name for thread in threading.enumerate() if thread.name.startswith("copy-"))
+
+    backup = services.run_backup(make_target(source, local_storage, row), progress=progress)
+    assert backup.status == BackupStatus.SUCCESS, backup.error_message
+    # A local disk's writes return at once (page cache): a thread hand-off per chunk would only
+    # cost time. The S3 copy, which may wait on the network, gets a thread of its own.
+    assert seen == {f"copy-{row.name}"}
+    assert backup.copies.get(storage=local_storage).status == CopyStatus.STORED

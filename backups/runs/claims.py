@@ -29,28 +29,39 @@ def claim(backup: Backup) -> bool:
     reaping a run of it whose worker is gone)."""
     claimed = _try_claim(backup) or (bool(reap_lost_runs(backup.target)) and _try_claim(backup))
     if not claimed:
-        Backup.objects.filter(pk=backup.pk).update(
-            status=BackupStatus.SKIPPED,
-            completed_at=timezone.now(),
-            notes="skipped: another backup of this target is already running",
-        )
-    backup.refresh_from_db()
+        skipped = {
+            "status": BackupStatus.SKIPPED,
+            "completed_at": timezone.now(),
+            "notes": "skipped: another backup of this target is already running",
+        }
+        Backup.objects.filter(pk=backup.pk).update(**skipped)
+        _set(backup, skipped)
     return claimed
 
 
 def _try_claim(backup: Backup) -> bool:
+    """The conditional update; on success the row's new values are set on ``backup`` too (no
+    re-read: the run's row is ours from here, and a re-read would also drop its cached target)."""
+    now = timezone.now()
+    running = {
+        "status": BackupStatus.RUNNING,
+        "started_at": now,
+        "heartbeat_at": now,
+        "worker": this_worker(),
+    }
     try:
         with transaction.atomic():
-            return bool(
-                Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(
-                    status=BackupStatus.RUNNING,
-                    started_at=timezone.now(),
-                    heartbeat_at=timezone.now(),
-                    worker=this_worker(),
-                )
-            )
+            claimed = bool(Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(**running))
     except IntegrityError:
         return False
+    if claimed:
+        _set(backup, running)
+    return claimed
+
+
+def _set(backup: Backup, fields: dict[str, object]) -> None:
+    for name, value in fields.items():
+        setattr(backup, name, value)
 
 
 def _silent_since(now: datetime) -> datetime:

@@ -31,12 +31,20 @@ from backups.runs.steps import WorkerLost, describe_error, record_step
 from backups.storages import StorageError
 from backups.streaming.codecs import EXTENSIONS
 from backups.streaming.encryption import AGE_EXTENSION, AgeEncryptor
-from backups.streaming.pipeline import ProgressCallback, StreamResult, stream_backup
+from backups.streaming.pipeline import ProgressCallback, StreamResult, dump_profile, stream_backup
 
 logger = logging.getLogger(__name__)
 # A catalog database that restarts is back within seconds: a run that lost it tries this long to
 # record its failure (each try on a new connection) before leaving the row to the watch.
 CATALOG_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+# What a run sets on its row between the claim and its success, saved with the closing fields in
+# one UPDATE of these columns only: not the whole row, so heartbeat_at (the heartbeat thread's)
+# and what other processes write meanwhile are left alone.
+OUTCOME_FIELDS = (
+    "file_path", "fingerprint", "base", "backup_type", "backup_name", "encryption", "encryption_key_id",
+    "encryption_recipients", "file_size", "raw_size", "progress", "checksum", "tables_included",
+    "engine_info", "files_included", "notes", "proof", "proof_at",
+)  # fmt: skip
 
 
 class NotRecorded(Exception):
@@ -119,11 +127,11 @@ def run_backup(
             recorded = _fail(backup, exc)  # raises CatalogUnreachable when the catalog stays away
             if not isinstance(exc, Exception):
                 if recorded:
-                    notify_backup(backup)  # interrupted (SIGTERM, Ctrl-C): still say so
+                    notify_backup(backup, schedule=schedule)  # interrupted (SIGTERM, Ctrl-C): still say so
                 raise
             if not recorded:
                 return backup  # the watch ended it meanwhile, and sent its alert
-        notify_backup(backup)  # after the outcome is saved; it never raises
+        notify_backup(backup, schedule=schedule)  # after the outcome is saved; it never raises
     return backup
 
 
@@ -190,9 +198,9 @@ def _record_success(backup: Backup) -> None:
     (a ``retention_days`` written around the checks that overflows the expiry, a lost database)
     removes the committed copies and their manifests like any other failure."""
     try:
-        backup.finish(BackupStatus.SUCCESS)
+        ended = backup.finish(BackupStatus.SUCCESS)
         backup.proof, backup.proof_at = Proof.STORED, backup.completed_at  # every copy confirmed
-        backup.save()
+        backup.save(update_fields=[*ended, *OUTCOME_FIELDS])
     except Exception as exc:
         why = (
             f"retention_days {backup.retention_days} puts its expiry past the last date the calendar holds"
@@ -255,7 +263,9 @@ def _stream(
 
     fan.open(backup.file_path)
     with record_step(backup, "dump") as step:
+        opening = time.perf_counter()
         with engine.dump(connection, options) as dump:
+            opening = time.perf_counter() - opening  # the engine's connections and snapshot
             result = stream_backup(
                 dump.stream,
                 [fan],
@@ -265,8 +275,10 @@ def _stream(
                 chunk_size=settings.BACKUPSITE_CHUNK_SIZE,
                 progress_interval=settings.BACKUPSITE_PROGRESS_INTERVAL,
             )
+            streamed = time.perf_counter()
+        finishing = time.perf_counter() - streamed  # the tool's exit, the engine's own checks
         step.bytes = result.raw_size
-        step.message = f"{result.raw_size} bytes from {engine.label}"
+        step.message = dump_profile(result, engine.label, opening, finishing)
     with record_step(backup, "compress") as step:
         step.bytes = result.size
         ratio = result.size / result.raw_size if result.raw_size else 0

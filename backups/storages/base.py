@@ -107,6 +107,12 @@ class ObjectReader(io.RawIOBase):
 
 
 class ObjectWriter(ABC):
+    # True when ``write`` hands the bytes off without waiting on a network: to the page cache
+    # (local disk, fsynced at commit) or to threads of the writer's own (S3's concurrent parts,
+    # bounded). The run then writes to it from the streaming thread; every other writer gets a
+    # thread of its own behind a bounded queue, so a slow link does not stall compression.
+    returns_quickly: bool = False
+
     @abstractmethod
     def write(self, data: bytes) -> None: ...
 

@@ -50,6 +50,8 @@ def _file_kind(mode: int) -> str:
 
 
 class _LocalWriter(ObjectWriter):
+    returns_quickly = True  # into the page cache; the commit fsyncs
+
     def __init__(self, storage: LocalStorage, final: Path) -> None:
         self.storage, self.final = storage, final
         self.temp = final.with_name(partial_name(final.name, new_token()))

@@ -13,7 +13,8 @@ options and their defaults are in :mod:`.postgresql_settings`.
 
 Restores run in a single transaction with ``--exit-on-error`` by default: the first error rolls
 everything back and the destination is left as it was; a database the failed restore created is
-dropped again.
+dropped again. ``restore_jobs`` > 1 restores with ``pg_restore --jobs`` from a spooled copy
+instead (:mod:`.parallel`), only where a failure can still be undone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +40,7 @@ from backups.engines.base import (
     RestoreResult,
     assertion_text,
 )
+from backups.engines.postgresql import parallel
 from backups.engines.postgresql.settings import DEFAULT_PORT, Settings, settings_for, validate
 from backups.engines.postgresql.tools import Tool, choose_tool, installed_tools, major
 from backups.engines.process import base_env, dump_process, feed_process, secret_file
@@ -358,12 +360,11 @@ class PostgreSQLEngine(Engine):
 
     # -- restore ---------------------------------------------------------------------------------
 
-    def _prepare_destination(
+    def _destination(
         self, connection: Connection, settings: Settings, info: dict[str, Any]
     ) -> tuple[Tool, bool]:
-        """Pick a pg_restore for the destination server and the archive, then create the
-        database when it does not exist (only once a usable tool is known). Returns the tool and
-        whether the database was created."""
+        """Pick a pg_restore for the destination server and the archive; returns it and whether
+        the database exists. Changes nothing."""
         archive_major = major(str(info.get("tool_version", "")))
         with (
             contextlib.closing(self._connect(connection, settings, settings.maintenance_database)) as conn,
@@ -375,35 +376,36 @@ class PostgreSQLEngine(Engine):
                 (connection.database,),
             )
             row = cur.fetchone()
-            server_major, exists = (int(row[0]) // 10000, bool(row[1])) if row else (0, False)
-            tool = choose_tool(
-                "pg_restore",
-                installed_tools("pg_restore", settings.bin_dir),
-                max(server_major, archive_major),
-                f"a pg_dump {archive_major or '?'} archive into a PostgreSQL {server_major} server",
-            )
-            if exists:
-                return tool, False
-            statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
-                sql.Identifier(connection.database)
-            )
-            encoding = str(info.get("encoding", ""))
-            if encoding:
-                statement += sql.SQL(" ENCODING {}").format(sql.Literal(encoding))
+        server_major, exists = (int(row[0]) // 10000, bool(row[1])) if row else (0, False)
+        tool = choose_tool(
+            "pg_restore",
+            installed_tools("pg_restore", settings.bin_dir),
+            max(server_major, archive_major),
+            f"a pg_dump {archive_major or '?'} archive into a PostgreSQL {server_major} server",
+        )
+        return tool, exists
+
+    def _create_database(self, connection: Connection, settings: Settings, info: dict[str, Any]) -> None:
+        """Create the destination database (only once a usable tool is known)."""
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+            sql.Identifier(connection.database)
+        )
+        encoding = str(info.get("encoding", ""))
+        if encoding:
+            statement += sql.SQL(" ENCODING {}").format(sql.Literal(encoding))
+        with contextlib.closing(self._connect(connection, settings, settings.maintenance_database)) as conn:
             try:
-                cur.execute(statement)
+                conn.execute(statement)
             except psycopg.Error as exc:
                 raise EngineError(f"cannot create database {connection.database}: {exc}") from None
-        return tool, True
 
-    def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
-        settings = self._settings(connection)
-        info = options.manifest.get("engine_info", {})
-        tool, created = self._prepare_destination(connection, settings, info)
+    def _restore_argv(self, tool: Tool, connection: Connection, settings: Settings, jobs: int) -> list[str]:
         argv = [tool.path, "--verbose", "--no-password", f"--dbname={connection.database}"]
         if settings.exit_on_error:
             argv.append("--exit-on-error")
-        if settings.single_transaction:
+        if jobs > 1:
+            argv.append(f"--jobs={jobs}")  # never in one transaction: see parallel.py
+        elif settings.single_transaction:
             argv.append("--single-transaction")
         if settings.clean:
             # Also for a new database: a dump of chosen schemas re-creates them (even "public").
@@ -412,6 +414,19 @@ class PostgreSQLEngine(Engine):
             argv.append("--no-owner")
         if settings.no_privileges:
             argv.append("--no-privileges")
+        return argv
+
+    def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
+        settings = self._settings(connection)
+        info = options.manifest.get("engine_info", {})
+        tool, exists = self._destination(connection, settings, info)
+        jobs, note = parallel.jobs_for(
+            settings.restore_jobs,
+            exists=exists,
+            single_transaction=settings.single_transaction,
+            database=connection.database,
+        )
+        argv = self._restore_argv(tool, connection, settings, jobs)
         restored: list[str] = []
 
         def follow(line: str) -> None:
@@ -419,34 +434,74 @@ class PostgreSQLEngine(Engine):
             if match:
                 restored.append(match.group("table"))
 
+        def wording(text: str) -> str:
+            return explain(_restore_error(text), connection)
+
+        def streamed(env: dict[str, str]) -> None:
+            feed_process(argv, env, stream, tool="pg_restore", on_stderr=follow, explain=wording)
+
+        if jobs > 1:
+            problem = parallel.space_problem(options.scratch_dir, options.manifest.get("raw_size"), jobs)
+            if problem:
+                raise EngineError(problem)
+            # The whole archive is spooled (and its digest checked) before the destination is touched.
+            with parallel.spooled(stream, options.scratch_dir, jobs=jobs) as spool:
+
+                def from_spool(env: dict[str, str]) -> None:
+                    parallel.run_restore(argv, env, spool, on_stderr=follow, explain=wording)
+
+                self._apply(
+                    connection, settings, info, options, exists=exists, all_or_nothing=False, run=from_spool
+                )
+            how = f" with {jobs} jobs from a {parallel.human(spool.size)} spool in the scratch directory"
+            # All or nothing too: a failure drops the database it created (existing ones: see jobs_for).
+            atomic = not exists
+        else:
+            atomic = settings.single_transaction and settings.exit_on_error
+            self._apply(
+                connection, settings, info, options, exists=exists, all_or_nothing=atomic, run=streamed
+            )
+            how = ""
+        tables = list(info.get("tables", [])) or restored
+        counts, proof = self._check_restored(connection, settings, info, atomic=atomic)
+        where = f"database {connection.database}" + ("" if exists else " (created)")
+        message = f"restored {len(tables)} table(s), data for {len(restored)}, into {where}{how}; {proof}"
+        return RestoreResult(
+            tables=tables, message=message + (f"; {note}" if note else ""), row_counts=counts
+        )
+
+    def _apply(
+        self,
+        connection: Connection,
+        settings: Settings,
+        info: dict[str, Any],
+        options: RestoreOptions,
+        *,
+        exists: bool,
+        all_or_nothing: bool,
+        run: Callable[[dict[str, str]], None],
+    ) -> None:
+        """Create the database when it does not exist, then ``run`` pg_restore with its
+        environment. On failure the error says what the destination was left as; a database this
+        restore created is dropped again (also when a parallel restore is interrupted)."""
+        if not exists:
+            self._create_database(connection, settings, info)
         with self._passfile(connection, options.scratch_dir) as passfile:
             try:
-                feed_process(
-                    argv,
-                    self._env(connection, settings, passfile, connection.database),
-                    stream,
-                    tool="pg_restore",
-                    on_stderr=follow,
-                    explain=lambda text: explain(_restore_error(text), connection),
-                )
+                run(self._env(connection, settings, passfile, connection.database))
             except EngineError as exc:
-                rolled_back = settings.single_transaction and settings.exit_on_error
                 outcome = (
                     "nothing was changed: the restore ran in one transaction"
-                    if rolled_back
+                    if all_or_nothing
                     else "the destination may be partially restored"
                 )
-                if created:
+                if not exists:
                     outcome = self._drop_created(connection, settings, outcome)
                 raise EngineError(f"{exc} ({outcome})") from None
-        tables = list(info.get("tables", [])) or restored
-        counts, proof = self._check_restored(connection, settings, info)
-        where = f"database {connection.database}" + (" (created)" if created else "")
-        return RestoreResult(
-            tables=tables,
-            message=f"restored {len(tables)} table(s), data for {len(restored)}, into {where}; {proof}",
-            row_counts=counts,
-        )
+            except BaseException:
+                if not exists and not all_or_nothing:  # a parallel restore stopped half way
+                    self._drop_created(connection, settings, "")
+                raise
 
     def _drop_created(self, connection: Connection, settings: Settings, outcome: str) -> str:
         """Drop the database a failed restore created, so the server is left as it was; returns
@@ -464,19 +519,19 @@ class PostgreSQLEngine(Engine):
         return f"nothing was changed: database {name}, which this restore had created, was dropped again"
 
     def _check_restored(
-        self, connection: Connection, settings: Settings, info: dict[str, Any]
+        self, connection: Connection, settings: Settings, info: dict[str, Any], *, atomic: bool
     ) -> tuple[dict[str, int], str]:
         """A restore that reports success but restored nothing is the worst bug a backup tool can
         have: check the restored tables against the row counts recorded at backup time. Returns
         the counts taken (empty unless ``restore_check = "exact"``) and what was proven.
 
-        pg_restore with --single-transaction and --exit-on-error restores all or nothing, so by
+        ``atomic``: the restore was all or nothing (pg_restore with --single-transaction and
+        --exit-on-error, or in parallel into a database dropped again on failure), so by
         default ("presence") every counted table must exist and every table that had rows must
         have rows. "exact" (and a restore that is not all-or-nothing) compares every count."""
         expected: dict[str, int] = info.get("row_counts") or {}
         if not expected or not info.get("row_counts_exact"):
             return {}, "the backup recorded no row counts to compare"
-        atomic = settings.single_transaction and settings.exit_on_error
         if settings.restore_check == "exact" or not atomic:
             actual = self._count(connection, settings, list(expected))
             wrong = [

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backups.engines.base import Connection, refuse_problems
-from backups.engines.options import boolean, encodable, one_of, option_problems, seconds
+from backups.engines.options import boolean, encodable, one_of, option_problems, seconds, whole_number
 from backups.plugins import Option
 
 DEFAULT_PORT = 5432
@@ -15,6 +15,8 @@ DEFAULT_PORT = 5432
 # restored data that costs about as much as reading it again.
 RESTORE_CHECKS = ("presence", "exact")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# pg_restore -j N opens N + 1 sessions on the destination server; more than its cores buys nothing.
+MAX_RESTORE_JOBS = 32
 
 
 def _text(value: Any) -> str | None:
@@ -26,6 +28,12 @@ def _text(value: Any) -> str | None:
 
 def _sslmode(value: Any) -> str | None:
     return None if value == "" else one_of(SSL_MODES)(value)
+
+
+def _restore_jobs(value: Any) -> str | None:
+    if whole_number(value) and 1 <= value <= MAX_RESTORE_JOBS:
+        return None
+    return f"must be a whole number from 1 to {MAX_RESTORE_JOBS} (1: one job, streamed), got {value!r}"
 
 
 def _schemas(value: Any) -> str | None:
@@ -54,6 +62,11 @@ OPTIONS = {
     "restore_check": Option(
         f"restores: {' or '.join(RESTORE_CHECKS)} (default presence)", one_of(RESTORE_CHECKS)
     ),
+    "restore_jobs": Option(
+        "restores: pg_restore -j N from a copy spooled to the scratch directory, into a database the "
+        "restore creates (or with single_transaction = false); default 1, streamed in one transaction",
+        _restore_jobs,
+    ),
 }
 
 
@@ -76,6 +89,7 @@ class Settings:
     bin_dir: str = ""
     row_counts: bool = True
     restore_check: str = "presence"
+    restore_jobs: int = 1
 
     @classmethod
     def of(cls, connection: Connection) -> Settings:
