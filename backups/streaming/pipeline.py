@@ -264,7 +264,9 @@ def dump_profile(result: StreamResult, source_label: str, opening: float, finish
         if stages.get(name, 0.0) >= 0.005
     ]
     end = [f"finishing {human_duration(finishing)}"] if finishing >= 0.005 else []
-    paced_by = pace(stages)
+    # Which side set the pace means something only when there was time to set: not for a tiny run.
+    busy_seconds = sum(seconds for name, seconds in stages.items() if name != "first_byte")
+    paced_by = pace(stages) if busy_seconds >= 0.1 else ""
     sections = [", ".join(start), ", ".join(busy), ", ".join(end)]
     sections += [f"paced by {paced_by}"] if paced_by else []
     detail = "; ".join(section for section in sections if section)
