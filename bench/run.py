@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import datagen
 import report
@@ -311,6 +312,21 @@ def save_raw(
     path.write_text(json.dumps(payload, indent=2, default=str))
 
 
+def publish(
+    args: argparse.Namespace, key: str, result: Any, save: Any, report_module: Any, code_at_start: str
+) -> None:
+    """The common end of an engine whose report takes ``(path, result, machine, command)``: save
+    the results and their metadata, print the console table, write the engine's block."""
+    save(result, args.results / f"results-{key}.json")
+    machine = machine_note(code_at_start)
+    save_meta(args, key, machine)
+    print()
+    print(report_module.console_table(result))
+    if not args.no_write:
+        report_module.write_markdown(args.markdown, result, machine, args.command)
+        print(f"\nwrote the {key} block of {args.markdown.relative_to(ROOT)}")
+
+
 def save_meta(args: argparse.Namespace, key: str, machine: dict[str, str]) -> None:
     """What the summary needs beside an engine's results: when, which code and machine, and how
     (``meta-KEY.json`` next to ``results-KEY.json``)."""
@@ -422,14 +438,7 @@ def run_retention(args: argparse.Namespace, logs: Path, code_at_start: str) -> N
         result = retentionbench.measure(args.retention_sizes, args.retention_runs, args.warmup, logs)
     except retentionbench.RetentionBenchError as exc:
         raise BenchError(str(exc)) from None
-    retentionbench.save(result, args.results / "results-retention.json")
-    machine = machine_note(code_at_start)
-    save_meta(args, "retention", machine)
-    print()
-    print(report_retention.console_table(result))
-    if not args.no_write:
-        report_retention.write_markdown(args.markdown, result, machine, args.command)
-        print(f"\nwrote the retention block of {args.markdown.relative_to(ROOT)}")
+    publish(args, "retention", result, retentionbench.save, report_retention, code_at_start)
 
 
 def run_schedules(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -441,14 +450,7 @@ def run_schedules(args: argparse.Namespace, logs: Path, code_at_start: str) -> N
         result = schedulebench.measure_sizes(WORK / "schedules", logs, args.schedule_sizes)
     except (schedulebench.ScheduleBenchError, RuntimeError) as exc:
         raise BenchError(str(exc)) from None
-    schedulebench.save(result, args.results / "results-schedules.json")
-    machine = machine_note(code_at_start)
-    save_meta(args, "schedules", machine)
-    print()
-    print(report_schedules.console_table(result))
-    if not args.no_write:
-        report_schedules.write_markdown(args.markdown, result, machine, args.command)
-        print(f"\nwrote the schedules block of {args.markdown.relative_to(ROOT)}")
+    publish(args, "schedules", result, schedulebench.save, report_schedules, code_at_start)
 
 
 def run_admin(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -467,14 +469,7 @@ def run_admin(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
         result = adminbench.measure(args.admin_catalogs, args.admin_runs, args.warmup, work, logs)
     except adminbench.AdminBenchError as exc:
         raise BenchError(str(exc)) from None
-    adminbench.save(result, args.results / "results-admin.json")
-    machine = machine_note(code_at_start)
-    save_meta(args, "admin", machine)
-    print()
-    print(report_admin.console_table(result))
-    if not args.no_write:
-        report_admin.write_markdown(args.markdown, result, machine, args.command)
-        print(f"\nwrote the admin block of {args.markdown.relative_to(ROOT)}")
+    publish(args, "admin", result, adminbench.save, report_admin, code_at_start)
 
 
 def run_encryption(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -490,14 +485,7 @@ def run_encryption(args: argparse.Namespace, logs: Path, code_at_start: str) -> 
     result = encryptionbench.measure(
         databases, args.enc_pg_scales, args.runs, args.warmup, WORK / "encryption", logs
     )
-    encryptionbench.save(result, args.results / "results-encryption.json")
-    machine = machine_note(code_at_start)
-    save_meta(args, "encryption", machine)
-    print()
-    print(report_encryption.console_table(result))
-    if not args.no_write:
-        report_encryption.write_markdown(args.markdown, result, machine, args.command)
-        print(f"\nwrote the encryption block of {args.markdown.relative_to(ROOT)}")
+    publish(args, "encryption", result, encryptionbench.save, report_encryption, code_at_start)
 
 
 def run_restore_jobs(args: argparse.Namespace, logs: Path, code_at_start: str) -> None:
@@ -513,14 +501,7 @@ def run_restore_jobs(args: argparse.Namespace, logs: Path, code_at_start: str) -
     result = restorejobsbench.measure(
         args.restore_jobs_scales, args.runs, args.warmup, WORK / "restore-jobs", logs
     )
-    restorejobsbench.save(result, args.results / "results-restore-jobs.json")
-    machine = machine_note(code_at_start)
-    save_meta(args, "restore-jobs", machine)
-    print()
-    print(report_restorejobs.console_table(result))
-    if not args.no_write:
-        report_restorejobs.write_markdown(args.markdown, result, machine, args.command)
-        print(f"\nwrote the restore-jobs block of {args.markdown.relative_to(ROOT)}")
+    publish(args, "restore-jobs", result, restorejobsbench.save, report_restorejobs, code_at_start)
 
 
 def write_summary(args: argparse.Namespace) -> None:
