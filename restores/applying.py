@@ -71,6 +71,18 @@ def _feed(
         return feed_copy(backup, copy, consume, report)
 
 
+def restore_options(backup: Backup, tracker: RestoreProgress | None = None) -> RestoreOptions:
+    """What the engine's ``restore`` gets for ``backup``: the scratch directory, the catalog's
+    facts of the backup and the tracker's phase callback. ``restores.refusals`` asks
+    :meth:`Engine.restore_refusal` with the same, before anything is read (for a chain too,
+    though ``restore_chain`` later gets the last link's stored manifest, a superset)."""
+    return RestoreOptions(
+        scratch_dir=scratch_dir(),
+        manifest=restore_manifest(backup),
+        on_phase=tracker.phase if tracker is not None else None,
+    )
+
+
 def restore_into(
     backup: Backup, destination: Target, tracker: RestoreProgress, connection: Connection | None = None
 ) -> RestoreResult:
@@ -83,7 +95,7 @@ def restore_into(
         # file index lets them check the restored tree before swapping it in.
         return _restore_chain(backup, engine, connection, tracker)
     copy = intact_copy(backup, tracker)
-    options = RestoreOptions(scratch_dir=scratch_dir(), manifest=restore_manifest(backup))
+    options = restore_options(backup, tracker)
     outcome: list[RestoreResult] = []
 
     def consume(stream: BinaryIO) -> str:
@@ -110,7 +122,7 @@ def _restore_chain(
         copy = intact_copy(link, tracker)
         manifest = backup_services.load_manifest(link)
         links.append(ChainLink(manifest=manifest, feed=functools.partial(_feed, tracker, link, copy)))
-    options = RestoreOptions(scratch_dir=scratch_dir(), manifest=links[-1].manifest)
+    options = RestoreOptions(scratch_dir=scratch_dir(), manifest=links[-1].manifest, on_phase=tracker.phase)
     result = engine.restore_chain(connection, links, options)
     ids = ", ".join(str(link.pk) for link in chain)
     result.message += f" (chain of {len(links)} backups: {ids})"

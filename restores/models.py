@@ -16,6 +16,9 @@ class RestoreStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+PHASE_LENGTH = 200  # RestoreLog.phase: a sentence, cut there
+
+
 class RestoreLog(models.Model):
     backup = models.ForeignKey(Backup, on_delete=models.PROTECT, related_name="restores")
     destination = models.ForeignKey(
@@ -47,6 +50,11 @@ class RestoreLog(models.Model):
         null=True,
         blank=True,
         help_text="Bytes the restore reads in all: twice the stored size of its backups.",
+    )
+    phase = models.CharField(
+        max_length=PHASE_LENGTH,
+        blank=True,
+        help_text="Where the restore is, as its engine last said (e.g. pg_restore's tables loaded).",
     )
     worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the process running it.")
     heartbeat_at = models.DateTimeField(

@@ -17,7 +17,15 @@ from django.utils import timezone
 
 from backups import services as backup_services
 from backups.models import Backup, Target
-from backups.services import Heartbeat, ServiceError, connection_for, describe_error, log_context, redact
+from backups.services import (
+    Connection,
+    Heartbeat,
+    ServiceError,
+    connection_for,
+    describe_error,
+    log_context,
+    redact,
+)
 
 from . import applying, reaping, sandbox
 from .models import Provision, RestoreLog, RestoreStatus
@@ -69,8 +77,10 @@ def new_names(target: Target) -> tuple[str, str]:
     return database, user
 
 
-def check_provisionable(backup: Backup, sandbox_target: Target) -> None:
-    """Raise :class:`ProvisionRefused` unless ``backup`` can be provisioned onto ``sandbox_target``."""
+def check_provisionable(backup: Backup, sandbox_target: Target, connection: Connection | None = None) -> None:
+    """Raise :class:`ProvisionRefused` unless ``backup`` can be provisioned onto ``sandbox_target``
+    (into ``connection``, the new database on it, when given: e.g. a ``restore_jobs`` spool that
+    would not fit is refused for it before anything is read)."""
     engine = backup.target.engine
     if engine not in sandbox.ENGINES:
         raise ProvisionRefused(
@@ -83,7 +93,7 @@ def check_provisionable(backup: Backup, sandbox_target: Target) -> None:
             f"is a {engine} backup. Choose a sandbox of the same engine."
         )
     try:
-        check_restorable(backup, sandbox_target)
+        check_restorable(backup, sandbox_target, connection)
     except ServiceError as exc:
         raise ProvisionRefused(str(exc)) from None
 
@@ -107,12 +117,12 @@ def provision(
     dropped, or with its drop_error for the sweep to retry), and raises ServiceError."""
     if not timedelta(0) < ttl <= MAX_TTL:
         raise ProvisionRefused("ttl must be more than 0 and at most 30d (e.g. 24h, 7d)")
-    check_provisionable(backup, sandbox_target)
     database, user = new_names(backup.target)
-    password = secrets.token_urlsafe(24)
-    backup_services.remember_secret(password)  # redacted from every log line and error from now on
     admin = connection_for(sandbox_target)
     target_connection = dataclasses.replace(admin, database=database)
+    check_provisionable(backup, sandbox_target, target_connection)
+    password = secrets.token_urlsafe(24)
+    backup_services.remember_secret(password)  # redacted from every log line and error from now on
     log = RestoreLog.objects.create(
         backup=backup,
         destination=sandbox_target,

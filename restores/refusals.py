@@ -7,7 +7,17 @@ from pathlib import Path
 
 from backups import services as backup_services
 from backups.models import Backup, BackupStatus, Target
-from backups.services import EngineError, SecretError, ServiceError, connection_for, get_engine, stored_copies
+from backups.services import (
+    Connection,
+    EngineError,
+    SecretError,
+    ServiceError,
+    connection_for,
+    get_engine,
+    stored_copies,
+)
+
+from .applying import restore_options
 
 
 class RestoreRefused(ServiceError):
@@ -40,9 +50,12 @@ def usability_problems(backup: Backup) -> list[str]:
     return problems
 
 
-def restore_problems(backup: Backup, destination: Target) -> list[str]:
-    """Every reason ``backup`` cannot be restored into ``destination``; empty when it can. Reads
-    only (the destination is asked whether it can receive a restore, nothing is written)."""
+def restore_problems(backup: Backup, destination: Target, connection: Connection | None = None) -> list[str]:
+    """Every reason ``backup`` cannot be restored into ``destination`` (into ``connection``, a
+    database of it other than its own, when given); empty when it can. Reads only: the
+    destination is asked whether it can receive a restore and the engine whether this restore
+    would be refused (e.g. a ``restore_jobs`` spool too big for the scratch disk), before a byte
+    of the backup is read; nothing is written."""
     if backup.backup_type == "configuration":
         return [f"backup {backup.pk} is a configuration backup: restore it into a directory (--to-dir DIR)"]
     problems = usability_problems(backup)
@@ -52,17 +65,24 @@ def restore_problems(backup: Backup, destination: Target) -> list[str]:
             f"{destination.engine} engine. Restore into a target of the same engine."
         )
         return problems
+    engine = get_engine(destination.engine)
     try:
-        get_engine(destination.engine).check_restore_destination(connection_for(destination))
+        connection = connection or connection_for(destination)
+        engine.check_restore_destination(connection)
+        options = restore_options(backup)
+        refusal = engine.restore_refusal(connection, options.manifest, options.scratch_dir)
     except (EngineError, SecretError) as exc:
         problems.append(f"target {destination.name}: {exc}")
+    else:
+        if refusal:
+            problems.append(f"target {destination.name}: {refusal}")
     return problems
 
 
-def check_restorable(backup: Backup, destination: Target) -> None:
+def check_restorable(backup: Backup, destination: Target, connection: Connection | None = None) -> None:
     """Raise :class:`RestoreRefused` (naming the first problem) unless ``backup`` can be restored
-    into ``destination``."""
-    problems = restore_problems(backup, destination)
+    into ``destination`` (or ``connection``: see :func:`restore_problems`)."""
+    problems = restore_problems(backup, destination, connection)
     if problems:
         raise RestoreRefused(problems[0])
 

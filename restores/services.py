@@ -30,7 +30,7 @@ from backups.services import (
 from . import announcing, applying, reaping
 from .models import RestoreLog, RestoreStatus
 from .preview import RestorePreview, preview_restore
-from .progress import ProgressCallback, RestoreProgress
+from .progress import PhaseCallback, ProgressCallback, RestoreProgress
 from .refusals import (
     RestoreRefused,
     check_directory_restorable,
@@ -108,7 +108,9 @@ def start_restore(
     )
 
 
-def run_restore(log_id: int, progress: ProgressCallback | None = None) -> RestoreLog | None:
+def run_restore(
+    log_id: int, progress: ProgressCallback | None = None, phase: PhaseCallback | None = None
+) -> RestoreLog | None:
     """Carry out the queued restore ``log_id`` into its destination and finish its row (SUCCESS
     or FAILED). The backup and the destination are checked again first: either may have changed
     since the restore was confirmed. Returns None, doing nothing, when the row is not queued
@@ -117,7 +119,7 @@ def run_restore(log_id: int, progress: ProgressCallback | None = None) -> Restor
     if log is None:
         logger.warning("restore %s is not queued (already taken or finished); nothing to do", log_id)
         return None
-    return _carry_out(log, progress, check_again=True)
+    return _carry_out(log, progress, phase, check_again=True)
 
 
 def restore_backup(
@@ -127,13 +129,15 @@ def restore_backup(
     initiated_by: str = "",
     confirmed_by: str = "",
     progress: ProgressCallback | None = None,
+    phase: PhaseCallback | None = None,
 ) -> RestoreLog:
     """Restore ``backup`` into ``destination`` now; return the RestoreLog (SUCCESS or FAILED).
-    Raises :class:`RestoreRefused`, recording nothing, when it cannot start."""
+    Raises :class:`RestoreRefused`, recording nothing, when it cannot start. ``progress`` gets
+    the bytes of each pass, ``phase`` where the engine says it is (both from this thread)."""
     queued = start_restore(backup, destination, initiated_by=initiated_by, confirmed_by=confirmed_by)
     log = _claim(queued.pk)
     assert log is not None  # queued just above, by this process
-    return _carry_out(log, progress, check_again=False)
+    return _carry_out(log, progress, phase, check_again=False)
 
 
 def withdrawn_permission(log_id: int) -> str | None:
@@ -192,7 +196,9 @@ def reap_lost_restores(now: datetime | None = None, destination: Target | None =
     return len(lost)
 
 
-def _carry_out(log: RestoreLog, progress: ProgressCallback | None, *, check_again: bool) -> RestoreLog:
+def _carry_out(
+    log: RestoreLog, progress: ProgressCallback | None, phase: PhaseCallback | None, *, check_again: bool
+) -> RestoreLog:
     backup, destination = log.backup, log.destination
     assert destination is not None  # claimed with a destination
     logger.info("restore %s of backup %s into %s started", log.pk, backup.pk, destination.name)
@@ -202,7 +208,7 @@ def _carry_out(log: RestoreLog, progress: ProgressCallback | None, *, check_agai
             check_restorable(backup, destination)
         return applying.restore_into(backup, destination, tracker)
 
-    return _run(log, work, destination.name, progress)
+    return _run(log, work, destination.name, progress, phase)
 
 
 def running_restores() -> list[RunningWork]:
@@ -214,7 +220,8 @@ def running_restores() -> list[RunningWork]:
             pk=log.pk,
             label=f"restore of backup {log.backup_id} into "
             + (log.destination.name if log.destination else log.notes.removeprefix("into "))
-            + (" (queued)" if log.is_queued else ""),
+            + (" (queued)" if log.is_queued else "")
+            + (f" ({log.phase})" if log.phase else ""),
             target_id=log.destination_id,
             started_at=log.started_at,
             done_bytes=log.progress,
@@ -257,9 +264,10 @@ def _run(
     work: Callable[[RestoreProgress], RestoreResult],
     into: str,
     progress: ProgressCallback | None,
+    phase: PhaseCallback | None = None,
 ) -> RestoreLog:
     backup = log.backup
-    tracker = RestoreProgress(log.pk, progress)
+    tracker = RestoreProgress(log.pk, progress, phase)
     with log_context(restore_id=log.pk, backup_id=backup.pk):  # on every line of the restore
         try:
             with Heartbeat(
@@ -282,6 +290,7 @@ def _run(
         finally:
             log.completed_at = timezone.now()
             log.progress = tracker.done
+            log.phase = tracker.phase_text
             log.announce_pending = True  # until its audit event and alert rows exist
             log.save()
     announcing.announce(log, into)

@@ -1,11 +1,13 @@
 """Parallel PostgreSQL restores (``restore_jobs``): ``pg_restore --jobs`` from a spool of the
 decoded backup in the scratch directory, on a real server, from local and S3 storage, plain and
 encrypted. The spool never outlives the restore (it never has a name), the scratch disk is
-checked before and while spooling, and a failed parallel restore drops the database it created.
+checked before anything is read (the preview lists it) and while spooling, a failed parallel
+restore drops the database it created, and the restore's phase says how many tables are loaded.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -16,16 +18,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pytest
 
 from backups import services
-from backups.engines.base import Connection, EngineError
+from backups.engines.base import Connection, EngineError, RestoreOptions
 from backups.engines.postgresql import parallel
+from backups.engines.postgresql.engine import PostgreSQLEngine
 from backups.engines.postgresql.settings import validate
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreLog, RestoreStatus
-from restores.services import restore_backup
+from restores.services import RestoreRefused, preview_restore, restore_backup, run_restore, start_restore
 from tests.config_builder import write_config
 from tests.conftest import PG_PASSWORD_ENV, REPO, pg_target, unique_name
 from tests.engine_checks import child_named
@@ -188,25 +192,150 @@ def test_it_fails_a_parallel_restore_with_pg_restore_message_drops_the_database_
     pg_server.drop_database(database)
 
 
-def test_it_refuses_a_parallel_restore_when_the_scratch_disk_is_short_and_touches_nothing(
-    pg_server: PostgresServer, local_storage: Storage, source_db: str, new_db: str
-) -> None:
-    backup = backed_up(pg_server, source_db, local_storage)
+def too_big_for_the_scratch_disk(backup: Backup) -> int:
+    """Make the catalog say the archive is bigger than the whole scratch disk; returns that size."""
     from django.conf import settings
 
     Path(settings.BACKUPSITE_TMP).mkdir(parents=True, exist_ok=True)
-    disk = shutil.disk_usage(settings.BACKUPSITE_TMP)
-    # The catalog says the archive is bigger than the whole scratch disk.
-    Backup.objects.filter(pk=backup.pk).update(raw_size=disk.total + 1)
+    raw_size = shutil.disk_usage(settings.BACKUPSITE_TMP).total + 1
+    Backup.objects.filter(pk=backup.pk).update(raw_size=raw_size)
     backup.refresh_from_db()
-    log = restore_backup(backup, destination(pg_server, new_db, local_storage, restore_jobs=3))
-    assert log.status == RestoreStatus.FAILED
-    message = log.error_message
-    assert "restore_jobs = 3 spools the backup to" in message
-    assert f"the backup's raw size, {parallel.human(disk.total + 1)}" in message
+    return raw_size
+
+
+def assert_short_of_space(message: str, jobs: int, raw_size: int) -> None:
+    assert f"restore_jobs = {jobs} spools the backup to" in message
+    assert f"the backup's raw size, {parallel.human(raw_size)}" in message
+    assert "free there" in message and " is free: " in message  # needed, and what is free
     assert "restore_jobs = 1" in message and "nothing was changed" in message
+
+
+def test_it_refuses_a_parallel_restore_when_the_scratch_disk_is_short_before_reading_anything(
+    pg_server: PostgresServer, local_storage: Storage, source_db: str, new_db: str
+) -> None:
+    backup = backed_up(pg_server, source_db, local_storage)
+    raw_size = too_big_for_the_scratch_disk(backup)
+    target = destination(pg_server, new_db, local_storage, restore_jobs=3)
+    # Listed by the preview, refused by the restore before a row is written or a byte read.
+    problems = preview_restore(backup, target).problems
+    assert len(problems) == 1 and problems[0].startswith(f"target {target.name}: restore_jobs = 3 ")
+    assert_short_of_space(problems[0], 3, raw_size)
+    with pytest.raises(RestoreRefused) as refused:
+        restore_backup(backup, target)
+    assert_short_of_space(str(refused.value), 3, raw_size)
+    assert RestoreLog.objects.count() == 0
     assert not pg_server.database_exists(new_db)
     assert scratch_files() == []
+
+
+def test_it_refuses_a_queued_parallel_restore_whose_scratch_disk_filled_with_no_byte_read(
+    pg_server: PostgresServer, local_storage: Storage, source_db: str, new_db: str
+) -> None:
+    backup = backed_up(pg_server, source_db, local_storage)
+    queued = start_restore(backup, destination(pg_server, new_db, local_storage, restore_jobs=2))
+    raw_size = too_big_for_the_scratch_disk(backup)  # the disk "filled" while it was queued
+    log = run_restore(queued.pk)
+    assert log is not None and log.status == RestoreStatus.FAILED
+    assert_short_of_space(log.error_message, 2, raw_size)
+    assert log.progress == 0  # refused before the digest pass read the stored copy
+    assert RestoreLog.objects.get(pk=log.pk).progress == 0
+    assert not pg_server.database_exists(new_db)
+    assert scratch_files() == []
+
+
+def test_it_still_refuses_in_the_engine_when_the_space_went_after_the_checks(
+    pg_server: PostgresServer, new_db: str, tmp_path: Path
+) -> None:
+    """The space can vanish between the refusal checks and the restore: the engine checks again,
+    before it reads the stream."""
+
+    class Unreadable(io.RawIOBase):
+        def readinto(self, buffer: object) -> int:
+            raise AssertionError("the backup was read")
+
+    connection = Connection(
+        name="dest", engine="postgresql", host=pg_server.host, port=pg_server.port, user=pg_server.user,
+        password=pg_server.password, database=new_db, options={"restore_jobs": 2},
+    )  # fmt: skip
+    total = shutil.disk_usage(tmp_path).total
+    options = RestoreOptions(scratch_dir=tmp_path, manifest={"raw_size": total})
+    with pytest.raises(EngineError) as refused:
+        PostgreSQLEngine().restore(connection, cast(BinaryIO, Unreadable()), options)
+    assert_short_of_space(str(refused.value), 2, total)
+    assert not pg_server.database_exists(new_db)
+
+
+def test_it_shows_how_many_tables_a_parallel_restore_has_loaded(
+    pg_server: PostgresServer, local_storage: Storage, source_db: str, new_db: str, settings: Any
+) -> None:
+    settings.BACKUPSITE_PROGRESS_INTERVAL = 0  # every new phase is written at once
+    backup = backed_up(pg_server, source_db, local_storage)
+    seen: list[tuple[str, str, int]] = []  # (phase, the row's phase then, thread)
+
+    def shown(text: str) -> None:
+        row = RestoreLog.objects.order_by("-id").values_list("phase", flat=True).first()
+        seen.append((text, row or "", threading.get_ident()))
+
+    log = restore_backup(backup, destination(pg_server, new_db, local_storage, restore_jobs=2), phase=shown)
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+    phases = [text for text, _row, _thread in seen]
+    assert phases[0] == "spooling the backup to the scratch directory for pg_restore --jobs=2"
+    assert "pg_restore --jobs=2: creating tables and other objects" in phases
+    final = "pg_restore --jobs=2: data for 3 of 3 tables loaded; 6 indexes and constraints built"
+    assert phases[-1] == final
+    assert log.phase == final and RestoreLog.objects.get(pk=log.pk).phase == final
+    # Written to the row while the restore ran, all from the restoring thread.
+    assert "pg_restore --jobs=2: creating tables and other objects" in [row for _text, row, _t in seen]
+    assert {thread for _text, _row, thread in seen} == {threading.get_ident()}
+    assert counts(pg_server, new_db) == COUNTS
+
+
+def test_it_shows_how_many_tables_a_streamed_restore_has_loaded(
+    pg_server: PostgresServer, local_storage: Storage, source_db: str, new_db: str
+) -> None:
+    backup = backed_up(pg_server, source_db, local_storage)
+    seen: list[str] = []
+    log = restore_backup(backup, destination(pg_server, new_db, local_storage), phase=seen.append)
+    assert log.status == RestoreStatus.SUCCESS, log.error_message
+    assert log.phase == "pg_restore: data for 3 of 3 tables loaded; 6 indexes and constraints built"
+    assert seen and seen[-1] == log.phase
+
+
+def test_it_hands_the_phase_on_from_the_waiting_thread_while_pg_restore_runs(tmp_path: Path) -> None:
+    """run_restore waits in ticks: the phase followed from the tool's stderr (another thread)
+    reaches ``on_phase`` in the caller's thread while the tool still runs."""
+    reported: list[tuple[str, int]] = []
+    phase = parallel.Phase(lambda text: reported.append((text, threading.get_ident())), total=2, jobs=2)
+    script = (
+        "echo 'pg_restore: processing data for table \"public.a\"' >&2; "
+        "echo 'pg_restore: finished item 7 TABLE DATA a' >&2; sleep 1.5; "
+        "echo 'pg_restore: finished item 8 INDEX a_idx' >&2"
+    )
+    source = tmp_path / "archive"
+    source.write_bytes(b"x")
+    with source.open("rb") as stream, parallel.spooled(stream, tmp_path / "scratch", jobs=2) as spool:
+        parallel.run_restore(
+            ["sh", "-c", script, "pg_restore"], {"PATH": os.environ["PATH"]}, spool,
+            on_stderr=phase.follow, explain=str, on_tick=phase.report,
+        )  # fmt: skip
+    texts = {text for text, _thread in reported}
+    assert "pg_restore --jobs=2: data for 1 of 2 tables loaded" in texts  # while it slept
+    assert {thread for _text, thread in reported} == {threading.get_ident()}
+    phase.end()
+    assert phase.text == "pg_restore --jobs=2: data for 1 of 2 tables loaded; 1 indexes and constraints built"
+
+
+def test_it_follows_a_streamed_pg_restore_one_table_after_another() -> None:
+    phase = parallel.Phase(None, total=None, jobs=1)
+    assert phase.text == ""
+    phase.follow('pg_restore: creating TABLE "public.a"')
+    assert phase.text == ""
+    phase.follow('pg_restore: processing data for table "public.a"')
+    assert phase.text == "pg_restore: data for 0 tables loaded, loading public.a"
+    phase.follow('pg_restore: processing data for table "shop.b"')
+    assert phase.text == "pg_restore: data for 1 tables loaded, loading shop.b"
+    phase.follow('pg_restore: creating INDEX "shop.b_idx"')
+    assert phase.text == "pg_restore: data for 2 tables loaded; 1 indexes and constraints built"
 
 
 def test_it_stops_spooling_when_the_disk_runs_short_while_it_writes(tmp_path: Path) -> None:

@@ -83,6 +83,11 @@ class DumpOptions:
 class RestoreOptions:
     scratch_dir: Path = Path("/tmp")  # noqa: S108
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: Where the restore is, as a short sentence ("pg_restore: data for 37 of 200 tables
+    #: loaded"), for a restore that runs long after the last byte of the backup was read. Engines
+    #: call it only from the thread that called ``restore`` (the caller may write a database row
+    #: there), as often as they like: the caller throttles. None: nobody listens.
+    on_phase: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -156,6 +161,16 @@ class Engine:
         failed in any way, even when the consumer has already read an apparently whole stream.
         """
         raise NotImplementedError
+
+    def restore_refusal(
+        self, connection: Connection, manifest: dict[str, Any], scratch_dir: Path
+    ) -> str | None:
+        """Why a restore into ``connection`` would fail before changing anything, found without
+        reading the backup (None when nothing is known against it). ``manifest`` holds the
+        catalog's facts of the backup (``raw_size``, ``engine_info``) and ``scratch_dir`` is the
+        scratch directory, as :meth:`restore` gets them in its options. Called before the first
+        byte is read, after :meth:`check_restore_destination` passed; may raise :class:`EngineError`."""
+        return None
 
     def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
         """Feed an uncompressed dump stream into the destination; fail on the first error."""

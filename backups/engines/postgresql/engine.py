@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import psycopg
 from psycopg import sql
@@ -366,6 +366,17 @@ class PostgreSQLEngine(Engine):
         """Pick a pg_restore for the destination server and the archive; returns it and whether
         the database exists. Changes nothing."""
         archive_major = major(str(info.get("tool_version", "")))
+        server_major, exists = self._server(connection, settings)
+        tool = choose_tool(
+            "pg_restore",
+            installed_tools("pg_restore", settings.bin_dir),
+            max(server_major, archive_major),
+            f"a pg_dump {archive_major or '?'} archive into a PostgreSQL {server_major} server",
+        )
+        return tool, exists
+
+    def _server(self, connection: Connection, settings: Settings) -> tuple[int, bool]:
+        """The destination server's major version and whether the database exists."""
         with (
             contextlib.closing(self._connect(connection, settings, settings.maintenance_database)) as conn,
             conn.cursor() as cur,
@@ -376,14 +387,7 @@ class PostgreSQLEngine(Engine):
                 (connection.database,),
             )
             row = cur.fetchone()
-        server_major, exists = (int(row[0]) // 10000, bool(row[1])) if row else (0, False)
-        tool = choose_tool(
-            "pg_restore",
-            installed_tools("pg_restore", settings.bin_dir),
-            max(server_major, archive_major),
-            f"a pg_dump {archive_major or '?'} archive into a PostgreSQL {server_major} server",
-        )
-        return tool, exists
+        return (int(row[0]) // 10000, bool(row[1])) if row else (0, False)
 
     def _create_database(self, connection: Connection, settings: Settings, info: dict[str, Any]) -> None:
         """Create the destination database (only once a usable tool is known)."""
@@ -416,6 +420,22 @@ class PostgreSQLEngine(Engine):
             argv.append("--no-privileges")
         return argv
 
+    def restore_refusal(
+        self, connection: Connection, manifest: dict[str, Any], scratch_dir: Path
+    ) -> str | None:
+        """A parallel restore (``restore_jobs``) whose spool would not fit in the scratch directory."""
+        settings = self._settings(connection)
+        if settings.restore_jobs <= 1:
+            return None  # streamed: no scratch space, and no need to ask the server
+        _server_major, exists = self._server(connection, settings)
+        jobs, _note = parallel.jobs_for(
+            settings.restore_jobs,
+            exists=exists,
+            single_transaction=settings.single_transaction,
+            database=connection.database,
+        )
+        return parallel.space_problem(scratch_dir, manifest.get("raw_size"), jobs) if jobs > 1 else None
+
     def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
         settings = self._settings(connection)
         info = options.manifest.get("engine_info", {})
@@ -428,27 +448,41 @@ class PostgreSQLEngine(Engine):
         )
         argv = self._restore_argv(tool, connection, settings, jobs)
         restored: list[str] = []
+        phase = parallel.Phase(options.on_phase, total=_data_tables(info), jobs=jobs)
 
         def follow(line: str) -> None:
             match = _DATA_LINE.search(line)
             if match:
                 restored.append(match.group("table"))
+            phase.follow(line)
 
         def wording(text: str) -> str:
             return explain(_restore_error(text), connection)
 
         def streamed(env: dict[str, str]) -> None:
-            feed_process(argv, env, stream, tool="pg_restore", on_stderr=follow, explain=wording)
+            # Read in this thread: each read hands the phase on (the stderr thread may not).
+            relaying = cast(BinaryIO, parallel.Relaying(stream, phase.report))
+            feed_process(argv, env, relaying, tool="pg_restore", on_stderr=follow, explain=wording)
+            phase.end()
+            phase.report()
 
         if jobs > 1:
+            # Refused before a byte is read (restores.refusals asks restore_refusal first; the
+            # disk may have filled since).
             problem = parallel.space_problem(options.scratch_dir, options.manifest.get("raw_size"), jobs)
             if problem:
                 raise EngineError(problem)
+            phase.report(f"spooling the backup to the scratch directory for pg_restore --jobs={jobs}")
             # The whole archive is spooled (and its digest checked) before the destination is touched.
             with parallel.spooled(stream, options.scratch_dir, jobs=jobs) as spool:
 
                 def from_spool(env: dict[str, str]) -> None:
-                    parallel.run_restore(argv, env, spool, on_stderr=follow, explain=wording)
+                    phase.report(f"pg_restore --jobs={jobs}: creating tables and other objects")
+                    parallel.run_restore(
+                        argv, env, spool, on_stderr=follow, explain=wording, on_tick=phase.report
+                    )
+                    phase.end()
+                    phase.report()
 
                 self._apply(
                     connection, settings, info, options, exists=exists, all_or_nothing=False, run=from_spool
@@ -668,6 +702,16 @@ def in_catalog(name: str) -> str:
 
 def pattern_schema(name: str) -> str:
     return '"{}"'.format(name.replace('"', '""'))
+
+
+def _data_tables(info: dict[str, Any]) -> int | None:
+    """How many tables of the backup have data for pg_restore to load: those counted at backup
+    time (partitioned parents hold none), else every table listed; None when unknown."""
+    counted = info.get("row_counts")
+    if isinstance(counted, dict) and counted:
+        return len(counted)
+    tables = info.get("tables")
+    return len(tables) if isinstance(tables, list) and tables else None
 
 
 def _restore_error(text: str) -> str:

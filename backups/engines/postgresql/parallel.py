@@ -21,17 +21,24 @@ share one offset, so the option is not used there.
 Not one transaction: ``pg_restore --jobs`` cannot run in a single transaction, so the engine
 uses it only where a failure can be undone (a database the restore creates, dropped again) or
 where the operator already gave up all-or-nothing (``single_transaction = false``).
+
+Progress: once spooled, no byte of the backup moves while pg_restore runs, possibly for minutes.
+:class:`Phase` follows pg_restore's ``--verbose`` lines (the streamed restore's too) and says how
+many tables' data are loaded; :func:`run_restore` waits in short ticks so the restoring thread
+can hand that on (``RestoreOptions.on_phase``) while pg_restore runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +53,12 @@ SPOOL_RESERVE = 256 * MIB
 _CHUNK = MIB
 _RECHECK_EVERY = 64 * MIB  # free space checked again after this many bytes spooled
 _STOP_GRACE = 10.0  # pg_restore's leader cancels its workers' queries on SIGTERM
+_TICK = 0.5  # seconds between two hand-ons of the phase while pg_restore runs
+
+# pg_restore --verbose: a table's data begins (every mode), an item ends (--jobs only).
+_DATA_BEGINS = re.compile(r'processing data for table "(?P<table>.+)"$')
+_FINISHED = re.compile(r"finished item \d+ (?P<kind>TABLE DATA|INDEX|CONSTRAINT|FK CONSTRAINT) ")
+_BUILDING = re.compile(r"creating (INDEX|CONSTRAINT|FK CONSTRAINT) ")
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,75 @@ class Spool:
     def path(self) -> str:
         """What pg_restore opens: a child that inherits ``fd`` reopens the file through it."""
         return f"/dev/fd/{self.fd}"
+
+
+class Phase:
+    """Where pg_restore is, from its ``--verbose`` lines: "pg_restore: data for 37 of 200 tables
+    loaded". :meth:`follow` takes the lines in the stderr reader's thread; :meth:`report` hands the
+    sentence to ``on_phase`` and is called only from the restoring thread (see ``RestoreOptions``).
+
+    With ``--jobs`` a table counts once pg_restore says its item finished; streamed, pg_restore
+    loads one table after another, so a table counts once the next one begins (or pg_restore ends).
+    ``total``: the tables with data the backup holds, when the manifest says."""
+
+    def __init__(self, on_phase: Callable[[str], None] | None, *, total: int | None, jobs: int) -> None:
+        self._on_phase, self._total, self._jobs = on_phase, total, jobs
+        self._lock = threading.Lock()
+        self._begun = self._loaded = self._built = 0
+        self._current = ""  # the table being loaded (streamed only: with --jobs, several are)
+        self._ended = False
+
+    def follow(self, line: str) -> None:
+        with self._lock:
+            if match := _DATA_BEGINS.search(line):
+                self._begun += 1
+                if self._jobs == 1:
+                    self._loaded, self._current = self._begun - 1, match.group("table")
+            elif self._jobs > 1 and (match := _FINISHED.search(line)):
+                if match.group("kind") == "TABLE DATA":
+                    self._loaded += 1
+                else:
+                    self._built += 1
+            elif self._jobs == 1 and _BUILDING.search(line):  # after the data, one at a time
+                self._loaded, self._current = self._begun, ""
+                self._built += 1
+
+    def end(self) -> None:
+        """pg_restore exited 0: every table it began is loaded."""
+        with self._lock:
+            self._loaded, self._current, self._ended = max(self._loaded, self._begun), "", True
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            if not self._begun and not self._ended:
+                return ""
+            name = "pg_restore" if self._jobs == 1 else f"pg_restore --jobs={self._jobs}"
+            total = f" of {self._total}" if self._total is not None and self._total >= self._loaded else ""
+            text = f"{name}: data for {self._loaded}{total} tables loaded"
+            if self._current:
+                text += f", loading {self._current}"
+            if self._built:
+                text += f"; {self._built} indexes and constraints built"
+            return text
+
+    def report(self, text: str | None = None) -> None:
+        """Hand ``text`` (default: where pg_restore is) on; from the restoring thread only."""
+        text = self.text if text is None else text
+        if self._on_phase is not None and text:
+            self._on_phase(text)
+
+
+class Relaying:
+    """``stream``, calling ``on_read`` before each read: a streamed restore's reads happen in the
+    restoring thread, so they are where it hands its phase on (see :class:`Phase`)."""
+
+    def __init__(self, stream: BinaryIO, on_read: Callable[[], None]) -> None:
+        self._stream, self._on_read = stream, on_read
+
+    def read(self, size: int = -1) -> bytes:
+        self._on_read()
+        return self._stream.read(size)
 
 
 def human(size: int) -> str:
@@ -156,10 +238,12 @@ def run_restore(
     *,
     on_stderr: Callable[[str], None],
     explain: Callable[[str], str],
+    on_tick: Callable[[], None] = lambda: None,
 ) -> None:
     """Run ``argv`` (a pg_restore command line without its archive) on ``spool``; raise
     :class:`EngineError` with pg_restore's own message when it fails. If the caller is
-    interrupted, pg_restore and its workers are stopped before the exception goes on."""
+    interrupted, pg_restore and its workers are stopped before the exception goes on.
+    ``on_tick`` is called from the caller's thread every :data:`_TICK` seconds while it runs."""
     try:
         process = subprocess.Popen(
             [*argv, spool.path],
@@ -185,7 +269,7 @@ def run_restore(
 
     collector = StderrCollector(process.stderr, follow)
     try:
-        returncode = process.wait()
+        returncode = _wait(process, on_tick)
     except BaseException:
         _stop(process)
         raise
@@ -197,6 +281,14 @@ def run_restore(
         if first_error and first_error[0] not in stderr:
             stderr = f"{first_error[0]} | {stderr}"
         raise EngineError(describe_exit("pg_restore", returncode, explain(stderr)))
+
+
+def _wait(process: subprocess.Popen[bytes], on_tick: Callable[[], None]) -> int:
+    while True:
+        try:
+            return process.wait(timeout=_TICK)
+        except subprocess.TimeoutExpired:
+            on_tick()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
