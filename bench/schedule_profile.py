@@ -116,6 +116,9 @@ def _wrap_steps(recorder: Recorder, module: Any) -> None:
             yield step
 
     module.record_step = wrapped
+    done = getattr(module, "record_done", None)  # a step recorded finished in one write
+    if done is not None:
+        _wrap(recorder, module, "record_done", "compress")
 
 
 def instrument(recorder: Recorder) -> None:

@@ -19,11 +19,13 @@ pytestmark = [pytest.mark.django_db, pytest.mark.catalog]
 
 # One scheduled SQLite run into one local storage, no notifier, counting statements but not the
 # transactions' own (BEGIN, SAVEPOINT): the firing (2), the slot (1), the row and its claim (2),
-# six steps (2 each) with the copy row (4 writes), the run's row (2) and the progress (1), the
-# manifest's schedule (1), notifications (2), shrinkage (1), retention (2). It was 35 before the
-# claim stopped re-reading the row and then the target, and the run stopped looking its schedule
-# up twice more to announce its outcome.
-MAX_QUERIES = 31
+# five steps (2 each) and compression (recorded done, 1), the storages (1), the copy row (4
+# writes), the run's row (2), notifications (2), shrinkage (1), retention (2). It was 35 before
+# the claim stopped re-reading the row and then the target, and the run stopped looking its
+# schedule up twice more to announce its outcome; 31 before a short dump stopped writing its
+# progress, compression was recorded in one write and the manifest took the schedule's name
+# from the run.
+MAX_QUERIES = 28
 
 
 def _statements(queries: CaptureQueriesContext) -> list[str]:
@@ -50,7 +52,7 @@ def test_it_runs_a_scheduled_backup_in_a_bounded_number_of_queries(sqlite_target
     statements = _statements(queries)
     assert len(statements) <= MAX_QUERIES, "\n".join(sql[:150] for sql in statements)
     schedule_reads = [sql for sql in statements if 'FROM "backup_schedule"' in sql]
-    assert len(schedule_reads) <= 3  # the firing's, the manifest's and retention's; not notify's
+    assert len(schedule_reads) <= 2  # the firing's and retention's; not the manifest's or notify's
 
 
 def test_it_adds_only_the_notifiers_query_when_a_notifier_hears_successes(
@@ -82,3 +84,35 @@ def test_it_saves_everything_a_successful_run_set_on_its_row(sqlite_target: Targ
             continue
         assert getattr(stored, field.attname) == getattr(backup, field.attname), field.name
     assert stored.proof == "stored" and stored.checksum and stored.file_size and stored.completed_at
+
+
+def test_it_names_the_schedule_in_the_manifest_without_looking_it_up(sqlite_target: Target) -> None:
+    from backups.services import load_manifest
+
+    schedule = _schedule(sqlite_target)
+    backup = services.run_schedule(schedule.pk, _night(1))
+    assert backup is not None and backup.status == BackupStatus.SUCCESS
+    assert load_manifest(backup)["backup"]["schedule"] == "nightly"
+    steps = list(backup.steps.order_by("pk").values_list("name", "status"))
+    assert steps == [
+        ("validate", "success"), ("dump", "success"), ("compress", "success"), ("upload", "success"),
+        ("verify", "success"), ("manifest", "success"),
+    ]  # fmt: skip
+
+
+def test_a_step_whose_success_cannot_be_saved_is_failed_and_keeps_none_of_its_writes(
+    sqlite_target: Target,
+) -> None:
+    from backups.runs.steps import record_step
+
+    backup = Backup.objects.create(target=sqlite_target, backup_name="b")
+
+    def also_save() -> None:
+        Backup.objects.filter(pk=backup.pk).update(notes="saved with the step")
+        raise RuntimeError("the catalog refused the write")
+
+    with pytest.raises(RuntimeError), record_step(backup, "upload", also_save=also_save) as step:
+        step.bytes = 10
+    step.refresh_from_db()
+    assert step.status == "failed" and "the catalog refused the write" in step.message
+    assert Backup.objects.get(pk=backup.pk).notes == ""  # rolled back with the step's end

@@ -178,13 +178,17 @@ class Backup(models.Model):
             setattr(self, name, value)
         return list(fields)
 
-    def as_record(self) -> dict[str, Any]:
-        """The row as plain JSON-ready values, keyed by ``backup_history`` column names."""
+    def as_record(self, schedule_name: str | None = None) -> dict[str, Any]:
+        """The row as plain JSON-ready values, keyed by ``backup_history`` column names
+        (``schedule_name``: the schedule's, when the caller knows it, saving a query)."""
         record: dict[str, Any] = {"id": self.pk, "target": self.target.name}
         for name in RECORD_COLUMNS:
             value = getattr(self, name)
             record[name] = value.isoformat() if hasattr(value, "isoformat") else value
-        record["schedule"] = self.schedule.name if self.schedule_id and self.schedule else None
+        if schedule_name is not None and self.schedule_id:
+            record["schedule"] = schedule_name
+        else:
+            record["schedule"] = self.schedule.name if self.schedule_id and self.schedule else None
         record["base_file_path"] = self.base.file_path if self.base_id and self.base else None
         return record
 

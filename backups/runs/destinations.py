@@ -167,6 +167,14 @@ def discard_all(destinations: Iterable[Destination]) -> None:
         destination.copy.save(update_fields=["status", "error_message"])
 
 
+def name_copies(destinations: Iterable[Destination], path: str) -> None:
+    """Record the object name every copy is about to be written under (the sweep of a lost run
+    removes what was written there)."""
+    for destination in destinations:
+        destination.copy.path = path
+        destination.copy.save(update_fields=["path"])
+
+
 # -- streaming into every destination ------------------------------------------------------------
 
 
@@ -178,9 +186,8 @@ class FanOut:
         self.destinations = destinations
 
     def open(self, path: str) -> None:
-        for destination in self.destinations:
-            destination.copy.path = path
-            destination.copy.save(update_fields=["path"])
+        """Open a writer for ``path`` on every live destination (their rows already name it:
+        :func:`name_copies`)."""
         for destination in self.live():  # one that failed its start-up check waits for a retry
             try:
                 destination.writer = destination.storage.open_writer(path)
@@ -226,7 +233,11 @@ class FanOut:
 @contextlib.contextmanager
 def _upload_step(backup: Backup, destination: Destination, attempt: int = 0) -> Iterator[None]:
     label = f"storage {destination.name}" + (f", retry {attempt}" if attempt else "")
-    with record_step(backup, "upload", label) as step:
+
+    def save_copy() -> None:
+        destination.copy.save(update_fields=["size", "etag", "version"])
+
+    with record_step(backup, "upload", label, also_save=save_copy) as step:
         yield
         stored = destination.stored
         assert stored is not None
@@ -235,7 +246,6 @@ def _upload_step(backup: Backup, destination: Destination, attempt: int = 0) -> 
         destination.copy.size = stored.size
         destination.copy.etag = stored.etag[:255]
         destination.copy.version = stored.version[:255]
-        destination.copy.save(update_fields=["size", "etag", "version"])
 
 
 # -- confirming, retrying, recording -------------------------------------------------------------
@@ -345,10 +355,9 @@ def store_manifests(destinations: list[Destination], path: str, manifest: bytes)
     raise_for_required(destinations)
 
 
-def record_outcomes(destinations: list[Destination]) -> list[str]:
-    """Save every copy's final status; return the failures of the optional copies."""
+def record_outcomes(destinations: list[Destination]) -> None:
+    """Save every copy's final status (STORED when confirmed, else FAILED with its error)."""
     for destination in destinations:
         destination.copy.status = CopyStatus.STORED if destination.confirmed else CopyStatus.FAILED
         destination.copy.error_message = destination.error
         destination.copy.save(update_fields=["status", "error_message"])
-    return [d.failure for d in destinations if not d.confirmed]

@@ -14,15 +14,18 @@ from backups.resources import MANIFEST_FORMAT
 logger = logging.getLogger(__name__)
 
 
-def build_manifest(backup: Backup, engine: Engine, info: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to rebuild the catalog entry and restore by hand."""
+def build_manifest(
+    backup: Backup, engine: Engine, info: dict[str, Any], schedule_name: str | None = None
+) -> dict[str, Any]:
+    """Everything needed to rebuild the catalog entry and restore by hand (``schedule_name``:
+    the run's schedule's, when the caller has it)."""
     from backupsite import __version__
 
     return {
         "format": MANIFEST_FORMAT,
         "backupsite_version": __version__,
         "host": platform.node(),
-        "backup": backup.as_record(),
+        "backup": backup.as_record(schedule_name),
         "target": {"name": backup.target.name, "engine": engine.key},
         "file": Path(backup.file_path).name,
         "content_type": engine.content_type,

@@ -27,7 +27,7 @@ from backups.runs.claims import claim
 from backups.runs.destinations import Destination, FanOut
 from backups.runs.heartbeat import Heartbeat
 from backups.runs.manifests import build_manifest
-from backups.runs.steps import WorkerLost, describe_error, record_step
+from backups.runs.steps import WorkerLost, describe_error, record_done, record_step
 from backups.storages import StorageError
 from backups.streaming.codecs import EXTENSIONS
 from backups.streaming.encryption import AGE_EXTENSION, AgeEncryptor
@@ -167,12 +167,6 @@ def _execute(
 
     base_info = chains.link_to_previous(backup) if backup.backup_type == "incremental" else None
     backup.file_path = _object_path(backup, engine, schedule)
-    backup.save(
-        update_fields=[
-            "file_path", "fingerprint", "base", "backup_type", "backup_name",
-            "encryption", "encryption_key_id", "encryption_recipients",
-        ]
-    )  # fmt: skip
     options = DumpOptions(
         backup_type=backup.backup_type,
         compression=backup.compression,
@@ -180,11 +174,19 @@ def _execute(
         previous=base_info,
     )
     try:
+        with transaction.atomic():  # one write to the catalog: the run's name and its copies' names
+            backup.save(
+                update_fields=[
+                    "file_path", "fingerprint", "base", "backup_type", "backup_name",
+                    "encryption", "encryption_key_id", "encryption_recipients",
+                ]
+            )  # fmt: skip
+            destinations.name_copies(opened, backup.file_path)
         result, info = _stream(
             backup, engine, connection, FanOut(backup, opened), options, progress, encryption
         )
-        _confirm_and_describe(backup, engine, opened, result, info)
-        _record_success(backup)
+        _confirm_and_describe(backup, engine, opened, result, info, schedule)
+        _record_success(backup, opened)
     except BaseException:
         destinations.discard_all(opened)
         raise
@@ -193,14 +195,17 @@ def _execute(
     logger.info("backup %s of target %s succeeded: %s bytes", backup.pk, target.name, backup.file_size)
 
 
-def _record_success(backup: Backup) -> None:
-    """End the run as SUCCESS and save it. Called inside the stream's ``try``: a failure here
-    (a ``retention_days`` written around the checks that overflows the expiry, a lost database)
-    removes the committed copies and their manifests like any other failure."""
+def _record_success(backup: Backup, opened: list[Destination]) -> None:
+    """End the run as SUCCESS and save it with its copies' outcomes, in one transaction. Called
+    inside the stream's ``try``: a failure here (a ``retention_days`` written around the checks
+    that overflows the expiry, a lost database) removes the committed copies and their manifests
+    like any other failure."""
     try:
         ended = backup.finish(BackupStatus.SUCCESS)
         backup.proof, backup.proof_at = Proof.STORED, backup.completed_at  # every copy confirmed
-        backup.save(update_fields=[*ended, *OUTCOME_FIELDS])
+        with transaction.atomic():
+            destinations.record_outcomes(opened)
+            backup.save(update_fields=[*ended, *OUTCOME_FIELDS])
     except Exception as exc:
         why = (
             f"retention_days {backup.retention_days} puts its expiry past the last date the calendar holds"
@@ -256,8 +261,13 @@ def _stream(
     progress: ProgressCallback | None,
     encryption: keys.Encryption | None,
 ) -> tuple[StreamResult, dict[str, Any]]:
+    began = time.monotonic()
+
     def on_progress(raw: int, stored: int) -> None:
-        Backup.objects.filter(pk=backup.pk).update(progress=raw)
+        # A dump shorter than one progress interval (most scheduled runs of small databases)
+        # writes no progress: its row gets the final count with the outcome.
+        if time.monotonic() - began >= settings.BACKUPSITE_PROGRESS_INTERVAL:
+            Backup.objects.filter(pk=backup.pk).update(progress=raw)
         if progress is not None:
             progress(raw, stored)
 
@@ -279,12 +289,11 @@ def _stream(
         finishing = time.perf_counter() - streamed  # the tool's exit, the engine's own checks
         step.bytes = result.raw_size
         step.message = dump_profile(result, engine.label, opening, finishing)
-    with record_step(backup, "compress") as step:
-        step.bytes = result.size
-        ratio = result.size / result.raw_size if result.raw_size else 0
-        step.message = f"{backup.compression}: {result.size} bytes ({ratio:.1%} of the dump)"
-        if encryption is not None:
-            step.message += f", encrypted ({encryption.describe()})"
+    ratio = result.size / result.raw_size if result.raw_size else 0
+    compressed = f"{backup.compression}: {result.size} bytes ({ratio:.1%} of the dump)"
+    if encryption is not None:
+        compressed += f", encrypted ({encryption.describe()})"
+    record_done(backup, "compress", compressed, result.size)
     fan.commit()
     return result, dict(dump.info)
 
@@ -295,6 +304,7 @@ def _confirm_and_describe(
     opened: list[Destination],
     result: StreamResult,
     info: dict[str, Any],
+    schedule: ScheduleInfo | None,
 ) -> None:
     with record_step(backup, "verify") as step:
         destinations.confirm_all(opened, backup.file_path, result.size, result.sha256)
@@ -315,10 +325,14 @@ def _confirm_and_describe(
     backup.engine_info = chains.catalog_info(info)
     backup.files_included = list(info.get("roots", {}).values()) or list(info.get("config_paths", []))
     with record_step(backup, "manifest") as step:
-        manifest = json.dumps(build_manifest(backup, engine, info), indent=2, sort_keys=True).encode()
+        manifest = json.dumps(
+            build_manifest(backup, engine, info, schedule.name if schedule is not None else None),
+            indent=2,
+            sort_keys=True,
+        ).encode()
         destinations.store_manifests(opened, backup.file_path + MANIFEST_SUFFIX, manifest)
         step.message = f"{backup.file_path}{MANIFEST_SUFFIX}"
-    optional_failures = destinations.record_outcomes(opened)
+    optional_failures = [d.failure for d in opened if not d.confirmed]
     if optional_failures:
         notes = [backup.notes] if backup.notes else []
         backup.notes = "; ".join(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from django.db import transaction
 from django.utils import timezone
 
 from backups.logs import log_context
@@ -17,22 +19,39 @@ class WorkerLost(Exception):
 
 
 @contextmanager
-def record_step(backup: Backup, name: str, message: str = "") -> Iterator[BackupStep]:
-    """Create a RUNNING step; mark it SUCCESS on exit or FAILED with the error, then re-raise."""
+def record_step(
+    backup: Backup, name: str, message: str = "", also_save: Callable[[], None] | None = None
+) -> Iterator[BackupStep]:
+    """Create a RUNNING step; mark it SUCCESS on exit or FAILED with the error, then re-raise.
+    ``also_save``: the writes that go with the step's success (a copy's stored size), made in
+    the same transaction."""
     step = BackupStep.objects.create(backup=backup, name=name, started_at=timezone.now(), message=message)
     # In a run, the step that failed stays on the lines that report the failure.
     with log_context(step=name, keep_on_error=True):
         try:
             yield step
+            step.status = StepStatus.SUCCESS
+            step.completed_at = timezone.now()
+            with transaction.atomic() if also_save is not None else contextlib.nullcontext():
+                if also_save is not None:
+                    also_save()
+                step.save(update_fields=["status", "message", "completed_at", "bytes"])
         except BaseException as exc:
             step.status = StepStatus.FAILED
             step.message = redact(describe_error(exc))
             step.completed_at = timezone.now()
             step.save(update_fields=["status", "message", "completed_at"])
             raise
-    step.status = StepStatus.SUCCESS
-    step.completed_at = timezone.now()
-    step.save(update_fields=["status", "message", "completed_at", "bytes"])
+
+
+def record_done(backup: Backup, name: str, message: str, size: int | None = None) -> BackupStep:
+    """Record a step that already happened inside another (compression, done in the dump's
+    stream) as SUCCESS in one write."""
+    now = timezone.now()
+    return BackupStep.objects.create(
+        backup=backup, name=name, status=StepStatus.SUCCESS, started_at=now, completed_at=now,
+        bytes=size, message=message,
+    )  # fmt: skip
 
 
 def describe_error(exc: BaseException) -> str:
