@@ -72,7 +72,7 @@ test: setup $(STAMP_NPM)
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 	BACKUPSITE_TEST_CATALOG=postgresql $(BIN)/pytest -q -m catalog
 
 bench: setup
