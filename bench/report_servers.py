@@ -15,7 +15,7 @@ MIB = 1024 * 1024
 RSS_LIMIT_MIB = report.RSS_LIMIT_MIB
 BACKUPS = (
     "raw-gzip", "ours-gzip", "ours-gzip-nocount", "raw-zstd", "ours-zstd", "raw-dump", "ours-gzip-warm",
-    "ours-zstd-warm", "dbbackup",
+    "ours-zstd-warm", "ours-zstd-nocount-warm", "dbbackup",
 )  # fmt: skip
 RESTORES = (
     "raw-restore", "ours-restore", "ours-restore-zstd", "ours-restore-warm", "ours-restore-create",
@@ -27,6 +27,7 @@ OURS = (
     "ours-zstd",
     "ours-gzip-warm",
     "ours-zstd-warm",
+    "ours-zstd-nocount-warm",
     "ours-restore",
     "ours-restore-warm",
     "ours-restore-zstd",
@@ -42,6 +43,7 @@ NAMES = {
     "ours-zstd": "ours, zstd",
     "ours-gzip-warm": "ours, gzip, in a warm process (as a worker)",
     "ours-zstd-warm": "ours, zstd, in a warm process (as a worker)",
+    "ours-zstd-nocount-warm": "ours, zstd, row_counts = false, in a warm process",
     "ours-restore-warm": "ours, from the gzip backup, in a warm process",
     "dbbackup": "django-dbbackup dbbackup -z",
     "raw-restore": "raw gunzip -c | restore",
@@ -61,6 +63,7 @@ BASELINES = {
     "ours-zstd": "raw-zstd",
     "ours-gzip-warm": "raw-gzip",
     "ours-zstd-warm": "raw-zstd",
+    "ours-zstd-nocount-warm": "raw-zstd",
     "dbbackup": "raw-gzip",
     **{label: "raw-restore" for label in RESTORES if label != "raw-restore"},
 }
@@ -205,6 +208,14 @@ def verdicts(result: EngineResult) -> list[str]:
         if nocount is not None:
             lines.append(
                 f"  With `row_counts = false` the gzip backup is {nocount:.2f}x the raw gzip pipeline."
+            )
+        zstd_nocount = _ratio(by, "ours-zstd-nocount-warm", "raw-zstd")
+        floor_nocount = _ratio(by, "ours-zstd-nocount-warm", "raw-dump")
+        if zstd_nocount is not None:
+            lines.append(
+                f"  The zstd path alone (warm, `row_counts = false`: no second scan of every table on "
+                f"the server): {zstd_nocount:.2f}x the raw zstd pipeline, {_fmt(floor_nocount)}x the "
+                "dump tool alone."
             )
         zstd_gzip = _ratio(by, "ours-zstd", "raw-gzip")
         if zstd_gzip is not None:
