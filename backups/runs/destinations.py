@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from backups import secrets
 from backups.models import Backup, BackupCopy, CopyStatus, Storage
@@ -226,6 +227,8 @@ class FanOut:
                         destination.background.finish()
                     destination.stored = destination.writer.commit()
                     destination.writer = destination.background = None
+            except (OperationalError, InterfaceError):
+                raise  # the catalog's failure, not this copy's: the run fails saying so
             except Exception as exc:
                 destination.fail(exc)
 
