@@ -56,7 +56,7 @@ _STOP_GRACE = 10.0  # pg_restore's leader cancels its workers' queries on SIGTER
 _TICK = 0.5  # seconds between two hand-ons of the phase while pg_restore runs
 
 # pg_restore --verbose: a table's data begins (every mode), an item ends (--jobs only).
-_DATA_BEGINS = re.compile(r'processing data for table "(?P<table>.+)"$')
+DATA_BEGINS = re.compile(r'processing data for table "(?P<table>.+)"$')
 _FINISHED = re.compile(r"finished item \d+ (?P<kind>TABLE DATA|INDEX|CONSTRAINT|FK CONSTRAINT) ")
 _BUILDING = re.compile(r"creating (INDEX|CONSTRAINT|FK CONSTRAINT) ")
 
@@ -92,7 +92,7 @@ class Phase:
 
     def follow(self, line: str) -> None:
         with self._lock:
-            if match := _DATA_BEGINS.search(line):
+            if match := DATA_BEGINS.search(line):
                 self._begun += 1
                 if self._jobs == 1:
                     self._loaded, self._current = self._begun - 1, match.group("table")

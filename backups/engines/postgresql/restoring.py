@@ -6,7 +6,6 @@ recorded at backup time. The restore side of :class:`~.engine.PostgreSQLEngine`.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -20,8 +19,6 @@ from backups.engines.postgresql.session import TABLES_SQL, Sessions, explain, ta
 from backups.engines.postgresql.settings import Settings
 from backups.engines.postgresql.tools import Tool, choose_tool, installed_tools, major
 from backups.engines.process import feed_process
-
-_DATA_LINE = re.compile(r'processing data for table "(?P<table>.+)"$')
 
 
 class RestoreSide(Sessions):
@@ -87,6 +84,15 @@ class RestoreSide(Sessions):
             argv.append("--no-privileges")
         return argv
 
+    def _jobs(self, connection: Connection, settings: Settings, exists: bool) -> tuple[int, str]:
+        """The jobs this restore runs with (``restore_jobs`` where it can be undone) and why not."""
+        return parallel.jobs_for(
+            settings.restore_jobs,
+            exists=exists,
+            single_transaction=settings.single_transaction,
+            database=connection.database,
+        )
+
     def restore_refusal(
         self, connection: Connection, manifest: dict[str, Any], scratch_dir: Path
     ) -> str | None:
@@ -95,30 +101,20 @@ class RestoreSide(Sessions):
         if settings.restore_jobs <= 1:
             return None  # streamed: no scratch space, and no need to ask the server
         _server_major, exists = self._server(connection, settings)
-        jobs, _note = parallel.jobs_for(
-            settings.restore_jobs,
-            exists=exists,
-            single_transaction=settings.single_transaction,
-            database=connection.database,
-        )
+        jobs, _note = self._jobs(connection, settings, exists)
         return parallel.space_problem(scratch_dir, manifest.get("raw_size"), jobs) if jobs > 1 else None
 
     def restore(self, connection: Connection, stream: BinaryIO, options: RestoreOptions) -> RestoreResult:
         settings = self._settings(connection)
         info = options.manifest.get("engine_info", {})
         tool, exists = self._destination(connection, settings, info)
-        jobs, note = parallel.jobs_for(
-            settings.restore_jobs,
-            exists=exists,
-            single_transaction=settings.single_transaction,
-            database=connection.database,
-        )
+        jobs, note = self._jobs(connection, settings, exists)
         argv = self._restore_argv(tool, connection, settings, jobs)
         restored: list[str] = []
         phase = parallel.Phase(options.on_phase, total=_data_tables(info), jobs=jobs)
 
         def follow(line: str) -> None:
-            match = _DATA_LINE.search(line)
+            match = parallel.DATA_BEGINS.search(line)
             if match:
                 restored.append(match.group("table"))
             phase.follow(line)
