@@ -20,7 +20,7 @@ import pytest
 from backups import services
 from backups.engines import get_engine
 from backups.engines.base import EngineError
-from backups.engines.postgresql.engine import pgpass_line
+from backups.engines.postgresql.engine import _Counter, pgpass_line
 from backups.engines.postgresql.tools import Tool, choose_tool, installed_tools
 from backups.models import Backup, BackupStatus, Storage, Target
 from restores.models import RestoreStatus
@@ -214,6 +214,30 @@ def test_it_records_versions_tables_and_exact_row_counts_in_the_manifest(
     assert info["row_counts_exact"] is True
     assert backup.engine_info == info
     assert "pg_restore" in manifest["restore_by_hand"]
+
+
+def test_row_counts_take_no_parallel_workers_from_the_source_server(
+    pg_server: PostgresServer, variety_db: str
+) -> None:
+    """The counts run beside pg_dump; on the source server they use one backend, not a Gather."""
+    with pg_server.connect(variety_db) as session:
+        session.autocommit = False
+        session.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        session.execute("SET LOCAL min_parallel_table_scan_size = 0")  # parallel even for 100,000 rows
+        session.execute("SET LOCAL min_parallel_index_scan_size = 0")
+        session.execute("SET LOCAL parallel_setup_cost = 0")
+        plan = "\n".join(
+            r[0] for r in session.execute("EXPLAIN SELECT count(*) FROM public.pgbench_accounts")
+        )
+        assert "Gather" in plan  # the server would use workers for this count by itself
+        counter = _Counter(session, {"public.pgbench_accounts": ("public", "pgbench_accounts")})
+        counter.start()
+        assert counter.join() == {"public.pgbench_accounts": 100_000}
+        plan = "\n".join(
+            r[0] for r in session.execute("EXPLAIN SELECT count(*) FROM public.pgbench_accounts")
+        )
+        assert "Gather" not in plan and "Parallel" not in plan, plan
+        session.rollback()
 
 
 def test_it_streams_a_standard_custom_format_archive(
