@@ -441,7 +441,8 @@ def reconcile(storage_row: Storage) -> ReconcileReport:
             report.size_differs.append(
                 f"{copy.path}: backup {copy.backup_id} is {item.size} bytes here, the catalog says {expected}"
             )
-        if copy.manifest_path not in listing and item is not None:
+        # Files adopted from another tool (backups.watching, initiated_by "watch") have no manifest.
+        if copy.manifest_path not in listing and item is not None and copy.backup.initiated_by != "watch":
             report.missing.append(f"{copy.manifest_path}: backup {copy.backup_id}'s manifest is gone")
     for path, item in sorted(listing.items()):
         if path not in known:

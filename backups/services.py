@@ -153,6 +153,9 @@ if TYPE_CHECKING:
     from backups.health.readiness import Readiness, readiness
     from backups.health.summary import Dashboard, TargetSummary, dashboard
     from backups.retention.spec import SpecError, parse_moment, parse_spec, parse_timestamps
+    from backups.watching.expect import register_cron_clock
+    from backups.watching.service import ScanReport, external_targets, scan_external_target
+    from backups.watching.settings import run_refusal
 
 # Entry points only some commands and views need, imported on first use so that every process
 # (and every short command) does not load them at start-up.
@@ -180,6 +183,12 @@ _ON_FIRST_USE = {
     "parse_moment": "backups.retention.spec",
     "parse_spec": "backups.retention.spec",
     "parse_timestamps": "backups.retention.spec",
+    # External targets: backups another tool writes, watched and adopted (backups/watching/)
+    "ScanReport": "backups.watching.service",
+    "external_targets": "backups.watching.service",
+    "scan_external_target": "backups.watching.service",
+    "register_cron_clock": "backups.watching.expect",
+    "run_refusal": "backups.watching.settings",
 }
 
 
@@ -238,6 +247,7 @@ __all__ = [
     "RestoreOptions",
     "RestoreResult",
     "RunningWork",
+    "ScanReport",
     "ScheduleInfo",
     "ScheduleOverview",
     "ScheduleState",
@@ -276,6 +286,7 @@ __all__ = [
     "engine_for",
     "engine_keys",
     "engine_option_problems",
+    "external_targets",
     "feed_copy",
     "file_digest",
     "generate_key",
@@ -320,6 +331,7 @@ __all__ = [
     "redact",
     "register_awaiting_decisions",
     "register_cron_check",
+    "register_cron_clock",
     "register_key",
     "register_key_users",
     "register_reaper",
@@ -337,6 +349,8 @@ __all__ = [
     "rotate_key",
     "run_backup",
     "run_drill",
+    "run_refusal",
+    "scan_external_target",
     "scratch_dir",
     "secret_problems",
     "send_unsent",

@@ -22,7 +22,13 @@ def run_target_backup(target_id: int, backup_type: str = "full", initiated_by: s
     if not services.initiator_may(initiated_by, "run", target):
         _refused("backup.run", target, initiated_by)
         return None
-    return services.run_backup(target, backup_type=backup_type, initiated_by=initiated_by).pk
+    try:
+        return services.run_backup(target, backup_type=backup_type, initiated_by=initiated_by).pk
+    except services.ServiceError as exc:
+        # Refused before a row was written (an external target: another tool backs it up); a
+        # queued request has no one to tell but the log, and retrying would not change the answer.
+        logger.warning("backup of %s asked by %s refused: %s", target.name, initiated_by, exc)
+        return None
 
 
 def _refused(action: str, obj: Target | Backup, initiated_by: str) -> None:
@@ -88,3 +94,27 @@ def drill_target(target_id: int) -> int | None:
     except services.ServiceError as exc:
         logger.error("scheduled drill of target %s not run: %s", target.name, exc)
         return None
+
+
+@app.task(ignore_result=True)
+def watch_external_targets() -> None:
+    """Every few minutes (beat, on the watch queue): queue one scan per active external target,
+    each on its target's queue, since a scan reads every new file whole (its SHA-256)."""
+    for target_id, queue in services.external_targets():
+        scan_external_target.apply_async((target_id,), queue=queue)
+
+
+@app.task(acks_late=True, ignore_result=True)
+def scan_external_target(target_id: int) -> None:
+    """Scan one external target: adopt new files, alert on late or shrunken ones, apply its
+    retention. The outcome is on its watch row (ExternalWatch); a scan already running for the
+    target makes this one a no-op, so a backlog of firings does the work once."""
+    target = Target.objects.filter(pk=target_id).first()
+    if target is None:
+        logger.warning("scan of external target %s skipped: the target is gone", target_id)
+        return
+    report = services.scan_external_target(target)
+    if report.problem:
+        logger.error("scan of external target %s: %s", target.name, report.problem)
+    elif report.adopted:
+        logger.info("scan of external target %s adopted backups %s", target.name, report.adopted)

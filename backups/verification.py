@@ -36,6 +36,7 @@ from .resources import (
     stored_copies,
 )
 from .storages import StorageError
+from .watching.settings import EXTERNAL
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,12 @@ def verify_backup(
     copies = stored_copies(backup)
     if not copies:
         raise ServiceError(f"backup {backup.pk} has no stored copy to verify")
+    if deep and backup.target.engine == EXTERNAL:  # adopted: its bytes can be re-read, not restored
+        raise ServiceError(
+            f"backup {backup.pk} was written by another tool (target {backup.target.name} is external) and "
+            "Backupsite cannot restore it, so there is no deep verification; verify it without deep: "
+            "its size and SHA-256 are re-read"
+        )
     engine = engine_for(backup.target, backup.backup_type)
     if deep and sandbox is None and backup.backup_type != "configuration":
         sandbox = backup.target.sandbox

@@ -159,6 +159,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "ninja",  # the HTTP API (backups/api/): its Swagger UI comes from these static files, not a CDN
     "backups",
     "schedules",
     "restores",
@@ -175,6 +176,7 @@ MIDDLEWARE = [
     "backups.audit.RequestMiddleware",  # who and from where, for audit events made by signals
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "backups.api.errors.JsonMethodNotAllowed",  # /api/v1/ answers a wrong method in JSON too
 ]
 
 ROOT_URLCONF = "backupsite.urls"
@@ -365,6 +367,7 @@ CELERY_TASK_ROUTES = {
     "schedules.tasks.watch": {"queue": "watch"},
     "backups.tasks.sweep_leftovers": {"queue": "watch"},
     "restores.tasks.drop_expired_provisions": {"queue": "watch"},
+    "backups.tasks.watch_external_targets": {"queue": "watch"},
 }
 CELERY_BEAT_SCHEDULER = "schedules.beat:DatabaseScheduler"
 # Fixed entries beside the schedules' own tasks (django-celery-beat stores them on start). A
@@ -388,6 +391,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "restores.tasks.drop_expired_provisions",
         "schedule": 600.0,
         "options": {"expire_seconds": 600},
+    },
+    # External targets (backups.watching): one scan of each, queued on its target's queue.
+    "backupsite-external-watch": {
+        "task": "backups.tasks.watch_external_targets",
+        "schedule": 300.0,
+        "options": {"expire_seconds": 300},
     },
 }
 
@@ -426,6 +435,42 @@ BACKUPSITE_RESTORES_HERE = env_bool("BACKUPSITE_RESTORES_HERE", True)
 BACKUPSITE_CONFIG = env_str("BACKUPSITE_CONFIG")
 # Signed download URLs (S3, GCS, Azure) stay valid this long; at most 300 seconds.
 BACKUPSITE_DOWNLOAD_URL_SECONDS = min(env_int("BACKUPSITE_DOWNLOAD_URL_SECONDS", 300), 300)
+
+# The HTTP API (/api/v1/, docs/API.md): each personal token may make this many requests a
+# minute (0: no limit), counted in the cache below so every web process shares the count; a
+# token lives at most BACKUPSITE_API_TOKEN_MAX_DAYS.
+BACKUPSITE_API_RATE_LIMIT = env_int("BACKUPSITE_API_RATE_LIMIT", 120)
+BACKUPSITE_API_TOKEN_MAX_DAYS = env_int("BACKUPSITE_API_TOKEN_MAX_DAYS", 365)
+# POST /api/v1/targets/NAME/run answers once a worker has taken the run (naming its backup), or
+# after this many seconds without (then the run is found in /api/v1/backups?target=NAME).
+BACKUPSITE_API_RUN_WAIT_SECONDS = env_int("BACKUPSITE_API_RUN_WAIT_SECONDS", 10)
+if BACKUPSITE_API_RATE_LIMIT < 0:
+    raise ImproperlyConfigured("BACKUPSITE_API_RATE_LIMIT: expected requests a minute, 0 (no limit) or more")
+if BACKUPSITE_API_TOKEN_MAX_DAYS < 1:
+    raise ImproperlyConfigured("BACKUPSITE_API_TOKEN_MAX_DAYS: expected a whole number of days, at least 1")
+
+
+def cache_from_url(url: str, home: Path) -> dict[str, object]:
+    """The default cache: ``redis://host:6379/1`` (shared by every host; production), or a
+    directory under BACKUPSITE_HOME shared by the processes of this host (the default), or
+    ``locmem://`` (one process only: a single-process development server)."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    if url == "locmem://":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if url:
+        raise ImproperlyConfigured(
+            "BACKUPSITE_CACHE_URL: expected redis://host:6379/1, locmem:// or nothing (a directory under "
+            f"BACKUPSITE_HOME), got a {url.partition(':')[0]!r} URL"  # not the URL: it may hold a password
+        )
+    return {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(home / "cache"),
+        "OPTIONS": {"MAX_ENTRIES": 10000},
+    }
+
+
+CACHES = {"default": cache_from_url(env_str("BACKUPSITE_CACHE_URL").strip(), BACKUPSITE_HOME)}
 
 # Notifications. Email goes through Django's mail settings (an SMTP server).
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")

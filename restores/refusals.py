@@ -58,6 +58,10 @@ def restore_problems(backup: Backup, destination: Target, connection: Connection
     of the backup is read; nothing is written."""
     if backup.backup_type == "configuration":
         return [f"backup {backup.pk} is a configuration backup: restore it into a directory (--to-dir DIR)"]
+    # An external target's files are written, and restored, by another tool (backups.watching).
+    watched = backup_services.run_refusal(backup.target) or backup_services.run_refusal(destination)
+    if watched:
+        return [watched]
     problems = usability_problems(backup)
     if destination.engine != backup.target.engine:
         problems.append(

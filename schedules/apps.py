@@ -19,6 +19,7 @@ class SchedulesConfig(AppConfig):
         backup_services.register_schedule_states(requests.states)
         backup_services.register_key_users(requests.key_users)
         backup_services.register_cron_check(cron.cron_problem)  # targets' drill, checked as schedules' cron
+        backup_services.register_cron_clock(cron.previous_slot)  # external targets' expect
         backup_services.register_section(
             backup_services.ConfigSection(
                 name="schedules",

@@ -103,6 +103,14 @@ def _check_type(check: Validator, path: str, target: str, backup_type: str, know
                 f"target {target!r} lists no config_paths; add targets.{target}.config_paths "
                 "(the configuration files to back up)",
             )
+    elif targets.get(target) in backup_services.engine_keys() and not (
+        backup_services.get_engine(targets[target]).supported_types
+    ):
+        check.error(
+            f"{path}.target",
+            f"target {target!r} is external: another tool writes its backups and Backupsite adopts "
+            "them, so it cannot be scheduled here (docs/EXTERNAL.md); set its expect instead",
+        )
     elif (
         targets.get(target) in backup_services.engine_keys()
         and backup_type not in backup_services.get_engine(targets[target]).supported_types

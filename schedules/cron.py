@@ -150,6 +150,12 @@ def cron_problem(expression: str) -> str | None:
     return None
 
 
+def previous_slot(expression: str, tz_name: str, moment: datetime) -> datetime | None:
+    """The latest run time at or before ``moment``: when an external target's ``expect`` last
+    said a file was due (registered with the core as its cron clock)."""
+    return parse_cron(expression).previous_run(moment, ZoneInfo(tz_name))
+
+
 def next_runs(expression: str, tz_name: str, after: datetime, count: int = 3) -> list[datetime]:
     runs: list[datetime] = []
     if count <= 0:

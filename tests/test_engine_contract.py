@@ -15,7 +15,7 @@ import pytest
 
 from backups import services
 from backups.engines import EngineError, engine_choices, engine_keys, get_engine
-from backups.engines.base import Engine, RestoreOptions
+from backups.engines.base import Connection, DumpOptions, Engine, RestoreOptions
 from backups.models import Backup, BackupStatus, Storage, Target
 from backups.streaming.codecs import COMPRESSIONS, EXTENSIONS
 from restores.models import RestoreStatus
@@ -138,7 +138,11 @@ def contract_case(key: str, request: pytest.FixtureRequest, tmp_path: Path) -> C
     return CASES[key](request, tmp_path)
 
 
-@pytest.mark.parametrize("key", engine_keys())
+# Engines that make backups; the rest (external: files another tool writes) refuse every dump.
+DUMPING = [key for key in engine_keys() if get_engine(key).supported_types]
+
+
+@pytest.mark.parametrize("key", DUMPING)
 def test_it_declares_what_the_catalog_needs(key: str) -> None:
     engine = get_engine(key)
     assert isinstance(engine, Engine)
@@ -163,7 +167,7 @@ def test_it_rejects_garbage_in_a_trial_restore(key: str, tmp_path: Path) -> None
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("compression", COMPRESSIONS)
-@pytest.mark.parametrize("key", engine_keys())
+@pytest.mark.parametrize("key", DUMPING)
 def test_it_backs_up_verifies_and_restores_every_engine(
     key: str, compression: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -180,7 +184,7 @@ def test_it_backs_up_verifies_and_restores_every_engine(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("key", engine_keys())
+@pytest.mark.parametrize("key", DUMPING)
 def test_it_marks_a_damaged_copy_corrupt_and_refuses_to_restore_it(
     key: str, request: pytest.FixtureRequest, tmp_path: Path, storage_dir: Path
 ) -> None:
@@ -202,8 +206,19 @@ def test_it_marks_a_damaged_copy_corrupt_and_refuses_to_restore_it(
     assert "no intact copy" in log.error_message
 
 
+@pytest.mark.parametrize("key", sorted(set(engine_keys()) - set(DUMPING)))
+def test_it_refuses_every_dump_and_restore_of_an_engine_that_makes_no_backups(
+    key: str, tmp_path: Path
+) -> None:
+    engine, connection = get_engine(key), Connection(name="watched", engine=key)
+    with pytest.raises(EngineError):
+        engine.dump(connection, DumpOptions(scratch_dir=tmp_path))
+    with pytest.raises(EngineError):
+        engine.restore(connection, io.BytesIO(b""), RestoreOptions(scratch_dir=tmp_path))
+
+
 def test_it_has_a_contract_case_for_every_registered_engine() -> None:
-    missing = sorted(set(engine_keys()) - set(CASES))
+    missing = sorted(set(DUMPING) - set(CASES))
     assert not missing, (
         f"add contract cases to CASES in tests/test_engine_contract.py for: {', '.join(missing)}"
     )

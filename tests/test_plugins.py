@@ -251,7 +251,7 @@ def test_it_keeps_the_public_shape_of_the_engine_registry(settings: Any) -> None
 
     assert engine_keys() == sorted(engine_keys()) and "sqlite" in engine_keys()
     assert ("postgresql", "PostgreSQL") in engine_choices()
-    with pytest.raises(EngineError, match=r"^unknown engine 'x'; available: clickhouse, files, "):
+    with pytest.raises(EngineError, match=r"^unknown engine 'x'; available: clickhouse, external, files, "):
         get_engine("x")
     settings.BACKUPSITE_ENGINES = {"aaa": "backups.engines.sqlite.SQLiteEngine"}
     assert engine_keys()[0] == "aaa" and engine_paths()["aaa"] == "backups.engines.sqlite.SQLiteEngine"

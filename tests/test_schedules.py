@@ -345,6 +345,7 @@ def test_it_installs_the_watch_and_the_sweep_in_beat_on_the_watch_queue_dropped_
     expected = {
         "backupsite-watch": ("schedules.tasks.watch", 60, 120),
         "backupsite-sweep": ("backups.tasks.sweep_leftovers", 6 * 3600, 6 * 3600),
+        "backupsite-external-watch": ("backups.tasks.watch_external_targets", 300, 300),
     }
     for name, (task, every, expires) in expected.items():
         row = PeriodicTask.objects.get(name=name)

@@ -108,6 +108,8 @@ def auth_method_of(request: HttpRequest | None, actor: Any) -> str:
         return AuthMethod.SYSTEM if actor is None else ""
     if actor is None:
         return AuthMethod.NONE
+    if getattr(request, "backupsite_auth_method", None) == AuthMethod.TOKEN:
+        return AuthMethod.TOKEN  # an API call: the token authenticated it, whatever the session says
     session = getattr(request, "session", None)
     if session is None:
         return ""

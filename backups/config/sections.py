@@ -12,6 +12,7 @@ from django.db.models.functions import Cast
 
 from backups import secrets
 from backups.config.checks import Validator, secret_problems, suggest
+from backups.config.external import external_target_fields, storage_name
 from backups.engines import Connection, EngineError, engine_keys, get_engine
 from backups.engines.configuration import path_problems
 from backups.keys import KeyUnavailable, identity_of
@@ -24,6 +25,9 @@ from backups.retention.policy import Policy
 from backups.storages import STORAGE_KINDS, StorageError, build_storage, storage_class
 from backups.storages.base import prefix_problem
 from backups.streaming.encryption import EncryptionError, parse_recipient
+from backups.watching.settings import EXTERNAL
+from backups.watching.settings import KEYS as WATCH_KEYS
+from backups.watching.settings import problems as watch_problems
 
 # An engine option holds a secret when its name ends with one of these words (the option
 # declarations carry no flag); names with "key" (sslkey, tls_key_file) are paths to key files.
@@ -35,7 +39,7 @@ TARGET_KEYS = {
     "engine", "host", "port", "database", "user", "password", "options", "include_tables",
     "exclude_tables", "paths", "timezone", "is_active", "storages", "compression", "retention",
     "skip_unchanged", "sandbox", "config_paths", "tags", "protected", "encryption", "escrow", "queue",
-    "drill", "drill_checks", "drill_from_last",
+    "drill", "drill_checks", "drill_from_last", "storage", *WATCH_KEYS,
 }  # fmt: skip
 KEY_KEYS = {"recipient", "identity"}
 
@@ -63,6 +67,8 @@ def sandbox_ref(check: Validator, name: str, table: dict[str, Any], known_target
 
 
 def storage_refs(check: Validator, table: dict[str, Any], path: str, known: set[str]) -> list[str]:
+    if table.get("engine") == EXTERNAL:
+        return storage_name(check, table, path, known)
     names = check.string_list(table, "storages", path)
     for name in names:
         if name not in known:
@@ -239,6 +245,8 @@ def _catalog_problems(check: Validator, name: str, recipient: str, catalog: dict
 
 def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[str, Any]:
     path = f"targets.{name}"
+    if table.get("engine") == EXTERNAL:
+        return external_target_fields(check, name, table, retention_rules(check, table, path))
     check.unknown_keys(table, TARGET_KEYS, path)
     engine_key = check.string(table, "engine", path)
     available = engine_keys()
@@ -249,6 +257,8 @@ def validate_target(check: Validator, name: str, table: dict[str, Any]) -> dict[
             f"{path}.engine",
             f"unknown engine {engine_key!r}{suggest(engine_key, available)}; available: {', '.join(available)}",
         )
+    for key in sorted({"storage", *WATCH_KEYS} & set(table)):
+        check.error(f"{path}.{key}", 'a setting of external targets only (engine = "external"); remove it')
     options = table.get("options", {})
     if not isinstance(options, dict):
         check.error(f"{path}.options", "must be a table")
@@ -320,6 +330,8 @@ def engine_option_problems(connection: Connection) -> list[tuple[str, str]]:
     unresolved: the web host need not hold the workers' secrets), secret options only as
     references, and every reference within the secret rules. Also the engine's problems with
     its :data:`FILE_FIELDS` field, as ``("database" or "paths", message)``."""
+    if connection.engine == EXTERNAL:  # the watch settings, as the TOML file checks them
+        return [(f"options.{key}", message) for key, message in watch_problems(connection.options)]
     problems = [
         (key, message)
         for key, message in get_engine(connection.engine).validate(connection)

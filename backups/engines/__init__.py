@@ -21,6 +21,7 @@ ENGINES: dict[str, str] = {
     "redis": "backups.engines.redis.engine.RedisEngine",
     "mongodb": "backups.engines.mongodb.engine.MongoDBEngine",
     "clickhouse": "backups.engines.clickhouse.engine.ClickHouseEngine",
+    "external": "backups.engines.external.ExternalEngine",  # watched, not run (backups.watching)
 }
 
 
@@ -35,6 +36,7 @@ LABELS: dict[str, str] = {
     "redis": "Redis",
     "mongodb": "MongoDB",
     "clickhouse": "ClickHouse",
+    "external": "External (watched)",
 }
 
 

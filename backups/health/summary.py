@@ -20,6 +20,7 @@ from django.utils import timezone
 from backups.health.status import Facts, target_status
 from backups.models import Backup, BackupCopy, BackupStatus, CopyStatus, Drill, DrillStatus, Storage, Target
 from backups.requests import RunningWork, ScheduleOverview, running_work, schedule_overviews
+from backups.watching.service import watch_overviews
 
 STRIP_RUNS = 20  # the last runs shown as a coloured strip
 RATE_DAYS = 30
@@ -87,7 +88,8 @@ def dashboard(now: datetime | None = None, target_ids: Sequence[int] | None = No
     targets = [row.target for row in facts]
     stored, stored_by_storage = _stored_bytes(target_ids)
     worst_ages = _worst_data_ages(now, target_ids)
-    overviews = schedule_overviews([target.pk for target in targets])
+    # External targets have no schedules; their watch says whether a file is missed.
+    overviews = {**schedule_overviews([target.pk for target in targets]), **watch_overviews(targets)}
     running = running_now()
     by_target: dict[int | None, list[Running]] = defaultdict(list)
     for item in running:

@@ -2,6 +2,7 @@
 ``backup_history`` table) with its steps and stored copies, and notifications."""
 
 from backups.models.access import GrantSource, Role, RoleGrant
+from backups.models.api_tokens import ApiToken
 from backups.models.audit import ACTIONS, AppendOnlyError, AuditEvent, AuthMethod, Outcome
 from backups.models.catalog import (
     COMPRESSION_CHOICES,
@@ -38,12 +39,14 @@ from backups.models.notifications import (
     validate_events,
 )
 from backups.models.site import AppliedConfig, ProcessHeartbeat
+from backups.models.watching import ExternalWatch
 
 __all__ = [
     "ACTIONS",
     "COMPRESSION_CHOICES",
     "PROOF_ORDER",
     "RECORD_COLUMNS",
+    "ApiToken",
     "AppendOnlyError",
     "AppliedConfig",
     "AuditEvent",
@@ -61,6 +64,7 @@ __all__ = [
     "DrillTrigger",
     "EncryptionKey",
     "Event",
+    "ExternalWatch",
     "GrantSource",
     "Notification",
     "NotificationStatus",

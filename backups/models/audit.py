@@ -46,6 +46,8 @@ ACTIONS = (
     "object.delete",
     "user.change",
     "role.change",
+    "token.create",
+    "token.revoke",
 )
 
 
@@ -62,6 +64,7 @@ class AuthMethod(models.TextChoices):
     PROXY = "proxy", "Reverse proxy"
     NONE = "none", "Not logged in"
     CLI = "cli", "Command line"
+    TOKEN = "token", "API token"
     SYSTEM = "system", "System"
 
 

@@ -21,7 +21,7 @@ from backups.logs import log_context
 from backups.models import Backup, BackupStatus, CopyStatus, Proof, StepStatus, Storage, Target
 from backups.notifications import notify_backup
 from backups.requests import ScheduleInfo
-from backups.resources import MANIFEST_SUFFIX, connection_for, engine_for, scratch_dir
+from backups.resources import MANIFEST_SUFFIX, ServiceError, connection_for, engine_for, scratch_dir
 from backups.runs import chains, destinations, unchanged
 from backups.runs.claims import claim
 from backups.runs.destinations import Destination, FanOut
@@ -32,6 +32,7 @@ from backups.storages import StorageError
 from backups.streaming.codecs import EXTENSIONS
 from backups.streaming.encryption import AGE_EXTENSION, AgeEncryptor
 from backups.streaming.pipeline import ProgressCallback, StreamResult, dump_profile, stream_backup
+from backups.watching.settings import run_refusal
 
 logger = logging.getLogger(__name__)
 # A catalog database that restarts is back within seconds: a run that lost it tries this long to
@@ -59,6 +60,8 @@ class CatalogUnreachable(Exception):
 
 
 def supports_type(target: Target, backup_type: str) -> bool:
+    if run_refusal(target):
+        return False
     if backup_type == "configuration":
         return bool(target.config_paths)
     return backup_type in get_engine(target.engine).supported_types
@@ -68,6 +71,8 @@ def type_problem(target: Target, backup_type: str) -> str:
     """Why ``target`` cannot make ``backup_type`` backups, or "" when it can."""
     if supports_type(target, backup_type):
         return ""
+    if run_refusal(target):  # external: another tool writes its backups (backups.watching)
+        return run_refusal(target)
     if backup_type == "configuration":
         return (
             f"target {target.name} lists no config_paths; add the configuration files to back up "
@@ -101,7 +106,13 @@ def run_backup(
     Never raises for a failed backup: the failure is recorded on the row and its steps. A run
     is SUCCESS only when every copy is stored, re-read, and matches the streamed size and
     SHA-256, and its manifest is stored beside it.
+
+    Raises ServiceError, recording nothing, for a target Backupsite does not back up itself
+    (``engine = "external"``: it adopts what another tool writes).
     """
+    refusal = run_refusal(target)
+    if refusal:
+        raise ServiceError(refusal)
     compression = compression or target.compression
     if retention_days is None:
         retention_days = target.retention.get("retention_days")

@@ -23,7 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from backups.humanize import human_bytes, human_duration, relative_time
 from backups.models import BackupStatus
-from backups.services import TargetSummary
+from backups.services import TargetSummary, run_refusal
 
 register = template.Library()
 
@@ -70,10 +70,11 @@ def _row(summary: TargetSummary, page: _Page) -> str:
     pk = target.pk
     status = summary.status
     schedule = summary.schedule
+    watched = bool(run_refusal(target))  # external: another tool writes its backups, none to run
     if schedule.next_run_at and target.is_active:
         next_run = _moment(schedule.next_run_at, now, zone)
     else:
-        next_run = _quiet("paused" if schedule.schedules else "no schedule")
+        next_run = _quiet("watched" if watched else "paused" if schedule.schedules else "no schedule")
     if summary.last_failure_at:
         message = escape(summary.last_failure_message)
         failure = (
@@ -91,7 +92,7 @@ def _row(summary: TargetSummary, page: _Page) -> str:
         rate = _quiet("-")
     button = (
         f'<button type="submit" class="button" form="run-now" formaction="{page.run(pk)}">Run now</button> '
-        if target.is_active and (page.run_ids is None or pk in page.run_ids)
+        if target.is_active and not watched and (page.run_ids is None or pk in page.run_ids)
         else ""
     )
     return (
