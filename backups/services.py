@@ -127,7 +127,7 @@ from backups.runs.chains import chain_of, load_manifest
 from backups.runs.claims import reap_lost_runs, reap_stale_runs
 from backups.runs.heartbeat import Heartbeat
 from backups.runs.manifests import build_manifest
-from backups.runs.service import CatalogUnreachable, run_backup, supports_type, type_problem
+from backups.runs.service import CatalogUnreachable, queue_backup, run_backup, supports_type, type_problem
 from backups.runs.steps import describe_error
 from backups.secrets import SecretError, redact
 from backups.secrets import remember as remember_secret  # provisioned passwords (restores)
@@ -317,6 +317,7 @@ __all__ = [
     "policy_for",
     "process_gone",
     "progress",
+    "queue_backup",
     "queue_for",
     "queue_problem",
     "readiness",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from django.utils import timezone
+
 from backupsite.celery import app
 
 from . import services
-from .models import Backup, Target
+from .models import Backup, BackupStatus, Target
 
 logger = logging.getLogger(__name__)
 
@@ -15,15 +17,26 @@ logger = logging.getLogger(__name__)
 # Bound to the project's app explicitly (not shared_task): a web process that queues a task
 # must use our broker settings, and the app is no longer imported at every start-up.
 @app.task(acks_late=True)
-def run_target_backup(target_id: int, backup_type: str = "full", initiated_by: str = "task") -> int | None:
-    """Back up one target; returns the Backup id (its row records the outcome), or None when the
-    person who asked may no longer run it (audited; nothing is recorded on the target)."""
+def run_target_backup(
+    target_id: int, backup_type: str = "full", initiated_by: str = "task", backup_id: int | None = None
+) -> int | None:
+    """Back up one target, in the row ``backup_id`` queued for it (``services.queue_backup``) if
+    given; returns the Backup id (its row records the outcome), or None when the person who asked
+    may no longer run it (audited; a queued row is ended SKIPPED saying so)."""
     target = Target.objects.get(pk=target_id)
+    queued = Backup.objects.get(pk=backup_id, target=target) if backup_id is not None else None
     if not services.initiator_may(initiated_by, "run", target):
         _refused("backup.run", target, initiated_by)
+        if queued is not None:
+            skipped = queued.closing_fields(BackupStatus.SKIPPED, timezone.now())
+            Backup.objects.filter(pk=queued.pk, status=BackupStatus.PENDING).update(
+                notes=f"not run: {initiated_by} may no longer run backups of {target.name}", **skipped
+            )
         return None
     try:
-        return services.run_backup(target, backup_type=backup_type, initiated_by=initiated_by).pk
+        return services.run_backup(
+            target, backup_type=backup_type, initiated_by=initiated_by, queued=queued
+        ).pk
     except services.ServiceError as exc:
         # Refused before a row was written (an external target: another tool backs it up); a
         # queued request has no one to tell but the log, and retrying would not change the answer.

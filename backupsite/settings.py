@@ -441,9 +441,9 @@ BACKUPSITE_DOWNLOAD_URL_SECONDS = min(env_int("BACKUPSITE_DOWNLOAD_URL_SECONDS",
 # token lives at most BACKUPSITE_API_TOKEN_MAX_DAYS.
 BACKUPSITE_API_RATE_LIMIT = env_int("BACKUPSITE_API_RATE_LIMIT", 120)
 BACKUPSITE_API_TOKEN_MAX_DAYS = env_int("BACKUPSITE_API_TOKEN_MAX_DAYS", 365)
-# POST /api/v1/targets/NAME/run answers once a worker has taken the run (naming its backup), or
-# after this many seconds without (then the run is found in /api/v1/backups?target=NAME).
-BACKUPSITE_API_RUN_WAIT_SECONDS = env_int("BACKUPSITE_API_RUN_WAIT_SECONDS", 10)
+# A backup queued by Run now or the API (a PENDING row) that no worker took this long is ended
+# FAILED "never started" by the watch, with an alert.
+BACKUPSITE_QUEUED_STALE_HOURS = env_int("BACKUPSITE_QUEUED_STALE_HOURS", 24)
 if BACKUPSITE_API_RATE_LIMIT < 0:
     raise ImproperlyConfigured("BACKUPSITE_API_RATE_LIMIT: expected requests a minute, 0 (no limit) or more")
 if BACKUPSITE_API_TOKEN_MAX_DAYS < 1:

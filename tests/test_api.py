@@ -7,17 +7,20 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
+from django.utils import timezone
 
 from backups import services
 from backups.access import tokens
 from backups.access.proxies import parse_networks
-from backups.models import AuditEvent, Backup, BackupDownload, Role, RoleGrant, Storage, Target
+from backups.models import AuditEvent, Backup, BackupDownload, BackupStatus, Role, RoleGrant, Storage, Target
+from backups.tasks import run_target_backup
 from restores.models import RestoreLog
 from schedules.models import BackupSchedule
 from tests.conftest import digest, sqlite_rows
@@ -37,7 +40,6 @@ class World:
 
 @pytest.fixture
 def world(sqlite_target: Target, copy_target: Target, local_storage: Storage, settings: Any) -> World:
-    settings.BACKUPSITE_API_RUN_WAIT_SECONDS = 2
     schedule = BackupSchedule.objects.create(
         name="nightly", target=sqlite_target, cron_expression="0 3 * * *"
     )
@@ -130,7 +132,7 @@ def test_it_runs_a_backup_now_and_names_it(world, eager_tasks):
     )
     assert response.status_code == 202, response.content
     answer = response.json()
-    assert answer["url"] == f"{API}/backups/{answer['backup_id']}" and answer["status"] == "SUCCESS"
+    assert answer["url"] == f"{API}/backups/{answer['backup_id']}" and answer["status"] == "SUCCESS"  # eager
     detail = client.get(answer["url"]).json()
     assert detail["status"] == "SUCCESS" and detail["progress"] is None and detail["encrypted"] is False
     assert [copy["storage"] for copy in detail["copies"]] == ["local"]
@@ -144,6 +146,46 @@ def test_it_runs_a_backup_now_and_names_it(world, eager_tasks):
         "invalid",
         "backup_type",
     )
+
+
+def test_it_names_a_queued_run_at_once_and_the_worker_runs_that_row(world, settings):
+    """No worker yet (tasks go to the broker, which nobody reads here): the answer still names
+    the run, PENDING; the task the worker will get carries that row's id and fills it."""
+    client = bearer(person("olga", "Operator"))
+    before = Backup.objects.count()
+
+    answer = client.post(f"{API}/targets/app-db/run").json()
+
+    assert answer["status"] == "PENDING" and answer["url"] == f"{API}/backups/{answer['backup_id']}"
+    assert client.get(answer["url"]).json()["status"] == "PENDING"
+    assert Backup.objects.count() == before + 1
+    assert (
+        run_target_backup(world.target.pk, initiated_by="web:olga", backup_id=answer["backup_id"])
+        == (answer["backup_id"])
+    )
+    assert Backup.objects.count() == before + 1  # the worker ran the queued row, made no other
+    assert client.get(answer["url"]).json()["status"] == "SUCCESS"
+
+
+def test_it_ends_a_queued_run_that_no_worker_took_and_skips_it_if_the_right_is_withdrawn(world, settings):
+    olga = person("olga", "Operator")
+    stale = services.queue_backup(world.target, initiated_by="web:olga")
+    Backup.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(hours=25))
+
+    [ended] = services.reap_stale_runs()
+
+    stale.refresh_from_db()
+    assert ended.pk == stale.pk and stale.status == BackupStatus.FAILED and stale.alert_pending
+    assert stale.error_message.startswith("never started: no worker took it within 24 h")
+    assert run_target_backup(world.target.pk, initiated_by="web:olga", backup_id=stale.pk) == stale.pk
+    stale.refresh_from_db()
+    assert stale.status == BackupStatus.FAILED  # a late worker leaves the ended row alone
+
+    queued = services.queue_backup(world.target, initiated_by="web:olga")
+    olga.groups.clear()
+    assert run_target_backup(world.target.pk, initiated_by="web:olga", backup_id=queued.pk) is None
+    queued.refresh_from_db()
+    assert queued.status == BackupStatus.SKIPPED and "may no longer run backups" in queued.notes
 
 
 def test_it_verifies_only_a_successful_backup(world, eager_tasks):

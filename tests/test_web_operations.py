@@ -73,7 +73,7 @@ def test_it_runs_a_target_now_and_records_who_asked(client, alice, sqlite_target
     backup = Backup.objects.get()
     assert (backup.target, backup.status, backup.initiated_by) == (sqlite_target, "success", "web:alice")
     assert [step.name for step in backup.steps.all()][:2] == ["validate", "dump"]  # the run recorded itself
-    assert messages_of(client.get(back_to)) == ["Backup of app-db queued"]
+    assert messages_of(client.get(back_to)) == [f"Backup {backup.pk} of app-db queued"]
 
 
 def test_it_goes_back_to_the_admin_index_without_a_safe_next(client, alice, sqlite_target):
@@ -283,7 +283,7 @@ def test_it_runs_and_verifies_through_the_worker_of_backupsite_run(served_site):
     page_path = f"/admin/backups/target/{target_id}/change/"
     page = browser.get(page_path)
     after = browser.post(f"/backups/targets/{target_id}/run/", {"next": page_path}, page)
-    assert "Backup of app-db queued" in after
+    assert re.search(r"Backup \d+ of app-db queued", after)
 
     def finished_backup() -> tuple | None:
         row = catalog_row(

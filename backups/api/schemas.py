@@ -53,12 +53,9 @@ class RunIn(Schema):
 
 
 class RunOut(Schema):
-    backup_id: int | None = Field(
-        description="The run's backup, to follow at url; null when no worker took it within "
-        "BACKUPSITE_API_RUN_WAIT_SECONDS (it is then found in /backups?target=NAME)."
-    )
-    status: str
-    url: str | None
+    backup_id: int = Field(description="The run's backup, written PENDING at once; follow it at url.")
+    status: str = Field(description="PENDING until a worker takes it, then RUNNING, SUCCESS, ...")
+    url: str
 
 
 class KeptOut(Schema):

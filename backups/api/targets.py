@@ -4,9 +4,7 @@ now, and what retention would keep and delete now."""
 from __future__ import annotations
 
 import re
-import time
 
-from django.conf import settings
 from django.db.models import Max
 from django.http import HttpRequest
 from ninja import Router, Status
@@ -21,7 +19,6 @@ from .schemas import ERRORS, ErrorOut, RetentionOut, RunIn, RunOut, TargetList, 
 
 router = Router(tags=["targets"])
 NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")  # a target's name is a slug
-WAIT_STEP_SECONDS = 0.2
 
 
 def runnable(target: Target) -> bool:
@@ -72,8 +69,8 @@ def get_target(request: HttpRequest, name: str) -> TargetOut:
 
 @router.post("/{name}/run", response={202: RunOut, ERRORS: ErrorOut}, summary="Run a backup now")
 def run_now(request: HttpRequest, name: str, payload: RunIn | None = None) -> Status[RunOut]:
-    """Queue a backup of the target (the web's Run now). The answer names the run's backup once
-    a worker has taken it, waiting at most BACKUPSITE_API_RUN_WAIT_SECONDS."""
+    """Queue a backup of the target (the web's Run now): its row is written PENDING at once, so
+    the answer names it; a worker of the target's queue runs it."""
     target = target_named(request, name)
     backup_type = (payload or RunIn()).backup_type
     require(request, "run", target, audit="backup.run", message=f"you may not run backups of {target.name}")
@@ -87,10 +84,10 @@ def run_now(request: HttpRequest, name: str, payload: RunIn | None = None) -> St
     if problem:
         raise invalid("backup_type", f"backup_type: {problem}")
     initiated_by = f"web:{request.user.get_username()}"  # re-checked by the worker, as the web's
-    before = Backup.objects.aggregate(newest=Max("id"))["newest"] or 0
+    backup = services.queue_backup(target, backup_type=backup_type, initiated_by=initiated_by)
     run_target_backup.apply_async(
         (target.pk,),
-        {"backup_type": backup_type, "initiated_by": initiated_by},
+        {"backup_type": backup_type, "initiated_by": initiated_by, "backup_id": backup.pk},
         queue=services.queue_for(target),
     )
     services.record_audit(
@@ -99,27 +96,10 @@ def run_now(request: HttpRequest, name: str, payload: RunIn | None = None) -> St
         obj=target,
         details={"via": "api", "key_id": token_of(request).key_id, "backup_type": backup_type},
     )
-    backup = wait_for_run(target, initiated_by, before, settings.BACKUPSITE_API_RUN_WAIT_SECONDS)
-    if backup is None:
-        return Status(202, RunOut(backup_id=None, status="QUEUED", url=None))
+    backup.refresh_from_db(fields=["status"])  # an eager or quick worker may have run it already
     return Status(
         202, RunOut(backup_id=backup.pk, status=backup.status.upper(), url=f"/api/v1/backups/{backup.pk}")
     )
-
-
-def wait_for_run(target: Target, initiated_by: str, after: int, seconds: float) -> Backup | None:
-    """The backup a worker started for this request: the first of ``target`` asked for by
-    ``initiated_by`` with an id above ``after``, looked for until ``seconds`` have passed."""
-    deadline = time.monotonic() + seconds
-    while True:
-        backup = (
-            Backup.objects.filter(target=target, initiated_by=initiated_by, pk__gt=after)
-            .order_by("pk")
-            .first()
-        )
-        if backup is not None or time.monotonic() >= deadline:
-            return backup
-        time.sleep(WAIT_STEP_SECONDS)
 
 
 @router.get(

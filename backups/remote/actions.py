@@ -8,37 +8,31 @@ import urllib.parse
 
 from backups.remote.config import site_root
 from backups.remote.context import Context, need, segment
-from backups.remote.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CtlError
+from backups.remote.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CtlError
 from backups.remote.output import human_bytes, took, when
 from backups.remote.waiting import RESTORE_AWAITING, Item, status_of, succeeded, verify_steps
+
+OLDER_SERVER = "the server's API version may differ from this backupctl's"
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
     body = {"backup_type": args.type} if args.type else {}
-    newest = _newest_backup_id(ctx, args.target) if args.wait else None
     started = ctx.api.post(f"targets/{segment(args.target)}/run", body)
     backup_id = need(started, "backup_id")
+    if not isinstance(backup_id, int):
+        raise CtlError(
+            f"the server's answer names no backup ({backup_id!r}): {OLDER_SERVER}", EXIT_UNREACHABLE
+        )
     if not args.wait:
         if ctx.as_json:
             ctx.json(started)
-        elif backup_id is None:
-            ctx.say(f"backup of {args.target} queued ({started.get('status')}); no worker has taken it yet")
-            ctx.note(f"find it with `backupctl backups --target {args.target}`")
         else:
-            ctx.say(f"backup {backup_id} of {args.target} started; now {started.get('status')}")
+            ctx.say(f"backup {backup_id} of {args.target} queued; now {started.get('status')}")
             ctx.note(f"follow it with `backupctl show {backup_id}`, or run with --wait next time")
         return EXIT_OK
-    waiting = ctx.waiting()
-    if backup_id is None:  # the server answered before a worker made the run's row: find it
-        backup_id = waiting.new_backup(args.target, newest)
     if not ctx.as_json:
-        ctx.note(f"backup {backup_id} of {args.target} started; waiting for it to finish")
-    return _report_backup(ctx, waiting.backup(int(backup_id)))
-
-
-def _newest_backup_id(ctx: Context, target: str) -> int | None:
-    items = need(ctx.api.get("backups", {"target": target, "limit": 1}), "items")
-    return int(items[0]["id"]) if items else None
+        ctx.note(f"backup {backup_id} of {args.target} queued; waiting for it to finish")
+    return _report_backup(ctx, ctx.waiting().backup(backup_id))
 
 
 def _report_backup(ctx: Context, backup: Item) -> int:

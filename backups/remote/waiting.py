@@ -81,27 +81,6 @@ class Waiting:
             f"backupctl show {backup_id}",
         )
 
-    def new_backup(self, target: str, newer_than: int | None) -> int:
-        """The id of the first backup of ``target`` newer than ``newer_than``, once a worker
-        has made it (the run's POST may answer before that, with no id)."""
-
-        def fetch() -> Item:
-            items = self.api.get("backups", {"target": target, "limit": 20}).get("items") or []
-            fresh = [item["id"] for item in items if newer_than is None or item["id"] > newer_than]
-            return {"id": min(fresh) if fresh else None}
-
-        found = self.until(
-            fetch,
-            lambda item: item["id"] is not None,
-            lambda item: (
-                ("queued",),
-                f"backup of {target}: queued, waiting for a worker, {clock(self.progress.elapsed)}",
-            ),
-            f"the backup of {target}",
-            f"backupctl backups --target {target}",
-        )
-        return int(found["id"])
-
     def restore(self, restore_id: int) -> Item:
         return self.until(
             lambda: self.api.get(f"restores/{restore_id}"),

@@ -77,7 +77,7 @@ def reap_stale_runs(now: datetime | None = None) -> list[Backup]:
     """Reap lost runs of every target (the periodic watch), and end the steps left RUNNING on
     finished backups by a process that died (a killed cleanup's ``cleanup`` step)."""
     now = now or timezone.now()
-    lost = _reap(Backup.objects.all(), now)
+    lost = _reap(Backup.objects.all(), now) + _end_unclaimed(now)
     orphans = BackupStep.objects.filter(status=StepStatus.RUNNING, started_at__lt=_silent_since(now)).exclude(
         backup__status=BackupStatus.RUNNING
     )
@@ -111,6 +111,27 @@ def _reap(backups: QuerySet[Backup], now: datetime) -> list[Backup]:
         if _lose(backup, reason, now):
             lost.append(backup)
     return lost
+
+
+def _end_unclaimed(now: datetime) -> list[Backup]:
+    """End FAILED the queued runs (``queue_backup``) no worker took within
+    BACKUPSITE_QUEUED_STALE_HOURS: nobody is coming for them, and the person who asked must
+    hear it (the failure alert goes out through the outbox, ``alert_pending``)."""
+    hours = settings.BACKUPSITE_QUEUED_STALE_HOURS
+    ended = []
+    for backup in Backup.objects.filter(
+        status=BackupStatus.PENDING, created_at__lt=now - timedelta(hours=hours)
+    ).select_related("target"):
+        reason = (
+            f"never started: no worker took it within {hours} h of {backup.created_at:%Y-%m-%d %H:%M %Z}; "
+            f"check that a worker consumes the queue of target {backup.target.name}"
+        )
+        fields = {"error_message": reason, **backup.closing_fields(BackupStatus.FAILED, now)}
+        if Backup.objects.filter(pk=backup.pk, status=BackupStatus.PENDING).update(**fields):
+            _set(backup, fields)
+            logger.warning("backup %s of target %s: %s", backup.pk, backup.target.name, reason)
+            ended.append(backup)
+    return ended
 
 
 def _lose(backup: Backup, reason: str, now: datetime) -> bool:

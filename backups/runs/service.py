@@ -90,6 +90,38 @@ def type_problem(target: Target, backup_type: str) -> str:
     )
 
 
+def queue_backup(target: Target, *, backup_type: str = "full", initiated_by: str = "") -> Backup:
+    """A PENDING row for a backup a worker will run (``run_backup(target, queued=row)``), so the
+    person who asked gets its id at once and can follow it. Raises ServiceError, recording
+    nothing, where :func:`run_backup` would. A row no worker takes is ended FAILED by the watch
+    after BACKUPSITE_QUEUED_STALE_HOURS (``reap_stale_runs``)."""
+    refusal = run_refusal(target)
+    if refusal:
+        raise ServiceError(refusal)
+    return _new_row(target, backup_type, None, target.compression, None, initiated_by)
+
+
+def _new_row(
+    target: Target,
+    backup_type: str,
+    schedule: ScheduleInfo | None,
+    compression: str,
+    retention_days: int | None,
+    initiated_by: str,
+) -> Backup:
+    if retention_days is None:
+        retention_days = target.retention.get("retention_days")
+    return Backup.objects.create(
+        target=target,
+        schedule_id=schedule.pk if schedule is not None else None,
+        backup_type=backup_type,
+        backup_name=_backup_name(target, backup_type),
+        compression=compression,
+        retention_days=retention_days,
+        initiated_by=initiated_by,
+    )
+
+
 def run_backup(
     target: Target,
     *,
@@ -100,8 +132,11 @@ def run_backup(
     retention_days: int | None = None,
     initiated_by: str = "",
     progress: ProgressCallback | None = None,
+    queued: Backup | None = None,
 ) -> Backup:
-    """Back up ``target`` once and return its Backup row (SUCCESS, FAILED or SKIPPED).
+    """Back up ``target`` once and return its Backup row (SUCCESS, FAILED or SKIPPED): the
+    ``queued`` row of :func:`queue_backup` when given (returned untouched when it is no longer
+    PENDING: the watch ended it, or another worker took it), else a new one.
 
     Never raises for a failed backup: the failure is recorded on the row and its steps. A run
     is SUCCESS only when every copy is stored, re-read, and matches the streamed size and
@@ -113,18 +148,15 @@ def run_backup(
     refusal = run_refusal(target)
     if refusal:
         raise ServiceError(refusal)
-    compression = compression or target.compression
-    if retention_days is None:
-        retention_days = target.retention.get("retention_days")
-    backup = Backup.objects.create(
-        target=target,
-        schedule_id=schedule.pk if schedule is not None else None,
-        backup_type=backup_type,
-        backup_name=_backup_name(target, backup_type),
-        compression=compression,
-        retention_days=retention_days,
-        initiated_by=initiated_by,
-    )
+    if queued is not None:
+        backup = queued
+        backup.refresh_from_db()
+        if backup.status != BackupStatus.PENDING:
+            logger.warning("queued backup %s of %s is %s: not run", backup.pk, target.name, backup.status)
+            return backup
+    else:
+        compression = compression or target.compression
+        backup = _new_row(target, backup_type, schedule, compression, retention_days, initiated_by)
     if not claim(backup):
         return backup
     with log_context(backup_id=backup.pk, target=target.name):  # on every line of the run (LOG_FORMAT=json)

@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from backups.models import Backup, Target
-from backups.services import can, queue_for, record_audit, run_refusal
+from backups.services import ServiceError, can, queue_backup, queue_for, record_audit
 from backups.tasks import run_target_backup, verify_backup_task
 
 TRUE_VALUES = ("1", "true", "on", "yes")
@@ -43,13 +43,16 @@ def run_now(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     if not can(request.user, "run", target):
         record_audit("backup.run", request=request, obj=target, outcome="refused")
         raise PermissionDenied(f"you may not run backups of {target.name}")
-    refusal = run_refusal(target)
-    if refusal:
-        messages.error(request, refusal)
+    try:  # its row first (PENDING), so the page can name it and the worker fills that row
+        backup = queue_backup(target, initiated_by=initiator(request))
+    except ServiceError as exc:  # an external target: another tool makes its backups
+        messages.error(request, str(exc))
         return back(request, reverse("admin:index"))
-    run_target_backup.apply_async((target.pk,), {"initiated_by": initiator(request)}, queue=queue_for(target))
-    record_audit("backup.run", request=request, obj=target)
-    messages.success(request, f"Backup of {target.name} queued")
+    run_target_backup.apply_async(
+        (target.pk,), {"initiated_by": initiator(request), "backup_id": backup.pk}, queue=queue_for(target)
+    )
+    record_audit("backup.run", request=request, obj=target, details={"backup_id": backup.pk})
+    messages.success(request, f"Backup {backup.pk} of {target.name} queued")
     return back(request, reverse("admin:index"))
 
 
