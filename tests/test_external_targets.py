@@ -210,6 +210,7 @@ def test_it_alerts_once_when_the_expected_file_is_late_and_again_when_it_comes(
     assert late.alerts == ["missed"] and alerts("missed") == 1
     assert services.scan_external_target(target, now=due + timedelta(minutes=90)).alerts == []
     assert alerts("missed") == 1  # once per outage
+    assert 'backupsite_external_missed{target="pgdump"} 1.0' in services.metrics_exposition()[0].decode()
     assert ExternalWatch.objects.get(target=target).missed_since == due
     [summary] = services.dashboard(now=due + timedelta(minutes=90), target_ids=[target.pk]).targets
     assert summary.status == "MISSED"
@@ -219,6 +220,7 @@ def test_it_alerts_once_when_the_expected_file_is_late_and_again_when_it_comes(
 
     assert len(came.adopted) == 1 and came.alerts == ["recovered"] and alerts("recovered") == 1
     assert ExternalWatch.objects.get(target=target).missed_since is None
+    assert 'backupsite_external_missed{target="pgdump"} 0.0' in services.metrics_exposition()[0].decode()
     [summary] = services.dashboard(now=due + timedelta(hours=3), target_ids=[target.pk]).targets
     assert summary.status == "OK"
 
@@ -518,3 +520,21 @@ def test_it_does_not_alert_on_old_sizes_when_a_first_scan_adopts_a_backlog(
     report = services.scan_external_target(target, now=later(5))
 
     assert len(report.adopted) == 3 and report.alerts == [] and alerts("anomaly") == 0
+
+
+def test_it_asks_for_exactly_one_storage_in_the_admins_form(admin_client, local_storage: Storage) -> None:
+    other = Storage.objects.create(
+        name="other", kind="local", options={"path": str(local_storage.options["path"])}
+    )
+    form = {
+        "name": "uploads", "engine": "external", "is_active": "on", "compression": "none", "timezone": "UTC",
+        "options": '{"prefix": "pg"}', "storages": [local_storage.pk, other.pk],
+    }  # fmt: skip
+    response = admin_client.post("/admin/backups/target/add/", form)
+
+    errors = response.context["adminform"].form.errors
+    assert "exactly one storage" in errors["storages"][0]
+    assert not Target.objects.filter(name="uploads").exists()
+    response = admin_client.post("/admin/backups/target/add/", {**form, "storages": [local_storage.pk]})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Target.objects.get(name="uploads").engine == "external"

@@ -31,7 +31,7 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_it_ships_alert_rules_that_promtool_accepts():
     result = _promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 @needs_promtool

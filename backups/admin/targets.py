@@ -161,6 +161,13 @@ class TargetForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         self._check_options(cleaned)
+        storages = cleaned.get("storages")
+        if cleaned.get("engine") == "external" and storages is not None and len(storages) != 1:
+            # The scan lists one folder of one storage (docs/EXTERNAL.md); say so here, not later.
+            self.add_error(
+                "storages",
+                "an external target watches exactly one storage: choose the one its tool writes to",
+            )
         if any(name in self.errors for name in RETENTION_FIELDS):
             self._keep_a_readable_policy()
             return cleaned

@@ -36,6 +36,7 @@ from backups.models import (
     CopyStatus,
     Drill,
     DrillStatus,
+    ExternalWatch,
     Storage,
     Target,
 )
@@ -114,16 +115,25 @@ class CatalogFacts:
     runs: dict[tuple[int, str], int]  # (target id, status) -> how many
     storage_bytes: dict[str, int]  # storage name -> bytes in stored copies
     schedules: list[ScheduleState] = field(default_factory=list)
+    external_missed: dict[int, bool] = field(default_factory=dict)  # watched target id -> missed
 
 
 def gather() -> CatalogFacts:
-    """What the metrics show, in a fixed number of queries (five, plus the schedules')."""
+    """What the metrics show, in a fixed number of queries (six, plus the schedules')."""
     return CatalogFacts(
         targets=_target_facts(),
         runs=_run_counts(),
         storage_bytes=_storage_bytes(),
         schedules=schedule_states(),
+        external_missed=_external_missed(),
     )
+
+
+def _external_missed() -> dict[int, bool]:
+    """External targets (backups.watching): missed while the expected file has not come or the
+    storage cannot be listed (the watch's open outages)."""
+    rows = ExternalWatch.objects.values_list("target_id", "missed_since", "failing_since")
+    return {target_id: missed is not None or failing is not None for target_id, missed, failing in rows}
 
 
 _TARGET_COLUMNS = (
@@ -283,6 +293,17 @@ def metric_families(facts: CatalogFacts) -> Iterator[Metric]:
         if owner is not None:
             missed.add_metric([owner.name, state.name], 1 if state.missed else 0)
     yield missed
+
+    watched = gauge(
+        "external_missed",
+        "1 while an external target's expected file has not come within its grace, or its storage "
+        "cannot be listed (docs/EXTERNAL.md), else 0.",
+    )
+    for target_id, is_missed in facts.external_missed.items():
+        owner = targets.get(target_id)
+        if owner is not None:
+            watched.add_metric([owner.name], 1 if is_missed else 0)
+    yield watched
 
     used = gauge("storage_used_bytes", "Bytes in the storage's stored copies.", ("storage",))
     for name, total in facts.storage_bytes.items():
