@@ -538,3 +538,20 @@ def test_it_asks_for_exactly_one_storage_in_the_admins_form(admin_client, local_
     response = admin_client.post("/admin/backups/target/add/", {**form, "storages": [local_storage.pk]})
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert Target.objects.get(name="uploads").engine == "external"
+
+
+def test_it_shows_the_watch_on_the_target_page(
+    admin_client, local_storage: Storage, storage_dir: Path
+) -> None:
+    target = external(local_storage)
+    page = admin_client.get(f"/admin/backups/target/{target.pk}/change/").content.decode()
+    assert "not scanned yet" in page
+
+    write_local(storage_dir, "pg/a.dump", b"a dump" * 100)
+    services.scan_external_target(target, now=later(5))
+    page = admin_client.get(f"/admin/backups/target/{target.pk}/change/").content.decode()
+
+    assert "Last scan" in page and "1 matching file(s)" in page and "missing:" not in page
+    assert "&lt;time" not in page and 'id="run-now-form"' not in page  # no Run now: another tool runs it
+    listing = admin_client.get("/admin/backups/target/").content.decode()
+    assert f"/backups/targets/{target.pk}/run/" not in listing

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from backups.admin import watching
 from backups.admin.common import ManagedByFile, PluginOptionsForm, post_button, status_badge, when
 from backups.admin.retention import retention_preview
 from backups.admin.scoping import ScopedByTarget
@@ -25,6 +26,7 @@ from backups.services import (
     can,
     can_somewhere,
     engine_option_problems,
+    run_refusal,
     secret_problems,
     storage_class,
 )
@@ -260,7 +262,7 @@ class TargetAdmin(ManagedByFile, ScopedByTarget, admin.ModelAdmin):
     list_filter = ["engine", "is_active"]
     search_fields = ["name", "host", "database"]
     filter_horizontal = ["storages"]
-    readonly_fields = ["created", "updated", "retention_plan"]
+    readonly_fields = ["created", "updated", "retention_plan", "watch_state"]
     fieldsets = [
         (None, {"fields": ["name", "engine", "is_active", "storages", "compression", "skip_unchanged"]}),
         (
@@ -316,6 +318,12 @@ class TargetAdmin(ManagedByFile, ScopedByTarget, admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Target | None = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and obj.engine == "external":
+            fieldsets = [
+                *fieldsets[:1],
+                ("Watch", {"fields": ["watch_state"], "description": watching.DESCRIPTION}),
+                *fieldsets[1:],
+            ]
         if obj is None or self.has_change_permission(request, obj):
             return fieldsets
         # A page without a form (a row a configuration file defines, a viewer) reads the model,
@@ -351,8 +359,8 @@ class TargetAdmin(ManagedByFile, ScopedByTarget, admin.ModelAdmin):
 
         @admin.display(description="Run")
         def run_now(obj: Target) -> str:
-            if not can(request.user, "run", obj):
-                return "-"
+            if not can(request.user, "run", obj) or run_refusal(obj):
+                return "-"  # not theirs to run, or an external target: another tool runs it
             return post_button(reverse("backups:run-now", args=[obj.pk]), "Run now", back_here)
 
         name, *others = self.list_display
@@ -367,7 +375,7 @@ class TargetAdmin(ManagedByFile, ScopedByTarget, admin.ModelAdmin):
         form_url: str = "",
         obj: Target | None = None,
     ) -> HttpResponse:
-        if obj is not None and obj.pk is not None and request.user.has_perm("backups.run_backup"):
+        if obj is not None and obj.pk is not None and can(request.user, "run", obj) and not run_refusal(obj):
             context["operations"] = {"run_url": reverse("backups:run-now", args=[obj.pk])}
         context["engine_fields"] = {
             "all": CONNECTION_FIELDS,
@@ -388,6 +396,10 @@ class TargetAdmin(ManagedByFile, ScopedByTarget, admin.ModelAdmin):
     def retention_policy(self, obj: Target) -> str:
         rules = obj.retention if isinstance(obj.retention, dict) else {}
         return "; ".join(f"{key} = {value}" for key, value in rules.items()) or "no rule: nothing is deleted"
+
+    @admin.display(description="Last scan")
+    def watch_state(self, obj: Target) -> str:
+        return watching.watch_state(obj)
 
     @admin.display(description="What the policy keeps")
     def retention_plan(self, obj: Target) -> str:
