@@ -246,9 +246,18 @@ def test_it_queues_each_piece_of_a_targets_work_on_its_queue(
     alice, bob = logged_in("alice"), logged_in("bob")
     for target in (sqlite_target, far):
         assert alice.post(reverse("backups:run-now", args=[target.pk])).status_code == 302
+    # Each run's row is written PENDING first; the task carries its id for the worker to fill.
+    rows = {
+        target.pk: Backup.objects.get(target=target, status=BackupStatus.PENDING).pk
+        for target in (sqlite_target, far)
+    }
     web = {"initiated_by": "web:alice"}
-    assert queued("celery") == [("backups.tasks.run_target_backup", [sqlite_target.pk], web)]
-    assert queued("eu-db") == [("backups.tasks.run_target_backup", [far.pk], web)]
+    assert queued("celery") == [
+        ("backups.tasks.run_target_backup", [sqlite_target.pk], {**web, "backup_id": rows[sqlite_target.pk]})
+    ]
+    assert queued("eu-db") == [
+        ("backups.tasks.run_target_backup", [far.pk], {**web, "backup_id": rows[far.pk]})
+    ]
 
     backup = services.run_backup(far)
     assert backup.status == BackupStatus.SUCCESS, backup.error_message
