@@ -7,6 +7,7 @@ Celery broker. Production points ``DATABASE_URL`` and ``CELERY_BROKER_URL`` at r
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -159,7 +160,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_celery_beat",
-    "ninja",  # the HTTP API (backups/api/): its Swagger UI comes from these static files, not a CDN
     "backups",
     "schedules",
     "restores",
@@ -182,10 +182,11 @@ MIDDLEWARE = [
 ROOT_URLCONF = "backupsite.urls"
 WSGI_APPLICATION = "backupsite.wsgi.application"
 
+NINJA_DIR = Path(str(importlib.util.find_spec("ninja").origin)).parent  # type: ignore[union-attr]
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [BASE_DIR / "templates", NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -323,6 +324,10 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
+# The API's Swagger UI (backups/api/site.py) from django-ninja's own templates and static files,
+# not a CDN. ninja is not an installed app: importing it costs every process ~100 ms at start
+# (pydantic), and only the web needs it. find_spec locates the package without importing it.
+STATICFILES_DIRS = [NINJA_DIR / "static"]
 STATIC_URL = "static/"
 STATIC_ROOT = BACKUPSITE_HOME / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
