@@ -484,7 +484,8 @@ def test_it_shows_live_progress_on_one_rewritten_line_on_a_terminal(live):
                     seen += os.read(main, 4096)
                 except OSError:
                     break
-            if lock.in_transaction and seen.count(b"\r\x1b[2K") >= 3:
+            # A queued run shows "pending" until a worker takes it: hold the lock until it runs.
+            if lock.in_transaction and b": running" in seen and seen.count(b"\r\x1b[2K") >= 3:
                 lock.rollback()  # watched enough: let the backup finish
     finally:
         if lock.in_transaction:
