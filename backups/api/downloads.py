@@ -17,11 +17,11 @@ from ninja import Router
 
 from backups import services
 from backups.access import tokens
-from backups.models import ApiToken, BackupStatus
+from backups.models import ApiToken
 
 from .auth import address_of, require, token_of
 from .errors import ApiError, conflict, error_response
-from .history import visible_backup
+from .history import require_stored, visible_backup
 from .schemas import ERRORS, DownloadOut, ErrorOut, Id
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,7 @@ def download_url(request: HttpRequest, backup_id: Id) -> DownloadOut:
         obj=backup,
         message=f"you may not download backups of {backup.target.name}",
     )
-    if backup.status != BackupStatus.SUCCESS or backup.deleted_at is not None:
-        state = "deleted by retention" if backup.deleted_at else backup.status.upper()
-        raise conflict(f"backup {backup.pk} is {state}; only stored successful backups can be downloaded")
+    require_stored(backup, "downloaded")
     copies = services.stored_copies(backup)
     if not copies:
         raise conflict(f"backup {backup.pk} has no stored copy left to download")

@@ -76,6 +76,14 @@ def visible_backup(request: HttpRequest, backup_id: int) -> Backup:
     return backup
 
 
+def require_stored(backup: Backup, verb: str) -> None:
+    """409 unless ``backup`` is a successful backup retention has not deleted (``verb``: what
+    the caller would do with it, for the message)."""
+    if backup.status != BackupStatus.SUCCESS or backup.deleted_at is not None:
+        state = "deleted by retention" if backup.deleted_at else backup.status.upper()
+        raise conflict(f"backup {backup.pk} is {state}; only stored successful backups can be {verb}")
+
+
 def aware(moment: datetime | None) -> datetime | None:
     if moment is None or timezone.is_aware(moment):
         return moment
@@ -178,9 +186,7 @@ def verify(request: HttpRequest, backup_id: Id, payload: VerifyIn | None = None)
         obj=backup,
         message=f"you may not verify backups of {backup.target.name}",
     )
-    if backup.status != BackupStatus.SUCCESS or backup.deleted_at is not None:
-        state = "deleted by retention" if backup.deleted_at else backup.status.upper()
-        raise conflict(f"backup {backup.pk} is {state}; only stored successful backups can be verified")
+    require_stored(backup, "verified")
     initiated_by = f"web:{request.user.get_username()}"  # re-checked by the worker, as the web's
     verify_backup_task.apply_async((backup.pk, deep, initiated_by), queue=services.queue_for(backup.target))
     services.record_audit(
